@@ -1,0 +1,96 @@
+# nlpd - top-level build. See README.md.
+#   make            engine library + tools (build/)
+#   make test       install deps, fetch the model, run all tests (ASan/UBSan)
+#   make models     fetch the pretrained encoder into models/
+#   make bench      run the benchmarks in bench/
+#   CUDA=auto|0|1   build cuda/ with nvcc when present (auto), never, or always
+
+CC      ?= cc
+CUDA    ?= auto
+NVCC    ?= nvcc
+BUILD   ?= build
+SAN     ?= 0
+
+PKGS    := openblas libcjson libutf8proc
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+# Baseline ISA x86-64-v2; faster kernels are chosen at run time (DESIGN §6).
+ARCH_FLAGS := $(if $(filter x86_64,$(shell uname -m)),-march=x86-64-v2 -mtune=generic,)
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fno-math-errno $(ARCH_FLAGS) \
+           -Iengine $(PKG_CFLAGS) -MMD -MP
+LDLIBS  += $(PKG_LIBS) -lpthread -lm
+
+ifeq ($(SAN),1)
+CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+# ---- CUDA probe: nvcc present -> cuda/ sources compile and link in.
+ifeq ($(CUDA),auto)
+  HAVE_NVCC := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo 1 || echo 0)
+else
+  HAVE_NVCC := $(CUDA)
+endif
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC) 2>/dev/null))
+CU_SRCS := $(wildcard cuda/*.cu)
+ifeq ($(HAVE_NVCC),1)
+  CU_OBJS := $(CU_SRCS:%.cu=$(BUILD)/%.o)
+  CFLAGS  += -DNLPD_WITH_CUDA=1
+  LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart
+else
+  CU_OBJS :=
+endif
+
+ENGINE_SRCS := $(wildcard engine/*.c)
+ENGINE_OBJS := $(ENGINE_SRCS:%.c=$(BUILD)/%.o)
+ENGINE_LIB  := $(BUILD)/libnlpd_engine.a
+
+TEST_SRCS := $(wildcard tests/unit/*.c)
+TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/%.o)
+
+.PHONY: all deps ref-deps models test unit bench clean
+all: $(BUILD)/nlpd-cli
+
+deps:
+	@scripts/install_deps.sh
+
+ref-deps:
+	@scripts/install_deps.sh --ref
+
+models:
+	@scripts/fetch_models.sh
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/cuda/%.o: cuda/%.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) -O2 -Xcompiler -fPIC,-Wall -Iengine -c $< -o $@
+
+$(ENGINE_LIB): $(ENGINE_OBJS) $(CU_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/nlpd-cli: $(BUILD)/engine/cli/nlpd_cli.o $(ENGINE_LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/test_unit: $(TEST_OBJS) $(ENGINE_LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
+
+unit: $(BUILD)/test_unit
+
+# Tests run in a sanitizer build of their own (build/san).
+test: deps models
+	@$(MAKE) --no-print-directory SAN=1 BUILD=build/san build/san/test_unit build/san/nlpd-cli
+	@scripts/run_tests.sh build/san
+
+bench: all
+	@bench/encoder
+
+clean:
+	rm -rf $(BUILD) build
+
+-include $(ENGINE_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(BUILD)/engine/cli/nlpd_cli.d

@@ -1,0 +1,20 @@
+/* util.h - small internal helpers shared by engine modules. */
+#ifndef NLPD_UTIL_H
+#define NLPD_UTIL_H
+
+#include <stddef.h>
+
+#include "nlpd_engine.h"
+
+/* Record a failure in err (may be NULL) and return code, for `return eng_fail(...)`. */
+int eng_fail(eng_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Read a whole file into a NUL-terminated buffer. Returns ENG_EIO with a message
+ * naming the file when it cannot be read. */
+int eng_read_file(const char *path, char **out, size_t *len, eng_error *err);
+
+/* Join dir and name into buf; ENG_EINVAL if it does not fit. */
+int eng_path_join(char *buf, size_t cap, const char *dir, const char *name);
+
+#endif

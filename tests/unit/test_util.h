@@ -1,0 +1,31 @@
+/* test_util.h - shared helpers for the cmocka unit tests. */
+#ifndef NLPD_TEST_UTIL_H
+#define NLPD_TEST_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+/* A test group: each tests/unit/test_*.c defines one with TEST_GROUP(name)
+ * and lists it in tests/unit/groups.def. */
+#define TEST_GROUP(name) \
+    const struct CMUnitTest *name##_group(size_t *n)
+#define TEST_GROUP_RETURN(arr) \
+    do { *n = sizeof(arr) / sizeof((arr)[0]); return (arr); } while (0)
+
+/* Paths: the repository root (NLPD_ROOT or "."), shared data (NLPD_SHARED or
+ * "<root>/../shared"). Results point to a static buffer per call slot. */
+const char *tu_root(void);
+const char *tu_shared(void);
+/* snprintf into a rotating static buffer: tu_path("%s/tests/fixtures/x", tu_root()). */
+const char *tu_path(const char *fmt, ...);
+/* 1 if the path exists. */
+int tu_exists(const char *path);
+/* Read a whole file (NUL-terminated); NULL on failure. Caller frees. */
+char *tu_read_file(const char *path, size_t *len);
+/* max |a[i] - b[i]| */
+float tu_max_abs_diff(const float *a, const float *b, size_t n);
+
+#endif
