@@ -108,6 +108,7 @@ typedef struct eng_model_info {
     int intermediate;
     int vocab;
     int max_positions;
+    int max_seq_len;          /* longest input accepted, in tokens (with specials) */
     int num_labels;           /* classify: labels; qa: 2; embed: 0 */
     int multi_label;          /* problem_type == multi_label_classification */
     const char *const *labels;/* num_labels names (id2label, "LABEL_i" when absent) */
