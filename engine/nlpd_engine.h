@@ -194,9 +194,10 @@ typedef struct eng_qa_answer {
 } eng_qa_answer;
 
 /* Best spans from the logits of all windows (start/end packed per window, in
- * window order). Writes up to o->top_k answers sorted by score; *n_out their count. */
-int eng_qa_decode(const eng_qa_windows *w, const float *start, const float *end,
-                  const eng_qa_opts *o, eng_qa_answer *out, int *n_out);
+ * window order). Writes up to o->top_k answers sorted by score; *n_out their count.
+ * tok: the tokenizer that made the windows (answers are widened to whole words). */
+int eng_qa_decode(const eng_tokenizer *tok, const eng_qa_windows *w, const float *start,
+                  const float *end, const eng_qa_opts *o, eng_qa_answer *out, int *n_out);
 
 /* Convenience: windows + logits + decode for one pair. */
 int eng_qa(eng_ctx *ctx, eng_model *m, const char *question, const char *context,
