@@ -170,14 +170,15 @@ int eng_run_qa_logits(eng_ctx *ctx, eng_model *m, const eng_encoding *const *enc
 typedef struct eng_qa_opts {
     int max_seq_len;       /* window length in tokens (default 384) */
     int doc_stride;        /* overlap between windows in tokens (default 128) */
-    int max_question_len;  /* question tokens kept (default 64) */
     int max_answer_len;    /* longest answer in tokens (default 15) */
     int top_k;             /* answers returned (default 1) */
 } eng_qa_opts;
 
 void eng_qa_opts_default(eng_qa_opts *o);
 
-/* The windows of one (question, context) pair: [CLS] q [SEP] ctx-chunk [SEP]. */
+/* The windows of one (question, context) pair: [CLS] q [SEP] ctx-chunk [SEP],
+ * consecutive chunks overlapping by doc_stride tokens (the question is never
+ * truncated, as in transformers' pipeline with a fast tokenizer). */
 typedef struct eng_qa_windows {
     eng_encoding *win;
     int n;

@@ -15,7 +15,6 @@ void eng_qa_opts_default(eng_qa_opts *o)
 {
     o->max_seq_len = 384;
     o->doc_stride = 128;
-    o->max_question_len = 64;
     o->max_answer_len = 15;
     o->top_k = 1;
 }
@@ -61,13 +60,12 @@ int eng_qa_windows_make(const eng_tokenizer *tok, const char *question, size_t q
         goto done;
     }
     int room = o->max_seq_len - q.n - 3; /* context tokens per window */
-    if (q.n > o->max_question_len || room <= 0) {
-        rc = eng_fail(err, ENG_ETOOLONG, "the question has %d tokens; at most %d fit (window "
-                      "%d tokens)", q.n, o->max_question_len < o->max_seq_len - 4 ?
-                      o->max_question_len : o->max_seq_len - 4, o->max_seq_len);
+    if (room <= 0) {
+        rc = eng_fail(err, ENG_ETOOLONG, "the question has %d tokens; at most %d fit in a "
+                      "window of %d tokens", q.n, o->max_seq_len - 4, o->max_seq_len);
         goto done;
     }
-    if (o->doc_stride >= room) {
+    if (c.n > room && (o->doc_stride < 0 || o->doc_stride >= room)) {
         rc = eng_fail(err, ENG_EINVAL, "doc_stride %d must be smaller than the %d context "
                       "tokens per window", o->doc_stride, room);
         goto done;
@@ -138,8 +136,9 @@ static void topk_insert(cand *list, int *n, int k, cand c)
 static void align_to_words(const eng_encoding *w, const eng_tokenizer *tok, int s, int e,
                            int *start, int *end)
 {
-    if (w->seq_ids[s] != 1 || w->seq_ids[e] != 1) { /* [CLS]: no word, empty answer */
-        *start = *end = 0;
+    if (w->seq_ids[s] != 1 || w->seq_ids[e] != 1) { /* [CLS] has no word: token offsets */
+        *start = w->offsets[2 * s];
+        *end = w->offsets[2 * e + 1];
         return;
     }
     while (s > 0 && w->seq_ids[s - 1] == 1 &&
