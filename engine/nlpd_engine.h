@@ -172,6 +172,8 @@ typedef struct eng_qa_opts {
     int doc_stride;        /* overlap between windows in tokens (default 128) */
     int max_answer_len;    /* longest answer in tokens (default 15) */
     int top_k;             /* answers returned (default 1) */
+    int handle_impossible_answer; /* also rank the empty answer (start = end = 0) (default 0) */
+    int align_to_words;    /* widen answers to whole words (default 1) */
 } eng_qa_opts;
 
 void eng_qa_opts_default(eng_qa_opts *o);

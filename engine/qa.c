@@ -17,6 +17,8 @@ void eng_qa_opts_default(eng_qa_opts *o)
     o->doc_stride = 128;
     o->max_answer_len = 15;
     o->top_k = 1;
+    o->handle_impossible_answer = 0;
+    o->align_to_words = 1;
 }
 
 void eng_qa_windows_free(eng_qa_windows *w)
@@ -98,7 +100,7 @@ static int desired(const eng_encoding *w, int t) { return t == 0 || w->seq_ids[t
 
 /* Softmax over the window's candidate positions (context tokens and [CLS]);
  * others get probability 0, as the pipeline's -10000 mask underflows to 0. */
-static void window_probs(const eng_encoding *w, const float *logit, float *p)
+static float window_probs(const eng_encoding *w, const float *logit, float *p)
 {
     float mx = -INFINITY, sum = 0;
     for (int t = 0; t < w->n; t++)
@@ -110,7 +112,9 @@ static void window_probs(const eng_encoding *w, const float *logit, float *p)
     }
     for (int t = 0; t < w->n; t++)
         p[t] /= sum;
+    float cls = p[0];
     p[0] = 0.0f; /* [CLS] takes part in the softmax but is never an answer */
+    return cls;
 }
 
 typedef struct cand {
@@ -134,9 +138,9 @@ static void topk_insert(cand *list, int *n, int k, cand c)
 /* Widen token span [s, e] to whole words: a word is a first piece and the
  * "##" continuation pieces after it, within the context. */
 static void align_to_words(const eng_encoding *w, const eng_tokenizer *tok, int s, int e,
-                           int *start, int *end)
+                           int align, int *start, int *end)
 {
-    if (w->seq_ids[s] != 1 || w->seq_ids[e] != 1) { /* [CLS] has no word: token offsets */
+    if (!align || w->seq_ids[s] != 1 || w->seq_ids[e] != 1) { /* [CLS] has no word: token offsets */
         *start = w->offsets[2 * s];
         *end = w->offsets[2 * e + 1];
         return;
@@ -158,18 +162,19 @@ int eng_qa_decode(const eng_tokenizer *tok, const eng_qa_windows *w, const float
     int maxn = 0;
     for (int i = 0; i < w->n; i++)
         maxn = w->win[i].n > maxn ? w->win[i].n : maxn;
-    cand *all = malloc(sizeof(cand) * (size_t)k * (size_t)w->n), *best = malloc(sizeof(cand) * (size_t)k);
+    cand *all = malloc(sizeof(cand) * ((size_t)k * (size_t)w->n + 1)), *best = malloc(sizeof(cand) * (size_t)k);
     float *ps = malloc(sizeof(float) * (size_t)maxn), *pe = malloc(sizeof(float) * (size_t)maxn);
     if (!all || !best || !ps || !pe) {
         free(all), free(best), free(ps), free(pe);
         return ENG_ENOMEM;
     }
     int nall = 0;
+    float null_score = 1e6f;
     const float *sl = start, *el = end;
     for (int i = 0; i < w->n; i++) {
         const eng_encoding *win = &w->win[i];
-        window_probs(win, sl, ps);
-        window_probs(win, el, pe);
+        float cls_s = window_probs(win, sl, ps), cls_e = window_probs(win, el, pe);
+        null_score = fminf(null_score, cls_s * cls_e);
         /* top k over the whole band first; spans touching masked tokens are
          * then dropped (so a window may give fewer than k, as in the pipeline). */
         int nb = 0;
@@ -182,13 +187,19 @@ int eng_qa_decode(const eng_tokenizer *tok, const eng_qa_windows *w, const float
         sl += win->n;
         el += win->n;
     }
+    if (o->handle_impossible_answer) /* the empty answer, ranked after equal scores */
+        all[nall++] = (cand){null_score, -1, 0, 0};
     /* Stable merge over windows: earlier windows win ties, like Python's sorted(). */
     int n = 0;
     for (int j = 0; j < nall; j++)
         topk_insert(best, &n, k, all[j]);
     for (int j = 0; j < n; j++) {
         out[j].score = best[j].score;
-        align_to_words(&w->win[best[j].win], tok, best[j].s, best[j].e, &out[j].start, &out[j].end);
+        if (best[j].win < 0)
+            out[j].start = out[j].end = 0;
+        else
+            align_to_words(&w->win[best[j].win], tok, best[j].s, best[j].e, o->align_to_words,
+                           &out[j].start, &out[j].end);
     }
     *n_out = n;
     free(all), free(best), free(ps), free(pe);
