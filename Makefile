@@ -78,7 +78,7 @@ $(BUILD)/nlpd-cli: $(BUILD)/engine/cli/nlpd_cli.o $(ENGINE_LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/test_unit: $(TEST_OBJS) $(ENGINE_LIB)
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -lcrypto -o $@
 
 unit: $(BUILD)/test_unit
 

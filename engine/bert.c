@@ -285,8 +285,9 @@ int eng_bert_prepare(const eng_bert *b, eng_arena *ar, const eng_encoding *const
             if (enc[i]->ids[t] < 0 || enc[i]->ids[t] >= c->vocab)
                 return eng_fail(err, ENG_EINVAL, "input %d: token id %d outside the vocabulary "
                                 "(%d)", i, enc[i]->ids[t], c->vocab);
-            int ty = enc[i]->type_ids ? enc[i]->type_ids[t] : 0;
-            if (ty < 0 || (c->type_vocab ? ty >= c->type_vocab : ty != 0))
+            /* DistilBERT has no token types: they are ignored, as transformers does. */
+            int ty = enc[i]->type_ids && c->type_vocab ? enc[i]->type_ids[t] : 0;
+            if (ty < 0 || (c->type_vocab && ty >= c->type_vocab))
                 return eng_fail(err, ENG_EINVAL, "input %d: token type %d not supported by "
                                 "the model", i, ty);
         }
