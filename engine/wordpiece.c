@@ -597,11 +597,28 @@ static int wp_parse_normalizer(eng_tokenizer *t, const cJSON *n, const char *fil
                         "%s: normalizer %s is not supported (only BertNormalizer)", file,
                         cJSON_IsString(type) ? type->valuestring : "(missing type)");
     int lower = wp_json_bool(n, "lowercase", 1);
-    t->flags = (wp_json_bool(n, "clean_text", 1) ? ENG_WP_CLEAN : 0) |
+    t->flags = ENG_WP_BERT | (wp_json_bool(n, "clean_text", 1) ? ENG_WP_CLEAN : 0) |
                (wp_json_bool(n, "handle_chinese_chars", 1) ? ENG_WP_CJK : 0) |
                (wp_json_bool(n, "strip_accents", lower) ? ENG_WP_STRIP : 0) |
                (lower ? ENG_WP_LOWER : 0);
     return ENG_OK;
+}
+
+/* transformers' BertTokenizerFast (what AutoTokenizer builds for BERT-family
+ * folders) replaces the casing options of tokenizer.json's BertNormalizer with
+ * tokenizer_config.json's do_lower_case / strip_accents / tokenize_chinese_chars
+ * (defaults true / null / true); a generic PreTrainedTokenizerFast does not. */
+static void wp_config_overrides(eng_tokenizer *t, const cJSON *cfg)
+{
+    const cJSON *cls = cJSON_GetObjectItemCaseSensitive(cfg, "tokenizer_class");
+    if (!(t->flags & ENG_WP_BERT) ||
+        (cJSON_IsString(cls) && strcmp(cls->valuestring, "PreTrainedTokenizerFast") == 0))
+        return;
+    int lower = wp_json_bool(cfg, "do_lower_case", 1);
+    t->flags = (t->flags & (ENG_WP_CLEAN | ENG_WP_BERT)) |
+               (wp_json_bool(cfg, "tokenize_chinese_chars", 1) ? ENG_WP_CJK : 0) |
+               (wp_json_bool(cfg, "strip_accents", lower) ? ENG_WP_STRIP : 0) |
+               (lower ? ENG_WP_LOWER : 0);
 }
 
 static int wp_load_json(eng_tokenizer *t, const char *path, const cJSON *cfg, eng_error *err)
@@ -631,6 +648,7 @@ static int wp_load_json(eng_tokenizer *t, const char *path, const cJSON *cfg, en
     rc = wp_parse_normalizer(t, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), path, err);
     if (rc)
         goto fail_parse;
+    wp_config_overrides(t, cfg);
 
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     if (!cJSON_IsObject(vocab)) {

@@ -13,6 +13,7 @@ enum {
     ENG_WP_CJK = 2,     /* handle_chinese_chars: isolate CJK ideographs */
     ENG_WP_STRIP = 4,   /* strip_accents: NFD, then drop nonspacing marks */
     ENG_WP_LOWER = 8,   /* lowercase (full mapping of one code point) */
+    ENG_WP_BERT = 16,   /* (load only) the normalizer is a BertNormalizer */
 };
 
 /* Normalise one code point with the given flags into out (cap >= 16 code points).
