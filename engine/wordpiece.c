@@ -14,6 +14,12 @@
  * (space / punctuation / word) -> each word: greedy longest-match WordPiece.
  * Every normalised character remembers the byte span of the original
  * character it came from; a token's offsets are [first.start, last.end).
+ *
+ * Known simplifications (none affects BERT-family tokenizers as published):
+ * added tokens are matched verbatim, ignoring their lstrip/rstrip/single_word/
+ * normalized flags; accents are stripped per character, without NFD's
+ * canonical reordering (only the order of non-Mn combining marks with a
+ * nonzero combining class could differ, and Mn marks are dropped anyway).
  */
 #include "wordpiece.h"
 
