@@ -1,0 +1,505 @@
+/* backend_cpu.c - the CPU backend: OpenBLAS for GEMM, own vectorised kernels for
+ * everything else (cpu_kernels_*.c, picked at run time), and a small persistent
+ * thread pool (cpu_pool.c) that splits every op by rows, columns or
+ * (sequence, head) pairs.
+ *
+ * GEMM threading: OpenBLAS is set to one thread (process-wide) and each pool
+ * thread calls cblas_sgemm on its own block of rows (or of columns when M is
+ * small). One pool then owns the cores for every op: no second set of spinning
+ * BLAS threads competes with ours between ops. NLPD_CPU_GEMM=blas instead lets
+ * OpenBLAS thread each GEMM itself (for comparison in benchmarks).
+ */
+#include "backend.h"
+#include "cpu_kernels.h"
+#include "cpu_pool.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct cpu_backend {
+    eng_backend base; /* first: eng_backend * <-> cpu_backend * */
+    const eng_cpu_kernels *k;
+    eng_cpu_isa isa;
+    eng_cpu_pool *pool;
+    int blas_threads; /* 1: pool splits GEMMs; >1: OpenBLAS threads them */
+    pthread_mutex_t scratch_mu;
+    float *scratch; /* attention scratch, scratch_per floats per thread */
+    size_t scratch_per;
+} cpu_backend;
+
+static cpu_backend *cb_of(eng_backend *be)
+{
+    return (cpu_backend *)be;
+}
+
+/* ------------------------------------------------------------ ISA choice */
+
+int eng_cpu_isa_supported(eng_cpu_isa isa)
+{
+    switch (isa) {
+    case ENG_CPU_ISA_SCALAR:
+        return 1;
+#if defined(__x86_64__)
+    case ENG_CPU_ISA_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case ENG_CPU_ISA_AVX512:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    default:
+        return 0;
+    }
+}
+
+const char *eng_cpu_isa_name(eng_cpu_isa isa)
+{
+    static const char *const names[ENG_CPU_ISA_COUNT] = {"scalar", "avx2", "avx512"};
+    return (int)isa >= 0 && (int)isa < ENG_CPU_ISA_COUNT ? names[isa] : "unknown";
+}
+
+const eng_cpu_kernels *eng_cpu_kernels_get(eng_cpu_isa isa)
+{
+    if (!eng_cpu_isa_supported(isa))
+        return NULL;
+    switch (isa) {
+#if defined(__x86_64__)
+    case ENG_CPU_ISA_AVX512: return &eng_cpu_kernels_avx512;
+    case ENG_CPU_ISA_AVX2: return &eng_cpu_kernels_avx2;
+#endif
+    default: return &eng_cpu_kernels_scalar;
+    }
+}
+
+eng_cpu_isa eng_cpu_isa_default(void)
+{
+    eng_cpu_isa best = ENG_CPU_ISA_SCALAR;
+    for (int i = ENG_CPU_ISA_COUNT - 1; i > 0; i--)
+        if (eng_cpu_isa_supported((eng_cpu_isa)i)) {
+            best = (eng_cpu_isa)i;
+            break;
+        }
+    const char *want = getenv("NLPD_CPU_ISA");
+    if (want && *want)
+        for (int i = 0; i < ENG_CPU_ISA_COUNT; i++)
+            if (strcmp(want, eng_cpu_isa_name((eng_cpu_isa)i)) == 0 && i <= (int)best &&
+                eng_cpu_isa_supported((eng_cpu_isa)i))
+                return (eng_cpu_isa)i;
+    return best;
+}
+
+/* ------------------------------------------------------------ partitioning */
+
+/* [*lo, *hi) of n items for thread tid of nt, in multiples of `align`. */
+static void split_range(int n, int align, int tid, int nt, int *lo, int *hi)
+{
+    int units = (n + align - 1) / align;
+    int per = units / nt, extra = units % nt;
+    int u0 = tid * per + (tid < extra ? tid : extra);
+    int u1 = u0 + per + (tid < extra ? 1 : 0);
+    *lo = u0 * align < n ? u0 * align : n;
+    *hi = u1 * align < n ? u1 * align : n;
+}
+
+/* Threads worth using for `work` units of roughly a nanosecond each. */
+static int threads_for(const cpu_backend *cb, double work)
+{
+    int nt = cb->base.threads;
+    int by_work = (int)(work / 20000.0); /* ~20 us per thread at least */
+    if (by_work < 1)
+        by_work = 1;
+    return nt < by_work ? nt : by_work;
+}
+
+/* ------------------------------------------------------------------ memory */
+
+static void *cpu_alloc(eng_backend *be, size_t bytes)
+{
+    (void)be;
+    void *p = NULL;
+    if (bytes == 0)
+        bytes = 64;
+    if (posix_memalign(&p, 64, bytes) != 0)
+        return NULL;
+    return p;
+}
+
+static void cpu_free(eng_backend *be, void *p)
+{
+    (void)be;
+    free(p);
+}
+
+static int cpu_upload(eng_backend *be, void *dst, const void *src, size_t bytes)
+{
+    (void)be;
+    if (bytes)
+        memcpy(dst, src, bytes);
+    return 0;
+}
+
+static int cpu_download(eng_backend *be, void *dst, const void *src, size_t bytes)
+{
+    (void)be;
+    if (bytes)
+        memcpy(dst, src, bytes);
+    return 0;
+}
+
+static int cpu_synchronize(eng_backend *be)
+{
+    (void)be;
+    return 0;
+}
+
+/* -------------------------------------------------------------------- GEMM */
+
+typedef struct gemm_job {
+    int trans_b, M, N, K, lda, ldb, ldc, by_rows;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+} gemm_job;
+
+static void sgemm(const gemm_job *g, int m0, int m1, int n0, int n1)
+{
+    if (m1 <= m0 || n1 <= n0)
+        return;
+    const float *b = g->trans_b ? g->B + (size_t)n0 * g->ldb : g->B + n0;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, g->trans_b ? CblasTrans : CblasNoTrans, m1 - m0,
+                n1 - n0, g->K, g->alpha, g->A + (size_t)m0 * g->lda, g->lda, b, g->ldb, g->beta,
+                g->C + (size_t)m0 * g->ldc + n0, g->ldc);
+}
+
+static void gemm_task(void *arg, int tid, int nt)
+{
+    const gemm_job *g = arg;
+    int lo, hi;
+    if (g->by_rows) {
+        split_range(g->M, 16, tid, nt, &lo, &hi);
+        sgemm(g, lo, hi, 0, g->N);
+    } else {
+        split_range(g->N, 16, tid, nt, &lo, &hi);
+        sgemm(g, 0, g->M, lo, hi);
+    }
+}
+
+/* C = beta * C (BLAS semantics: beta == 0 writes zeros without reading C). */
+static void scale_c(float *C, int ldc, int M, int N, float beta)
+{
+    for (int i = 0; i < M; i++) {
+        float *c = C + (size_t)i * ldc;
+        for (int j = 0; j < N; j++)
+            c[j] = beta == 0.0f ? 0.0f : beta * c[j];
+    }
+}
+
+static void cpu_gemm(eng_backend *be, int trans_b, int M, int N, int K, float alpha,
+                     const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                     int ldc)
+{
+    cpu_backend *cb = cb_of(be);
+    if (M <= 0 || N <= 0)
+        return;
+    if (K <= 0 || alpha == 0.0f) {
+        scale_c(C, ldc, M, N, beta);
+        return;
+    }
+    gemm_job g = {trans_b, M, N, K, lda, ldb, ldc, 1, alpha, beta, A, B, C};
+    int nt = cb->blas_threads > 1 ? 1 : threads_for(cb, (double)M * N * K / 60.0);
+    if (nt > 1) {
+        /* Split rows when each thread gets a decent block, else columns. */
+        if (M >= 32 * nt)
+            g.by_rows = 1;
+        else if (N >= 32 * nt)
+            g.by_rows = 0;
+        else
+            nt = 1;
+    }
+    if (nt > 1)
+        eng_cpu_pool_run(cb->pool, gemm_task, &g, nt);
+    else
+        sgemm(&g, 0, M, 0, N);
+}
+
+/* ------------------------------------------------------ row-parallel ops */
+
+typedef struct rows_job {
+    const cpu_backend *cb;
+    int op, rows, cols;
+    eng_act act;
+    float eps;
+    float *out, *x;
+    const float *res, *gamma, *beta, *bias;
+    /* embed */
+    const float *word, *pos, *type;
+    const int32_t *ids, *pos_ids, *type_ids;
+} rows_job;
+
+enum { OP_BIAS_ACT, OP_LAYERNORM, OP_EMBED };
+
+static void rows_task(void *arg, int tid, int nt)
+{
+    const rows_job *j = arg;
+    const eng_cpu_kernels *k = j->cb->k;
+    int lo, hi;
+    split_range(j->rows, 1, tid, nt, &lo, &hi);
+    if (hi <= lo)
+        return;
+    size_t o = (size_t)lo * j->cols;
+    switch (j->op) {
+    case OP_BIAS_ACT:
+        k->bias_act(j->x + o, j->bias, hi - lo, j->cols, j->act);
+        break;
+    case OP_LAYERNORM:
+        k->add_layernorm(j->out + o, j->x + o, j->res ? j->res + o : NULL, j->gamma, j->beta,
+                         hi - lo, j->cols, j->eps);
+        break;
+    case OP_EMBED:
+        for (int t = lo; t < hi; t++) {
+            size_t d = (size_t)j->cols;
+            k->add3(j->out + (size_t)t * d, j->word + (size_t)j->ids[t] * d,
+                    j->pos + (size_t)j->pos_ids[t] * d,
+                    j->type ? j->type + (size_t)j->type_ids[t] * d : NULL, j->cols);
+        }
+        break;
+    }
+}
+
+static void run_rows(const cpu_backend *cb, rows_job *j, double ns_per_elem)
+{
+    int nt = threads_for(cb, (double)j->rows * j->cols * ns_per_elem);
+    if (nt > j->rows)
+        nt = j->rows > 0 ? j->rows : 1;
+    eng_cpu_pool_run(cb->pool, rows_task, j, nt);
+}
+
+static void cpu_bias_act(eng_backend *be, float *x, const float *bias, int rows, int cols,
+                         eng_act act)
+{
+    if (rows <= 0 || cols <= 0 || (!bias && act == ENG_ACT_NONE))
+        return;
+    cpu_backend *cb = cb_of(be);
+    rows_job j = {.cb = cb, .op = OP_BIAS_ACT, .rows = rows, .cols = cols, .act = act,
+                  .x = x, .bias = bias};
+    run_rows(cb, &j, act == ENG_ACT_RELU || act == ENG_ACT_NONE ? 0.1 : 0.5);
+}
+
+static void cpu_add_layernorm(eng_backend *be, float *out, const float *x, const float *res,
+                              const float *gamma, const float *beta, int rows, int cols,
+                              float eps)
+{
+    if (rows <= 0 || cols <= 0)
+        return;
+    cpu_backend *cb = cb_of(be);
+    rows_job j = {.cb = cb, .op = OP_LAYERNORM, .rows = rows, .cols = cols, .eps = eps,
+                  .out = out, .x = (float *)x, .res = res, .gamma = gamma, .beta = beta};
+    run_rows(cb, &j, 0.25);
+}
+
+static void cpu_embed(eng_backend *be, float *out, const float *word, const float *pos,
+                      const float *type, const int32_t *ids, const int32_t *pos_ids,
+                      const int32_t *type_ids, int ntok, int dim)
+{
+    if (ntok <= 0 || dim <= 0)
+        return;
+    cpu_backend *cb = cb_of(be);
+    rows_job j = {.cb = cb, .op = OP_EMBED, .rows = ntok, .cols = dim, .out = out,
+                  .word = word, .pos = pos, .type = type_ids ? type : NULL, .ids = ids,
+                  .pos_ids = pos_ids, .type_ids = type_ids};
+    run_rows(cb, &j, 0.3);
+}
+
+/* --------------------------------------------------------------- attention */
+
+typedef struct attn_job {
+    const cpu_backend *cb;
+    eng_cpu_attn a;
+    int nseq;
+    atomic_int next; /* next (sequence, head) item */
+} attn_job;
+
+static void attn_task(void *arg, int tid, int nt)
+{
+    attn_job *j = arg;
+    (void)nt;
+    float *scratch = j->cb->scratch + (size_t)tid * j->cb->scratch_per;
+    int total = j->nseq * j->a.heads;
+    for (;;) {
+        int it = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (it >= total)
+            return;
+        j->cb->k->attn_head(&j->a, it / j->a.heads, it % j->a.heads, scratch);
+    }
+}
+
+/* Grows the per-thread scratch to per floats each; 0 or -1. */
+static int reserve_scratch(cpu_backend *cb, size_t per)
+{
+    if (per <= cb->scratch_per)
+        return 0;
+    per = per + per / 2;
+    float *s = NULL;
+    size_t bytes = per * (size_t)cb->base.threads * sizeof(float);
+    if (posix_memalign((void **)&s, 64, bytes) != 0)
+        return -1;
+    free(cb->scratch);
+    cb->scratch = s;
+    cb->scratch_per = per;
+    return 0;
+}
+
+static void cpu_attention(eng_backend *be, float *out, int out_ld, const float *q, int q_ld,
+                          const float *k, int k_ld, const float *v, int v_ld,
+                          const int32_t *q_off, const int32_t *kv_off, int nseq, int heads,
+                          int head_dim, float scale, int causal)
+{
+    if (nseq <= 0 || heads <= 0 || head_dim <= 0)
+        return;
+    cpu_backend *cb = cb_of(be);
+    int max_nk = 0;
+    double work = 0;
+    for (int s = 0; s < nseq; s++) {
+        int nk = kv_off[s + 1] - kv_off[s], nq = q_off[s + 1] - q_off[s];
+        max_nk = nk > max_nk ? nk : max_nk;
+        work += (double)nq * nk * head_dim * heads * 4 / 80.0 + (double)nk * head_dim * heads;
+    }
+    attn_job j = {.cb = cb,
+                  .a = {out, q, k, v, q_off, kv_off, out_ld, q_ld, k_ld, v_ld, heads, head_dim,
+                        causal, scale},
+                  .nseq = nseq};
+    atomic_init(&j.next, 0);
+    pthread_mutex_lock(&cb->scratch_mu);
+    if (reserve_scratch(cb, eng_cpu_attn_scratch(head_dim, max_nk)) != 0) {
+        /* Out of memory: one head at a time in a scratch of its own. */
+        float *s = malloc(eng_cpu_attn_scratch(head_dim, max_nk) * sizeof(float));
+        for (int i = 0; s && i < nseq * heads; i++)
+            cb->k->attn_head(&j.a, i / heads, i % heads, s);
+        free(s);
+    } else {
+        int nt = threads_for(cb, work);
+        if (nt > nseq * heads)
+            nt = nseq * heads;
+        eng_cpu_pool_run(cb->pool, attn_task, &j, nt);
+    }
+    pthread_mutex_unlock(&cb->scratch_mu);
+}
+
+/* -------------------------------------------------------- pooling, gather */
+
+static void cpu_mean_pool(eng_backend *be, float *out, const float *x, const int32_t *seq_off,
+                          int nseq, int dim, int normalize)
+{
+    (void)be;
+    for (int s = 0; s < nseq; s++) {
+        float *o = out + (size_t)s * dim;
+        int r0 = seq_off[s], n = seq_off[s + 1] - r0;
+        /* torch: sum / clamp(count, min=1e-9); the sum in double, by column blocks */
+        float cnt = n > 0 ? (float)n : 1e-9f;
+        for (int c0 = 0; c0 < dim; c0 += 64) {
+            double acc[64] = {0};
+            int w = dim - c0 < 64 ? dim - c0 : 64;
+            for (int r = 0; r < n; r++) {
+                const float *xr = x + (size_t)(r0 + r) * dim + c0;
+                for (int c = 0; c < w; c++)
+                    acc[c] += xr[c];
+            }
+            for (int c = 0; c < w; c++)
+                o[c0 + c] = (float)acc[c] / cnt;
+        }
+        if (normalize) {
+            double ss = 0;
+            for (int c = 0; c < dim; c++)
+                ss += (double)o[c] * o[c];
+            float norm = (float)sqrt(ss);
+            norm = norm > 1e-12f ? norm : 1e-12f;
+            for (int c = 0; c < dim; c++)
+                o[c] /= norm;
+        }
+    }
+}
+
+static void cpu_gather_rows(eng_backend *be, float *out, const float *x,
+                            const int32_t *seq_off, int nseq, int row, int dim)
+{
+    (void)be;
+    for (int s = 0; s < nseq; s++)
+        memcpy(out + (size_t)s * dim, x + (size_t)(seq_off[s] + row) * dim,
+               (size_t)dim * sizeof(float));
+}
+
+/* ------------------------------------------------------------- lifecycle */
+
+static void cpu_destroy(eng_backend *be)
+{
+    cpu_backend *cb = cb_of(be);
+    if (!cb)
+        return;
+    eng_cpu_pool_free(cb->pool);
+    pthread_mutex_destroy(&cb->scratch_mu);
+    free(cb->scratch);
+    free(cb);
+}
+
+static const eng_backend_ops cpu_ops = {
+    .name = "cpu",
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_upload,
+    .download = cpu_download,
+    .synchronize = cpu_synchronize,
+    .gemm = cpu_gemm,
+    .bias_act = cpu_bias_act,
+    .add_layernorm = cpu_add_layernorm,
+    .embed = cpu_embed,
+    .attention = cpu_attention,
+    .mean_pool = cpu_mean_pool,
+    .gather_rows = cpu_gather_rows,
+};
+
+eng_backend *eng_backend_cpu_new_isa(int threads, eng_cpu_isa isa)
+{
+    const eng_cpu_kernels *k = eng_cpu_kernels_get(isa);
+    if (!k)
+        return NULL;
+    if (threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = n > 0 ? (int)n : 1;
+    }
+    cpu_backend *cb = calloc(1, sizeof *cb);
+    if (!cb)
+        return NULL;
+    cb->base.ops = &cpu_ops;
+    cb->base.threads = threads;
+    cb->k = k;
+    cb->isa = isa;
+    const char *gm = getenv("NLPD_CPU_GEMM");
+    cb->blas_threads = gm && strcmp(gm, "blas") == 0 ? threads : 1;
+    cb->pool = eng_cpu_pool_new(threads);
+    if (!cb->pool) {
+        free(cb);
+        return NULL;
+    }
+    pthread_mutex_init(&cb->scratch_mu, NULL);
+    /* Process-wide: the last backend created decides OpenBLAS's threading. */
+    openblas_set_num_threads(cb->blas_threads);
+    return &cb->base;
+}
+
+eng_backend *eng_backend_cpu_new(int threads)
+{
+    return eng_backend_cpu_new_isa(threads, eng_cpu_isa_default());
+}
+
+eng_cpu_isa eng_backend_cpu_isa(const eng_backend *be)
+{
+    return ((const cpu_backend *)be)->isa;
+}

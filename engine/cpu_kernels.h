@@ -1,0 +1,83 @@
+/* cpu_kernels.h - internal interface of the CPU backend's kernels (not public).
+ *
+ * The same kernel source (cpu_kernels_impl.h) is compiled once per instruction
+ * set: cpu_kernels_scalar.c (baseline), cpu_kernels_avx2.c (AVX2+FMA) and
+ * cpu_kernels_avx512.c (AVX-512 F/BW/DQ/VL). backend_cpu.c picks one table at
+ * run time (DESIGN §6: baseline build, faster kernels chosen on the user's CPU).
+ * Kernels are single-threaded; backend_cpu.c splits the work across its pool.
+ */
+#ifndef NLPD_CPU_KERNELS_H
+#define NLPD_CPU_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+
+typedef enum eng_cpu_isa {
+    ENG_CPU_ISA_SCALAR = 0,
+    ENG_CPU_ISA_AVX2,
+    ENG_CPU_ISA_AVX512,
+    ENG_CPU_ISA_COUNT,
+} eng_cpu_isa;
+
+/* Query rows per attention block, and the padding of the key dimension. */
+#define ENG_CPU_ATTN_ROWS 6
+#define ENG_CPU_ATTN_PAD 16
+
+/* One attention call, as passed to the op (see backend.h). */
+typedef struct eng_cpu_attn {
+    float *out;
+    const float *q, *k, *v;
+    const int32_t *q_off, *kv_off;
+    int out_ld, q_ld, k_ld, v_ld;
+    int heads, head_dim, causal;
+    float scale;
+} eng_cpu_attn;
+
+typedef struct eng_cpu_kernels {
+    const char *name;
+    /* x[r] = act(x[r] + bias) for rows contiguous rows of cols floats. */
+    void (*bias_act)(float *x, const float *bias, int rows, int cols, eng_act act);
+    /* out[r] = LN(x[r] + res[r]) * gamma + beta; res may be NULL; out may alias x/res. */
+    void (*add_layernorm)(float *out, const float *x, const float *res, const float *gamma,
+                          const float *beta, int rows, int cols, float eps);
+    /* out = (a + c) + b elementwise over n floats; c may be NULL. */
+    void (*add3)(float *out, const float *a, const float *b, const float *c, int n);
+    /* Attention of sequence s, head h; scratch holds eng_cpu_attn_scratch() floats. */
+    void (*attn_head)(const eng_cpu_attn *a, int s, int h, float *scratch);
+    /* Elementwise math, exposed for the accuracy tests. */
+    void (*vexp)(float *y, const float *x, int n);
+    void (*verf)(float *y, const float *x, int n);
+    void (*vtanh)(float *y, const float *x, int n);
+} eng_cpu_kernels;
+
+extern const eng_cpu_kernels eng_cpu_kernels_scalar;
+#if defined(__x86_64__)
+extern const eng_cpu_kernels eng_cpu_kernels_avx2;
+extern const eng_cpu_kernels eng_cpu_kernels_avx512;
+#endif
+
+/* Floats of per-thread scratch attn_head needs for keys nk and head_dim hd. */
+static inline size_t eng_cpu_attn_scratch(int head_dim, int nk)
+{
+    size_t nkp = ((size_t)nk + ENG_CPU_ATTN_PAD - 1) / ENG_CPU_ATTN_PAD * ENG_CPU_ATTN_PAD;
+    return ((size_t)head_dim + ENG_CPU_ATTN_ROWS) * nkp + 2 * ENG_CPU_ATTN_ROWS;
+}
+
+/* 1 if this CPU (and OS) can run the kernels of isa. */
+int eng_cpu_isa_supported(eng_cpu_isa isa);
+/* The best supported ISA, or the one forced by NLPD_CPU_ISA=scalar|avx2|avx512
+ * (an unsupported or unknown choice falls back to the best supported). */
+eng_cpu_isa eng_cpu_isa_default(void);
+/* Kernel table of a supported isa, else NULL. */
+const eng_cpu_kernels *eng_cpu_kernels_get(eng_cpu_isa isa);
+const char *eng_cpu_isa_name(eng_cpu_isa isa);
+
+/* The CPU backend on a given ISA (for tests and benchmarks); NULL if the ISA is
+ * not supported or allocation fails. */
+eng_backend *eng_backend_cpu_new_isa(int threads, eng_cpu_isa isa);
+/* The ISA a CPU backend runs. */
+eng_cpu_isa eng_backend_cpu_isa(const eng_backend *be);
+
+#endif /* NLPD_CPU_KERNELS_H */

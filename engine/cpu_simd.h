@@ -1,0 +1,149 @@
+/* cpu_simd.h - a thin vector abstraction for the CPU kernels (internal).
+ *
+ * Included by exactly one cpu_kernels_<isa>.c after it defines one of
+ * CPU_SIMD_AVX512, CPU_SIMD_AVX2 or CPU_SIMD_SCALAR (and, for the vector ones,
+ * switched the target with #pragma GCC target). V is a vector of VW floats,
+ * VM a lane mask. vloadn/vstoren touch only the first n (< VW) lanes.
+ */
+#ifndef NLPD_CPU_SIMD_H
+#define NLPD_CPU_SIMD_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(CPU_SIMD_AVX512)
+#include <immintrin.h>
+#define VW 16
+typedef __m512 V;
+typedef __mmask16 VM;
+#define tmask(n) ((__mmask16)((1u << (n)) - 1u))
+#define vzero() _mm512_setzero_ps()
+#define vset1(x) _mm512_set1_ps(x)
+#define vload(p) _mm512_loadu_ps(p)
+#define vstore(p, v) _mm512_storeu_ps((p), (v))
+#define vloadn(p, n) _mm512_maskz_loadu_ps(tmask(n), (p))
+#define vstoren(p, v, n) _mm512_mask_storeu_ps((p), tmask(n), (v))
+#define vkeepn(v, n) _mm512_maskz_mov_ps(tmask(n), (v)) /* lanes >= n zeroed */
+#define vadd(a, b) _mm512_add_ps(a, b)
+#define vsub(a, b) _mm512_sub_ps(a, b)
+#define vmul(a, b) _mm512_mul_ps(a, b)
+#define vdiv(a, b) _mm512_div_ps(a, b)
+#define vmax(a, b) _mm512_max_ps(a, b)
+#define vmin(a, b) _mm512_min_ps(a, b)
+#define vfma(a, b, c) _mm512_fmadd_ps(a, b, c)   /* a*b + c */
+#define vfnma(a, b, c) _mm512_fnmadd_ps(a, b, c) /* c - a*b */
+#define vround(a) _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define vabs(a) _mm512_abs_ps(a)
+#define vlt(a, b) _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ)
+#define vsel(m, a, b) _mm512_mask_blend_ps(m, a, b) /* m ? b : a */
+#define vany(m) ((m) != 0)
+#define vhsum(a) _mm512_reduce_add_ps(a)
+#define vhmax(a) _mm512_reduce_max_ps(a)
+/* 2^n for integral n in [-126, 127] held as floats. */
+#define vpow2i(n) \
+    _mm512_castsi512_ps(_mm512_slli_epi32( \
+        _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23))
+/* |mag| with the sign of sgn. */
+static inline V vcopysign(V mag, V sgn)
+{
+    const __m512i m = _mm512_set1_epi32(INT32_MIN);
+    return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(
+        _mm512_castps_si512(mag), _mm512_castps_si512(sgn), m, 0xd8)); /* m ? sgn : mag */
+}
+#define KN(name) name##_avx512
+
+#elif defined(CPU_SIMD_AVX2)
+#include <immintrin.h>
+#define VW 8
+typedef __m256 V;
+typedef __m256 VM;
+static const int32_t cpu_avx2_mask_tab[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
+                                              0,  0,  0,  0,  0,  0,  0,  0};
+#define tmask(n) _mm256_loadu_si256((const __m256i *)(cpu_avx2_mask_tab + 8 - (n)))
+#define vzero() _mm256_setzero_ps()
+#define vset1(x) _mm256_set1_ps(x)
+#define vload(p) _mm256_loadu_ps(p)
+#define vstore(p, v) _mm256_storeu_ps((p), (v))
+#define vloadn(p, n) _mm256_maskload_ps((p), tmask(n))
+#define vstoren(p, v, n) _mm256_maskstore_ps((p), tmask(n), (v))
+#define vkeepn(v, n) _mm256_and_ps((v), _mm256_castsi256_ps(tmask(n)))
+#define vadd(a, b) _mm256_add_ps(a, b)
+#define vsub(a, b) _mm256_sub_ps(a, b)
+#define vmul(a, b) _mm256_mul_ps(a, b)
+#define vdiv(a, b) _mm256_div_ps(a, b)
+#define vmax(a, b) _mm256_max_ps(a, b)
+#define vmin(a, b) _mm256_min_ps(a, b)
+#define vfma(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define vfnma(a, b, c) _mm256_fnmadd_ps(a, b, c)
+#define vround(a) _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define vabs(a) _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a)
+#define vlt(a, b) _mm256_cmp_ps(a, b, _CMP_LT_OQ)
+#define vsel(m, a, b) _mm256_blendv_ps(a, b, m)
+#define vany(m) (_mm256_movemask_ps(m) != 0)
+static inline float vhsum(V a)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+static inline float vhmax(V a)
+{
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#define vpow2i(n) \
+    _mm256_castsi256_ps(_mm256_slli_epi32( \
+        _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23))
+static inline V vcopysign(V mag, V sgn)
+{
+    const V m = _mm256_set1_ps(-0.0f);
+    return _mm256_or_ps(_mm256_andnot_ps(m, mag), _mm256_and_ps(m, sgn));
+}
+#define KN(name) name##_avx2
+
+#elif defined(CPU_SIMD_SCALAR)
+#define VW 1
+typedef float V;
+typedef int VM;
+#define vzero() 0.0f
+#define vset1(x) ((float)(x))
+#define vload(p) (*(p))
+#define vstore(p, v) (*(p) = (v))
+#define vloadn(p, n) ((void)(n), *(p))
+#define vstoren(p, v, n) ((void)(n), *(p) = (v))
+#define vkeepn(v, n) ((void)(n), (v))
+#define vadd(a, b) ((a) + (b))
+#define vsub(a, b) ((a) - (b))
+#define vmul(a, b) ((a) * (b))
+#define vdiv(a, b) ((a) / (b))
+/* Same NaN behaviour as the SSE/AVX max/min: the second operand wins. */
+#define vmax(a, b) ((a) > (b) ? (a) : (b))
+#define vmin(a, b) ((a) < (b) ? (a) : (b))
+#define vfma(a, b, c) fmaf(a, b, c)
+#define vfnma(a, b, c) fmaf(-(a), b, c)
+#define vround(a) rintf(a)
+#define vabs(a) fabsf(a)
+#define vlt(a, b) ((a) < (b))
+#define vsel(m, a, b) ((m) ? (b) : (a))
+#define vany(m) (m)
+#define vhsum(a) (a)
+#define vhmax(a) (a)
+static inline V vpow2i(V n)
+{
+    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+#define vcopysign(mag, sgn) copysignf(mag, sgn)
+#define KN(name) name##_scalar
+
+#else
+#error "define CPU_SIMD_AVX512, CPU_SIMD_AVX2 or CPU_SIMD_SCALAR"
+#endif
+
+#endif /* NLPD_CPU_SIMD_H */
