@@ -35,7 +35,8 @@ else
 endif
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC) 2>/dev/null))
 CU_SRCS := $(wildcard cuda/*.cu)
-ifeq ($(HAVE_NVCC),1)
+# The CUDA backend (cuda/*.cu) is compiled and linked only once it has sources.
+ifeq ($(HAVE_NVCC)$(if $(CU_SRCS),1,0),11)
   CU_OBJS := $(CU_SRCS:%.cu=$(BUILD)/%.o)
   CFLAGS  += -DNLPD_WITH_CUDA=1
   LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart

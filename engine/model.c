@@ -195,6 +195,7 @@ int eng_model_load(const char *dir, eng_model **out, eng_error *err)
         goto fail_st;
     fill_info(m, dominant_dtype(st));
     eng_st_close(st); /* weights were copied into the model's block */
+    st = NULL;
     if (m->cfg.task == ENG_TASK_EMBED && (rc = load_sentence_transformers(m, dir, err)))
         goto fail_bert;
     *out = m;
