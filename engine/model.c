@@ -269,7 +269,7 @@ static int check_task(const eng_model *m, eng_task want, const char *what, eng_e
 {
     if (m->cfg.task == want)
         return ENG_OK;
-    return eng_fail(err, ENG_EINVAL, "%s needs a %s model; %s is a %s model", what,
+    return eng_fail(err, ENG_EINVAL, "%s needs a model of task '%s'; %s has task '%s'", what,
                     eng_task_name(want), m->cfg.architecture, eng_task_name(m->cfg.task));
 }
 

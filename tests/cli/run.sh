@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# CLI tests: nlpd-cli (from the build dir in $1) on the tiny reference models.
+# Prints "cli: N passed, N failed".
+set -uo pipefail
+BUILD=${1:-build}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+CLI="$ROOT/$BUILD/nlpd-cli"
+F="$ROOT/tests/fixtures/models"
+pass=0; fail=0
+
+check() {  # name, expected exit code, pattern the output (stdout+stderr) must match, command...
+    local name=$1 want_rc=$2 pattern=$3; shift 3
+    local out rc
+    out=$("$@" 2>&1); rc=$?
+    if [[ $rc -eq $want_rc ]] && grep -qE -- "$pattern" <<<"$out"; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        echo "FAIL cli $name: exit $rc (want $want_rc), output: ${out:0:400}"
+    fi
+}
+
+check help 0 'usage: nlpd-cli COMMAND' "$CLI" --help
+check version 0 '^nlpd-cli [0-9]+\.' "$CLI" --version
+check no-args 2 'usage' "$CLI"
+check unknown-command 2 "unknown command 'frob'" "$CLI" frob "$F/bert_cls"
+check bad-int 2 '--top-k must be an integer' "$CLI" classify --top-k x "$F/bert_cls" hi
+check classify 0 '"label":"(negative|neutral|positive)","score":0\.[0-9]' "$CLI" classify "$F/bert_cls" "I love it" "awful"
+check classify-top1 0 '"scores":\[\{"label":"[a-z]+","score":[0-9.e-]+\}\]' "$CLI" classify --top-k 1 "$F/bert_cls" "hi"
+check multilabel 0 '"labels":\[' "$CLI" classify "$F/bert_cls_multilabel" "hello"
+check embed 0 '"embedding":\[-?[0-9]' "$CLI" embed "$F/bert_st" "hello there"
+check qa 0 '"answer":"[^"]+","score":[0-9.e-]+,"start":[0-9]+,"end":[0-9]+' "$CLI" qa "$F/bert_qa" --question "Where is it?" --context "The café is in Montréal, near the river."
+check qa-missing 2 'needs --question and --context' "$CLI" qa "$F/bert_qa" --question "x"
+check tokenize 0 '"tokens":\["\[CLS\]","hello","world","\[SEP\]"\]' "$CLI" tokenize "$F/bert_cls" "Hello world"
+check tokenize-offsets 0 '"offsets":\[\[0,0\],\[0,4\],\[5,7\],\[7,9\]' "$CLI" tokenize "$F/bert_cls" "Café naïf"
+check truncate 0 '"truncated_tokens":' "$CLI" tokenize --max-length 4 "$F/bert_cls" "one two three four five"
+check info 0 '"labels":\["negative","neutral","positive"\]' "$CLI" info "$F/bert_cls"
+check missing-model 1 'load: /nonexistent/config.json' "$CLI" classify /nonexistent hi
+check invalid-utf8 1 'invalid UTF-8 at byte 2' "$CLI" classify "$F/bert_cls" $'ab\xffcd'
+check wrong-task 1 "needs a model of task 'embed'" "$CLI" embed "$F/bert_cls" hi
+check too-long 1 'at most 128' "$CLI" classify --max-length 1000 "$F/bert_cls" "$(printf 'word %.0s' {1..200})"
+
+echo "cli: ${pass} passed, ${fail} failed"
+[[ $fail -eq 0 ]]
