@@ -17,8 +17,8 @@ run_suite() {  # name command...: runs a suite whose last counts line is "N pass
     local rc=${PIPESTATUS[0]}
     local line; line=$(grep -E '[0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
     local p f
-    p=$(sed -E 's/.*[^0-9]?([0-9]+) passed.*/\1/' <<<"$line"); p=${p:-0}
-    f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line"); f=${f:-0}
+    p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+'); p=${p:-0}
+    f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+'); f=${f:-0}
     if [[ -z "$line" || ( $rc -ne 0 && $f -eq 0 ) ]]; then
         echo "run_tests: suite $name exited $rc without a result line" >&2; f=$((f + 1))
     fi
