@@ -75,7 +75,7 @@ static void test_minilm_sst2_embeddings(void **state)
     int count = cJSON_GetObjectItem(meta, "count")->valueint, dim = cJSON_GetObjectItem(meta, "dim")->valueint;
     assert_int_equal(elen, (size_t)count * dim * sizeof(float));
 
-    sentences S;
+    sentences S = {0};
     assert_int_equal(read_sentences(tsv, &S), 0);
     assert_int_equal(S.n, count);
     const cJSON *hashes = cJSON_GetObjectItem(meta, "sentence_sha256");
