@@ -48,11 +48,19 @@ ENGINE_SRCS := $(wildcard engine/*.c)
 ENGINE_OBJS := $(ENGINE_SRCS:%.c=$(BUILD)/%.o)
 ENGINE_LIB  := $(BUILD)/libnlpd_engine.a
 
+# The daemon: every server/*.c but main.c goes into a library the tests link.
+SERVER_PKGS   := libmicrohttpd libuv libcrypto
+SERVER_CFLAGS := $(shell pkg-config --cflags $(SERVER_PKGS) 2>/dev/null)
+SERVER_LIBS   := $(shell pkg-config --libs $(SERVER_PKGS) 2>/dev/null)
+SERVER_SRCS   := $(filter-out server/main.c,$(wildcard server/*.c))
+SERVER_OBJS   := $(SERVER_SRCS:%.c=$(BUILD)/%.o)
+SERVER_LIB    := $(BUILD)/libnlpd_server.a
+
 TEST_SRCS := $(wildcard tests/unit/*.c)
 TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/%.o)
 
 .PHONY: all deps ref-deps models test unit bench clean
-all: $(BUILD)/nlpd-cli
+all: $(BUILD)/nlpd-cli $(if $(wildcard server/main.c),$(BUILD)/nlpd)
 
 deps:
 	@scripts/install_deps.sh
@@ -67,6 +75,15 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# server/ (and its tests) may include only engine/nlpd_engine.h from the engine.
+$(BUILD)/server/%.o: server/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iserver $(SERVER_CFLAGS) -c $< -o $@
+
+$(BUILD)/tests/unit/test_server_%.o: tests/unit/test_server_%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iserver $(SERVER_CFLAGS) -c $< -o $@
+
 $(BUILD)/cuda/%.o: cuda/%.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) -O2 -Xcompiler -fPIC,-Wall -Iengine -c $< -o $@
@@ -78,14 +95,22 @@ $(ENGINE_LIB): $(ENGINE_OBJS) $(CU_OBJS)
 $(BUILD)/nlpd-cli: $(BUILD)/engine/cli/nlpd_cli.o $(ENGINE_LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(BUILD)/test_unit: $(TEST_OBJS) $(ENGINE_LIB)
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -lcrypto -o $@
+$(SERVER_LIB): $(SERVER_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/nlpd: $(BUILD)/server/main.o $(SERVER_LIB) $(ENGINE_LIB)
+	$(CC) $(LDFLAGS) $^ $(SERVER_LIBS) $(LDLIBS) -o $@
+
+$(BUILD)/test_unit: $(TEST_OBJS) $(if $(SERVER_SRCS),$(SERVER_LIB)) $(ENGINE_LIB)
+	$(CC) $(LDFLAGS) $^ $(SERVER_LIBS) $(LDLIBS) -lcmocka -lcrypto -o $@
 
 unit: $(BUILD)/test_unit
 
 # Tests run in a sanitizer build of their own (build/san).
 test: deps models
-	@$(MAKE) --no-print-directory SAN=1 BUILD=build/san build/san/test_unit build/san/nlpd-cli
+	@$(MAKE) --no-print-directory SAN=1 BUILD=build/san build/san/test_unit build/san/nlpd-cli \
+		$(if $(wildcard server/main.c),build/san/nlpd)
 	@scripts/run_tests.sh build/san
 
 bench: all
@@ -94,4 +119,5 @@ bench: all
 clean:
 	rm -rf $(BUILD) build
 
--include $(ENGINE_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(BUILD)/engine/cli/nlpd_cli.d
+-include $(ENGINE_OBJS:.o=.d) $(SERVER_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(BUILD)/engine/cli/nlpd_cli.d \
+	$(BUILD)/server/main.d
