@@ -20,6 +20,8 @@
 #define PV_NV 4
 #endif
 #define AR ENG_CPU_ATTN_ROWS
+/* Register blocks: loops over rows/vectors must unroll fully to keep acc[][] in registers. */
+#define UNROLL _Pragma("GCC unroll 16")
 
 /* ------------------------------------------------------------------ math */
 
@@ -218,8 +220,8 @@ static void KN(ln_row)(float *out, const float *x, const float *res, const float
     c = 0;
     for (int it = 1; c + 2 * VW <= cols; c += 2 * VW, it++) {
         V a = vsub(vload(out + c), m), b = vsub(vload(out + c + VW), m);
-        s0 = vfma(a, a, s0);
-        s1 = vfma(b, b, s1);
+        s0 = vmac(a, a, s0);
+        s1 = vmac(b, b, s1);
         if (it % LN_FLUSH == 0) {
             tot += vhsum(vadd(s0, s1));
             s0 = s1 = vzero();
@@ -228,7 +230,7 @@ static void KN(ln_row)(float *out, const float *x, const float *res, const float
     for (; c < cols; c += VW) {
         int n = cols - c < VW ? cols - c : VW;
         V a = vkeepn(vsub(vloadn(out + c, n), m), n);
-        s0 = vfma(a, a, s0);
+        s0 = vmac(a, a, s0);
     }
     tot += vhsum(vadd(s0, s1));
     float var = (float)(tot / cols);
@@ -281,23 +283,30 @@ KN(qk_block)(const float *const *qr, const float *kt, int nkp, int hd, int j, in
              float *sc, int nr, float scale)
 {
     V acc[AR][QK_NV];
+    UNROLL
     for (int r = 0; r < AR; r++)
+        UNROLL
         for (int c = 0; c < QK_NV; c++)
             acc[r][c] = vzero();
     for (int d = 0; d < hd; d++) {
         const float *kd = kt + (size_t)d * nkp + j;
         V kv[QK_NV];
+        UNROLL
         for (int c = 0; c < QK_NV; c++)
             kv[c] = c < nv ? vload(kd + c * VW) : vzero();
+        UNROLL
         for (int r = 0; r < AR; r++) {
             V qv = vset1(qr[r][d]);
+            UNROLL
             for (int c = 0; c < QK_NV; c++)
                 if (c < nv)
-                    acc[r][c] = vfma(qv, kv[c], acc[r][c]);
+                    acc[r][c] = vmac(qv, kv[c], acc[r][c]);
         }
     }
     V sv = vset1(scale);
+    UNROLL
     for (int r = 0; r < nr; r++)
+        UNROLL
         for (int c = 0; c < nv; c++)
             vstore(sc + (size_t)r * nkp + j + c * VW, vmul(acc[r][c], sv));
 }
@@ -351,25 +360,32 @@ KN(pv_block)(const float *const *pr, const float *v, int v_ld, int lim, int c0, 
              int last, float *out, int out_ld, int nr, const float *inv)
 {
     V acc[AR][PV_NV];
+    UNROLL
     for (int r = 0; r < AR; r++)
+        UNROLL
         for (int c = 0; c < PV_NV; c++)
             acc[r][c] = vzero();
     for (int j = 0; j < lim; j++) {
         const float *vj = v + (size_t)j * v_ld + c0;
         V vv[PV_NV];
+        UNROLL
         for (int c = 0; c < PV_NV; c++)
             vv[c] = c < nv - 1 ? vload(vj + c * VW) : c == nv - 1 ? vloadn(vj + c * VW, last)
                                                                   : vzero();
+        UNROLL
         for (int r = 0; r < AR; r++) {
             V p = vset1(pr[r][j]);
+            UNROLL
             for (int c = 0; c < PV_NV; c++)
                 if (c < nv)
-                    acc[r][c] = vfma(p, vv[c], acc[r][c]);
+                    acc[r][c] = vmac(p, vv[c], acc[r][c]);
         }
     }
+    UNROLL
     for (int r = 0; r < nr; r++) {
         V iv = vset1(inv[r]);
         float *o = out + (size_t)r * out_ld + c0;
+        UNROLL
         for (int c = 0; c < nv - 1; c++)
             vstore(o + c * VW, vmul(acc[r][c], iv));
         vstoren(o + (nv - 1) * VW, vmul(acc[r][nv - 1], iv), last);

@@ -3,7 +3,9 @@
  * Included by exactly one cpu_kernels_<isa>.c after it defines one of
  * CPU_SIMD_AVX512, CPU_SIMD_AVX2 or CPU_SIMD_SCALAR (and, for the vector ones,
  * switched the target with #pragma GCC target). V is a vector of VW floats,
- * VM a lane mask. vloadn/vstoren touch only the first n (< VW) lanes.
+ * VM a lane mask. vloadn/vstoren touch only the first n (< VW) lanes. vfma is
+ * always fused (the math functions rely on it); vmac is a multiply-add that may
+ * round twice.
  */
 #ifndef NLPD_CPU_SIMD_H
 #define NLPD_CPU_SIMD_H
@@ -33,6 +35,7 @@ typedef __mmask16 VM;
 #define vmin(a, b) _mm512_min_ps(a, b)
 #define vfma(a, b, c) _mm512_fmadd_ps(a, b, c)   /* a*b + c */
 #define vfnma(a, b, c) _mm512_fnmadd_ps(a, b, c) /* c - a*b */
+#define vmac(a, b, c) vfma(a, b, c) /* a*b + c, fused or not */
 #define vround(a) _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define vabs(a) _mm512_abs_ps(a)
 #define vlt(a, b) _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ)
@@ -76,6 +79,7 @@ static const int32_t cpu_avx2_mask_tab[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
 #define vmin(a, b) _mm256_min_ps(a, b)
 #define vfma(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define vfnma(a, b, c) _mm256_fnmadd_ps(a, b, c)
+#define vmac(a, b, c) vfma(a, b, c)
 #define vround(a) _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define vabs(a) _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a)
 #define vlt(a, b) _mm256_cmp_ps(a, b, _CMP_LT_OQ)
@@ -125,6 +129,8 @@ typedef int VM;
 #define vmin(a, b) ((a) < (b) ? (a) : (b))
 #define vfma(a, b, c) fmaf(a, b, c)
 #define vfnma(a, b, c) fmaf(-(a), b, c)
+/* Dot products need no fused multiply-add; a baseline CPU would call libm for fmaf. */
+#define vmac(a, b, c) ((a) * (b) + (c))
 #define vround(a) rintf(a)
 #define vabs(a) fabsf(a)
 #define vlt(a, b) ((a) < (b))
