@@ -79,71 +79,58 @@ static void plan_linear(plan *p, const float **w, const float **b, int64_t out, 
     plan_add(p, b, 0, out, 0, "%s.bias", base);
 }
 
-static void plan_bert(plan *p, eng_bert *b, const eng_model_config *c, const char *pre)
-{
-    int64_t H = c->hidden, I = c->intermediate;
-    char base[128];
-    plan_add(p, &b->word, 0, c->vocab, H, "%sembeddings.word_embeddings.weight", pre);
-    plan_add(p, &b->pos, 0, c->max_positions, H, "%sembeddings.position_embeddings.weight", pre);
-    plan_add(p, &b->type, 0, c->type_vocab, H, "%sembeddings.token_type_embeddings.weight", pre);
-    snprintf(base, sizeof base, "%sembeddings.LayerNorm", pre);
-    plan_ln(p, &b->emb_ln_g, &b->emb_ln_b, H, base);
-    for (int l = 0; l < c->layers; l++) {
-        eng_bert_layer *L = &b->layers[l];
-        const char *q = "attention.self";
-        plan_add(p, &L->qkv_w, 0, H, H, "%sencoder.layer.%d.%s.query.weight", pre, l, q);
-        plan_add(p, NULL, 1, H, H, "%sencoder.layer.%d.%s.key.weight", pre, l, q);
-        plan_add(p, NULL, 1, H, H, "%sencoder.layer.%d.%s.value.weight", pre, l, q);
-        plan_add(p, &L->qkv_b, 0, H, 0, "%sencoder.layer.%d.%s.query.bias", pre, l, q);
-        plan_add(p, NULL, 1, H, 0, "%sencoder.layer.%d.%s.key.bias", pre, l, q);
-        plan_add(p, NULL, 1, H, 0, "%sencoder.layer.%d.%s.value.bias", pre, l, q);
-        snprintf(base, sizeof base, "%sencoder.layer.%d.attention.output.dense", pre, l);
-        plan_linear(p, &L->ao_w, &L->ao_b, H, H, base);
-        snprintf(base, sizeof base, "%sencoder.layer.%d.attention.output.LayerNorm", pre, l);
-        plan_ln(p, &L->ln1_g, &L->ln1_b, H, base);
-        snprintf(base, sizeof base, "%sencoder.layer.%d.intermediate.dense", pre, l);
-        plan_linear(p, &L->in_w, &L->in_b, I, H, base);
-        snprintf(base, sizeof base, "%sencoder.layer.%d.output.dense", pre, l);
-        plan_linear(p, &L->out_w, &L->out_b, H, I, base);
-        snprintf(base, sizeof base, "%sencoder.layer.%d.output.LayerNorm", pre, l);
-        plan_ln(p, &L->ln2_g, &L->ln2_b, H, base);
-    }
-    if (c->task == ENG_TASK_CLASSIFY) {
-        snprintf(base, sizeof base, "%spooler.dense", pre);
-        plan_linear(p, &b->pool_w, &b->pool_b, H, H, base);
-    }
-}
+/* Tensor names of one family, relative to the model prefix ("bert." ...). */
+typedef struct family_names {
+    const char *layer;                 /* printf format of a layer's prefix, %d = index */
+    const char *query, *key, *value;   /* within a layer */
+    const char *attn_out, *ln1, *ffn_in, *ffn_out, *ln2;
+} family_names;
 
-static void plan_distilbert(plan *p, eng_bert *b, const eng_model_config *c, const char *pre)
+static const family_names bert_names = {
+    "encoder.layer.%d", "attention.self.query", "attention.self.key", "attention.self.value",
+    "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense",
+    "output.dense", "output.LayerNorm",
+};
+
+static const family_names distilbert_names = {
+    "transformer.layer.%d", "attention.q_lin", "attention.k_lin", "attention.v_lin",
+    "attention.out_lin", "sa_layer_norm", "ffn.lin1", "ffn.lin2", "output_layer_norm",
+};
+
+static void plan_encoder(plan *p, eng_bert *b, const eng_model_config *c, const char *pre,
+                         const family_names *fn)
 {
     int64_t H = c->hidden, I = c->intermediate;
-    char base[128];
+    char base[128], lp[96];
     plan_add(p, &b->word, 0, c->vocab, H, "%sembeddings.word_embeddings.weight", pre);
     plan_add(p, &b->pos, 0, c->max_positions, H, "%sembeddings.position_embeddings.weight", pre);
+    if (c->type_vocab)
+        plan_add(p, &b->type, 0, c->type_vocab, H, "%sembeddings.token_type_embeddings.weight",
+                 pre);
     snprintf(base, sizeof base, "%sembeddings.LayerNorm", pre);
     plan_ln(p, &b->emb_ln_g, &b->emb_ln_b, H, base);
     for (int l = 0; l < c->layers; l++) {
         eng_bert_layer *L = &b->layers[l];
-        const char *a = "attention";
-        plan_add(p, &L->qkv_w, 0, H, H, "%stransformer.layer.%d.%s.q_lin.weight", pre, l, a);
-        plan_add(p, NULL, 1, H, H, "%stransformer.layer.%d.%s.k_lin.weight", pre, l, a);
-        plan_add(p, NULL, 1, H, H, "%stransformer.layer.%d.%s.v_lin.weight", pre, l, a);
-        plan_add(p, &L->qkv_b, 0, H, 0, "%stransformer.layer.%d.%s.q_lin.bias", pre, l, a);
-        plan_add(p, NULL, 1, H, 0, "%stransformer.layer.%d.%s.k_lin.bias", pre, l, a);
-        plan_add(p, NULL, 1, H, 0, "%stransformer.layer.%d.%s.v_lin.bias", pre, l, a);
-        snprintf(base, sizeof base, "%stransformer.layer.%d.attention.out_lin", pre, l);
+        int w = snprintf(lp, sizeof lp, "%s", pre);
+        snprintf(lp + w, sizeof lp - (size_t)w, fn->layer, l);
+        /* query | key | value land next to each other: one fused [3H, H] matrix. */
+        plan_add(p, &L->qkv_w, 0, H, H, "%s.%s.weight", lp, fn->query);
+        plan_add(p, NULL, 1, H, H, "%s.%s.weight", lp, fn->key);
+        plan_add(p, NULL, 1, H, H, "%s.%s.weight", lp, fn->value);
+        plan_add(p, &L->qkv_b, 0, H, 0, "%s.%s.bias", lp, fn->query);
+        plan_add(p, NULL, 1, H, 0, "%s.%s.bias", lp, fn->key);
+        plan_add(p, NULL, 1, H, 0, "%s.%s.bias", lp, fn->value);
+        snprintf(base, sizeof base, "%s.%s", lp, fn->attn_out);
         plan_linear(p, &L->ao_w, &L->ao_b, H, H, base);
-        snprintf(base, sizeof base, "%stransformer.layer.%d.sa_layer_norm", pre, l);
+        snprintf(base, sizeof base, "%s.%s", lp, fn->ln1);
         plan_ln(p, &L->ln1_g, &L->ln1_b, H, base);
-        snprintf(base, sizeof base, "%stransformer.layer.%d.ffn.lin1", pre, l);
+        snprintf(base, sizeof base, "%s.%s", lp, fn->ffn_in);
         plan_linear(p, &L->in_w, &L->in_b, I, H, base);
-        snprintf(base, sizeof base, "%stransformer.layer.%d.ffn.lin2", pre, l);
+        snprintf(base, sizeof base, "%s.%s", lp, fn->ffn_out);
         plan_linear(p, &L->out_w, &L->out_b, H, I, base);
-        snprintf(base, sizeof base, "%stransformer.layer.%d.output_layer_norm", pre, l);
+        snprintf(base, sizeof base, "%s.%s", lp, fn->ln2);
         plan_ln(p, &L->ln2_g, &L->ln2_b, H, base);
     }
-    if (c->task == ENG_TASK_CLASSIFY)
-        plan_linear(p, &b->pre_w, &b->pre_b, H, H, "pre_classifier");
 }
 
 static const eng_st_tensor *find_tensor(const eng_safetensors *st, const plan_entry *e)
@@ -206,12 +193,18 @@ int eng_bert_load(eng_bert *b, const eng_model_config *c, const eng_safetensors 
     b->layers = calloc((size_t)c->layers, sizeof *b->layers);
     if (!b->layers)
         return eng_fail(err, ENG_ENOMEM, "out of memory");
-    if (c->family == ENG_FAMILY_BERT)
-        plan_bert(&p, b, c, detect_prefix(st, "bert."));
-    else
-        plan_distilbert(&p, b, c, detect_prefix(st, "distilbert."));
-    if (c->task == ENG_TASK_CLASSIFY)
+    int bert = c->family == ENG_FAMILY_BERT;
+    const char *pre = detect_prefix(st, bert ? "bert." : "distilbert.");
+    plan_encoder(&p, b, c, pre, bert ? &bert_names : &distilbert_names);
+    if (c->task == ENG_TASK_CLASSIFY) {
+        char pooler[64];
+        snprintf(pooler, sizeof pooler, "%spooler.dense", pre);
+        if (bert) /* BERT: tanh pooler on [CLS]; DistilBERT: pre_classifier + ReLU */
+            plan_linear(&p, &b->pool_w, &b->pool_b, c->hidden, c->hidden, pooler);
+        else
+            plan_linear(&p, &b->pre_w, &b->pre_b, c->hidden, c->hidden, "pre_classifier");
         plan_linear(&p, &b->cls_w, &b->cls_b, c->num_labels, c->hidden, "classifier");
+    }
     else if (c->task == ENG_TASK_QA)
         plan_linear(&p, &b->qa_w, &b->qa_b, 2, c->hidden, "qa_outputs");
     if (p.fail) {

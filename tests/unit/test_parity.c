@@ -67,6 +67,17 @@ typedef struct run_out {
     float *extra; /* probs | pooled | end logits */
 } run_out;
 
+/* Floats per input in run_out.main and run_out.extra. */
+static void output_sizes(const eng_model_info *info, const eng_encoding *e, int *main_n,
+                         int *extra_n)
+{
+    switch (info->task) {
+    case ENG_TASK_CLASSIFY: *main_n = *extra_n = info->num_labels; break;
+    case ENG_TASK_EMBED: *main_n = e->n * info->hidden, *extra_n = info->hidden; break;
+    default: *main_n = *extra_n = e->n;
+    }
+}
+
 /* Runs the model's task on encodings; outputs packed in input order. */
 static void run_task(eng_ctx *ctx, eng_model *m, const eng_encoding **enc, int n, run_out *o)
 {
@@ -138,11 +149,8 @@ static void check_model(const char *name)
         /* Alone, as the golden was computed. */
         run_out o;
         run_task(ctx, m, &ptrs[i], 1, &o);
-        int per_tok = info->task == ENG_TASK_EMBED ? info->hidden : 1;
-        int main_n = info->task == ENG_TASK_CLASSIFY ? info->num_labels : enc[i].n * per_tok;
-        int extra_n = info->task == ENG_TASK_CLASSIFY ? info->num_labels
-                      : info->task == ENG_TASK_EMBED  ? info->hidden
-                                                      : enc[i].n;
+        int main_n, extra_n;
+        output_sizes(info, &enc[i], &main_n, &extra_n);
         expect_close(cJSON_GetObjectItem(c, main_key), o.main, main_n, main_key, where);
         expect_close(cJSON_GetObjectItem(c, extra_key), o.extra, extra_n, extra_key, where);
         free(o.main);
@@ -156,11 +164,8 @@ static void check_model(const char *name)
         const cJSON *c = cJSON_GetArrayItem(cases, i);
         char where[96];
         snprintf(where, sizeof where, "%s case %d in a batch of %d", name, i, n);
-        int per_tok = info->task == ENG_TASK_EMBED ? info->hidden : 1;
-        int main_n = info->task == ENG_TASK_CLASSIFY ? info->num_labels : enc[i].n * per_tok;
-        int extra_n = info->task == ENG_TASK_CLASSIFY ? info->num_labels
-                      : info->task == ENG_TASK_EMBED  ? info->hidden
-                                                      : enc[i].n;
+        int main_n, extra_n;
+        output_sizes(info, &enc[i], &main_n, &extra_n);
         expect_close(cJSON_GetObjectItem(c, main_key), b.main + mo, main_n, main_key, where);
         expect_close(cJSON_GetObjectItem(c, extra_key), b.extra + eo, extra_n, extra_key, where);
         mo += (size_t)main_n;
