@@ -15,6 +15,9 @@
  * and W seconds; the per-forward time t is the median of the warmup forwards after
  * the first; then R repeats of k = max(1, round(S / (R * t))) forwards each are
  * timed, and the median over repeats of n * k / elapsed is reported.
+ * For each repeat it also reports the cores other processes used meanwhile (machine
+ * busy time from /proc/stat minus this process's CPU time, over wall time; -1 when
+ * /proc/stat cannot be read), so bench/encoder can tell quiet repeats from noisy ones.
  * Prints one JSON object on stdout; diagnostics go to stderr. Exit 0 on success.
  */
 #include <errno.h>
@@ -23,7 +26,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "nlpd_engine.h"
 
@@ -46,6 +51,28 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Machine-wide busy CPU seconds (all but idle and iowait) and this process's CPU
+ * seconds. Returns -1 when /proc/stat cannot be read. */
+static int cpu_sample(double *busy, double *own)
+{
+    unsigned long long v[8] = {0};
+    struct rusage ru;
+    long hz = sysconf(_SC_CLK_TCK);
+    FILE *f = fopen("/proc/stat", "r");
+    int got;
+    if (!f)
+        return -1;
+    got = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                 &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (got < 5 || hz <= 0 || getrusage(RUSAGE_SELF, &ru) != 0)
+        return -1;
+    *busy = (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)hz;
+    *own = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
+    return 0;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -212,7 +239,7 @@ static int run_bench(const opts *o, eng_ctx *ctx, eng_model *model,
 {
     const int hidden = eng_model_get_info(model)->hidden;
     const size_t cnt = (size_t)n * (size_t)len * (size_t)hidden;
-    double warm[MAX_WARMUP], rates[MAX_REPEATS];
+    double warm[MAX_WARMUP], rates[MAX_REPEATS], other[MAX_REPEATS];
     double wstart, t_est, timed_s = 0.0, med;
     int nwarm = 0, rc;
     long k, nonfinite = 0;
@@ -253,6 +280,8 @@ static int run_bench(const opts *o, eng_ctx *ctx, eng_model *model,
         k = 1;
 
     for (int r = 0; r < o->repeats; r++) {
+        double b0 = 0, u0 = 0, b1 = 0, u1 = 0;
+        int have = cpu_sample(&b0, &u0) == 0;
         double s = now_s(), el;
         for (long it = 0; it < k; it++) {
             rc = eng_run_hidden(ctx, model, encp, n, out, &err);
@@ -262,8 +291,12 @@ static int run_bench(const opts *o, eng_ctx *ctx, eng_model *model,
             }
         }
         el = now_s() - s;
+        have = have && cpu_sample(&b1, &u1) == 0;
         timed_s += el;
         rates[r] = (double)n * (double)k / el;
+        other[r] = have ? ((b1 - b0) - (u1 - u0)) / el : -1.0;
+        if (have && other[r] < 0.0)
+            other[r] = 0.0;
     }
     med = median(rates, o->repeats);
 
@@ -276,6 +309,9 @@ static int run_bench(const opts *o, eng_ctx *ctx, eng_model *model,
            t_est, k, timed_s, nonfinite);
     for (int r = 0; r < o->repeats; r++)
         printf("%s%.4f", r ? ", " : "", rates[r]);
+    printf("], \"repeat_other_load_cores\": [");
+    for (int r = 0; r < o->repeats; r++)
+        printf("%s%.3f", r ? ", " : "", other[r]);
     printf("], \"median_seq_per_s\": %.4f}\n", med);
     fflush(stdout);
     return 0;
