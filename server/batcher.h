@@ -10,6 +10,13 @@
  * budget runs alone. Jobs whose deadline passed or whose client went away are
  * completed without compute. Each batch takes one reference to the slot's
  * current model version, so a hot swap never changes a batch in flight.
+ *
+ * Refinements since the first contract (names and semantics unchanged):
+ * private field srv_job.prev (O(1) unlink); submit returns ENG_EINVAL for a
+ * malformed job (programmer error); a job bigger than queue_capacity is
+ * accepted into an empty queue; max_delay_us is counted from the oldest queued
+ * job's enqueue time (batcher.c explains the policy); on_batch is called
+ * before the batch's jobs are completed.
  */
 #ifndef NLPD_SRV_BATCHER_H
 #define NLPD_SRV_BATCHER_H
@@ -63,19 +70,21 @@ struct srv_job {
     int batch_tokens;           /* batch size x longest sequence (padding counted) */
 
     /* --- private to the batcher --- */
-    srv_job *next;
+    srv_job *next, *prev;
     int max_len;
 };
 
 typedef struct srv_batch_opts {
     int max_batch_tokens;   /* token budget per batch, padding counted (default 8192) */
     int max_batch_size;     /* sequences per batch (default 64) */
-    int max_delay_us;       /* how long a free worker waits to fill a batch (default 2000) */
+    int max_delay_us;       /* how long a free worker waits to fill a batch, counted from the
+                               oldest queued job's arrival (default 2000; 0: never waits) */
     int queue_capacity;     /* queued sequences before submit refuses (default 1024) */
     int workers;            /* worker threads (default 1) */
     int threads_per_worker; /* CPU threads each worker's eng_ctx uses (default: cores / workers) */
     const char *backend;    /* "cpu" (default) */
-    /* Optional observer, called on the worker thread after each batch (metrics). */
+    /* Optional observer, called on the worker thread after each computed batch,
+     * before its jobs are completed (metrics). */
     void (*on_batch)(void *arg, int sequences, int tokens_with_padding, int64_t compute_ns);
     void *on_batch_arg;
 } srv_batch_opts;
@@ -89,7 +98,9 @@ int srv_batcher_new(srv_model_slot *slot, const srv_batch_opts *o, srv_batcher *
                     eng_error *err);
 
 /* Queue a job. 0, or SRV_EQUEUE_FULL (queue_capacity reached: 429) or
- * SRV_ESTOPPED (batcher stopping: 503). On error complete() is NOT called. */
+ * SRV_ESTOPPED (batcher stopping: 503), or ENG_EINVAL (n < 1, no enc, no
+ * complete). On error complete() is NOT called. The batcher owns the job from a
+ * successful submit until complete(). */
 enum { SRV_EQUEUE_FULL = -100, SRV_ESTOPPED = -101 };
 int srv_batcher_submit(srv_batcher *b, srv_job *job);
 
@@ -98,7 +109,9 @@ int srv_batcher_queued_sequences(srv_batcher *b);
 int srv_batcher_queued_jobs(srv_batcher *b);
 
 /* Stop accepting; when drain, run what is queued (until deadline_ns, 0 = no
- * limit), else complete queued jobs with SRV_JOB_SHUTDOWN; join the workers. */
+ * limit), else complete queued jobs with SRV_JOB_SHUTDOWN; join the workers.
+ * Batches already computing finish normally. Call from one non-worker thread;
+ * later calls do nothing. */
 void srv_batcher_stop(srv_batcher *b, int drain, int64_t deadline_ns);
 void srv_batcher_free(srv_batcher *b); /* stops (without drain) if still running */
 

@@ -1,0 +1,668 @@
+/* batcher.c - per-model dynamic batching (batcher.h, DESIGN §1, §4).
+ *
+ * One mutex guards the queue (a doubly linked FIFO of jobs). Workers sleep on
+ * `work` (CLOCK_MONOTONIC condvar); submit signals it.
+ *
+ * When a worker sees queued jobs it forms a batch at once if
+ *   - the queued jobs of the oldest job's kind already fill a batch
+ *     (max_batch_size sequences, or max_batch_tokens counting each job's
+ *     padding to its own longest sequence), or
+ *   - the oldest job has waited max_delay_us already (under load this is the
+ *     usual case: jobs queued during the previous batch go straight in), or
+ *   - the batcher is stopping (drain runs the queue down without waiting);
+ * otherwise it waits until oldest.enqueued + max_delay_us or the next submit,
+ * whichever comes first. A job never waits for batch-mates longer than
+ * max_delay_us (set it to 0 for no waiting at all).
+ *
+ * Batch formation (under the lock, O(scanned queue prefix) + O(W log W)):
+ *   1. scan the queue from the oldest job; jobs whose deadline passed are
+ *      unlinked (EXPIRED, completed after unlocking); up to W = window jobs of
+ *      the oldest live job's kind become candidates;
+ *   2. the oldest candidate is always in the batch (FIFO fairness: no job
+ *      starves under a stream of shorter ones); alone when it exceeds the
+ *      budget or max_batch_size by itself;
+ *   3. the others are taken shortest first (sorted by their longest sequence,
+ *      ties by age) while sequences <= max_batch_size and
+ *      sequences x longest sequence <= max_batch_tokens (padding counted), so
+ *      the batch holds as many sequences as the budget allows with the least
+ *      padding. The batch runs in that length order.
+ * After unlocking, jobs whose client went away (CANCELLED) or whose deadline
+ * has now passed (EXPIRED) are completed without compute.
+ *
+ * The engine packs sequences without padding and computes each one
+ * independently, so a text's output does not depend on its batch-mates (the
+ * unit tests check this bitwise).
+ */
+#include "batcher.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct cand {
+    srv_job *job;
+    int age; /* position in FIFO order among the candidates (tie-break) */
+} cand;
+
+typedef struct worker {
+    srv_batcher *b;
+    pthread_t thread;
+    int started;
+    eng_ctx *ctx;
+    cand *cands;              /* window candidates, then the batch (sorted) */
+    srv_job **batch;          /* jobs to compute after the drop checks */
+    const eng_encoding **enc; /* the batch's encodings, concatenated */
+    int enc_cap;
+    float *scratch; /* engine output for the whole batch */
+    size_t scratch_cap;
+} worker;
+
+struct srv_batcher {
+    srv_model_slot *slot;
+    srv_batch_opts o;
+    int window; /* candidates considered per batch */
+
+    pthread_mutex_t mu;
+    pthread_cond_t work;    /* queue changed or stopping: workers re-check */
+    pthread_cond_t drained; /* the queue became empty (stop with drain waits) */
+    srv_job *head, *tail;
+    int q_jobs, q_seqs;
+    int kind_seqs[3];    /* queued sequences per kind */
+    int64_t kind_tok[3]; /* per kind, sum over jobs of n x max_len: a lower bound
+                          * of their padded cost as one batch */
+    int accepting;       /* submit allowed */
+    int draining;        /* stopping with drain: form batches without delay */
+    int quit;            /* workers exit after their current batch */
+    int stop_called;
+
+    int nworkers;
+    worker *w;
+};
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static struct timespec to_ts(int64_t ns)
+{
+    struct timespec ts = {.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
+    return ts;
+}
+
+void srv_batch_opts_default(srv_batch_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->max_batch_tokens = 8192;
+    o->max_batch_size = 64;
+    o->max_delay_us = 2000;
+    o->queue_capacity = 1024;
+    o->workers = 1;
+    o->threads_per_worker = 0;
+    o->backend = "cpu";
+}
+
+/* ------------------------------------------------------------------ queue */
+
+static void q_unlink(srv_batcher *b, srv_job *j)
+{
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        b->head = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    else
+        b->tail = j->prev;
+    j->next = j->prev = NULL;
+    b->q_jobs--;
+    b->q_seqs -= j->n;
+    b->kind_seqs[j->kind] -= j->n;
+    b->kind_tok[j->kind] -= (int64_t)j->n * j->max_len;
+}
+
+/* Finish a job that leaves without compute. */
+static void finish(srv_job *j, srv_job_status st, int64_t t)
+{
+    j->status = st;
+    if (!j->started_ns)
+        j->started_ns = t;
+    j->finished_ns = t;
+    j->complete(j, j->arg);
+}
+
+/* Complete a list linked through next (read before complete: the job may be freed). */
+static void finish_list(srv_job *j, srv_job_status st)
+{
+    int64_t t = now_ns();
+    while (j) {
+        srv_job *next = j->next;
+        j->next = NULL;
+        finish(j, st, t);
+        j = next;
+    }
+}
+
+int srv_batcher_submit(srv_batcher *b, srv_job *job)
+{
+    if (!b || !job || job->n < 1 || !job->enc || !job->complete ||
+        (unsigned)job->kind > SRV_JOB_QA)
+        return ENG_EINVAL;
+    int max_len = 0;
+    for (int i = 0; i < job->n; i++)
+        max_len = job->enc[i].n > max_len ? job->enc[i].n : max_len;
+    job->max_len = max_len;
+    job->status = SRV_JOB_PENDING;
+    job->error_code = 0;
+    job->error[0] = 0;
+    job->out = NULL;
+    job->out_len = 0;
+    job->model = NULL;
+    job->version[0] = 0;
+    job->started_ns = job->finished_ns = 0;
+    job->batch_size = job->batch_tokens = 0;
+    job->next = job->prev = NULL;
+
+    pthread_mutex_lock(&b->mu);
+    if (!b->accepting) {
+        pthread_mutex_unlock(&b->mu);
+        return SRV_ESTOPPED;
+    }
+    /* A job larger than the whole queue is still accepted into an empty queue,
+     * or it could never run. */
+    if (b->q_seqs > 0 && b->q_seqs + job->n > b->o.queue_capacity) {
+        pthread_mutex_unlock(&b->mu);
+        return SRV_EQUEUE_FULL;
+    }
+    job->enqueued_ns = now_ns();
+    job->prev = b->tail;
+    if (b->tail)
+        b->tail->next = job;
+    else
+        b->head = job;
+    b->tail = job;
+    b->q_jobs++;
+    b->q_seqs += job->n;
+    b->kind_seqs[job->kind] += job->n;
+    b->kind_tok[job->kind] += (int64_t)job->n * max_len;
+    pthread_cond_signal(&b->work);
+    pthread_mutex_unlock(&b->mu);
+    return 0;
+}
+
+int srv_batcher_queued_sequences(srv_batcher *b)
+{
+    pthread_mutex_lock(&b->mu);
+    int n = b->q_seqs;
+    pthread_mutex_unlock(&b->mu);
+    return n;
+}
+
+int srv_batcher_queued_jobs(srv_batcher *b)
+{
+    pthread_mutex_lock(&b->mu);
+    int n = b->q_jobs;
+    pthread_mutex_unlock(&b->mu);
+    return n;
+}
+
+/* -------------------------------------------------------- batch formation */
+
+static int cand_cmp(const void *pa, const void *pb)
+{
+    const cand *a = pa, *b = pb;
+    if (a->job->max_len != b->job->max_len)
+        return a->job->max_len < b->job->max_len ? -1 : 1;
+    return (a->age > b->age) - (a->age < b->age);
+}
+
+/* Under the lock: take a batch out of the queue into w->cands[0..*nsel),
+ * sorted by length; expired jobs go to *expired. */
+static int form_batch(srv_batcher *b, worker *w, srv_job **expired, int64_t t)
+{
+    int k = 0, kind = -1;
+    srv_job *j = b->head;
+    while (j && k < b->window) {
+        srv_job *next = j->next;
+        if (j->deadline_ns && t >= j->deadline_ns) {
+            q_unlink(b, j);
+            j->next = *expired;
+            *expired = j;
+        } else if (kind < 0 || (int)j->kind == kind) {
+            kind = (int)j->kind;
+            w->cands[k].job = j;
+            w->cands[k].age = k;
+            k++;
+        }
+        j = next;
+    }
+    if (k == 0)
+        return 0;
+
+    const int64_t budget = b->o.max_batch_tokens;
+    const int max_bs = b->o.max_batch_size;
+    srv_job *oldest = w->cands[0].job;
+    int nsel = 1, seqs = oldest->n, longest = oldest->max_len;
+    if (seqs < max_bs && (int64_t)seqs * longest < budget && k > 1) {
+        qsort(w->cands + 1, (size_t)(k - 1), sizeof *w->cands, cand_cmp);
+        for (int i = 1; i < k && seqs < max_bs; i++) {
+            srv_job *c = w->cands[i].job;
+            int s = seqs + c->n, l = c->max_len > longest ? c->max_len : longest;
+            if (s > max_bs || (int64_t)s * l > budget)
+                continue; /* a later, shorter-in-count job may still fit */
+            w->cands[nsel++] = w->cands[i];
+            seqs = s;
+            longest = l;
+        }
+    }
+    /* The selected jobs are in length order except the oldest (first): put it
+     * in its place (insertion, O(nsel)). */
+    cand first = w->cands[0];
+    int pos = 1;
+    while (pos < nsel && cand_cmp(&w->cands[pos], &first) < 0) {
+        w->cands[pos - 1] = w->cands[pos];
+        pos++;
+    }
+    w->cands[pos - 1] = first;
+    for (int i = 0; i < nsel; i++)
+        q_unlink(b, w->cands[i].job);
+    return nsel;
+}
+
+/* Under the lock: does the queue hold a full batch for the oldest job's kind? */
+static int queue_fills_batch(const srv_batcher *b)
+{
+    int kind = b->head->kind;
+    return b->kind_seqs[kind] >= b->o.max_batch_size ||
+           b->kind_tok[kind] >= b->o.max_batch_tokens;
+}
+
+/* ---------------------------------------------------------------- compute */
+
+static eng_task task_of(srv_job_kind k)
+{
+    return k == SRV_JOB_CLASSIFY ? ENG_TASK_CLASSIFY : k == SRV_JOB_EMBED ? ENG_TASK_EMBED
+                                                                          : ENG_TASK_QA;
+}
+
+static void set_error(srv_job *j, int code, const char *msg)
+{
+    j->status = SRV_JOB_FAILED;
+    j->error_code = code;
+    const char *m = msg && *msg ? msg : eng_strerror(code);
+    size_t len = strnlen(m, sizeof j->error - 1); /* long engine messages are cut */
+    memcpy(j->error, m, len);
+    j->error[len] = 0;
+}
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    size_t n = *cap ? *cap : 64;
+    while (n < need)
+        n *= 2;
+    void *q = realloc(*p, n * elem);
+    if (!q)
+        return ENG_ENOMEM;
+    *p = q;
+    *cap = n;
+    return 0;
+}
+
+/* Run jobs[0..n) as one batch on model m and fill their results (status OK or
+ * FAILED); does not complete them. Returns 1, leaving the jobs untouched, when
+ * the engine refused an input of a multi-job batch (ENG_EINVAL/ETOOLONG): the
+ * caller then runs the jobs one by one so only the bad one fails. */
+static int run_batch(srv_batcher *b, worker *w, srv_job **jobs, int n, eng_model *m,
+                     const char *version, eng_error *err)
+{
+    const eng_model_info *info = eng_model_get_info(m);
+    srv_job_kind kind = jobs[0]->kind;
+    int seqs = 0, longest = 0;
+    size_t ntok = 0;
+    for (int i = 0; i < n; i++) {
+        seqs += jobs[i]->n;
+        longest = jobs[i]->max_len > longest ? jobs[i]->max_len : longest;
+        for (int s = 0; s < jobs[i]->n; s++)
+            ntok += (size_t)jobs[i]->enc[s].n;
+    }
+    size_t per = kind == SRV_JOB_CLASSIFY ? (size_t)info->num_labels
+                 : kind == SRV_JOB_EMBED  ? (size_t)info->hidden
+                                          : 0;
+    size_t total = kind == SRV_JOB_QA ? 2 * ntok : per * (size_t)seqs;
+
+    int rc = 0;
+    size_t enc_cap = (size_t)w->enc_cap;
+    if (task_of(kind) != info->task) {
+        rc = ENG_EINVAL;
+        snprintf(err->msg, sizeof err->msg, "model '%s' does its task '%s', not '%s'",
+                 srv_model_slot_name(b->slot), eng_task_name(info->task),
+                 eng_task_name(task_of(kind)));
+    } else if (grow((void **)&w->enc, &enc_cap, (size_t)seqs, sizeof *w->enc) ||
+               grow((void **)&w->scratch, &w->scratch_cap, total, sizeof(float))) {
+        rc = ENG_ENOMEM;
+        snprintf(err->msg, sizeof err->msg, "out of memory for a batch of %d sequences", seqs);
+    }
+    w->enc_cap = (int)enc_cap;
+
+    int64_t t0 = now_ns();
+    if (!rc) {
+        int e = 0;
+        for (int i = 0; i < n; i++)
+            for (int s = 0; s < jobs[i]->n; s++)
+                w->enc[e++] = &jobs[i]->enc[s];
+        err->code = 0;
+        err->msg[0] = 0;
+        if (kind == SRV_JOB_CLASSIFY)
+            rc = eng_run_classify(w->ctx, m, w->enc, seqs, w->scratch, NULL, err);
+        else if (kind == SRV_JOB_EMBED)
+            rc = eng_run_embed(w->ctx, m, w->enc, seqs, w->scratch, err);
+        else
+            rc = eng_run_qa_logits(w->ctx, m, w->enc, seqs, w->scratch, w->scratch + ntok, err);
+    }
+    int64_t t1 = now_ns();
+
+    /* A bad input fails the whole engine call: the caller isolates it. */
+    if (rc && n > 1 && (rc == ENG_EINVAL || rc == ENG_ETOOLONG) && task_of(kind) == info->task)
+        return 1;
+
+    int batch_tokens = seqs * longest;
+    if (b->o.on_batch && !rc)
+        b->o.on_batch(b->o.on_batch_arg, seqs, batch_tokens, t1 - t0);
+
+    size_t seq_off = 0, tok_off = 0;
+    for (int i = 0; i < n; i++) {
+        srv_job *j = jobs[i];
+        size_t jtok = 0;
+        for (int s = 0; s < j->n; s++)
+            jtok += (size_t)j->enc[s].n;
+        j->started_ns = t0;
+        j->finished_ns = t1;
+        j->batch_size = seqs;
+        j->batch_tokens = batch_tokens;
+        snprintf(j->version, sizeof j->version, "%s", version);
+        if (rc) {
+            set_error(j, rc, err->msg);
+        } else {
+            size_t len = kind == SRV_JOB_QA ? 2 * jtok : per * (size_t)j->n;
+            j->out = malloc((len ? len : 1) * sizeof(float));
+            if (!j->out) {
+                set_error(j, ENG_ENOMEM, "out of memory for the results");
+            } else if (kind == SRV_JOB_QA) {
+                memcpy(j->out, w->scratch + tok_off, jtok * sizeof(float));
+                memcpy(j->out + jtok, w->scratch + ntok + tok_off, jtok * sizeof(float));
+            } else {
+                memcpy(j->out, w->scratch + seq_off * per, len * sizeof(float));
+            }
+            if (j->out) {
+                j->out_len = len;
+                j->model = eng_model_ref(m);
+                j->status = SRV_JOB_OK;
+            }
+        }
+        seq_off += (size_t)j->n;
+        tok_off += jtok;
+    }
+    return 0;
+}
+
+/* Outside the lock: drop, compute and complete the batch in w->cands[0..nsel). */
+static void process(srv_batcher *b, worker *w, int nsel)
+{
+    int64_t t = now_ns();
+    int n = 0;
+    for (int i = 0; i < nsel; i++) {
+        srv_job *j = w->cands[i].job;
+        if (j->deadline_ns && t >= j->deadline_ns)
+            finish(j, SRV_JOB_EXPIRED, t);
+        else if (j->client_gone && j->client_gone(j->arg))
+            finish(j, SRV_JOB_CANCELLED, t);
+        else
+            w->batch[n++] = j;
+    }
+    if (!n)
+        return;
+
+    char version[sizeof w->batch[0]->version];
+    eng_model *m = srv_model_slot_acquire(b->slot, version, sizeof version);
+    eng_error err = {0};
+    if (run_batch(b, w, w->batch, n, m, version, &err)) {
+        for (int i = 0; i < n; i++)
+            run_batch(b, w, &w->batch[i], 1, m, version, &err);
+    }
+    for (int i = 0; i < n; i++)
+        w->batch[i]->complete(w->batch[i], w->batch[i]->arg);
+    eng_model_unref(m);
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    srv_batcher *b = w->b;
+    pthread_mutex_lock(&b->mu);
+    for (;;) {
+        if (b->quit)
+            break;
+        if (!b->head) {
+            if (b->draining)
+                break; /* stop with drain: the queue is run down */
+            pthread_cond_wait(&b->work, &b->mu);
+            continue;
+        }
+        int64_t t = now_ns();
+        if (!b->draining && !queue_fills_batch(b)) {
+            int64_t until = b->head->enqueued_ns + (int64_t)b->o.max_delay_us * 1000;
+            if (t < until) {
+                struct timespec ts = to_ts(until);
+                pthread_cond_timedwait(&b->work, &b->mu, &ts);
+                continue;
+            }
+        }
+        srv_job *expired = NULL;
+        int nsel = form_batch(b, w, &expired, t);
+        if (!b->head)
+            pthread_cond_broadcast(&b->drained);
+        else
+            pthread_cond_signal(&b->work); /* another free worker takes the rest */
+        pthread_mutex_unlock(&b->mu);
+
+        finish_list(expired, SRV_JOB_EXPIRED);
+        if (nsel)
+            process(b, w, nsel);
+
+        pthread_mutex_lock(&b->mu);
+    }
+    pthread_mutex_unlock(&b->mu);
+    return NULL;
+}
+
+/* ------------------------------------------------------------- lifecycle */
+
+int srv_batcher_new(srv_model_slot *slot, const srv_batch_opts *opts, srv_batcher **out,
+                    eng_error *err)
+{
+    eng_error dummy;
+    if (!err)
+        err = &dummy;
+    err->code = 0;
+    err->msg[0] = 0;
+    *out = NULL;
+    if (!slot) {
+        snprintf(err->msg, sizeof err->msg, "batcher: no model slot");
+        return err->code = ENG_EINVAL;
+    }
+    srv_batch_opts d;
+    srv_batch_opts_default(&d);
+    srv_batch_opts o = opts ? *opts : d;
+    if (o.max_batch_tokens <= 0)
+        o.max_batch_tokens = d.max_batch_tokens;
+    if (o.max_batch_size <= 0)
+        o.max_batch_size = d.max_batch_size;
+    if (o.max_delay_us < 0)
+        o.max_delay_us = 0;
+    if (o.queue_capacity <= 0)
+        o.queue_capacity = d.queue_capacity;
+    if (o.workers <= 0)
+        o.workers = d.workers;
+    if (!o.backend)
+        o.backend = d.backend;
+    if (o.threads_per_worker <= 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        o.threads_per_worker = cores > o.workers ? (int)(cores / o.workers) : 1;
+    }
+
+    int rc = ENG_ENOMEM;
+    srv_batcher *b = calloc(1, sizeof *b);
+    if (!b)
+        goto fail;
+    b->slot = slot;
+    b->o = o;
+    /* Enough candidates to choose similar lengths from, bounded so forming a
+     * batch stays cheap whatever the queue length. */
+    b->window = 4 * o.max_batch_size;
+    if (b->window > o.queue_capacity)
+        b->window = o.queue_capacity;
+    if (b->window < 1)
+        b->window = 1;
+    b->accepting = 1;
+    b->nworkers = o.workers;
+
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca))
+        goto fail_b;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int ok = pthread_cond_init(&b->work, &ca) == 0;
+    if (ok && pthread_cond_init(&b->drained, &ca) != 0) {
+        pthread_cond_destroy(&b->work);
+        ok = 0;
+    }
+    pthread_condattr_destroy(&ca);
+    if (!ok)
+        goto fail_b;
+    if (pthread_mutex_init(&b->mu, NULL))
+        goto fail_cond;
+    if (!(b->w = calloc((size_t)o.workers, sizeof *b->w)))
+        goto fail_mu;
+
+    int nw;
+    for (nw = 0; nw < o.workers; nw++) {
+        worker *w = &b->w[nw];
+        w->b = b;
+        w->cands = malloc((size_t)b->window * sizeof *w->cands);
+        w->batch = malloc((size_t)b->window * sizeof *w->batch);
+        if (!w->cands || !w->batch) {
+            rc = ENG_ENOMEM;
+            snprintf(err->msg, sizeof err->msg, "batcher: out of memory");
+            goto fail_workers;
+        }
+        eng_ctx_opts co = {.backend = o.backend, .threads = o.threads_per_worker};
+        if ((rc = eng_ctx_new(&co, &w->ctx, err)))
+            goto fail_workers;
+    }
+    for (nw = 0; nw < o.workers; nw++) {
+        if (pthread_create(&b->w[nw].thread, NULL, worker_main, &b->w[nw])) {
+            rc = ENG_ENOMEM;
+            snprintf(err->msg, sizeof err->msg, "batcher: cannot start worker thread %d", nw);
+            goto fail_threads;
+        }
+        b->w[nw].started = 1;
+    }
+    *out = b;
+    return 0;
+
+fail_threads:
+    pthread_mutex_lock(&b->mu);
+    b->quit = 1;
+    pthread_cond_broadcast(&b->work);
+    pthread_mutex_unlock(&b->mu);
+    for (int i = 0; i < o.workers; i++)
+        if (b->w[i].started)
+            pthread_join(b->w[i].thread, NULL);
+fail_workers:
+    for (int i = 0; i < o.workers; i++) {
+        eng_ctx_free(b->w[i].ctx);
+        free(b->w[i].cands);
+        free(b->w[i].batch);
+    }
+    free(b->w);
+fail_mu:
+    pthread_mutex_destroy(&b->mu);
+fail_cond:
+    pthread_cond_destroy(&b->work);
+    pthread_cond_destroy(&b->drained);
+fail_b:
+    free(b);
+fail:
+    if (!err->msg[0])
+        snprintf(err->msg, sizeof err->msg, "batcher: out of memory");
+    err->code = rc;
+    return rc;
+}
+
+void srv_batcher_stop(srv_batcher *b, int drain, int64_t deadline_ns)
+{
+    pthread_mutex_lock(&b->mu);
+    if (b->stop_called) {
+        pthread_mutex_unlock(&b->mu);
+        return;
+    }
+    b->stop_called = 1;
+    b->accepting = 0;
+    if (drain) {
+        b->draining = 1;
+        pthread_cond_broadcast(&b->work);
+        while (b->head) {
+            if (!deadline_ns) {
+                pthread_cond_wait(&b->drained, &b->mu);
+                continue;
+            }
+            if (now_ns() >= deadline_ns)
+                break;
+            struct timespec ts = to_ts(deadline_ns);
+            pthread_cond_timedwait(&b->drained, &b->mu, &ts);
+        }
+    }
+    /* Whatever is still queued leaves with SHUTDOWN; batches in flight finish. */
+    srv_job *rest = b->head;
+    b->head = b->tail = NULL;
+    b->q_jobs = b->q_seqs = 0;
+    memset(b->kind_seqs, 0, sizeof b->kind_seqs);
+    memset(b->kind_tok, 0, sizeof b->kind_tok);
+    b->quit = 1;
+    pthread_cond_broadcast(&b->work);
+    pthread_mutex_unlock(&b->mu);
+
+    finish_list(rest, SRV_JOB_SHUTDOWN);
+    for (int i = 0; i < b->nworkers; i++) {
+        if (b->w[i].started) {
+            pthread_join(b->w[i].thread, NULL);
+            b->w[i].started = 0;
+        }
+    }
+}
+
+void srv_batcher_free(srv_batcher *b)
+{
+    if (!b)
+        return;
+    srv_batcher_stop(b, 0, 0);
+    for (int i = 0; i < b->nworkers; i++) {
+        worker *w = &b->w[i];
+        eng_ctx_free(w->ctx);
+        free(w->cands);
+        free(w->batch);
+        free(w->enc);
+        free(w->scratch);
+    }
+    free(b->w);
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->work);
+    pthread_cond_destroy(&b->drained);
+    free(b);
+}
