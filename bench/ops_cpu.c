@@ -10,6 +10,7 @@
  * Run:  build/ops_cpu [threads] [reps]      (threads <= 0: online cores)
  * Env:  NLPD_CPU_ISA=scalar|avx2|avx512 forces a kernel path;
  *       NLPD_CPU_GEMM=blas lets OpenBLAS thread GEMMs instead of the pool.
+ *       OPS_ONLY=substring times only the ops whose name contains it (for perf).
  * Each figure is the best of `reps` timed runs after one warm-up run.
  */
 #include <stdio.h>
@@ -143,7 +144,11 @@ static void bench_shape(eng_backend *be, int nseq, int seq, int reps)
     printf("\n== batch %d x seq %d (%zu tokens), %d threads, ISA %s ==\n", nseq, seq, T,
            be->threads, eng_cpu_isa_name(eng_backend_cpu_isa(be)));
     double best[OP_COUNT];
+    const char *only = getenv("OPS_ONLY");
     for (int op = 0; op < OP_COUNT; op++) {
+        best[op] = 0;
+        if (only && !strstr(op_names[op], only))
+            continue;
         run_op(&c, op); /* warm-up */
         best[op] = 1e30;
         for (int r = 0; r < reps; r++) {
@@ -179,6 +184,32 @@ static void bench_shape(eng_backend *be, int nseq, int seq, int reps)
     free(c.off);
 }
 
+/* GEMM y = x W^T for few rows (the small-M kernel below NLPD_CPU_SMALL_M rows,
+ * OpenBLAS above): qkv-shaped and ffn2-shaped, best of reps. */
+static void bench_small_m(eng_backend *be, int reps)
+{
+    static const int ms[] = {1, 4, 16, 32, 64, 128, 256, 512};
+    static const int shapes[][2] = {{1152, 384}, {384, 1536}};
+    float *x = buf(be, 512 * 1536), *w = buf(be, 1536 * 1152), *y = buf(be, 512 * 1536);
+    printf("\n== GEMM y[M,N] = x[M,K] W[N,K]^T for small M, %d threads ==\n", be->threads);
+    for (size_t s = 0; s < 2; s++)
+        for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
+            int M = ms[i], N = shapes[s][0], K = shapes[s][1];
+            double bt = 1e30;
+            for (int r = 0; r <= reps; r++) {
+                double t0 = now_s();
+                be->ops->gemm(be, 1, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
+                double dt = now_s() - t0;
+                bt = r > 0 && dt < bt ? dt : bt;
+            }
+            printf("  M %4d N %4d K %4d  %8.1f us  %6.1f GFLOP/s\n", M, N, K, bt * 1e6,
+                   2.0 * M * N * K / bt * 1e-9);
+        }
+    be->ops->free(be, x);
+    be->ops->free(be, w);
+    be->ops->free(be, y);
+}
+
 int main(int argc, char **argv)
 {
     int threads = argc > 1 ? atoi(argv[1]) : 0;
@@ -190,6 +221,8 @@ int main(int argc, char **argv)
     }
     bench_shape(be, 32, 128, reps);
     bench_shape(be, 1, 16, reps * 20);
+    if (!getenv("OPS_ONLY"))
+        bench_small_m(be, reps * 20);
     be->ops->destroy(be);
     return 0;
 }

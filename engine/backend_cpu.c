@@ -27,10 +27,16 @@ typedef struct cpu_backend {
     eng_cpu_isa isa;
     eng_cpu_pool *pool;
     int blas_threads; /* 1: pool splits GEMMs; >1: OpenBLAS threads them */
+    int small_m;      /* GEMMs with B^T and M <= small_m use k->gemm_nt_small */
     pthread_mutex_t scratch_mu;
     float *scratch; /* attention scratch, scratch_per floats per thread */
     size_t scratch_per;
 } cpu_backend;
+
+/* B^T GEMMs with 2..ENG_CPU_SMALL_M rows of A skip BLAS: bench/ops_cpu measured
+ * ~280 GFLOP/s for the unpacked kernel at M = 16..512 against OpenBLAS's 130-260
+ * at M = 16..128 (it overtakes from M = 256); at M = 1 OpenBLAS's GEMV wins. */
+#define ENG_CPU_SMALL_M 128
 
 static cpu_backend *cb_of(eng_backend *be)
 {
@@ -166,12 +172,19 @@ typedef struct gemm_job {
     float alpha, beta;
     const float *A, *B;
     float *C;
+    const eng_cpu_kernels *small; /* non-NULL: use small->gemm_nt_small */
 } gemm_job;
 
 static void sgemm(const gemm_job *g, int m0, int m1, int n0, int n1)
 {
     if (m1 <= m0 || n1 <= n0)
         return;
+    if (g->small) {
+        g->small->gemm_nt_small(m1 - m0, n0, n1, g->K, g->alpha, g->A + (size_t)m0 * g->lda,
+                                g->lda, g->B, g->ldb, g->beta, g->C + (size_t)m0 * g->ldc,
+                                g->ldc);
+        return;
+    }
     const float *b = g->trans_b ? g->B + (size_t)n0 * g->ldb : g->B + n0;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, g->trans_b ? CblasTrans : CblasNoTrans, m1 - m0,
                 n1 - n0, g->K, g->alpha, g->A + (size_t)m0 * g->lda, g->lda, b, g->ldb, g->beta,
@@ -212,9 +225,13 @@ static void cpu_gemm(eng_backend *be, int trans_b, int M, int N, int K, float al
         scale_c(C, ldc, M, N, beta);
         return;
     }
-    gemm_job g = {trans_b, M, N, K, lda, ldb, ldc, 1, alpha, beta, A, B, C};
-    int nt = cb->blas_threads > 1 ? 1 : threads_for(cb, (double)M * N * K / 60.0);
-    if (nt > 1) {
+    gemm_job g = {trans_b, M, N, K, lda, ldb, ldc, 1, alpha, beta, A, B, C, NULL};
+    if (trans_b && M >= 2 && M <= cb->small_m && cb->k->gemm_nt_small)
+        g.small = cb->k;
+    int nt = cb->blas_threads > 1 && !g.small ? 1 : threads_for(cb, (double)M * N * K / 60.0);
+    if (g.small && nt > 1) {
+        g.by_rows = 0;
+    } else if (nt > 1) {
         /* Split rows when each thread gets a decent block, else columns. */
         if (M >= 32 * nt)
             g.by_rows = 1;
@@ -323,20 +340,21 @@ typedef struct attn_job {
     const cpu_backend *cb;
     eng_cpu_attn a;
     int nseq;
-    atomic_int next; /* next (sequence, head) item */
 } attn_job;
 
+/* Each thread takes a contiguous range of (sequence, head) items, so it knows
+ * its next item and can prefetch that item's rows while computing the current. */
 static void attn_task(void *arg, int tid, int nt)
 {
     attn_job *j = arg;
-    (void)nt;
     float *scratch = j->cb->scratch + (size_t)tid * j->cb->scratch_per;
-    int total = j->nseq * j->a.heads;
-    for (;;) {
-        int it = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        if (it >= total)
-            return;
-        j->cb->k->attn_head(&j->a, it / j->a.heads, it % j->a.heads, scratch);
+    int H = j->a.heads, lo, hi;
+    split_range(j->nseq * H, 1, tid, nt, &lo, &hi);
+    if (lo < hi)
+        j->cb->k->attn_prefetch(&j->a, lo / H, lo % H, 0, 1);
+    for (int it = lo; it < hi; it++) {
+        int nx = it + 1 < hi ? it + 1 : -1;
+        j->cb->k->attn_head(&j->a, it / H, it % H, scratch, nx < 0 ? -1 : nx / H, nx % H);
     }
 }
 
@@ -375,13 +393,12 @@ static void cpu_attention(eng_backend *be, float *out, int out_ld, const float *
                   .a = {out, q, k, v, q_off, kv_off, out_ld, q_ld, k_ld, v_ld, heads, head_dim,
                         causal, scale},
                   .nseq = nseq};
-    atomic_init(&j.next, 0);
     pthread_mutex_lock(&cb->scratch_mu);
     if (reserve_scratch(cb, eng_cpu_attn_scratch(head_dim, max_nk)) != 0) {
         /* Out of memory: one head at a time in a scratch of its own. */
         float *s = malloc(eng_cpu_attn_scratch(head_dim, max_nk) * sizeof(float));
         for (int i = 0; s && i < nseq * heads; i++)
-            cb->k->attn_head(&j.a, i / heads, i % heads, s);
+            cb->k->attn_head(&j.a, i / heads, i % heads, s, -1, 0);
         free(s);
     } else {
         int nt = threads_for(cb, work);
@@ -483,6 +500,8 @@ eng_backend *eng_backend_cpu_new_isa(int threads, eng_cpu_isa isa)
     cb->isa = isa;
     const char *gm = getenv("NLPD_CPU_GEMM");
     cb->blas_threads = gm && strcmp(gm, "blas") == 0 ? threads : 1;
+    const char *sm = getenv("NLPD_CPU_SMALL_M"); /* benchmarking knob */
+    cb->small_m = sm && *sm ? atoi(sm) : ENG_CPU_SMALL_M;
     cb->pool = eng_cpu_pool_new(threads);
     if (!cb->pool) {
         free(cb);

@@ -44,8 +44,16 @@ typedef struct eng_cpu_kernels {
                           const float *beta, int rows, int cols, float eps);
     /* out = (a + c) + b elementwise over n floats; c may be NULL. */
     void (*add3)(float *out, const float *a, const float *b, const float *c, int n);
-    /* Attention of sequence s, head h; scratch holds eng_cpu_attn_scratch() floats. */
-    void (*attn_head)(const eng_cpu_attn *a, int s, int h, float *scratch);
+    /* Attention of sequence s, head h; scratch holds eng_cpu_attn_scratch() floats.
+     * Prefetches the inputs of (next_s, next_h) on the way unless next_s < 0. */
+    void (*attn_head)(const eng_cpu_attn *a, int s, int h, float *scratch, int next_s,
+                      int next_h);
+    /* Prefetches part part of nparts of the inputs of (s, h). */
+    void (*attn_prefetch)(const eng_cpu_attn *a, int s, int h, int part, int nparts);
+    /* C[0:M, n0:n1] = alpha A B^T + beta C with B [N, K], for small M (no packing);
+     * NULL where BLAS is always better (scalar). */
+    void (*gemm_nt_small)(int M, int n0, int n1, int K, float alpha, const float *A, int lda,
+                          const float *B, int ldb, float beta, float *C, int ldc);
     /* Elementwise math, exposed for the accuracy tests. */
     void (*vexp)(float *y, const float *x, int n);
     void (*verf)(float *y, const float *x, int n);

@@ -20,6 +20,12 @@
 #define PV_NV 4
 #endif
 #define AR ENG_CPU_ATTN_ROWS
+/* Rows of A per block of the small-M GEMM (times 4 rows of B). */
+#if VW == 16
+#define GM_MB 4
+#else
+#define GM_MB 2
+#endif
 /* Register blocks: loops over rows/vectors must unroll fully to keep acc[][] in registers. */
 #define UNROLL _Pragma("GCC unroll 16")
 
@@ -414,19 +420,52 @@ static void KN(pv)(const float *sc, int nkp, const float *v, int v_ld, int lim, 
     }
 }
 
-/* Keys of one head transposed to kt[d][j] (row stride nkp), zero-padded. */
+/* Keys of one head transposed to kt[d][j] (row stride nkp, a multiple of
+ * ENG_CPU_ATTN_PAD >= VW), zero-padded, by VW x VW register transposes. */
 static void KN(transpose_k)(float *kt, int nkp, const float *k, int k_ld, int nk, int hd)
 {
-    for (int d = 0; d < hd; d++) {
-        float *row = kt + (size_t)d * nkp;
-        for (int j = 0; j < nk; j++)
-            row[j] = k[(size_t)j * k_ld + d];
-        for (int j = nk; j < nkp; j++)
-            row[j] = 0.0f;
+    for (int j0 = 0; j0 < nkp; j0 += VW) {
+        int nj = nk - j0 < VW ? nk - j0 : VW;
+        for (int d0 = 0; d0 < hd; d0 += VW) {
+            int nd = hd - d0 < VW ? hd - d0 : VW;
+            V r[VW];
+            UNROLL
+            for (int i = 0; i < VW; i++) {
+                const float *src = k + (size_t)(j0 + i) * k_ld + d0;
+                r[i] = i >= nj ? vzero() : nd == VW ? vload(src) : vloadn(src, nd);
+            }
+            vtranspose(r);
+            UNROLL
+            for (int i = 0; i < VW; i++)
+                if (i < nd)
+                    vstore(kt + (size_t)(d0 + i) * nkp + j0, r[i]);
+        }
     }
 }
 
-static void KN(attn_head)(const eng_cpu_attn *a, int s, int h, float *scratch)
+/* Asks for rows [r0, r1) (of nr) of the Q, K and V of (s, h) to be brought
+ * towards L2: the rows of one head are 64-128 bytes every q_ld floats, a
+ * pattern the hardware prefetchers do not follow. */
+static void KN(attn_prefetch)(const eng_cpu_attn *a, int s, int h, int part, int nparts)
+{
+    size_t w = (size_t)a->head_dim * sizeof(float);
+    for (int t = 0; t < 3; t++) {
+        const float *base = t == 0 ? a->q : t == 1 ? a->k : a->v;
+        const int32_t *off = t == 0 ? a->q_off : a->kv_off;
+        int ld = t == 0 ? a->q_ld : t == 1 ? a->k_ld : a->v_ld;
+        int n = off[s + 1] - off[s];
+        int r0 = off[s] + (int)((long long)n * part / nparts);
+        int r1 = off[s] + (int)((long long)n * (part + 1) / nparts);
+        for (int r = r0; r < r1; r++) {
+            const char *p = (const char *)(base + (size_t)r * ld + (size_t)h * a->head_dim);
+            for (size_t b = 0; b < w; b += 64)
+                __builtin_prefetch(p + b, 0, 2);
+        }
+    }
+}
+
+static void KN(attn_head)(const eng_cpu_attn *a, int s, int h, float *scratch, int next_s,
+                          int next_h)
 {
     int q0 = a->q_off[s], nq = a->q_off[s + 1] - q0;
     int k0 = a->kv_off[s], nk = a->kv_off[s + 1] - k0;
@@ -447,7 +486,10 @@ static void KN(attn_head)(const eng_cpu_attn *a, int s, int h, float *scratch)
     float inv[AR];
     KN(transpose_k)(kt, nkp, k, a->k_ld, nk, hd);
     int shift = nk - nq; /* causal: query i sees keys j <= i + shift */
+    int nblocks = (nq + AR - 1) / AR;
     for (int i0 = 0; i0 < nq; i0 += AR) {
+        if (next_s >= 0) /* spread over the blocks: a burst would stall on fill buffers */
+            KN(attn_prefetch)(a, next_s, next_h, i0 / AR, nblocks);
         int nr = nq - i0 < AR ? nq - i0 : AR;
         int lim = nk;
         if (a->causal) {
@@ -474,13 +516,99 @@ static void KN(attn_head)(const eng_cpu_attn *a, int s, int h, float *scratch)
     }
 }
 
+/* ------------------------------------------------------------ small GEMM */
+
+/* GM_MB rows of C x nb (4 or 1) columns: dot products of A rows with B rows,
+ * vectorised along K and reduced at the end. Rows >= mr repeat the last one. */
+static inline __attribute__((always_inline)) void
+KN(gemm_nt_block)(const float *const *ar, const float *b, int ldb, int K, int nb,
+                  float alpha, float beta, float *c, int ldc, int mr)
+{
+    V acc[GM_MB][4];
+    UNROLL
+    for (int m = 0; m < GM_MB; m++)
+        UNROLL
+        for (int n = 0; n < 4; n++)
+            acc[m][n] = vzero();
+    int k = 0;
+    for (; k + VW <= K; k += VW) {
+        V bv[4];
+        UNROLL
+        for (int n = 0; n < 4; n++)
+            bv[n] = n < nb ? vload(b + (size_t)n * ldb + k) : vzero();
+        UNROLL
+        for (int m = 0; m < GM_MB; m++) {
+            V av = vload(ar[m] + k);
+            UNROLL
+            for (int n = 0; n < 4; n++)
+                if (n < nb)
+                    acc[m][n] = vmac(av, bv[n], acc[m][n]);
+        }
+    }
+    if (k < K) { /* masked lanes load as zero */
+        int t = K - k;
+        V bv[4];
+        UNROLL
+        for (int n = 0; n < 4; n++)
+            bv[n] = n < nb ? vloadn(b + (size_t)n * ldb + k, t) : vzero();
+        UNROLL
+        for (int m = 0; m < GM_MB; m++) {
+            V av = vloadn(ar[m] + k, t);
+            UNROLL
+            for (int n = 0; n < 4; n++)
+                if (n < nb)
+                    acc[m][n] = vmac(av, bv[n], acc[m][n]);
+        }
+    }
+    for (int m = 0; m < mr; m++) {
+        float sum[4];
+        vhsum4(acc[m][0], acc[m][1], acc[m][2], acc[m][3], sum);
+        float *cm = c + (size_t)m * ldc;
+        for (int n = 0; n < nb; n++)
+            cm[n] = beta == 0.0f ? alpha * sum[n] : alpha * sum[n] + beta * cm[n];
+    }
+}
+
+#if VW > 1
+/* C[M, n0:n1] = alpha A B^T + beta C for B [N, K] (nn.Linear layout), without
+ * packing: for few rows of A, packing B would cost more than the product. */
+static void KN(gemm_nt_small)(int M, int n0, int n1, int K, float alpha, const float *A,
+                              int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    /* Groups of 16 rows of A stay in L1 while all of B streams past them once. */
+    for (int g = 0; g < M; g += 16) {
+        int gm = M - g < 16 ? M - g : 16;
+        for (int n = n0; n < n1;) {
+            int nb = n1 - n >= 4 ? 4 : 1;
+            const float *b = B + (size_t)n * ldb;
+            for (int m = g; m < g + gm; m += GM_MB) {
+                int mr = g + gm - m < GM_MB ? g + gm - m : GM_MB;
+                const float *ar[GM_MB];
+                for (int i = 0; i < GM_MB; i++)
+                    ar[i] = A + (size_t)(m + (i < mr ? i : mr - 1)) * lda;
+                float *c = C + (size_t)m * ldc + n;
+                if (nb == 4)
+                    KN(gemm_nt_block)(ar, b, ldb, K, 4, alpha, beta, c, ldc, mr);
+                else
+                    KN(gemm_nt_block)(ar, b, ldb, K, 1, alpha, beta, c, ldc, mr);
+            }
+            n += nb;
+        }
+    }
+}
+#endif
+
 const eng_cpu_kernels KN(eng_cpu_kernels) = {
     .name = KN_NAME,
     .bias_act = KN(bias_act),
     .add_layernorm = KN(add_layernorm),
     .add3 = KN(add3),
     .attn_head = KN(attn_head),
+    .attn_prefetch = KN(attn_prefetch),
     .vexp = KN(vexp),
     .verf = KN(verf),
     .vtanh = KN(vtanh),
+#if VW > 1
+    .gemm_nt_small = KN(gemm_nt_small),
+#endif
 };

@@ -54,6 +54,45 @@ static inline V vcopysign(V mag, V sgn)
     return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(
         _mm512_castps_si512(mag), _mm512_castps_si512(sgn), m, 0xd8)); /* m ? sgn : mag */
 }
+/* Transposes the 16 x 16 block held in r[0..15] (r[i] = row i) in place. */
+static inline __attribute__((always_inline)) void vtranspose(V *r)
+{
+    V t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) { /* u[i + k], 128-bit lane L: column 4L + k of rows i..i+3 */
+        __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+        __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
+        u[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        u[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        u[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        u[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int k = 0; k < 4; k++) { /* a 4 x 4 transpose of 128-bit lanes */
+        V v0 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0x88);
+        V v1 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0xdd);
+        V v2 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0x88);
+        V v3 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0xdd);
+        r[k] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+        r[4 + k] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+        r[8 + k] = _mm512_shuffle_f32x4(v0, v2, 0xdd);
+        r[12 + k] = _mm512_shuffle_f32x4(v1, v3, 0xdd);
+    }
+}
+
+/* out[0..3] = horizontal sums of a, b, c, d. */
+static inline void vhsum4(V a, V b, V c, V d, float *out)
+{
+    V ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    V cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    __m512d abd = _mm512_castps_pd(ab), cdd = _mm512_castps_pd(cd);
+    V x = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(abd, cdd)),
+                        _mm512_castpd_ps(_mm512_unpackhi_pd(abd, cdd)));
+    __m256 y = _mm256_add_ps(_mm512_castps512_ps256(x), _mm512_extractf32x8_ps(x, 1));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(y), _mm256_extractf128_ps(y, 1)));
+}
 #define KN(name) name##_avx512
 
 #elif defined(CPU_SIMD_AVX2)
@@ -107,6 +146,37 @@ static inline V vcopysign(V mag, V sgn)
     const V m = _mm256_set1_ps(-0.0f);
     return _mm256_or_ps(_mm256_andnot_ps(m, mag), _mm256_and_ps(m, sgn));
 }
+/* Transposes the 8 x 8 block held in r[0..7] in place. */
+static inline __attribute__((always_inline)) void vtranspose(V *r)
+{
+    V t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        __m256d a = _mm256_castps_pd(t[i]), b = _mm256_castps_pd(t[i + 1]);
+        __m256d c = _mm256_castps_pd(t[i + 2]), d = _mm256_castps_pd(t[i + 3]);
+        u[i] = _mm256_castpd_ps(_mm256_unpacklo_pd(a, c));
+        u[i + 1] = _mm256_castpd_ps(_mm256_unpackhi_pd(a, c));
+        u[i + 2] = _mm256_castpd_ps(_mm256_unpacklo_pd(b, d));
+        u[i + 3] = _mm256_castpd_ps(_mm256_unpackhi_pd(b, d));
+    }
+    for (int k = 0; k < 4; k++) {
+        r[k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x20);
+        r[4 + k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x31);
+    }
+}
+
+static inline void vhsum4(V a, V b, V c, V d, float *out)
+{
+    V ab = _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+    V cd = _mm256_add_ps(_mm256_unpacklo_ps(c, d), _mm256_unpackhi_ps(c, d));
+    __m256d abd = _mm256_castps_pd(ab), cdd = _mm256_castps_pd(cd);
+    V x = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(abd, cdd)),
+                        _mm256_castpd_ps(_mm256_unpackhi_pd(abd, cdd)));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1)));
+}
 #define KN(name) name##_avx2
 
 #elif defined(CPU_SIMD_SCALAR)
@@ -146,6 +216,18 @@ static inline V vpow2i(V n)
     return f;
 }
 #define vcopysign(mag, sgn) copysignf(mag, sgn)
+static inline void vtranspose(V *r)
+{
+    (void)r;
+}
+
+static inline void vhsum4(V a, V b, V c, V d, float *out)
+{
+    out[0] = a;
+    out[1] = b;
+    out[2] = c;
+    out[3] = d;
+}
 #define KN(name) name##_scalar
 
 #else

@@ -234,10 +234,18 @@ static void test_gemm(void **state)
         gemm_case(tb, 1, 1, 1, 0, 1.0f, 0.0f);
         gemm_case(tb, 7, 13, 5, 3, 0.7f, 0.3f);
         gemm_case(tb, 33, 17, 65, 1, 1.0f, 1.0f);
+        gemm_case(tb, 20, 37, 50, 2, 1.5f, 0.0f); /* small-M kernel: 16 + 4 rows */
         gemm_case(tb, 200, 96, 129, 5, 1.0f, 0.0f);  /* split by rows */
         gemm_case(tb, 3, 1001, 801, 2, -0.5f, 2.0f); /* split by columns */
         gemm_case(tb, 5, 9, 0, 1, 1.0f, 0.5f);       /* K = 0: C = beta C */
     }
+    /* The other GEMM routes: OpenBLAS for small M, OpenBLAS's own threads. */
+    setenv("NLPD_CPU_SMALL_M", "0", 1);
+    setenv("NLPD_CPU_GEMM", "blas", 1);
+    gemm_case(1, 20, 37, 50, 2, 1.5f, 0.0f);
+    gemm_case(1, 200, 96, 129, 5, 1.0f, 0.25f);
+    unsetenv("NLPD_CPU_SMALL_M");
+    unsetenv("NLPD_CPU_GEMM");
 }
 
 /* -------------------------------------------------------------- bias_act */
