@@ -76,6 +76,95 @@ typedef struct eng_backend_ops {
     /* out[s, :] = x[seq_off[s] + row, :] (e.g. the [CLS] row when row = 0). */
     void (*gather_rows)(eng_backend *be, float *out, const float *x, const int32_t *seq_off,
                         int nseq, int row, int dim);
+
+    /* ---- training: forward helpers, backward passes, optimizer (engine/train.c).
+     * "d" arrays are gradients; parameter gradients are ACCUMULATED (+=) so that
+     * micro-batches add up; activation gradients are written unless stated.
+     * Dropout masks are a pure function of (seed, element index) so that the
+     * backward pass regenerates them instead of storing them. */
+
+    /* C[M,N] = alpha * op(A) . op(B) + beta * C. trans_a: A is stored [K,M];
+     * trans_b: B is stored [N,K]. Leading dimensions are those of the stored arrays. */
+    void (*gemm_ex)(eng_backend *be, int trans_a, int trans_b, int M, int N, int K,
+                    float alpha, const float *A, int lda, const float *B, int ldb, float beta,
+                    float *C, int ldc);
+
+    /* pre[r, :] += bias (bias may be NULL); post[r, :] = act(pre[r, :]). */
+    void (*bias_act_train)(eng_backend *be, float *pre, float *post, const float *bias,
+                           int rows, int cols, eng_act act);
+
+    /* dx = dy * act'(pre) elementwise (pre: the activation's input); dx may alias dy. */
+    void (*act_backward)(eng_backend *be, float *dx, const float *dy, const float *pre,
+                         int rows, int cols, eng_act act);
+
+    /* Backward of out = LayerNorm(x + res) * gamma + beta (res may be NULL):
+     * dx = d(x + res) (written), dgamma/dbeta accumulated. Statistics are recomputed. */
+    void (*layernorm_backward)(eng_backend *be, float *dx, float *dgamma, float *dbeta,
+                               const float *dout, const float *x, const float *res,
+                               const float *gamma, int rows, int cols, float eps);
+
+    /* Backward of embed: dword[ids[t]] += dout[t], dpos[pos_ids[t]] += dout[t],
+     * dtype[type_ids[t]] += dout[t] (dtype/type_ids may be NULL). */
+    void (*embed_backward)(eng_backend *be, float *dword, float *dpos, float *dtype,
+                           const float *dout, const int32_t *ids, const int32_t *pos_ids,
+                           const int32_t *type_ids, int ntok, int dim);
+
+    /* Self-attention over packed sequences (seq_off, as `attention` with q_off = kv_off,
+     * no causal mask) that also stores the softmax probabilities for the backward pass:
+     * probs + p_off[s] holds sequence s as [heads][n_s][n_s] (p_off[nseq] = total).
+     * dropout_p > 0 drops attention probabilities (scaled by 1/(1-p)) with masks from seed. */
+    void (*attention_train)(eng_backend *be, float *out, int out_ld, float *probs,
+                            const int64_t *p_off, const float *q, const float *k,
+                            const float *v, int qkv_ld, const int32_t *seq_off, int nseq,
+                            int heads, int head_dim, float scale, float dropout_p,
+                            uint64_t seed);
+
+    /* Backward of attention_train: dq/dk/dv (row stride dqkv_ld, written) from dout. */
+    void (*attention_backward)(eng_backend *be, float *dq, float *dk, float *dv, int dqkv_ld,
+                               const float *dout, int dout_ld, const float *probs,
+                               const int64_t *p_off, const float *q, const float *k,
+                               const float *v, int qkv_ld, const int32_t *seq_off, int nseq,
+                               int heads, int head_dim, float scale, float dropout_p,
+                               uint64_t seed);
+
+    /* y[i] = x[i] * keep(seed, i) / (1 - p) for n elements; y may alias x. Applying it
+     * to a gradient with the same seed is the backward pass. p <= 0 copies. */
+    void (*dropout)(eng_backend *be, float *y, const float *x, size_t n, float p,
+                    uint64_t seed);
+
+    /* db[c] += sum over rows of dy[r, c] (bias gradients). */
+    void (*sum_rows)(eng_backend *be, float *db, const float *dy, int rows, int cols);
+
+    /* dx[seq_off[s] + row, :] += dsrc[s, :] (backward of gather_rows). */
+    void (*scatter_rows)(eng_backend *be, float *dx, const float *dsrc, const int32_t *seq_off,
+                         int nseq, int row, int dim);
+
+    /* y[i] += alpha * x[i]. */
+    void (*axpy)(eng_backend *be, float *y, float alpha, const float *x, size_t n);
+
+    /* Zero `bytes` bytes of backend memory. */
+    void (*zero)(eng_backend *be, void *p, size_t bytes);
+
+    /* Softmax cross-entropy over logits[n, L] with class labels[n]: loss[0] = mean loss,
+     * dlogits = scale * d(mean loss)/dlogits (written). */
+    void (*cross_entropy)(eng_backend *be, float *loss, float *dlogits, const float *logits,
+                          const int32_t *labels, int n, int L, float scale);
+
+    /* Sigmoid binary cross-entropy (BCEWithLogits) over logits[n, L] and targets[n, L] in
+     * [0, 1]: loss[0] = mean over n * L, dlogits = scale * d(mean)/dlogits (written). */
+    void (*bce_logits)(eng_backend *be, float *loss, float *dlogits, const float *logits,
+                       const float *targets, int n, int L, float scale);
+
+    /* out[0] = sum of x[i]^2 over n elements (accumulated in double, stored as float). */
+    void (*sum_squares)(eng_backend *be, float *out, const float *x, size_t n);
+
+    /* AdamW step over n parameters (torch.optim.AdamW semantics): g' = g * gscale;
+     * p -= lr * wd * p; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;
+     * p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps), bc_i = 1 - b_i^step.
+     * Then g is zeroed for the next accumulation. */
+    void (*adamw)(eng_backend *be, float *p, float *g, float *m, float *v, size_t n, float lr,
+                  float beta1, float beta2, float eps, float wd, float bc1, float bc2,
+                  float gscale);
 } eng_backend_ops;
 
 struct eng_backend {
