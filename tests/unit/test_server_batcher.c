@@ -1,0 +1,981 @@
+/* test_server_batcher.c - the dynamic batcher and model slot (server/batcher.h,
+ * server/model_slot.h) on the tiny fixture models: results equal direct engine
+ * calls bitwise whatever the batch, batch formation (budget with padding, size,
+ * length order, FIFO), max_delay, deadlines, cancellation, queue bound, stop
+ * with and without drain, hot swap and per-job failure isolation.
+ *
+ * Deterministic batching uses a "gate" job: its client_gone() callback (called
+ * on the worker before compute) blocks until the test releases it, so every job
+ * submitted meanwhile is queued together. All waits are on conditions, bounded. */
+#include "test_util.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "batcher.h"
+#include "model_slot.h"
+#include "nlpd_engine.h"
+
+#define WAIT_S 20 /* bound on every wait; reaching it fails the test */
+#define MAXE 4    /* encodings per test job */
+
+/* ---------------------------------------------------------------- helpers */
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+typedef struct tctx {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    srv_job *order[512]; /* completion order */
+    int nb;              /* on_batch records */
+    int b_seqs[512], b_tok[512];
+    int gate_entered, gate_released;
+} tctx;
+
+typedef struct tjob {
+    srv_job job;
+    tctx *t;
+    int gone;
+    int is_gate;
+    int completions;
+    int tag;
+    eng_encoding enc[MAXE];
+} tjob;
+
+static void tctx_init(tctx *t)
+{
+    memset(t, 0, sizeof *t);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+static void tctx_close(tctx *t)
+{
+    pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->cv);
+}
+
+/* Wait (bounded) until *v >= want under t->mu; 1 if reached. */
+static int wait_for(tctx *t, const int *v, int want)
+{
+    int64_t until = mono_ns() + (int64_t)WAIT_S * 1000000000;
+    struct timespec ts = {.tv_sec = until / 1000000000, .tv_nsec = until % 1000000000};
+    pthread_mutex_lock(&t->mu);
+    while (*v < want && pthread_cond_timedwait(&t->cv, &t->mu, &ts) == 0)
+        ;
+    int ok = *v >= want;
+    pthread_mutex_unlock(&t->mu);
+    return ok;
+}
+
+static void on_complete(srv_job *job, void *arg)
+{
+    tjob *j = arg;
+    tctx *t = j->t;
+    pthread_mutex_lock(&t->mu);
+    j->completions++;
+    if (t->done < 512)
+        t->order[t->done] = job;
+    t->done++;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static int client_gone(void *arg)
+{
+    tjob *j = arg;
+    if (!j->is_gate)
+        return j->gone;
+    tctx *t = j->t;
+    pthread_mutex_lock(&t->mu);
+    t->gate_entered = 1;
+    pthread_cond_broadcast(&t->cv);
+    int64_t until = mono_ns() + (int64_t)WAIT_S * 1000000000;
+    struct timespec ts = {.tv_sec = until / 1000000000, .tv_nsec = until % 1000000000};
+    while (!t->gate_released && pthread_cond_timedwait(&t->cv, &t->mu, &ts) == 0)
+        ;
+    pthread_mutex_unlock(&t->mu);
+    return 0;
+}
+
+static void gate_release(tctx *t)
+{
+    pthread_mutex_lock(&t->mu);
+    t->gate_released = 1;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void on_batch(void *arg, int seqs, int tokens, int64_t ns)
+{
+    (void)ns;
+    tctx *t = arg;
+    pthread_mutex_lock(&t->mu);
+    if (t->nb < 512) {
+        t->b_seqs[t->nb] = seqs;
+        t->b_tok[t->nb] = tokens;
+    }
+    t->nb++;
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* [CLS] len-2 word ids [SEP], ids derived from seed. */
+static void make_enc(eng_encoding *e, int len, int seed)
+{
+    eng_encoding_init(e);
+    assert_int_equal(eng_encoding_push(e, 101, 0, -1, 0, 0), 0);
+    for (int i = 0; i < len - 2; i++)
+        assert_int_equal(eng_encoding_push(e, 1000 + (seed * 7919 + i * 131) % 28000, 0, 0, 0, 0),
+                         0);
+    assert_int_equal(eng_encoding_push(e, 102, 0, -1, 0, 0), 0);
+}
+
+static tjob *job_new(tctx *t, srv_job_kind kind, int n, const int *lens, int seed)
+{
+    tjob *j = calloc(1, sizeof *j);
+    assert_non_null(j);
+    j->t = t;
+    for (int i = 0; i < n; i++)
+        make_enc(&j->enc[i], lens[i], seed * 10 + i);
+    j->job.kind = kind;
+    j->job.n = n;
+    j->job.enc = j->enc;
+    j->job.client_gone = client_gone;
+    j->job.complete = on_complete;
+    j->job.arg = j;
+    return j;
+}
+
+static tjob *job1(tctx *t, srv_job_kind kind, int len, int seed)
+{
+    return job_new(t, kind, 1, &len, seed);
+}
+
+static void job_free(tjob *j)
+{
+    if (!j)
+        return;
+    free(j->job.out);
+    if (j->job.model)
+        eng_model_unref(j->job.model);
+    for (int i = 0; i < MAXE; i++)
+        eng_encoding_free(&j->enc[i]);
+    free(j);
+}
+
+static eng_model *load(const char *name)
+{
+    eng_model *m = NULL;
+    eng_error err = {0};
+    int rc = eng_model_load(tu_path("%s/tests/fixtures/models/%s", tu_root(), name), &m, &err);
+    if (rc)
+        fail_msg("load %s: %s", name, err.msg);
+    return m;
+}
+
+static srv_job_kind kind_of(const eng_model *m)
+{
+    eng_task t = eng_model_get_info(m)->task;
+    return t == ENG_TASK_CLASSIFY ? SRV_JOB_CLASSIFY : t == ENG_TASK_EMBED ? SRV_JOB_EMBED
+                                                                           : SRV_JOB_QA;
+}
+
+/* The job's expected out, each encoding run alone (layout as in batcher.h). */
+static float *direct(eng_ctx *ctx, eng_model *m, const srv_job *job, size_t *len)
+{
+    const eng_model_info *info = eng_model_get_info(m);
+    size_t ntok = 0;
+    for (int i = 0; i < job->n; i++)
+        ntok += (size_t)job->enc[i].n;
+    size_t per = job->kind == SRV_JOB_CLASSIFY ? (size_t)info->num_labels : (size_t)info->hidden;
+    *len = job->kind == SRV_JOB_QA ? 2 * ntok : per * (size_t)job->n;
+    float *out = malloc(*len * sizeof(float));
+    assert_non_null(out);
+    size_t off = 0;
+    for (int i = 0; i < job->n; i++) {
+        const eng_encoding *e = &job->enc[i];
+        eng_error err = {0};
+        int rc;
+        if (job->kind == SRV_JOB_CLASSIFY)
+            rc = eng_run_classify(ctx, m, &e, 1, out + i * per, NULL, &err);
+        else if (job->kind == SRV_JOB_EMBED)
+            rc = eng_run_embed(ctx, m, &e, 1, out + i * per, &err);
+        else
+            rc = eng_run_qa_logits(ctx, m, &e, 1, out + off, out + ntok + off, &err);
+        if (rc)
+            fail_msg("direct run: %s", err.msg);
+        off += (size_t)e->n;
+    }
+    return out;
+}
+
+/* Batching invariance. The engine packs sequences without padding, but its CPU
+ * GEMM picks kernels (and so summation order) by the number of packed rows:
+ * OpenBLAS for 1 or > 128 rows, its own small-M kernel for 2..128, so a text's
+ * result can differ in the last bits with its batch-mates. Observed on these
+ * fixtures: max |diff| ~5e-6 on outputs up to ~8 (QA logits), i.e. ~1e-6
+ * relative. Bound: |diff| <= 1e-5 x max(1, |value|), ten times below the 1e-4
+ * parity bar. */
+#define INVARIANCE_TOL 1e-5f
+static float g_max_diff;     /* largest |diff| / max(1, |value|) seen, printed once */
+static float g_max_abs;      /* largest |diff| seen */
+static long g_bitwise, g_cmp; /* results equal bitwise / compared */
+
+/* The job ran OK and its out equals the direct run (within INVARIANCE_TOL). */
+static void expect_same(eng_ctx *ctx, eng_model *m, const srv_job *job)
+{
+    if (job->status != SRV_JOB_OK)
+        fail_msg("job status %d (%s)", job->status, job->error);
+    size_t len;
+    float *want = direct(ctx, m, job, &len);
+    assert_int_equal(job->out_len, len);
+    float d = 0, a = tu_max_abs_diff(job->out, want, len);
+    for (size_t i = 0; i < len; i++) {
+        float w = fabsf(want[i]), r = fabsf(job->out[i] - want[i]) / (w > 1 ? w : 1);
+        d = r > d || r != r ? r : d;
+    }
+    g_cmp++;
+    g_bitwise += memcmp(job->out, want, len * sizeof(float)) == 0;
+    g_max_diff = d > g_max_diff ? d : g_max_diff;
+    g_max_abs = a > g_max_abs ? a : g_max_abs;
+    if (!(d <= INVARIANCE_TOL))
+        fail_msg("batched result differs from the direct run: max |diff| %g (scaled %g)",
+                 (double)a, (double)d);
+    free(want);
+}
+
+static eng_ctx *ctx_new(int threads)
+{
+    eng_ctx *ctx = NULL;
+    eng_ctx_opts co = {.backend = "cpu", .threads = threads};
+    assert_int_equal(eng_ctx_new(&co, &ctx, NULL), 0);
+    return ctx;
+}
+
+typedef struct fixture {
+    tctx t;
+    srv_model_slot *slot;
+    srv_batcher *b;
+    eng_model *m; /* borrowed from the slot for direct runs */
+    eng_ctx *ctx;
+} fixture;
+
+static void fx_open(fixture *f, const char *model, srv_batch_opts *o)
+{
+    memset(f, 0, sizeof *f);
+    tctx_init(&f->t);
+    f->m = load(model);
+    f->slot = srv_model_slot_new(model, eng_model_ref(f->m), "v1");
+    assert_non_null(f->slot);
+    o->on_batch = on_batch;
+    o->on_batch_arg = &f->t;
+    if (o->threads_per_worker <= 0)
+        o->threads_per_worker = 1;
+    eng_error err = {0};
+    int rc = srv_batcher_new(f->slot, o, &f->b, &err);
+    if (rc)
+        fail_msg("batcher: %s", err.msg);
+    f->ctx = ctx_new(1);
+}
+
+static void fx_close(fixture *f)
+{
+    srv_batcher_free(f->b);
+    srv_model_slot_free(f->slot);
+    eng_model_unref(f->m);
+    eng_ctx_free(f->ctx);
+    tctx_close(&f->t);
+}
+
+/* Submit a gate job and wait until the worker holds it. */
+static tjob *gate_hold(fixture *f)
+{
+    tjob *g = job1(&f->t, kind_of(f->m), 3, 999);
+    g->is_gate = 1;
+    assert_int_equal(srv_batcher_submit(f->b, &g->job), 0);
+    assert_true(wait_for(&f->t, &f->t.gate_entered, 1));
+    return g;
+}
+
+static void submit_ok(fixture *f, tjob *j) { assert_int_equal(srv_batcher_submit(f->b, &j->job), 0); }
+
+/* ------------------------------------------------------------------ tests */
+
+static void test_model_slot(void **state)
+{
+    (void)state;
+    eng_model *a = load("bert_cls"), *b = load("bert_cls_f16");
+    srv_model_slot *s = srv_model_slot_new("sentiment", a, "2024-01");
+    assert_non_null(s);
+    assert_string_equal(srv_model_slot_name(s), "sentiment");
+    char v[8];
+    eng_model *r = srv_model_slot_acquire(s, v, sizeof v);
+    assert_ptr_equal(r, a);
+    assert_string_equal(v, "2024-01");
+    srv_model_slot_swap(s, b, "a-very-long-version-name");
+    eng_model *r2 = srv_model_slot_acquire(s, v, sizeof v);
+    assert_ptr_equal(r2, b);
+    assert_string_equal(v, "a-very-"); /* truncated to cap */
+    /* a stays alive on our reference after the swap dropped the slot's */
+    assert_int_equal(eng_model_get_info(r)->task, ENG_TASK_CLASSIFY);
+    eng_model_unref(r);
+    eng_model_unref(r2);
+    srv_model_slot_free(s);
+}
+
+/* One job with three real texts per task: same as direct engine calls. */
+static void test_single_job_matches_direct(void **state)
+{
+    (void)state;
+    const char *models[] = {"bert_cls", "bert_st", "bert_qa"};
+    const char *texts[] = {"I loved it", "The service was terrible and slow.",
+                           "Where is the café in Montréal?"};
+    for (int k = 0; k < 3; k++) {
+        srv_batch_opts o;
+        srv_batch_opts_default(&o);
+        fixture f;
+        fx_open(&f, models[k], &o);
+        tjob *j = calloc(1, sizeof *j);
+        j->t = &f.t;
+        const eng_tokenizer *tok = eng_model_tokenizer(f.m);
+        for (int i = 0; i < 3; i++) {
+            eng_encoding_init(&j->enc[i]);
+            if (k == 2)
+                assert_int_equal(eng_tokenizer_encode(tok, texts[i], strlen(texts[i]), texts[0],
+                                                      strlen(texts[0]), 0, &j->enc[i], NULL),
+                                 0);
+            else
+                assert_int_equal(eng_tokenizer_encode(tok, texts[i], strlen(texts[i]), NULL, 0,
+                                                      0, &j->enc[i], NULL),
+                                 0);
+        }
+        j->job.kind = kind_of(f.m);
+        j->job.n = 3;
+        j->job.enc = j->enc;
+        j->job.complete = on_complete;
+        j->job.arg = j;
+        submit_ok(&f, j);
+        assert_true(wait_for(&f.t, &f.t.done, 1));
+        expect_same(f.ctx, f.m, &j->job);
+        assert_ptr_equal(j->job.model, f.m);
+        assert_string_equal(j->job.version, "v1");
+        assert_int_equal(j->job.batch_size, 3);
+        assert_true(j->job.enqueued_ns <= j->job.started_ns);
+        assert_true(j->job.started_ns <= j->job.finished_ns);
+        assert_int_equal(j->completions, 1);
+        job_free(j);
+        fx_close(&f);
+    }
+}
+
+typedef struct submitter {
+    fixture *f;
+    tjob **jobs;
+    int from, to;
+} submitter;
+
+static void *submit_range(void *arg)
+{
+    submitter *s = arg;
+    for (int i = s->from; i < s->to; i++)
+        if (srv_batcher_submit(s->f->b, &s->jobs[i]->job) != 0)
+            s->jobs[i]->completions = -1000; /* flagged; the test fails */
+    return NULL;
+}
+
+/* 64 jobs of varied lengths from 4 threads, 2 workers: each result equals the
+ * job run alone, bitwise, for every task; batches did form. */
+static void test_concurrent_invariance(void **state)
+{
+    (void)state;
+    const char *models[] = {"bert_cls", "bert_st", "bert_qa"};
+    enum { N = 64 };
+    for (int k = 0; k < 3; k++) {
+        srv_batch_opts o;
+        srv_batch_opts_default(&o);
+        o.workers = 2;
+        o.max_batch_tokens = 1024;
+        o.max_delay_us = 5000;
+        fixture f;
+        fx_open(&f, models[k], &o);
+        tjob *jobs[N];
+        for (int i = 0; i < N; i++) {
+            int n = 1 + i % 3, lens[3];
+            for (int s = 0; s < n; s++)
+                lens[s] = 3 + (i * 37 + s * 11) % 120;
+            jobs[i] = job_new(&f.t, kind_of(f.m), n, lens, i);
+        }
+        pthread_t th[4];
+        submitter sub[4];
+        for (int t = 0; t < 4; t++) {
+            sub[t] = (submitter){&f, jobs, t * N / 4, (t + 1) * N / 4};
+            assert_int_equal(pthread_create(&th[t], NULL, submit_range, &sub[t]), 0);
+        }
+        for (int t = 0; t < 4; t++)
+            pthread_join(th[t], NULL);
+        assert_true(wait_for(&f.t, &f.t.done, N));
+        int batched = 0;
+        for (int i = 0; i < N; i++) {
+            assert_int_equal(jobs[i]->completions, 1);
+            expect_same(f.ctx, f.m, &jobs[i]->job);
+            batched |= jobs[i]->job.batch_size > jobs[i]->job.n;
+        }
+        assert_true(batched);
+        for (int b = 0; b < f.t.nb && b < 512; b++)
+            assert_true(f.t.b_tok[b] <= o.max_batch_tokens);
+        for (int i = 0; i < N; i++)
+            job_free(jobs[i]);
+        fx_close(&f);
+    }
+}
+
+/* Budget 64 tokens with padding: the oldest job always goes, the others
+ * shortest first while sequences x longest fits; batches run in length order. */
+static void test_budget_padding_and_order(void **state)
+{
+    (void)state;
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.max_batch_tokens = 64;
+    o.max_delay_us = 0;
+    fixture f;
+    fx_open(&f, "bert_cls", &o);
+    tjob *g = gate_hold(&f);
+    const int lens[] = {30, 5, 20, 6, 7, 31, 8};
+    enum { N = 7 };
+    tjob *jobs[N];
+    for (int i = 0; i < N; i++) {
+        jobs[i] = job1(&f.t, SRV_JOB_CLASSIFY, lens[i], i);
+        submit_ok(&f, jobs[i]);
+    }
+    assert_int_equal(srv_batcher_queued_jobs(f.b), N);
+    assert_int_equal(srv_batcher_queued_sequences(f.b), N);
+    gate_release(&f.t);
+    assert_true(wait_for(&f.t, &f.t.done, N + 1));
+    /* Expected batches: {5,30} (2x30=60), {6,7,20} (3x20=60), {8,31} (2x31=62). */
+    const int order[] = {5, 30, 6, 7, 20, 8, 31};
+    const int bsize[] = {2, 2, 3, 3, 3, 2, 2};
+    const int btok[] = {60, 60, 60, 60, 60, 62, 62};
+    for (int i = 0; i < N; i++) {
+        srv_job *j = f.t.order[i + 1];
+        assert_int_equal(j->status, SRV_JOB_OK);
+        assert_int_equal(j->max_len, order[i]);
+        assert_int_equal(j->batch_size, bsize[i]);
+        assert_int_equal(j->batch_tokens, btok[i]);
+    }
+    assert_int_equal(f.t.nb, 4); /* the gate's batch, then three */
+    assert_int_equal(f.t.b_seqs[1], 2);
+    assert_int_equal(f.t.b_tok[1], 60);
+    assert_int_equal(f.t.b_seqs[2], 3);
+    assert_int_equal(f.t.b_tok[3], 62);
+    for (int i = 0; i < N; i++)
+        expect_same(f.ctx, f.m, &jobs[i]->job);
+    for (int i = 0; i < N; i++)
+        job_free(jobs[i]);
+    job_free(g);
+    fx_close(&f);
+}
+
+/* max_batch_size 3: no batch has more; a 4-sequence job runs alone; a job
+ * longer than the whole token budget runs alone too (never starves). */
+static void test_max_batch_size_and_oversize(void **state)
+{
+    (void)state;
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.max_batch_size = 3;
+    o.max_batch_tokens = 100;
+    o.max_delay_us = 0;
+    fixture f;
+    fx_open(&f, "bert_cls", &o);
+    tjob *g = gate_hold(&f);
+    enum { N = 12 };
+    tjob *jobs[N];
+    for (int i = 0; i < 10; i++)
+        jobs[i] = job1(&f.t, SRV_JOB_CLASSIFY, 4 + i, i);
+    const int four[4] = {5, 5, 5, 5};
+    jobs[10] = job_new(&f.t, SRV_JOB_CLASSIFY, 4, four, 10);
+    jobs[11] = job1(&f.t, SRV_JOB_CLASSIFY, 120, 11);       /* 120 tokens > budget 100 */
+    for (int i = 0; i < N; i++)
+        submit_ok(&f, jobs[i]);
+    gate_release(&f.t);
+    assert_true(wait_for(&f.t, &f.t.done, N + 1));
+    for (int i = 0; i < 10; i++) {
+        assert_true(jobs[i]->job.batch_size <= 3);
+        assert_true(jobs[i]->job.batch_tokens <= 100);
+    }
+    assert_int_equal(jobs[10]->job.batch_size, 4); /* alone */
+    assert_int_equal(jobs[11]->job.status, SRV_JOB_OK);
+    assert_int_equal(jobs[11]->job.batch_size, 1);
+    assert_int_equal(jobs[11]->job.batch_tokens, 120);
+    for (int i = 0; i < N; i++) {
+        expect_same(f.ctx, f.m, &jobs[i]->job);
+        job_free(jobs[i]);
+    }
+    job_free(g);
+    fx_close(&f);
+}
+
+/* FIFO fairness: under a queue of many short jobs the long old one is in the
+ * very next batch (it is the oldest), not left behind. */
+static void test_oldest_goes_first(void **state)
+{
+    (void)state;
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.max_batch_tokens = 40;
+    o.max_delay_us = 0;
+    fixture f;
+    fx_open(&f, "bert_cls", &o);
+    tjob *g = gate_hold(&f);
+    enum { N = 20 };
+    tjob *jobs[N];
+    jobs[0] = job1(&f.t, SRV_JOB_CLASSIFY, 30, 0);
+    for (int i = 1; i < N; i++)
+        jobs[i] = job1(&f.t, SRV_JOB_CLASSIFY, 4, i);
+    for (int i = 0; i < N; i++)
+        submit_ok(&f, jobs[i]);
+    gate_release(&f.t);
+    assert_true(wait_for(&f.t, &f.t.done, N + 1));
+    /* First batch after the gate: the 30-token job (alone: 2 x 30 > 40). */
+    assert_ptr_equal(f.t.order[1], &jobs[0]->job);
+    assert_int_equal(jobs[0]->job.batch_size, 1);
+    for (int i = 0; i < N; i++)
+        job_free(jobs[i]);
+    job_free(g);
+    fx_close(&f);
+}
+
+/* A lone job is not held longer than max_delay_us; with max_delay 0 at once. */
+static void test_lone_job_prompt(void **state)
+{
+    (void)state;
+    const int delays[] = {0, 1000};
+    for (int k = 0; k < 2; k++) {
+        srv_batch_opts o;
+        srv_batch_opts_default(&o);
+        o.max_delay_us = delays[k];
+        fixture f;
+        fx_open(&f, "bert_cls", &o);
+        tjob *j = job1(&f.t, SRV_JOB_CLASSIFY, 8, 1);
+        submit_ok(&f, j);
+        assert_true(wait_for(&f.t, &f.t.done, 1));
+        assert_int_equal(j->job.status, SRV_JOB_OK);
+        int64_t waited = j->job.started_ns - j->job.enqueued_ns;
+        /* the delay plus scheduling slack on a loaded 2-core machine */
+        assert_true(waited < (int64_t)delays[k] * 1000 + 200 * 1000000LL);
+        job_free(j);
+        fx_close(&f);
+    }
+}
+
+/* Jobs arriving within max_delay of the first are batched together; the batch
+ * starts no earlier than the delay (the queue did not fill a batch). */
+static void test_delay_collects_batch(void **state)
+{
+    (void)state;
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.max_delay_us = 300 * 1000;
+    fixture f;
+    fx_open(&f, "bert_cls", &o);
+    enum { N = 5 };
+    tjob *jobs[N];
+    for (int i = 0; i < N; i++)
+        jobs[i] = job1(&f.t, SRV_JOB_CLASSIFY, 5 + i, i);
+    for (int i = 0; i < N; i++)
+        submit_ok(&f, jobs[i]);
+    assert_true(wait_for(&f.t, &f.t.done, N));
+    int64_t first = jobs[0]->job.enqueued_ns;
+    if (jobs[N - 1]->job.enqueued_ns - first < 250 * 1000000LL) { /* submits were quick */
+        assert_int_equal(f.t.nb, 1);
+        assert_int_equal(f.t.b_seqs[0], N);
+        assert_true(jobs[0]->job.started_ns - first >= 300 * 1000000LL);
+    }
+    for (int i = 0; i < N; i++) {
+        expect_same(f.ctx, f.m, &jobs[i]->job);
+        job_free(jobs[i]);
+    }
+    fx_close(&f);
+}
+
+/* A queue that already fills a batch (max_batch_size) runs at once, without
+ * the (here 60 s) delay. */
+static void test_full_batch_no_wait(void **state)
+{
+    (void)state;
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.max_delay_us = 60 * 1000 * 1000;
+    o.max_batch_size = 4;
+    fixture f;
+    fx_open(&f, "bert_cls", &o);
+    tjob *jobs[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = job1(&f.t, SRV_JOB_CLASSIFY, 6, i);
+        submit_ok(&f, jobs[i]);
+    }
+    assert_true(wait_for(&f.t, &f.t.done, 4));
+    assert_int_equal(f.t.b_seqs[0], 4);
+    for (int i = 0; i < 4; i++)
+        job_free(jobs[i]);
+    fx_close(&f);
+}
+
+/* Deadline passed while queued: EXPIRED, no compute, no model reference. */
+static void test_deadline_expired(void **state)
+{
+    (void)state;
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.max_delay_us = 0;
+    fixture f;
+    fx_open(&f, "bert_cls", &o);
+    tjob *g = gate_hold(&f);
+    tjob *late = job1(&f.t, SRV_JOB_CLASSIFY, 6, 1), *past = job1(&f.t, SRV_JOB_CLASSIFY, 6, 2);
+    tjob *ok = job1(&f.t, SRV_JOB_CLASSIFY, 6, 3);
+    late->job.deadline_ns = mono_ns() + 20 * 1000000LL;
+    past->job.deadline_ns = mono_ns() - 1;
+    ok->job.deadline_ns = mono_ns() + 60 * 1000000000LL;
+    submit_ok(&f, late);
+    submit_ok(&f, past);
+    submit_ok(&f, ok);
+    while (mono_ns() < late->job.deadline_ns) { /* wait for the condition: deadline passed */
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    gate_release(&f.t);
+    assert_true(wait_for(&f.t, &f.t.done, 4));
+    assert_int_equal(late->job.status, SRV_JOB_EXPIRED);
+    assert_int_equal(past->job.status, SRV_JOB_EXPIRED);
+    assert_null(late->job.out);
+    assert_null(late->job.model);
+    assert_int_equal(ok->job.status, SRV_JOB_OK);
+    assert_int_equal(ok->job.batch_size, 1); /* the expired ones were not computed */
+    assert_int_equal(f.t.nb, 2);             /* gate + ok */
+    job_free(late);
+    job_free(past);
+    job_free(ok);
+    job_free(g);
+    fx_close(&f);
+}
+
+/* client_gone: CANCELLED without compute; the batch-mate still runs. */
+static void test_client_gone(void **state)
+{
+    (void)state;
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.max_delay_us = 0;
+    fixture f;
+    fx_open(&f, "bert_cls", &o);
+    tjob *g = gate_hold(&f);
+    tjob *gone = job1(&f.t, SRV_JOB_CLASSIFY, 6, 1), *ok = job1(&f.t, SRV_JOB_CLASSIFY, 7, 2);
+    gone->gone = 1;
+    submit_ok(&f, gone);
+    submit_ok(&f, ok);
+    gate_release(&f.t);
+    assert_true(wait_for(&f.t, &f.t.done, 3));
+    assert_int_equal(gone->job.status, SRV_JOB_CANCELLED);
+    assert_null(gone->job.out);
+    assert_int_equal(ok->job.status, SRV_JOB_OK);
+    assert_int_equal(ok->job.batch_size, 1);
+    assert_int_equal(f.t.nb, 2);
+    expect_same(f.ctx, f.m, &ok->job);
+    job_free(gone);
+    job_free(ok);
+    job_free(g);
+    fx_close(&f);
+}
+
+/* queue_capacity 4 sequences: the 5th is refused (never completed), the
+ * queued ones run. */
+static void test_queue_full(void **state)
+{
+    (void)state;
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.max_delay_us = 0;
+    o.queue_capacity = 4;
+    fixture f;
+    fx_open(&f, "bert_cls", &o);
+    tjob *g = gate_hold(&f);
+    const int lens[2] = {5, 6};
+    tjob *a = job_new(&f.t, SRV_JOB_CLASSIFY, 2, lens, 1), *b = job_new(&f.t, SRV_JOB_CLASSIFY, 2, lens, 2);
+    tjob *c = job1(&f.t, SRV_JOB_CLASSIFY, 6, 3);
+    submit_ok(&f, a);
+    submit_ok(&f, b);
+    assert_int_equal(srv_batcher_submit(f.b, &c->job), SRV_EQUEUE_FULL);
+    assert_int_equal(srv_batcher_queued_sequences(f.b), 4);
+    assert_int_equal(srv_batcher_queued_jobs(f.b), 2);
+    gate_release(&f.t);
+    assert_true(wait_for(&f.t, &f.t.done, 3));
+    assert_int_equal(srv_batcher_queued_sequences(f.b), 0);
+    assert_int_equal(c->completions, 0);
+    assert_int_equal(a->job.status, SRV_JOB_OK);
+    assert_int_equal(b->job.status, SRV_JOB_OK);
+    /* room again */
+    submit_ok(&f, c);
+    assert_true(wait_for(&f.t, &f.t.done, 4));
+    assert_int_equal(c->job.status, SRV_JOB_OK);
+    job_free(a);
+    job_free(b);
+    job_free(c);
+    job_free(g);
+    fx_close(&f);
+}
+
+/* Stop with drain runs every queued job (without waiting for the 60 s delay);
+ * submit after stop is refused. */
+static void test_stop_drain(void **state)
+{
+    (void)state;
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.max_delay_us = 60 * 1000 * 1000;
+    fixture f;
+    fx_open(&f, "bert_cls", &o);
+    enum { N = 10 };
+    tjob *jobs[N];
+    for (int i = 0; i < N; i++) {
+        jobs[i] = job1(&f.t, SRV_JOB_CLASSIFY, 4 + 3 * i, i);
+        submit_ok(&f, jobs[i]);
+    }
+    srv_batcher_stop(f.b, 1, 0);
+    assert_int_equal(f.t.done, N);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(jobs[i]->completions, 1);
+        expect_same(f.ctx, f.m, &jobs[i]->job);
+    }
+    tjob *late = job1(&f.t, SRV_JOB_CLASSIFY, 5, 99);
+    assert_int_equal(srv_batcher_submit(f.b, &late->job), SRV_ESTOPPED);
+    srv_batcher_stop(f.b, 1, 0); /* again: nothing happens */
+    assert_int_equal(late->completions, 0);
+    for (int i = 0; i < N; i++)
+        job_free(jobs[i]);
+    job_free(late);
+    fx_close(&f);
+}
+
+static void *stop_thread(void *arg)
+{
+    srv_batcher_stop(arg, 0, 0);
+    return NULL;
+}
+
+/* Stop without drain: queued jobs complete with SHUTDOWN at once (while a
+ * batch is still in flight), the in-flight one finishes normally. */
+static void test_stop_no_drain(void **state)
+{
+    (void)state;
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.max_delay_us = 0;
+    fixture f;
+    fx_open(&f, "bert_cls", &o);
+    tjob *g = gate_hold(&f);
+    enum { N = 10 };
+    tjob *jobs[N];
+    for (int i = 0; i < N; i++) {
+        jobs[i] = job1(&f.t, SRV_JOB_CLASSIFY, 5, i);
+        submit_ok(&f, jobs[i]);
+    }
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, stop_thread, f.b), 0);
+    assert_true(wait_for(&f.t, &f.t.done, N)); /* the queued ones, gate still held */
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(jobs[i]->job.status, SRV_JOB_SHUTDOWN);
+        assert_null(jobs[i]->job.out);
+    }
+    gate_release(&f.t);
+    pthread_join(th, NULL);
+    assert_int_equal(f.t.done, N + 1);
+    assert_int_equal(g->job.status, SRV_JOB_OK);
+    tjob *late = job1(&f.t, SRV_JOB_CLASSIFY, 5, 99);
+    assert_int_equal(srv_batcher_submit(f.b, &late->job), SRV_ESTOPPED);
+    for (int i = 0; i < N; i++)
+        job_free(jobs[i]);
+    job_free(late);
+    job_free(g);
+    fx_close(&f);
+}
+
+typedef struct stop_args {
+    srv_batcher *b;
+    int drain;
+    int64_t deadline;
+} stop_args;
+
+static void *stop_thread_args(void *arg)
+{
+    stop_args *a = arg;
+    srv_batcher_stop(a->b, a->drain, a->deadline);
+    return NULL;
+}
+
+/* Drain bounded by a deadline: while the worker is busy past the deadline,
+ * what is still queued gets SHUTDOWN; nothing is lost. */
+static void test_stop_drain_deadline(void **state)
+{
+    (void)state;
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.max_delay_us = 0;
+    fixture f;
+    fx_open(&f, "bert_cls", &o);
+    tjob *g = gate_hold(&f);
+    tjob *j = job1(&f.t, SRV_JOB_CLASSIFY, 5, 1);
+    submit_ok(&f, j);
+    stop_args a = {f.b, 1, mono_ns() + 50 * 1000000LL};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, stop_thread_args, &a), 0);
+    assert_true(wait_for(&f.t, &f.t.done, 1)); /* j, flushed at the deadline */
+    assert_int_equal(j->job.status, SRV_JOB_SHUTDOWN);
+    assert_true(mono_ns() >= a.deadline);
+    gate_release(&f.t);
+    pthread_join(th, NULL);
+    assert_int_equal(g->job.status, SRV_JOB_OK);
+    assert_int_equal(f.t.done, 2);
+    job_free(j);
+    job_free(g);
+    fx_close(&f);
+}
+
+/* Hot swap between batches: each job reports the version it ran on and holds
+ * a reference to it; the old version lives until its last reference drops. */
+static void test_model_swap(void **state)
+{
+    (void)state;
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.max_delay_us = 0;
+    fixture f;
+    fx_open(&f, "bert_cls", &o);
+    tjob *a = job1(&f.t, SRV_JOB_CLASSIFY, 9, 1);
+    submit_ok(&f, a);
+    assert_true(wait_for(&f.t, &f.t.done, 1));
+    eng_model *m2 = load("bert_cls_f16");
+    srv_model_slot_swap(f.slot, eng_model_ref(m2), "v2");
+    tjob *b = job1(&f.t, SRV_JOB_CLASSIFY, 9, 1);
+    submit_ok(&f, b);
+    assert_true(wait_for(&f.t, &f.t.done, 2));
+    assert_string_equal(a->job.version, "v1");
+    assert_ptr_equal(a->job.model, f.m);
+    assert_string_equal(b->job.version, "v2");
+    assert_ptr_equal(b->job.model, m2);
+    expect_same(f.ctx, f.m, &a->job);
+    expect_same(f.ctx, m2, &b->job);
+    job_free(a); /* drops a reference to v1; the fixture holds the last one */
+    job_free(b);
+    eng_model_unref(m2); /* the slot keeps v2 */
+    fx_close(&f);
+}
+
+/* A job with a token id outside the vocabulary fails alone (422-style
+ * ENG_EINVAL); its batch-mates get their results. */
+static void test_bad_job_isolated(void **state)
+{
+    (void)state;
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.max_delay_us = 0;
+    fixture f;
+    fx_open(&f, "bert_cls", &o);
+    tjob *g = gate_hold(&f);
+    tjob *jobs[4];
+    for (int i = 0; i < 4; i++)
+        jobs[i] = job1(&f.t, SRV_JOB_CLASSIFY, 6 + i, i);
+    jobs[2]->enc[0].ids[2] = 999999;
+    for (int i = 0; i < 4; i++)
+        submit_ok(&f, jobs[i]);
+    gate_release(&f.t);
+    assert_true(wait_for(&f.t, &f.t.done, 5));
+    assert_int_equal(jobs[2]->job.status, SRV_JOB_FAILED);
+    assert_int_equal(jobs[2]->job.error_code, ENG_EINVAL);
+    assert_non_null(strstr(jobs[2]->job.error, "vocabulary"));
+    assert_null(jobs[2]->job.out);
+    assert_null(jobs[2]->job.model);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(jobs[i]->completions, 1);
+        if (i != 2)
+            expect_same(f.ctx, f.m, &jobs[i]->job);
+    }
+    for (int i = 0; i < 4; i++)
+        job_free(jobs[i]);
+    job_free(g);
+    fx_close(&f);
+}
+
+/* A job of the wrong kind for the model fails with ENG_EINVAL, no crash. */
+static void test_wrong_task(void **state)
+{
+    (void)state;
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.max_delay_us = 0;
+    fixture f;
+    fx_open(&f, "bert_st", &o);
+    tjob *j = job1(&f.t, SRV_JOB_QA, 6, 1);
+    submit_ok(&f, j);
+    assert_true(wait_for(&f.t, &f.t.done, 1));
+    assert_int_equal(j->job.status, SRV_JOB_FAILED);
+    assert_int_equal(j->job.error_code, ENG_EINVAL);
+    assert_null(j->job.model);
+    tjob *bad = job1(&f.t, SRV_JOB_EMBED, 6, 1);
+    bad->job.n = 0;
+    assert_int_equal(srv_batcher_submit(f.b, &bad->job), ENG_EINVAL);
+    job_free(j);
+    job_free(bad);
+    fx_close(&f);
+}
+
+/* Prints how far batched results were from the direct runs over the group. */
+static void test_report_invariance(void **state)
+{
+    (void)state;
+    print_message("batching invariance: %ld of %ld job results bitwise equal to the direct "
+                  "run; max |diff| %g, max |diff|/max(1,|value|) %g (bound %g)\n",
+                  g_bitwise, g_cmp, (double)g_max_abs, (double)g_max_diff,
+                  (double)INVARIANCE_TOL);
+    assert_true(g_max_diff <= INVARIANCE_TOL);
+}
+
+TEST_GROUP(server_batcher)
+{
+    static const struct CMUnitTest t[] = {
+        cmocka_unit_test(test_model_slot),
+        cmocka_unit_test(test_single_job_matches_direct),
+        cmocka_unit_test(test_concurrent_invariance),
+        cmocka_unit_test(test_budget_padding_and_order),
+        cmocka_unit_test(test_max_batch_size_and_oversize),
+        cmocka_unit_test(test_oldest_goes_first),
+        cmocka_unit_test(test_lone_job_prompt),
+        cmocka_unit_test(test_delay_collects_batch),
+        cmocka_unit_test(test_full_batch_no_wait),
+        cmocka_unit_test(test_deadline_expired),
+        cmocka_unit_test(test_client_gone),
+        cmocka_unit_test(test_queue_full),
+        cmocka_unit_test(test_stop_drain),
+        cmocka_unit_test(test_stop_no_drain),
+        cmocka_unit_test(test_stop_drain_deadline),
+        cmocka_unit_test(test_model_swap),
+        cmocka_unit_test(test_bad_job_isolated),
+        cmocka_unit_test(test_wrong_task),
+        cmocka_unit_test(test_report_invariance),
+    };
+    TEST_GROUP_RETURN(t);
+}
