@@ -1,6 +1,6 @@
 /* test_server_batcher.c - the dynamic batcher and model slot (server/batcher.h,
  * server/model_slot.h) on the tiny fixture models: results equal direct engine
- * calls bitwise whatever the batch, batch formation (budget with padding, size,
+ * calls whatever the batch (see INVARIANCE_TOL), batch formation (budget with padding, size,
  * length order, FIFO), max_delay, deadlines, cancellation, queue bound, stop
  * with and without drain, hot swap and per-job failure isolation.
  *
@@ -227,10 +227,11 @@ static float *direct(eng_ctx *ctx, eng_model *m, const srv_job *job, size_t *len
  * GEMM picks kernels (and so summation order) by the number of packed rows:
  * OpenBLAS for 1 or > 128 rows, its own small-M kernel for 2..128, so a text's
  * result can differ in the last bits with its batch-mates. Observed on these
- * fixtures: max |diff| ~5e-6 on outputs up to ~8 (QA logits), i.e. ~1e-6
- * relative. Bound: |diff| <= 1e-5 x max(1, |value|), ten times below the 1e-4
- * parity bar. */
-#define INVARIANCE_TOL 1e-5f
+ * fixtures (AVX2 kernels): about a quarter of the job results bitwise equal,
+ * max |diff| 4.8e-6 (on a value ~1). Bound: |diff| <= 3e-5 x max(1, |value|),
+ * margin for other ISAs' kernels and still 3x below the 1e-4 parity bar; a
+ * slicing mistake in the batcher would show as O(1) differences. */
+#define INVARIANCE_TOL 3e-5f
 static float g_max_diff;     /* largest |diff| / max(1, |value|) seen, printed once */
 static float g_max_abs;      /* largest |diff| seen */
 static long g_bitwise, g_cmp; /* results equal bitwise / compared */
@@ -398,7 +399,7 @@ static void *submit_range(void *arg)
 }
 
 /* 64 jobs of varied lengths from 4 threads, 2 workers: each result equals the
- * job run alone, bitwise, for every task; batches did form. */
+ * job run alone (see INVARIANCE_TOL) for every task; batches did form. */
 static void test_concurrent_invariance(void **state)
 {
     (void)state;
@@ -407,7 +408,8 @@ static void test_concurrent_invariance(void **state)
     for (int k = 0; k < 3; k++) {
         srv_batch_opts o;
         srv_batch_opts_default(&o);
-        o.workers = 2;
+        o.workers = k == 2 ? 1 : 2; /* QA: one worker whose context has 2 threads */
+        o.threads_per_worker = k == 2 ? 2 : 1;
         o.max_batch_tokens = 1024;
         o.max_delay_us = 5000;
         fixture f;
