@@ -43,7 +43,7 @@ NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin
 # client_max_body_size of deploy/nginx/nlpd.conf (checked by a test).
 MAX_BODY = 1 << 20
 MAX_TEXTS = 64
-MAX_TEXT_CHARS = 10000
+MAX_TEXT_BYTES = 16384
 
 SANITIZER_RE = re.compile(
     r"ERROR: (AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer)|runtime error:|"
@@ -197,8 +197,11 @@ def tiny_models(**batching):
 
 def render_config(port, models, api_key_file=None, threads=None, drain_timeout_ms=None,
                   limits=None):
-    """The one place that knows nlpd's config file format (config/nlpd.json)."""
-    lim = {"max_body_bytes": MAX_BODY, "max_texts": MAX_TEXTS, "max_text_chars": MAX_TEXT_CHARS}
+    """The one place that knows nlpd's config file format (server/config.c, config/nlpd.json).
+    ModelSpec.batching may hold timeout_ms / max_timeout_ms (model keys) and the
+    batching.* keys (max_batch_tokens, max_batch_size, max_delay_us, queue_capacity,
+    workers, threads)."""
+    lim = {"max_body_bytes": MAX_BODY, "max_texts": MAX_TEXTS, "max_text_bytes": MAX_TEXT_BYTES}
     lim.update(limits or {})
     cfg = {
         "listen": f"127.0.0.1:{port}",
@@ -214,8 +217,12 @@ def render_config(port, models, api_key_file=None, threads=None, drain_timeout_m
         cfg["auth"] = {"api_key_file": str(api_key_file)}
     for m in models:
         e = {"name": m.name, "path": str(m.path), "task": m.task}
-        if m.batching:
-            e["batching"] = dict(m.batching)
+        b = dict(m.batching)
+        for k in ("timeout_ms", "max_timeout_ms", "version", "backend"):
+            if k in b:
+                e[k] = b.pop(k)
+        if b:
+            e["batching"] = b
         cfg["models"].append(e)
     return cfg
 
@@ -549,3 +556,55 @@ def pytest_terminal_summary(terminalreporter):
     skipped = len(st.get("skipped", []))
     terminalreporter.write_line(
         f"integration: {passed} passed, {failed} failed" + (f" ({skipped} skipped)" if skipped else ""))
+
+
+# ------------------------------------------------------------------ metrics
+
+_SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+-?\d+)?$')
+_LABEL_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*(,|$)')
+
+
+def parse_metrics(text):
+    """Prometheus text format -> ({family: type}, [(name, {labels}, value)]).
+    Raises AssertionError on a line that is not valid exposition format."""
+    types, samples = {}, []
+    for ln in text.splitlines():
+        if not ln.strip():
+            continue
+        if ln.startswith("#"):
+            parts = ln.split(None, 3)
+            if len(parts) >= 4 and parts[1] == "TYPE":
+                types[parts[2]] = parts[3].strip()
+            continue
+        m = _SAMPLE_RE.match(ln)
+        assert m, f"/metrics: not a sample line: {ln!r}"
+        labels = {}
+        if m.group(3):
+            rest = m.group(3)
+            pos = 0
+            while pos < len(rest):
+                lm = _LABEL_RE.match(rest, pos)
+                assert lm, f"/metrics: bad labels in {ln!r}"
+                labels[lm.group(1)] = lm.group(2)
+                pos = lm.end()
+        v = m.group(4)
+        value = float("inf") if v == "+Inf" else float("-inf") if v == "-Inf" else float(v)
+        samples.append((m.group(1), labels, value))
+    return types, samples
+
+
+def metric(samples, name, **labels):
+    """Sum of the samples of `name` whose labels include `labels`."""
+    return sum(v for n, lab, v in samples
+               if n == name and all(lab.get(k) == str(x) for k, x in labels.items()))
+
+
+def metric_present(samples, name, **labels):
+    return any(n == name and all(lab.get(k) == str(x) for k, x in labels.items())
+               for n, lab, v in samples)
+
+
+def scrape(target):
+    r = target.get("/metrics")
+    assert r.status == 200, f"/metrics: {r!r}"
+    return parse_metrics(r.body.decode())[1]
