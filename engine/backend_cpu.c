@@ -103,22 +103,43 @@ eng_cpu_isa eng_cpu_isa_default(void)
 
 /* ------------------------------------------------------------ partitioning */
 
-/* [*lo, *hi) of n items for thread tid of nt, in multiples of `align`. */
-static void split_range(int n, int align, int tid, int nt, int *lo, int *hi)
+/* Dynamic scheduling: threads pull chunks of [0, extent) from a shared counter,
+ * so a thread that the OS delays (2 cores shared with other work) does less
+ * instead of holding everyone up. */
+#ifndef CHUNKS_PER_THREAD
+#define CHUNKS_PER_THREAD 4
+#endif
+typedef struct chunker {
+    atomic_int next;
+    int extent, chunk;
+} chunker;
+
+static void chunker_init(chunker *c, int extent, int align, int nt)
 {
-    int units = (n + align - 1) / align;
-    int per = units / nt, extra = units % nt;
-    int u0 = tid * per + (tid < extra ? tid : extra);
-    int u1 = u0 + per + (tid < extra ? 1 : 0);
-    *lo = u0 * align < n ? u0 * align : n;
-    *hi = u1 * align < n ? u1 * align : n;
+    int per = (extent + CHUNKS_PER_THREAD * nt - 1) / (CHUNKS_PER_THREAD * nt);
+    per = (per + align - 1) / align * align;
+    atomic_init(&c->next, 0);
+    c->extent = extent;
+    c->chunk = per > 0 ? per : align;
+}
+
+/* Claims the next chunk [*lo, *hi); 0 when none is left. */
+static int chunker_next(chunker *c, int *lo, int *hi)
+{
+    int i = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
+    long long a = (long long)i * c->chunk;
+    if (a >= c->extent)
+        return 0;
+    *lo = (int)a;
+    *hi = a + c->chunk < c->extent ? (int)(a + c->chunk) : c->extent;
+    return 1;
 }
 
 /* Threads worth using for `work` units of roughly a nanosecond each. */
 static int threads_for(const cpu_backend *cb, double work)
 {
     int nt = cb->base.threads;
-    int by_work = (int)(work / 20000.0); /* ~20 us per thread at least */
+    int by_work = (int)(work / 5000.0); /* ~5 us per thread at least */
     if (by_work < 1)
         by_work = 1;
     return nt < by_work ? nt : by_work;
@@ -173,6 +194,7 @@ typedef struct gemm_job {
     const float *A, *B;
     float *C;
     const eng_cpu_kernels *small; /* non-NULL: use small->gemm_nt_small */
+    chunker ch;                   /* rows (by_rows) or columns */
 } gemm_job;
 
 static void sgemm(const gemm_job *g, int m0, int m1, int n0, int n1)
@@ -193,14 +215,15 @@ static void sgemm(const gemm_job *g, int m0, int m1, int n0, int n1)
 
 static void gemm_task(void *arg, int tid, int nt)
 {
-    const gemm_job *g = arg;
+    gemm_job *g = arg;
     int lo, hi;
-    if (g->by_rows) {
-        split_range(g->M, 16, tid, nt, &lo, &hi);
-        sgemm(g, lo, hi, 0, g->N);
-    } else {
-        split_range(g->N, 16, tid, nt, &lo, &hi);
-        sgemm(g, 0, g->M, lo, hi);
+    (void)tid;
+    (void)nt;
+    while (chunker_next(&g->ch, &lo, &hi)) {
+        if (g->by_rows)
+            sgemm(g, lo, hi, 0, g->N);
+        else
+            sgemm(g, 0, g->M, lo, hi);
     }
 }
 
@@ -225,7 +248,9 @@ static void cpu_gemm(eng_backend *be, int trans_b, int M, int N, int K, float al
         scale_c(C, ldc, M, N, beta);
         return;
     }
-    gemm_job g = {trans_b, M, N, K, lda, ldb, ldc, 1, alpha, beta, A, B, C, NULL};
+    gemm_job g = {.trans_b = trans_b, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb,
+                  .ldc = ldc, .by_rows = 1, .alpha = alpha, .beta = beta, .A = A, .B = B,
+                  .C = C};
     if (trans_b && M >= 2 && M <= cb->small_m && cb->k->gemm_nt_small)
         g.small = cb->k;
     int nt = cb->blas_threads > 1 && !g.small ? 1 : threads_for(cb, (double)M * N * K / 60.0);
@@ -240,10 +265,12 @@ static void cpu_gemm(eng_backend *be, int trans_b, int M, int N, int K, float al
         else
             nt = 1;
     }
-    if (nt > 1)
+    if (nt > 1) {
+        chunker_init(&g.ch, g.by_rows ? M : N, 16, nt);
         eng_cpu_pool_run(cb->pool, gemm_task, &g, nt);
-    else
+    } else {
         sgemm(&g, 0, M, 0, N);
+    }
 }
 
 /* ------------------------------------------------------ row-parallel ops */
@@ -258,18 +285,14 @@ typedef struct rows_job {
     /* embed */
     const float *word, *pos, *type;
     const int32_t *ids, *pos_ids, *type_ids;
+    chunker ch;
 } rows_job;
 
 enum { OP_BIAS_ACT, OP_LAYERNORM, OP_EMBED };
 
-static void rows_task(void *arg, int tid, int nt)
+static void rows_chunk(const rows_job *j, int lo, int hi)
 {
-    const rows_job *j = arg;
     const eng_cpu_kernels *k = j->cb->k;
-    int lo, hi;
-    split_range(j->rows, 1, tid, nt, &lo, &hi);
-    if (hi <= lo)
-        return;
     size_t o = (size_t)lo * j->cols;
     switch (j->op) {
     case OP_BIAS_ACT:
@@ -290,11 +313,26 @@ static void rows_task(void *arg, int tid, int nt)
     }
 }
 
+static void rows_task(void *arg, int tid, int nt)
+{
+    rows_job *j = arg;
+    int lo, hi;
+    (void)tid;
+    (void)nt;
+    while (chunker_next(&j->ch, &lo, &hi))
+        rows_chunk(j, lo, hi);
+}
+
 static void run_rows(const cpu_backend *cb, rows_job *j, double ns_per_elem)
 {
     int nt = threads_for(cb, (double)j->rows * j->cols * ns_per_elem);
     if (nt > j->rows)
         nt = j->rows > 0 ? j->rows : 1;
+    if (nt <= 1) {
+        rows_chunk(j, 0, j->rows);
+        return;
+    }
+    chunker_init(&j->ch, j->rows, 1, nt);
     eng_cpu_pool_run(cb->pool, rows_task, j, nt);
 }
 
@@ -340,21 +378,23 @@ typedef struct attn_job {
     const cpu_backend *cb;
     eng_cpu_attn a;
     int nseq;
+    chunker ch;
 } attn_job;
 
-/* Each thread takes a contiguous range of (sequence, head) items, so it knows
- * its next item and can prefetch that item's rows while computing the current. */
+/* Threads claim chunks of consecutive (sequence, head) items, so a thread knows
+ * its next item and prefetches that item's rows while computing the current. */
 static void attn_task(void *arg, int tid, int nt)
 {
     attn_job *j = arg;
     float *scratch = j->cb->scratch + (size_t)tid * j->cb->scratch_per;
     int H = j->a.heads, lo, hi;
-    split_range(j->nseq * H, 1, tid, nt, &lo, &hi);
-    if (lo < hi)
+    (void)nt;
+    while (chunker_next(&j->ch, &lo, &hi)) {
         j->cb->k->attn_prefetch(&j->a, lo / H, lo % H, 0, 1);
-    for (int it = lo; it < hi; it++) {
-        int nx = it + 1 < hi ? it + 1 : -1;
-        j->cb->k->attn_head(&j->a, it / H, it % H, scratch, nx < 0 ? -1 : nx / H, nx % H);
+        for (int it = lo; it < hi; it++) {
+            int nx = it + 1 < hi ? it + 1 : -1;
+            j->cb->k->attn_head(&j->a, it / H, it % H, scratch, nx < 0 ? -1 : nx / H, nx % H);
+        }
     }
 }
 
@@ -404,6 +444,7 @@ static void cpu_attention(eng_backend *be, float *out, int out_ld, const float *
         int nt = threads_for(cb, work);
         if (nt > nseq * heads)
             nt = nseq * heads;
+        chunker_init(&j.ch, nseq * heads, 1, nt);
         eng_cpu_pool_run(cb->pool, attn_task, &j, nt);
     }
     pthread_mutex_unlock(&cb->scratch_mu);

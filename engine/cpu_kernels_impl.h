@@ -26,6 +26,9 @@
 #else
 #define GM_MB 2
 #endif
+#ifndef GM_PF
+#define GM_PF 16 /* rows of B prefetched ahead */
+#endif
 /* Register blocks: loops over rows/vectors must unroll fully to keep acc[][] in registers. */
 #define UNROLL _Pragma("GCC unroll 16")
 
@@ -522,7 +525,7 @@ static void KN(attn_head)(const eng_cpu_attn *a, int s, int h, float *scratch, i
  * vectorised along K and reduced at the end. Rows >= mr repeat the last one. */
 static inline __attribute__((always_inline)) void
 KN(gemm_nt_block)(const float *const *ar, const float *b, int ldb, int K, int nb,
-                  float alpha, float beta, float *c, int ldc, int mr)
+                  float alpha, float beta, float *c, int ldc, int mr, const float *pf)
 {
     V acc[GM_MB][4];
     UNROLL
@@ -533,6 +536,9 @@ KN(gemm_nt_block)(const float *const *ar, const float *b, int ldb, int K, int nb
     int k = 0;
     for (; k + VW <= K; k += VW) {
         V bv[4];
+        if (pf && (k * 4) % 64 == 0) /* one line of each of the rows ahead */
+            for (int n = 0; n < 4; n++)
+                __builtin_prefetch(pf + (size_t)n * ldb + k, 0, 3);
         UNROLL
         for (int n = 0; n < 4; n++)
             bv[n] = n < nb ? vload(b + (size_t)n * ldb + k) : vzero();
@@ -575,22 +581,26 @@ KN(gemm_nt_block)(const float *const *ar, const float *b, int ldb, int K, int nb
 static void KN(gemm_nt_small)(int M, int n0, int n1, int K, float alpha, const float *A,
                               int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
-    /* Groups of 16 rows of A stay in L1 while all of B streams past them once. */
+    /* Groups of 16 rows of A stay in L1 while all of B streams past them once;
+     * the first pass over each block of B prefetches the rows GM_PF ahead (from
+     * memory, weights arrive too slowly for the hardware prefetchers alone). */
     for (int g = 0; g < M; g += 16) {
         int gm = M - g < 16 ? M - g : 16;
         for (int n = n0; n < n1;) {
             int nb = n1 - n >= 4 ? 4 : 1;
             const float *b = B + (size_t)n * ldb;
+            const float *pf = n + GM_PF + 4 <= n1 ? b + (size_t)GM_PF * ldb : NULL;
             for (int m = g; m < g + gm; m += GM_MB) {
                 int mr = g + gm - m < GM_MB ? g + gm - m : GM_MB;
                 const float *ar[GM_MB];
                 for (int i = 0; i < GM_MB; i++)
                     ar[i] = A + (size_t)(m + (i < mr ? i : mr - 1)) * lda;
                 float *c = C + (size_t)m * ldc + n;
+                const float *p = m == g ? pf : NULL;
                 if (nb == 4)
-                    KN(gemm_nt_block)(ar, b, ldb, K, 4, alpha, beta, c, ldc, mr);
+                    KN(gemm_nt_block)(ar, b, ldb, K, 4, alpha, beta, c, ldc, mr, p);
                 else
-                    KN(gemm_nt_block)(ar, b, ldb, K, 1, alpha, beta, c, ldc, mr);
+                    KN(gemm_nt_block)(ar, b, ldb, K, 1, alpha, beta, c, ldc, mr, p);
             }
             n += nb;
         }
