@@ -16,9 +16,16 @@ run_suite() {  # name command...: runs a suite whose last counts line is "N pass
     "$@" 2>&1 | tee "$log"
     local rc=${PIPESTATUS[0]}
     local line; line=$(grep -E '[0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
-    local p f
+    local p f e=0
+    if [[ -z "$line" ]]; then
+        # pytest's own summary, in any of its forms: "=== 40 passed in 9.1s ===",
+        # "=== 2 failed, 40 passed, 3 skipped, 1 error in 9.1s ===", "=== 1 error in 0.2s ===".
+        line=$(grep -E '^=+ .*[0-9]+ (passed|failed|errors?)\b.* in [0-9.]+s' "$log" | tail -1)
+        e=$(grep -oE '[0-9]+ errors?\b' <<<"$line" | grep -oE '[0-9]+'); e=${e:-0}
+    fi
     p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+'); p=${p:-0}
     f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+'); f=${f:-0}
+    f=$((f + e))
     if [[ -z "$line" || ( $rc -ne 0 && $f -eq 0 ) ]]; then
         echo "run_tests: suite $name exited $rc without a result line" >&2; f=$((f + 1))
     fi
@@ -28,6 +35,15 @@ run_suite() {  # name command...: runs a suite whose last counts line is "N pass
 
 run_suite unit "$BUILD/test_unit"
 [[ -x tests/cli/run.sh ]] && run_suite cli tests/cli/run.sh "$BUILD"
+# Request parsing under libFuzzer (clang), briefly: NLPD_FUZZ_SECONDS (default 45).
+[[ -f server/api.c && -x tests/fuzz/run.sh ]] && run_suite fuzz tests/fuzz/run.sh "$BUILD"
+# The real daemon over HTTP, directly and behind nginx (tests/integration).
+if [[ -x "$BUILD/nlpd" ]]; then
+    B=$BUILD; [[ $B == /* ]] || B=$ROOT/$B
+    run_suite integration env NLPD_BIN="$B/nlpd" NLPD_CLI="$B/nlpd-cli" \
+        PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+        -o console_output_style=classic tests/integration
+fi
 
 echo "${total_pass} passed, ${total_fail} failed"
 [[ $total_fail -eq 0 ]]
