@@ -206,6 +206,122 @@ int eng_qa_decode(const eng_tokenizer *tok, const eng_qa_windows *w, const float
 int eng_qa(eng_ctx *ctx, eng_model *m, const char *question, const char *context,
            const eng_qa_opts *o, eng_qa_answer *out, int *n_out, eng_error *err);
 
+/* ------------------------------------------------------ model publishing
+ * Writing a model folder so that readers never see it half-written (DESIGN §5):
+ * files go into a temporary sibling directory ("<parent>/.<name>.tmp-<pid>-XXXXXX"),
+ * each is fsynced, then the directory is fsynced and renamed into place and the
+ * parent fsynced. Temporary directories left by dead processes are removed by the
+ * next eng_ckpt_begin for the same target. Shared by nlpd-train and the server. */
+
+typedef struct eng_ckpt eng_ckpt;
+
+/* Start writing the folder `dir` (its parent must exist). */
+int eng_ckpt_begin(const char *dir, eng_ckpt **out, eng_error *err);
+/* The temporary directory files go into (valid until commit/abort). */
+const char *eng_ckpt_tmp_path(const eng_ckpt *c);
+/* Write a file (name relative to the folder; "a/b" creates "a/"). */
+int eng_ckpt_write(eng_ckpt *c, const char *name, const void *data, size_t len, eng_error *err);
+/* Copy src_path into the folder as name. */
+int eng_ckpt_copy(eng_ckpt *c, const char *src_path, const char *name, eng_error *err);
+
+typedef struct eng_tensor_out {
+    const char *name;
+    const float *data; /* row-major fp32, numel = product of shape */
+    int ndim;
+    int64_t shape[4];
+} eng_tensor_out;
+
+/* Write an F32 safetensors file of n tensors, with "__metadata__": {"format": "pt"}. */
+int eng_ckpt_write_safetensors(eng_ckpt *c, const char *name, const eng_tensor_out *t, int n,
+                               eng_error *err);
+/* fsync and rename into place. If dir exists: replace != 0 swaps it out atomically
+ * (renameat2 RENAME_EXCHANGE) and deletes the old folder, else ENG_EINVAL.
+ * Frees c in every case (on failure the temporary directory is removed). */
+int eng_ckpt_commit(eng_ckpt *c, int replace, eng_error *err);
+/* Remove the temporary directory and free c (NULL is a no-op). */
+void eng_ckpt_abort(eng_ckpt *c);
+
+/* --------------------------------------------------------------- training
+ * Fine-tuning a BERT-family sequence classifier (DESIGN §5): the encoder of a
+ * base folder (any BERT/DistilBERT *Model, *ForSequenceClassification or a
+ * sentence-transformers folder) plus a classification head (pooler/pre_classifier
+ * and classifier as in transformers; created with the usual N(0, 0.02) init when
+ * the base has none or its labels differ). Training runs on one context's backend;
+ * an eng_trainer is not thread-safe. */
+
+typedef enum eng_lr_schedule {
+    ENG_LR_LINEAR = 0, /* linear warmup from 0, then linear decay to 0 at total_steps */
+    ENG_LR_COSINE,     /* linear warmup, then half a cosine to 0 at total_steps */
+    ENG_LR_CONSTANT,   /* linear warmup, then constant */
+} eng_lr_schedule;
+
+typedef struct eng_train_opts {
+    int num_labels;             /* classes (>= 2, or >= 1 with multi_label) */
+    const char *const *labels;  /* num_labels names, id order (copied) */
+    int multi_label;            /* sigmoid + BCE per label instead of softmax + CE */
+    float lr;                   /* peak learning rate (default 5e-5) */
+    float weight_decay;         /* AdamW decoupled decay; never on biases/LayerNorm (0.01) */
+    float beta1, beta2, adam_eps; /* (0.9, 0.999, 1e-8) */
+    float max_grad_norm;        /* clip the global gradient norm; <= 0 off (1.0) */
+    long total_steps;           /* optimizer steps planned (the schedule's length) */
+    long warmup_steps;          /* steps of linear warmup (0) */
+    eng_lr_schedule schedule;   /* (linear) */
+    float dropout;              /* < 0: the base config's dropout rates (-1); else all rates */
+    uint64_t seed;              /* head initialisation and dropout masks (42) */
+    float init_std;             /* std of new head weights; <= 0: config initializer_range */
+    int threads;                /* CPU threads (<= 0: online cores) */
+    const char *backend;        /* "cpu" (NULL: cpu) */
+} eng_train_opts;
+
+void eng_train_opts_default(eng_train_opts *o);
+
+typedef struct eng_trainer eng_trainer;
+
+int eng_trainer_new(const char *base_dir, const eng_train_opts *o, eng_trainer **out,
+                    eng_error *err);
+void eng_trainer_free(eng_trainer *t);
+const eng_tokenizer *eng_trainer_tokenizer(const eng_trainer *t);
+/* Longest input the model accepts, in tokens (position embeddings, tokenizer limit). */
+int eng_trainer_max_seq_len(const eng_trainer *t);
+/* Parameters in the model (for logs). */
+size_t eng_trainer_num_params(const eng_trainer *t);
+
+/* One micro-batch in training mode (dropout on): forward, loss, backward. Gradients
+ * of loss_scale * mean loss are ADDED to the accumulated ones (loss_scale = 1 /
+ * accumulation steps). labels[n]: class ids (single-label); targets[n * num_labels]
+ * in [0, 1] (multi-label; labels NULL). *loss: the batch's mean loss (unscaled). */
+int eng_trainer_backward(eng_trainer *t, const eng_encoding *const *enc, int n,
+                         const int32_t *labels, const float *targets, float loss_scale,
+                         float *loss, eng_error *err);
+
+typedef struct eng_step_info {
+    long step;       /* optimizer steps done, this one included */
+    float lr;        /* learning rate this step used */
+    float grad_norm; /* global gradient norm before clipping */
+} eng_step_info;
+
+/* Optimizer step on the accumulated gradients: clip, AdamW at the scheduled rate,
+ * then zero the gradients. info may be NULL. */
+int eng_trainer_step(eng_trainer *t, eng_step_info *info, eng_error *err);
+
+/* Eval-mode logits[n * num_labels] (dropout off), computed as eng_run_classify does. */
+int eng_trainer_logits(eng_trainer *t, const eng_encoding *const *enc, int n, float *logits,
+                       eng_error *err);
+
+/* An extra file for eng_trainer_save (metrics, training record). */
+typedef struct eng_file_out {
+    const char *name;
+    const void *data;
+    size_t len;
+} eng_file_out;
+
+/* Publish the model as a Hugging Face *ForSequenceClassification folder at dir
+ * (config.json with id2label/label2id, model.safetensors, the base's tokenizer
+ * files, then extra[n_extra]) with eng_ckpt: complete or absent, never partial.
+ * replace: an existing dir is swapped out (else ENG_EINVAL). */
+int eng_trainer_save(eng_trainer *t, const char *dir, const eng_file_out *extra, int n_extra,
+                     int replace, eng_error *err);
+
 #ifdef __cplusplus
 }
 #endif
