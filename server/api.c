@@ -1,0 +1,397 @@
+/* api.c - see api.h. */
+#include "api.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+int srv_api_error_set(srv_api_error *e, int status, const char *code, const char *fmt, ...)
+{
+    if (e) {
+        e->status = status;
+        e->code = code;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e->message, sizeof e->message, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+int srv_utf8_valid(const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        int len;
+        uint32_t cp, min;
+        if ((c & 0xe0) == 0xc0)
+            len = 2, cp = c & 0x1f, min = 0x80;
+        else if ((c & 0xf0) == 0xe0)
+            len = 3, cp = c & 0x0f, min = 0x800;
+        else if ((c & 0xf8) == 0xf0)
+            len = 4, cp = c & 0x07, min = 0x10000;
+        else
+            return 0;
+        if (n - i < (size_t)len)
+            return 0;
+        for (int k = 1; k < len; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return 0;
+            cp = cp << 6 | (s[i + k] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        i += (size_t)len;
+    }
+    return 1;
+}
+
+size_t srv_utf8_cp_offset(const char *s, size_t n, size_t byte_off)
+{
+    size_t cps = 0;
+    if (byte_off > n)
+        byte_off = n;
+    for (size_t i = 0; i < byte_off; i++)
+        cps += ((unsigned char)s[i] & 0xc0) != 0x80;
+    return cps;
+}
+
+int srv_api_content_type_ok(const char *ct)
+{
+    if (!ct)
+        return 0;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    if (strncasecmp(ct, "application/json", 16) != 0)
+        return 0;
+    ct += 16;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    return *ct == 0 || *ct == ';';
+}
+
+/* Does the JSON text contain a \u0000 escape inside a string? cJSON would
+ * decode it to a NUL and silently cut the string there. */
+static int has_nul_escape(const char *s, size_t n)
+{
+    int in_str = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!in_str) {
+            in_str = s[i] == '"';
+            continue;
+        }
+        if (s[i] == '"') {
+            in_str = 0;
+        } else if (s[i] == '\\' && i + 1 < n) {
+            if (s[i + 1] == 'u' && i + 5 < n && memcmp(s + i + 2, "0000", 4) == 0)
+                return 1;
+            i++; /* skip the escaped character */
+        }
+    }
+    return 0;
+}
+
+typedef enum { F_TEXT, F_TEXTS, F_MODEL, F_TIMEOUT, F_TOPK, F_THRESHOLD, F_QUESTION,
+               F_CONTEXT, F_ITEMS, F_MAXANS, F_IMPOSSIBLE, F_SOURCE, F_TARGET, F_COUNT } field;
+
+static const char *const field_names[F_COUNT] = {
+    "text", "texts", "model", "timeout_ms", "top_k", "threshold", "question", "context",
+    "items", "max_answer_length", "handle_impossible_answer", "source", "target"};
+
+/* Fields each endpoint accepts (bit per field). */
+static unsigned allowed_fields(srv_endpoint ep)
+{
+    const unsigned common = 1u << F_MODEL | 1u << F_TIMEOUT;
+    const unsigned texts = 1u << F_TEXT | 1u << F_TEXTS;
+    switch (ep) {
+    case SRV_EP_EMBED:
+    case SRV_EP_SENTIMENT:
+        return common | texts;
+    case SRV_EP_CLASSIFY:
+        return common | texts | 1u << F_TOPK | 1u << F_THRESHOLD;
+    case SRV_EP_QA:
+        return common | 1u << F_QUESTION | 1u << F_CONTEXT | 1u << F_ITEMS | 1u << F_TOPK |
+               1u << F_MAXANS | 1u << F_IMPOSSIBLE;
+    case SRV_EP_TRANSLATE:
+        return common | texts | 1u << F_SOURCE | 1u << F_TARGET;
+    default:
+        return 0;
+    }
+}
+
+static int get_int(const cJSON *v, const char *name, long lo, long hi, int *out,
+                   srv_api_error *err)
+{
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble != floor(v->valuedouble) ||
+        v->valuedouble < (double)lo || v->valuedouble > (double)hi)
+        return srv_api_error_set(err, 422, "invalid_field", "%s must be an integer in [%ld, %ld]",
+                                 name, lo, hi);
+    *out = (int)v->valuedouble;
+    return 0;
+}
+
+/* A text field: a non-empty string within the byte limit. */
+static int get_text(const cJSON *v, const char *name, const srv_api_limits *lim,
+                    const char **out, size_t *len, srv_api_error *err)
+{
+    if (!cJSON_IsString(v) || !v->valuestring)
+        return srv_api_error_set(err, 422, "invalid_field", "%s must be a string", name);
+    size_t l = strlen(v->valuestring);
+    if (l == 0)
+        return srv_api_error_set(err, 422, "invalid_field", "%s must not be empty", name);
+    if (l > lim->max_text_bytes)
+        return srv_api_error_set(err, 413, "text_too_long", "%s is %zu bytes, the limit is %zu",
+                                 name, l, lim->max_text_bytes);
+    *out = v->valuestring;
+    *len = l;
+    return 0;
+}
+
+static int parse_texts(const cJSON *const *f, const srv_api_limits *lim, srv_api_request *r,
+                       srv_api_error *err)
+{
+    if (f[F_TEXT] && f[F_TEXTS])
+        return srv_api_error_set(err, 422, "invalid_field", "give either text or texts, not both");
+    if (!f[F_TEXT] && !f[F_TEXTS])
+        return srv_api_error_set(err, 422, "invalid_field", "missing field: text or texts");
+    int n = 1;
+    if (f[F_TEXTS]) {
+        if (!cJSON_IsArray(f[F_TEXTS]))
+            return srv_api_error_set(err, 422, "invalid_field", "texts must be a list of strings");
+        n = cJSON_GetArraySize(f[F_TEXTS]);
+        if (n == 0)
+            return srv_api_error_set(err, 422, "invalid_field", "texts must not be empty");
+        if (n > lim->max_texts)
+            return srv_api_error_set(err, 413, "too_many_texts", "%d texts, the limit is %d", n,
+                                     lim->max_texts);
+        r->list = 1;
+    }
+    r->texts = calloc((size_t)n, sizeof *r->texts);
+    r->text_lens = calloc((size_t)n, sizeof *r->text_lens);
+    if (!r->texts || !r->text_lens)
+        return srv_api_error_set(err, 500, "internal", "out of memory");
+    if (!r->list)
+        return get_text(f[F_TEXT], "text", lim, &r->texts[0], &r->text_lens[0], err);
+    int i = 0;
+    for (const cJSON *e = f[F_TEXTS]->child; e && i < n; e = e->next, i++) {
+        char name[32];
+        snprintf(name, sizeof name, "texts[%d]", i);
+        if (get_text(e, name, lim, &r->texts[i], &r->text_lens[i], err))
+            return -1;
+    }
+    r->n = n;
+    return 0;
+}
+
+static int parse_qa_item(const cJSON *q, const cJSON *c, const char *prefix,
+                         const srv_api_limits *lim, srv_qa_item *it, srv_api_error *err)
+{
+    char qn[48], cn[48];
+    snprintf(qn, sizeof qn, "%squestion", prefix);
+    snprintf(cn, sizeof cn, "%scontext", prefix);
+    if (!q || !c)
+        return srv_api_error_set(err, 422, "invalid_field", "missing field: %s",
+                                 q ? cn : qn);
+    if (get_text(q, qn, lim, &it->question, &it->question_len, err) ||
+        get_text(c, cn, lim, &it->context, &it->context_len, err))
+        return -1;
+    return 0;
+}
+
+static int parse_qa(const cJSON *const *f, const srv_api_limits *lim, srv_api_request *r,
+                    srv_api_error *err)
+{
+    if (f[F_ITEMS] && (f[F_QUESTION] || f[F_CONTEXT]))
+        return srv_api_error_set(err, 422, "invalid_field",
+                                 "give either question and context, or items, not both");
+    if (!f[F_ITEMS]) {
+        if (!(r->items = calloc(1, sizeof *r->items)))
+            return srv_api_error_set(err, 500, "internal", "out of memory");
+        r->n = 1;
+        return parse_qa_item(f[F_QUESTION], f[F_CONTEXT], "", lim, &r->items[0], err);
+    }
+    if (!cJSON_IsArray(f[F_ITEMS]))
+        return srv_api_error_set(err, 422, "invalid_field",
+                                 "items must be a list of {\"question\", \"context\"} objects");
+    int n = cJSON_GetArraySize(f[F_ITEMS]);
+    if (n == 0)
+        return srv_api_error_set(err, 422, "invalid_field", "items must not be empty");
+    if (n > lim->max_texts)
+        return srv_api_error_set(err, 413, "too_many_texts", "%d items, the limit is %d", n,
+                                 lim->max_texts);
+    if (!(r->items = calloc((size_t)n, sizeof *r->items)))
+        return srv_api_error_set(err, 500, "internal", "out of memory");
+    r->list = 1;
+    int i = 0;
+    for (const cJSON *e = f[F_ITEMS]->child; e && i < n; e = e->next, i++) {
+        char prefix[32];
+        snprintf(prefix, sizeof prefix, "items[%d].", i);
+        if (!cJSON_IsObject(e))
+            return srv_api_error_set(err, 422, "invalid_field", "items[%d] must be an object", i);
+        const cJSON *q = NULL, *c = NULL;
+        for (const cJSON *k = e->child; k; k = k->next) {
+            const cJSON **slot = !k->string ? NULL
+                                 : strcmp(k->string, "question") == 0 ? &q
+                                 : strcmp(k->string, "context") == 0 ? &c : NULL;
+            if (!slot)
+                return srv_api_error_set(err, 422, "invalid_field",
+                                         "items[%d]: unknown field (expected question, context)", i);
+            if (*slot)
+                return srv_api_error_set(err, 422, "invalid_field", "items[%d]: duplicate field", i);
+            *slot = k;
+        }
+        if (parse_qa_item(q, c, prefix, lim, &r->items[i], err))
+            return -1;
+    }
+    r->n = n;
+    return 0;
+}
+
+static int parse_options(const cJSON *const *f, srv_api_request *r, srv_api_error *err)
+{
+    if (f[F_MODEL]) {
+        if (!cJSON_IsString(f[F_MODEL]) || !f[F_MODEL]->valuestring || !*f[F_MODEL]->valuestring)
+            return srv_api_error_set(err, 422, "invalid_field", "model must be a non-empty string");
+        r->model = f[F_MODEL]->valuestring;
+    }
+    if (f[F_TIMEOUT] && get_int(f[F_TIMEOUT], "timeout_ms", 1, 3600000, &r->timeout_ms, err))
+        return -1;
+    if (f[F_TOPK] && get_int(f[F_TOPK], "top_k", 1, 1000, &r->top_k, err))
+        return -1;
+    if (f[F_MAXANS] &&
+        get_int(f[F_MAXANS], "max_answer_length", 1, 4096, &r->max_answer_length, err))
+        return -1;
+    if (f[F_THRESHOLD]) {
+        const cJSON *t = f[F_THRESHOLD];
+        if (!cJSON_IsNumber(t) || !(t->valuedouble >= 0.0 && t->valuedouble <= 1.0))
+            return srv_api_error_set(err, 422, "invalid_field", "threshold must be a number in [0, 1]");
+        r->threshold = t->valuedouble;
+    }
+    if (f[F_IMPOSSIBLE]) {
+        if (!cJSON_IsBool(f[F_IMPOSSIBLE]))
+            return srv_api_error_set(err, 422, "invalid_field",
+                                     "handle_impossible_answer must be true or false");
+        r->handle_impossible_answer = cJSON_IsTrue(f[F_IMPOSSIBLE]);
+    }
+    for (int k = F_SOURCE; k <= F_TARGET; k++)
+        if (f[k]) {
+            if (!cJSON_IsString(f[k]) || !f[k]->valuestring || !*f[k]->valuestring)
+                return srv_api_error_set(err, 422, "invalid_field", "%s must be a non-empty string",
+                                         field_names[k]);
+            *(k == F_SOURCE ? &r->source : &r->target) = f[k]->valuestring;
+        }
+    return 0;
+}
+
+/* A short name of letters, digits and '_' (safe to quote in a message). */
+static int plain_name(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (n >= 40 || !((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') ||
+                         (s[n] >= '0' && s[n] <= '9') || s[n] == '_'))
+            return 0;
+    return n > 0;
+}
+
+int srv_api_parse(srv_endpoint ep, const char *body, size_t len, const srv_api_limits *lim,
+                  srv_api_request *r, srv_api_error *err)
+{
+    memset(r, 0, sizeof *r);
+    r->ep = ep;
+    r->threshold = -1;
+    unsigned allowed = allowed_fields(ep);
+    if (!allowed)
+        return srv_api_error_set(err, 404, "not_found", "no such endpoint");
+    if (len > lim->max_body_bytes)
+        return srv_api_error_set(err, 413, "payload_too_large", "body is %zu bytes, the limit is %zu",
+                                 len, lim->max_body_bytes);
+    if (len == 0 || !body)
+        return srv_api_error_set(err, 400, "malformed_json", "empty body: expected a JSON object");
+    if (!srv_utf8_valid(body, len))
+        return srv_api_error_set(err, 422, "invalid_utf8", "the body is not valid UTF-8");
+
+    const char *end = NULL;
+    cJSON *doc = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    if (!doc) {
+        size_t off = end && end >= body && end <= body + len ? (size_t)(end - body) : 0;
+        return srv_api_error_set(err, 400, "malformed_json", "malformed JSON near byte %zu", off);
+    }
+    r->doc_ = doc;
+    for (const char *p = end; p && p < body + len; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
+            srv_api_error_set(err, 400, "malformed_json", "unexpected data after the JSON value");
+            goto fail;
+        }
+    if (!cJSON_IsObject(doc)) {
+        srv_api_error_set(err, 422, "invalid_field", "the body must be a JSON object");
+        goto fail;
+    }
+    if (has_nul_escape(body, len)) {
+        srv_api_error_set(err, 422, "invalid_field", "strings must not contain NUL (\\u0000)");
+        goto fail;
+    }
+
+    const cJSON *f[F_COUNT] = {0};
+    for (const cJSON *k = doc->child; k; k = k->next) {
+        int which = -1;
+        for (int i = 0; k->string && i < F_COUNT; i++)
+            if (allowed & 1u << i && strcmp(k->string, field_names[i]) == 0)
+                which = i;
+        if (which < 0) {
+            /* Echo the name only when it is short and plain. */
+            int known = -1;
+            for (int i = 0; k->string && i < F_COUNT; i++)
+                if (strcmp(k->string, field_names[i]) == 0)
+                    known = i;
+            if (known >= 0)
+                srv_api_error_set(err, 422, "invalid_field", "field %s is not accepted by /v1/%s",
+                                  field_names[known], srv_endpoint_name(ep));
+            else if (k->string && plain_name(k->string))
+                srv_api_error_set(err, 422, "invalid_field", "unknown field \"%s\" for /v1/%s",
+                                  k->string, srv_endpoint_name(ep));
+            else
+                srv_api_error_set(err, 422, "invalid_field", "unknown field for /v1/%s",
+                                  srv_endpoint_name(ep));
+            goto fail;
+        }
+        if (f[which]) {
+            srv_api_error_set(err, 422, "invalid_field", "duplicate field %s", field_names[which]);
+            goto fail;
+        }
+        f[which] = k;
+    }
+    if (parse_options(f, r, err))
+        goto fail;
+    if (ep == SRV_EP_QA ? parse_qa(f, lim, r, err) : parse_texts(f, lim, r, err))
+        goto fail;
+    if (!r->list)
+        r->n = 1;
+    return 0;
+fail:
+    srv_api_request_free(r);
+    r->ep = ep;
+    return -1;
+}
+
+void srv_api_request_free(srv_api_request *r)
+{
+    if (!r)
+        return;
+    cJSON_Delete(r->doc_);
+    free(r->texts);
+    free(r->text_lens);
+    free(r->items);
+    memset(r, 0, sizeof *r);
+}

@@ -1,0 +1,77 @@
+/* api.h - request parsing and validation for the /v1 endpoints.
+ *
+ * Pure functions over (body, length, limits): no I/O, no globals, total on any
+ * input (a fuzz target calls them). They implement README's "HTTP API":
+ * errors carry the HTTP status, the error code and a message that never
+ * quotes the client's input.
+ */
+#ifndef NLPD_SRV_API_H
+#define NLPD_SRV_API_H
+
+#include <stddef.h>
+
+#include "endpoint.h"
+
+typedef struct srv_api_limits {
+    size_t max_body_bytes;
+    int max_texts;          /* texts or QA items per request */
+    size_t max_text_bytes;  /* one text, question or context */
+} srv_api_limits;
+
+typedef struct srv_api_error {
+    int status;             /* HTTP status */
+    const char *code;       /* "invalid_field", ... (static) */
+    char message[256];
+} srv_api_error;
+
+/* Fill e; code must be a static string. Returns -1 (handy for `return`). */
+int srv_api_error_set(srv_api_error *e, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+typedef struct srv_qa_item {
+    const char *question;
+    size_t question_len;
+    const char *context;
+    size_t context_len;
+} srv_qa_item;
+
+/* A validated request. Strings point into the parsed document, which the
+ * request owns until srv_api_request_free. */
+typedef struct srv_api_request {
+    srv_endpoint ep;
+    const char *model;            /* NULL: the endpoint's default model */
+    int list;                     /* 1: "texts" / "items" given -> answer "results" */
+    int n;                        /* texts or QA items (>= 1) */
+    const char **texts;           /* n texts (not QA), non-empty valid UTF-8 */
+    size_t *text_lens;
+    srv_qa_item *items;           /* n items (QA) */
+    int top_k;                    /* 0: endpoint default */
+    double threshold;             /* classify multi-label; < 0: default 0.5 */
+    int max_answer_length;        /* QA, tokens; 0: default 15 */
+    int handle_impossible_answer; /* QA: 0/1 */
+    int timeout_ms;               /* 0: the model's timeout_ms */
+    const char *source, *target;  /* translate */
+    void *doc_;                   /* private: the parsed document */
+} srv_api_request;
+
+/* Parse and validate the body of a POST to endpoint ep (embed, sentiment,
+ * classify, qa or translate). 0 and *req filled, or -1 and *err filled (req
+ * is then empty; freeing it is harmless). Statuses: 400 malformed_json,
+ * 413 payload_too_large / too_many_texts / text_too_long, 422 invalid_field /
+ * invalid_utf8. body need not be NUL-terminated and may be NULL when len is 0. */
+int srv_api_parse(srv_endpoint ep, const char *body, size_t len, const srv_api_limits *lim,
+                  srv_api_request *req, srv_api_error *err);
+void srv_api_request_free(srv_api_request *req);
+
+/* 1 when s[0..n) is well-formed UTF-8 (no overlongs, surrogates or > U+10FFFF). */
+int srv_utf8_valid(const char *s, size_t n);
+
+/* Code points in s[0..byte_off) (byte_off clamped to n): code-point offsets
+ * reported to clients from byte offsets. */
+size_t srv_utf8_cp_offset(const char *s, size_t n, size_t byte_off);
+
+/* 1 when a Content-Type header value is application/json (parameters such
+ * as "; charset=utf-8" allowed, case-insensitive). NULL -> 0. */
+int srv_api_content_type_ok(const char *ct);
+
+#endif

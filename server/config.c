@@ -1,0 +1,553 @@
+/* config.c - the configuration key table, JSON loading and validation. */
+#include "config.h"
+
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { K_STR, K_OPTSTR, K_INT, K_ENUM } key_kind;
+
+/* One configuration key. name is the dotted path inside its object
+ * ("limits.max_texts"); def is the default as text (NULL: none). */
+typedef struct conf_key {
+    const char *name;
+    key_kind kind;
+    size_t off;
+    const char *def;
+    long long min, max;
+    const char *choices; /* K_ENUM: "a|b|c" */
+    int required;
+    const char *doc;
+} conf_key;
+
+#define TOP(f) offsetof(srv_config, f)
+#define MOD(f) offsetof(srv_model_conf, f)
+
+static const conf_key top_keys[] = {
+    {"listen", K_STR, TOP(listen), "127.0.0.1:8080", 0, 0, NULL, 0,
+     "Address to listen on, HOST:PORT or [IPV6]:PORT. Port 0 picks a free port (logged)."},
+    {"threads", K_INT, TOP(threads), "1", 1, 64, NULL, 0,
+     "libuv pool threads that parse JSON, validate, tokenise and render responses off the "
+     "loop thread. They work in short bursts; keep threads + the model compute threads "
+     "within the cores (see models[].batching.threads)."},
+    {"log.level", K_ENUM, TOP(log_level), "info", 0, 0, "debug|info|warn|error", 0,
+     "Lowest level logged to stderr; info logs one line per request."},
+    {"log.format", K_ENUM, TOP(log_format), "text", 0, 0, "text|json", 0,
+     "text: 'TIME LEVEL [request-id] message'; json: one JSON object per line."},
+    {"limits.max_body_bytes", K_INT, TOP(max_body_bytes), "1048576", 256, 1073741824, NULL, 0,
+     "Largest request body; larger bodies get 413 payload_too_large (checked against "
+     "Content-Length before reading, and while reading)."},
+    {"limits.max_texts", K_INT, TOP(max_texts), "64", 1, 65536, NULL, 0,
+     "Most texts (or QA items) in one request; more get 413 too_many_texts."},
+    {"limits.max_text_bytes", K_INT, TOP(max_text_bytes), "16384", 1, 16777216, NULL, 0,
+     "Longest text, question or context in bytes; longer get 413 text_too_long. Texts "
+     "within this limit but over the model's max_seq_len tokens are truncated."},
+    {"limits.max_connections", K_INT, TOP(max_connections), "1024", 1, 1000000, NULL, 0,
+     "Concurrent client connections accepted."},
+    {"limits.connection_timeout_s", K_INT, TOP(connection_timeout_s), "60", 0, 86400, NULL, 0,
+     "Idle connections are closed after this many seconds (0: never)."},
+    {"auth.api_key_file", K_OPTSTR, TOP(api_key_file), NULL, 0, 0, NULL, 0,
+     "File of hex SHA-256 hashes of the accepted API keys, one per line ('#' comments). "
+     "When set, /v1/* needs 'Authorization: Bearer KEY' or 'X-API-Key: KEY'; /healthz, "
+     "/readyz and /metrics stay open. null: no authentication."},
+    {"drain_timeout_ms", K_INT, TOP(drain_timeout_ms), "10000", 0, 3600000, NULL, 0,
+     "On SIGTERM/SIGINT, how long in-flight requests may take to finish before exit."},
+};
+
+static const conf_key model_keys[] = {
+    {"name", K_STR, MOD(name), NULL, 0, 0, NULL, 1,
+     "Name clients use in \"model\" and /v1/models/{name}; letters, digits, '.', '_', '-'."},
+    {"path", K_STR, MOD(path), NULL, 0, 0, NULL, 1,
+     "Hugging Face model folder (config.json, model.safetensors, tokenizer). Relative "
+     "paths are relative to the working directory. A missing folder stops start-up."},
+    {"task", K_ENUM, MOD(task_name), NULL, 0, 0, "embed|sentiment|classify|qa|translate", 1,
+     "Endpoint served: embed (/v1/embed), sentiment (/v1/sentiment), classify "
+     "(/v1/classify), qa (/v1/qa), translate (/v1/translate; not in this build yet)."},
+    {"version", K_OPTSTR, MOD(version), NULL, 0, 0, NULL, 0,
+     "Version reported in responses. null: first 12 hex digits of SHA-256 over "
+     "config.json + model.safetensors."},
+    {"backend", K_ENUM, MOD(backend), "cpu", 0, 0, "cpu", 0, "Compute backend."},
+    {"timeout_ms", K_INT, MOD(timeout_ms), "10000", 1, 3600000, NULL, 0,
+     "Default request deadline; a request still queued after it gets 504."},
+    {"max_timeout_ms", K_INT, MOD(max_timeout_ms), "60000", 1, 3600000, NULL, 0,
+     "Largest \"timeout_ms\" a request may ask for (larger: 422 invalid_field)."},
+    {"batching.max_batch_tokens", K_INT, MOD(max_batch_tokens), "8192", 1, 16777216, NULL, 0,
+     "Token budget per batch, padding counted (sequences x longest sequence)."},
+    {"batching.max_batch_size", K_INT, MOD(max_batch_size), "64", 1, 65536, NULL, 0,
+     "Most sequences per batch."},
+    {"batching.max_delay_us", K_INT, MOD(max_delay_us), "2000", 0, 10000000, NULL, 0,
+     "How long a free worker waits for more requests to fill a batch."},
+    {"batching.queue_capacity", K_INT, MOD(queue_capacity), "1024", 1, 16777216, NULL, 0,
+     "Queued sequences before requests get 429 queue_full."},
+    {"batching.workers", K_INT, MOD(workers), "1", 1, 256, NULL, 0,
+     "Worker threads running batches for this model."},
+    {"batching.threads", K_INT, MOD(threads), "0", 0, 1024, NULL, 0,
+     "CPU threads per worker. 0: an even share of the online cores over all workers of "
+     "all models. The sum of workers x threads over the models must not exceed the cores."},
+};
+
+#define NKEYS(t) (sizeof(t) / sizeof((t)[0]))
+
+static void set_err(char *err, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t cap, const char *fmt, ...)
+{
+    if (!err || !cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, cap, fmt, ap);
+    va_end(ap);
+}
+
+const char *srv_task_name(srv_task t)
+{
+    static const char *const names[] = {"embed", "sentiment", "classify", "qa", "translate"};
+    return (unsigned)t < 5 ? names[t] : "?";
+}
+
+static int choice_index(const char *choices, const char *v)
+{
+    size_t vl = strlen(v);
+    int i = 0;
+    for (const char *p = choices; *p; i++) {
+        const char *e = strchr(p, '|');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        if (l == vl && strncmp(p, v, l) == 0)
+            return i;
+        if (!e)
+            break;
+        p = e + 1;
+    }
+    return -1;
+}
+
+/* Store a value given as text (defaults, command line) or as JSON (file). */
+static int key_apply(const conf_key *k, void *base, const cJSON *jv, const char *text,
+                     const char *where, char *err, size_t cap)
+{
+    char *sp = NULL;
+    char **sfield = (char **)((char *)base + k->off);
+    int *ifield = (int *)((char *)base + k->off);
+
+    switch (k->kind) {
+    case K_STR:
+    case K_OPTSTR:
+    case K_ENUM:
+        if (jv) {
+            if (k->kind == K_OPTSTR && cJSON_IsNull(jv)) {
+                text = NULL;
+            } else if (!cJSON_IsString(jv)) {
+                set_err(err, cap, "%s: must be a string%s", where,
+                        k->kind == K_OPTSTR ? " or null" : "");
+                return -1;
+            } else {
+                text = jv->valuestring;
+            }
+        }
+        if (k->kind == K_OPTSTR && text && (!*text || strcmp(text, "null") == 0))
+            text = NULL;
+        if (k->kind != K_OPTSTR && (!text || !*text)) {
+            set_err(err, cap, "%s: must not be empty", where);
+            return -1;
+        }
+        if (k->kind == K_ENUM && choice_index(k->choices, text) < 0) {
+            set_err(err, cap, "%s: must be one of %s, got \"%s\"", where, k->choices, text);
+            return -1;
+        }
+        if (text && !(sp = strdup(text))) {
+            set_err(err, cap, "%s: out of memory", where);
+            return -1;
+        }
+        free(*sfield);
+        *sfield = sp;
+        return 0;
+    case K_INT: {
+        double d;
+        if (jv) {
+            if (!cJSON_IsNumber(jv)) {
+                set_err(err, cap, "%s: must be an integer in [%lld, %lld]", where, k->min, k->max);
+                return -1;
+            }
+            d = jv->valuedouble;
+        } else {
+            char *end;
+            errno = 0;
+            long long v = text ? strtoll(text, &end, 10) : 0;
+            if (!text || !*text || *end || errno) {
+                set_err(err, cap, "%s: must be an integer in [%lld, %lld], got \"%s\"", where,
+                        k->min, k->max, text ? text : "");
+                return -1;
+            }
+            d = (double)v;
+        }
+        if (!isfinite(d) || d != floor(d) || d < (double)k->min || d > (double)k->max) {
+            set_err(err, cap, "%s: must be an integer in [%lld, %lld], got %g", where, k->min,
+                    k->max, d);
+            return -1;
+        }
+        *ifield = (int)d;
+        return 0;
+    }
+    }
+    return -1;
+}
+
+static int apply_defaults(const conf_key *tab, size_t n, void *base)
+{
+    for (size_t i = 0; i < n; i++)
+        if (tab[i].def && key_apply(&tab[i], base, NULL, tab[i].def, tab[i].name, NULL, 0))
+            return -1;
+    return 0;
+}
+
+static const conf_key *find_key(const conf_key *tab, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(tab[i].name, name) == 0)
+            return &tab[i];
+    return NULL;
+}
+
+/* Is `name` a section ("limits") of some key ("limits.max_texts")? */
+static int is_section(const conf_key *tab, size_t n, const char *name)
+{
+    size_t l = strlen(name);
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(tab[i].name, name, l) == 0 && tab[i].name[l] == '.')
+            return 1;
+    return 0;
+}
+
+static void model_conf_free(srv_model_conf *m)
+{
+    free(m->name);
+    free(m->path);
+    free(m->task_name);
+    free(m->version);
+    free(m->backend);
+    memset(m, 0, sizeof *m);
+}
+
+static int parse_models(srv_config *c, const cJSON *arr, char *err, size_t cap);
+
+/* Walk the members of obj against tab. prefix: the section path inside the
+ * table ("" or "limits."); shown: what messages call the object ("" or "models[2]."). */
+static int walk(const conf_key *tab, size_t ntab, void *base, const cJSON *obj,
+                const char *prefix, const char *shown, srv_config *top, char *err, size_t cap)
+{
+    for (const cJSON *ch = obj->child; ch; ch = ch->next) {
+        char name[256], where[320];
+        snprintf(name, sizeof name, "%s%s", prefix, ch->string ? ch->string : "");
+        snprintf(where, sizeof where, "%s%s", shown, name);
+        for (const cJSON *p = obj->child; p != ch; p = p->next)
+            if (p->string && ch->string && strcmp(p->string, ch->string) == 0) {
+                set_err(err, cap, "%s: duplicate key", where);
+                return -1;
+            }
+        const conf_key *k = find_key(tab, ntab, name);
+        if (k) {
+            if (key_apply(k, base, ch, NULL, where, err, cap))
+                return -1;
+        } else if (top && strcmp(name, "models") == 0) {
+            if (parse_models(top, ch, err, cap))
+                return -1;
+        } else if (is_section(tab, ntab, name)) {
+            if (!cJSON_IsObject(ch)) {
+                set_err(err, cap, "%s: must be an object", where);
+                return -1;
+            }
+            char sub[260];
+            snprintf(sub, sizeof sub, "%s.", name);
+            if (walk(tab, ntab, base, ch, sub, shown, top, err, cap))
+                return -1;
+        } else {
+            set_err(err, cap, "%s: unknown key (nlpd --print-config-doc lists the keys)", where);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int parse_models(srv_config *c, const cJSON *arr, char *err, size_t cap)
+{
+    if (!cJSON_IsArray(arr)) {
+        set_err(err, cap, "models: must be a list of model objects");
+        return -1;
+    }
+    int n = cJSON_GetArraySize(arr);
+    srv_model_conf *ms = calloc(n ? (size_t)n : 1, sizeof *ms);
+    if (!ms) {
+        set_err(err, cap, "models: out of memory");
+        return -1;
+    }
+    int i = 0;
+    for (const cJSON *e = arr->child; e; e = e->next, i++) {
+        char shown[32];
+        snprintf(shown, sizeof shown, "models[%d].", i);
+        if (!cJSON_IsObject(e)) {
+            set_err(err, cap, "models[%d]: must be an object", i);
+            goto fail;
+        }
+        if (apply_defaults(model_keys, NKEYS(model_keys), &ms[i]) ||
+            walk(model_keys, NKEYS(model_keys), &ms[i], e, "", shown, NULL, err, cap))
+            goto fail;
+        for (size_t k = 0; k < NKEYS(model_keys); k++) {
+            const conf_key *mk = &model_keys[k];
+            if (mk->required && !*(char **)((char *)&ms[i] + mk->off)) {
+                set_err(err, cap, "models[%d].%s: required", i, mk->name);
+                goto fail;
+            }
+        }
+    }
+    for (int j = 0; j < c->n_models; j++)
+        model_conf_free(&c->models[j]);
+    free(c->models);
+    c->models = ms;
+    c->n_models = n;
+    return 0;
+fail:
+    for (int j = 0; j < n; j++)
+        model_conf_free(&ms[j]);
+    free(ms);
+    return -1;
+}
+
+int srv_config_init(srv_config *c)
+{
+    memset(c, 0, sizeof *c);
+    return apply_defaults(top_keys, NKEYS(top_keys), c);
+}
+
+void srv_config_free(srv_config *c)
+{
+    for (size_t i = 0; i < NKEYS(top_keys); i++)
+        if (top_keys[i].kind != K_INT)
+            free(*(char **)((char *)c + top_keys[i].off));
+    for (int j = 0; j < c->n_models; j++)
+        model_conf_free(&c->models[j]);
+    free(c->models);
+    memset(c, 0, sizeof *c);
+}
+
+int srv_config_load_string(srv_config *c, const char *json, size_t len, const char *origin,
+                           char *err, size_t cap)
+{
+    const char *ep = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &ep, 0);
+    if (!root) {
+        size_t off = ep && ep >= json ? (size_t)(ep - json) : 0, line = 1;
+        for (size_t i = 0; i < off && i < len; i++)
+            line += json[i] == '\n';
+        set_err(err, cap, "%s: invalid JSON near line %zu", origin, line);
+        return -1;
+    }
+    int rc = -1;
+    char msg[400];
+    if (!cJSON_IsObject(root)) {
+        set_err(err, cap, "%s: the top level must be an object", origin);
+    } else if (walk(top_keys, NKEYS(top_keys), c, root, "", "", c, msg, sizeof msg) == 0) {
+        rc = 0;
+    } else {
+        set_err(err, cap, "%s: %s", origin, msg);
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
+int srv_config_load_file(srv_config *c, const char *path, char *err, size_t cap)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        set_err(err, cap, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    char *buf = NULL;
+    size_t len = 0, alloc = 0;
+    int rc = -1;
+    for (;;) {
+        if (len + 4096 > alloc) {
+            char *nb = realloc(buf, alloc = alloc * 2 + 8192);
+            if (!nb) {
+                set_err(err, cap, "%s: out of memory", path);
+                goto done;
+            }
+            buf = nb;
+        }
+        size_t r = fread(buf + len, 1, alloc - len, f);
+        len += r;
+        if (r == 0)
+            break;
+        if (len > (64u << 20)) {
+            set_err(err, cap, "%s: larger than 64 MiB", path);
+            goto done;
+        }
+    }
+    if (ferror(f)) {
+        set_err(err, cap, "%s: read error", path);
+        goto done;
+    }
+    rc = srv_config_load_string(c, buf, len, path, err, cap);
+done:
+    free(buf);
+    fclose(f);
+    return rc;
+}
+
+int srv_config_set(srv_config *c, const char *key, const char *value, char *err, size_t cap)
+{
+    const conf_key *k = find_key(top_keys, NKEYS(top_keys), key);
+    if (!k) {
+        set_err(err, cap, "%s: unknown key (settable: top-level scalar keys)", key);
+        return -1;
+    }
+    return key_apply(k, c, NULL, value, key, err, cap);
+}
+
+int srv_listen_parse(const char *s, char *host, size_t cap, int *port)
+{
+    if (!s || !*s)
+        return -1;
+    const char *colon, *h = s;
+    size_t hl;
+    if (*s == '[') {
+        const char *rb = strchr(s, ']');
+        if (!rb || rb[1] != ':')
+            return -1;
+        h = s + 1;
+        hl = (size_t)(rb - h);
+        colon = rb + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon || memchr(s, ':', (size_t)(colon - s)))
+            return -1;
+        hl = (size_t)(colon - s);
+    }
+    if (hl == 0 || hl >= cap)
+        return -1;
+    const char *p = colon + 1;
+    if (!*p || strlen(p) > 5)
+        return -1;
+    long v = 0;
+    for (; *p; p++) {
+        if (!isdigit((unsigned char)*p))
+            return -1;
+        v = v * 10 + (*p - '0');
+    }
+    if (v > 65535)
+        return -1;
+    memcpy(host, h, hl);
+    host[hl] = 0;
+    *port = (int)v;
+    return 0;
+}
+
+static int valid_name(const char *s)
+{
+    if (!*s || strlen(s) > 64)
+        return 0;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '.' && *s != '_' && *s != '-')
+            return 0;
+    return 1;
+}
+
+int srv_config_validate(srv_config *c, int cores, char *err, size_t cap)
+{
+    char host[256];
+    int port;
+    if (srv_listen_parse(c->listen, host, sizeof host, &port)) {
+        set_err(err, cap, "listen: expected HOST:PORT (e.g. 127.0.0.1:8080), got \"%s\"",
+                c->listen ? c->listen : "");
+        return -1;
+    }
+    if (c->n_models < 1) {
+        set_err(err, cap, "models: at least one model must be configured");
+        return -1;
+    }
+    if (cores < 1)
+        cores = 1;
+    int total_workers = 0;
+    for (int i = 0; i < c->n_models; i++) {
+        srv_model_conf *m = &c->models[i];
+        if (!valid_name(m->name)) {
+            set_err(err, cap, "models[%d].name: \"%s\": use 1-64 letters, digits, '.', '_', '-'",
+                    i, m->name);
+            return -1;
+        }
+        for (int j = 0; j < i; j++)
+            if (strcmp(c->models[j].name, m->name) == 0) {
+                set_err(err, cap, "models[%d].name: \"%s\" is already used by models[%d]", i,
+                        m->name, j);
+                return -1;
+            }
+        m->task = (srv_task)choice_index("embed|sentiment|classify|qa|translate", m->task_name);
+        if (m->task == SRV_TASK_TRANSLATE) {
+            set_err(err, cap, "models[%d].task: translate is not supported by this build yet", i);
+            return -1;
+        }
+        if (m->timeout_ms > m->max_timeout_ms) {
+            set_err(err, cap, "models[%d].timeout_ms: %d is above max_timeout_ms (%d)", i,
+                    m->timeout_ms, m->max_timeout_ms);
+            return -1;
+        }
+        total_workers += m->workers;
+    }
+    int share = cores / total_workers > 0 ? cores / total_workers : 1;
+    long used = 0;
+    for (int i = 0; i < c->n_models; i++) {
+        srv_model_conf *m = &c->models[i];
+        if (m->threads == 0)
+            m->threads = share;
+        used += (long)m->workers * m->threads;
+        if (used > cores) {
+            set_err(err, cap,
+                    "models[%d].batching.threads: workers x threads over all models is %ld, "
+                    "more than the %d online cores (threads are a budget; lower workers or "
+                    "threads)", i, used, cores);
+            return -1;
+        }
+    }
+    if (c->threads > cores) {
+        set_err(err, cap, "threads: %d pool threads is more than the %d online cores",
+                c->threads, cores);
+        return -1;
+    }
+    return 0;
+}
+
+static void print_keys(FILE *f, const conf_key *tab, size_t n, const char *prefix)
+{
+    for (size_t i = 0; i < n; i++) {
+        const conf_key *k = &tab[i];
+        const char *type = k->kind == K_INT ? "integer" : k->kind == K_ENUM ? "enum"
+                           : k->kind == K_OPTSTR ? "string|null" : "string";
+        fprintf(f, "%s%s  (%s", prefix, k->name, type);
+        if (k->kind == K_INT)
+            fprintf(f, ", %lld..%lld", k->min, k->max);
+        if (k->kind == K_ENUM)
+            fprintf(f, ": %s", k->choices);
+        if (k->required)
+            fprintf(f, ", required");
+        else if (k->def)
+            fprintf(f, k->kind == K_INT ? ", default %s" : ", default \"%s\"", k->def);
+        else
+            fprintf(f, ", default null");
+        fprintf(f, ")\n    %s\n", k->doc);
+    }
+}
+
+void srv_config_print_doc(FILE *f)
+{
+    fprintf(f, "nlpd configuration keys (JSON; dotted names are nested objects, e.g.\n"
+               "\"limits\": {\"max_texts\": 64}). Unknown keys are refused.\n\n");
+    print_keys(f, top_keys, NKEYS(top_keys), "");
+    fprintf(f, "models  (list of objects, at least one)\n"
+               "    The served models; each element has the keys models[].*:\n");
+    print_keys(f, model_keys, NKEYS(model_keys), "models[].");
+}

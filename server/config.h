@@ -1,0 +1,86 @@
+/* config.h - the daemon's configuration (DESIGN §4).
+ *
+ * One JSON file (--config) whose every key is described by one table in
+ * config.c (name, type, default, range, doc), as redis does; `nlpd
+ * --print-config-doc` prints that table. Unknown keys and bad values are
+ * refused with a message naming the key. Command-line flags override the file
+ * through srv_config_set().
+ */
+#ifndef NLPD_SRV_CONFIG_H
+#define NLPD_SRV_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+typedef enum srv_task {
+    SRV_TASK_EMBED = 0,
+    SRV_TASK_SENTIMENT,
+    SRV_TASK_CLASSIFY,
+    SRV_TASK_QA,
+    SRV_TASK_TRANSLATE,
+} srv_task;
+
+const char *srv_task_name(srv_task t); /* "embed", "sentiment", ... */
+
+/* One served model (an element of "models"). Strings are owned (malloc'd). */
+typedef struct srv_model_conf {
+    char *name;
+    char *path;
+    char *task_name;
+    srv_task task;          /* parsed from task_name by srv_config_validate */
+    char *version;          /* NULL: derived from the folder's content */
+    char *backend;
+    int timeout_ms;
+    int max_timeout_ms;
+    int max_batch_tokens;
+    int max_batch_size;
+    int max_delay_us;
+    int queue_capacity;
+    int workers;
+    int threads;            /* per worker; 0 = auto, resolved by srv_config_validate */
+} srv_model_conf;
+
+typedef struct srv_config {
+    char *listen;           /* HOST:PORT */
+    int threads;            /* libuv pool: parsing, tokenising, rendering */
+    char *log_level;
+    char *log_format;
+    int max_body_bytes;
+    int max_texts;
+    int max_text_bytes;
+    int max_connections;
+    int connection_timeout_s;
+    char *api_key_file;     /* NULL: no authentication */
+    int drain_timeout_ms;
+    srv_model_conf *models;
+    int n_models;
+} srv_config;
+
+/* Fill c with every default. Always succeeds unless out of memory (-1). */
+int srv_config_init(srv_config *c);
+void srv_config_free(srv_config *c);
+
+/* Merge a JSON document into c (keys present replace their defaults;
+ * "models" replaces the list). origin names the source in messages.
+ * 0, or -1 with a message naming the key in err. */
+int srv_config_load_string(srv_config *c, const char *json, size_t len, const char *origin,
+                           char *err, size_t cap);
+int srv_config_load_file(srv_config *c, const char *path, char *err, size_t cap);
+
+/* Set one top-level key from text, e.g. ("listen", "0.0.0.0:9000") or
+ * ("limits.max_texts", "16") - what command-line flags use. 0 or -1 + err. */
+int srv_config_set(srv_config *c, const char *key, const char *value, char *err, size_t cap);
+
+/* Cross-key checks run once everything is merged: at least one model, unique
+ * names, known tasks, listen address, timeouts, and the thread budget:
+ * sum over models of workers x threads must not exceed `cores` (threads = 0
+ * is resolved here to an even share of the cores). 0 or -1 + err. */
+int srv_config_validate(srv_config *c, int cores, char *err, size_t cap);
+
+/* "HOST:PORT" or "[V6]:PORT" -> host (without brackets) and port 0..65535. */
+int srv_listen_parse(const char *s, char *host, size_t cap, int *port);
+
+/* Print the key table: one entry per key with type, default, range and doc. */
+void srv_config_print_doc(FILE *f);
+
+#endif

@@ -1,0 +1,153 @@
+/* handle_admin.c - GET /healthz, /readyz, /metrics, /v1/models[/{name}].
+ * Loop thread; cheap (no model code). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "server.h"
+
+static void respond_buf(srv_req *r, int status, srv_buf *b, const char *type)
+{
+    size_t len = 0;
+    char *body = srv_buf_take(b, &len);
+    if (!body) {
+        srv_req_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    srv_req_respond(r, status, body, len, type);
+}
+
+static void put_str(srv_buf *b, const char *s)
+{
+    srv_buf_json_str(b, s ? s : "", strlen(s ? s : ""));
+}
+
+void srv_handle_healthz(srv_req *r)
+{
+    srv_buf b;
+    srv_buf_init(&b);
+    srv_buf_puts(&b, "{\"status\":\"ok\"}\n");
+    respond_buf(r, 200, &b, NULL);
+}
+
+void srv_handle_readyz(srv_req *r)
+{
+    srv_server *s = r->srv;
+    srv_buf b;
+    srv_buf_init(&b);
+    int ready = atomic_load(&s->ready), draining = atomic_load(&s->draining);
+    const char *state = draining ? "draining" : ready ? "ready" : "not_ready";
+    srv_buf_printf(&b, "{\"status\":\"%s\",", state);
+    if (!ready || draining)
+        srv_buf_printf(&b, "\"error\":{\"code\":\"%s\",\"message\":\"%s\"},", state,
+                       draining ? "the server is shutting down" : "models are still loading");
+    srv_buf_puts(&b, "\"models\":{");
+    for (int i = 0; i < s->n_models; i++) {
+        static const char *const st[] = {"loading", "ready", "failed"};
+        int ms = atomic_load_explicit(&s->models[i].status, memory_order_acquire);
+        if (i)
+            srv_buf_puts(&b, ",");
+        put_str(&b, s->models[i].conf->name);
+        srv_buf_printf(&b, ":\"%s\"", (unsigned)ms < 3 ? st[ms] : "?");
+    }
+    srv_buf_puts(&b, "}}\n");
+    if (!ready || draining) {
+        r->retry_after = 1;
+        r->err.code = draining ? "draining" : "not_ready"; /* for the access log */
+    }
+    respond_buf(r, ready && !draining ? 200 : 503, &b, NULL);
+}
+
+void srv_handle_metrics(srv_req *r)
+{
+    srv_server *s = r->srv;
+    int *depth = calloc((size_t)(s->n_models > 0 ? s->n_models : 1), sizeof *depth);
+    for (int i = 0; depth && i < s->n_models; i++)
+        if (atomic_load_explicit(&s->models[i].status, memory_order_acquire) == SRV_MODEL_READY)
+            depth[i] = srv_batcher_queued_sequences(s->models[i].batcher);
+    srv_metrics_gauges g = {
+        .ready = atomic_load(&s->ready) && !atomic_load(&s->draining),
+        .draining = atomic_load(&s->draining),
+        .in_flight = s->in_flight,
+        .queue_depth = depth,
+    };
+    size_t len = 0;
+    char *page = srv_metrics_render(s->metrics, &g, &len);
+    free(depth);
+    if (!page) {
+        srv_req_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    srv_req_respond(r, 200, page, len, "text/plain; version=0.0.4; charset=utf-8");
+}
+
+static void put_model(srv_buf *b, const srv_model *m)
+{
+    static const char *const st[] = {"loading", "ready", "failed"};
+    const srv_model_conf *c = m->conf;
+    int ms = atomic_load_explicit(&m->status, memory_order_acquire);
+    srv_buf_puts(b, "{\"model\":");
+    put_str(b, c->name);
+    srv_buf_puts(b, ",\"name\":");
+    put_str(b, c->name);
+    srv_buf_puts(b, ",\"task\":");
+    put_str(b, srv_task_name(c->task));
+    srv_buf_printf(b, ",\"status\":\"%s\"", (unsigned)ms < 3 ? st[ms] : "?");
+    srv_buf_puts(b, ",\"device\":");
+    put_str(b, c->backend);
+    if (ms == SRV_MODEL_READY) {
+        const eng_model_info *in = m->info;
+        srv_buf_puts(b, ",\"version\":");
+        put_str(b, m->version);
+        srv_buf_puts(b, ",\"architecture\":");
+        put_str(b, in->architecture);
+        srv_buf_puts(b, ",\"model_type\":");
+        put_str(b, in->model_type);
+        srv_buf_printf(b, ",\"hidden_size\":%d,\"layers\":%d,\"max_seq_len\":%d,\"dtype\":",
+                       in->hidden, in->layers, in->max_seq_len);
+        put_str(b, in->file_dtype);
+        srv_buf_puts(b, ",\"labels\":[");
+        for (int k = 0; k < in->num_labels && c->task != SRV_TASK_QA; k++) {
+            if (k)
+                srv_buf_puts(b, ",");
+            put_str(b, in->labels ? in->labels[k] : "");
+        }
+        srv_buf_printf(b, "],\"multi_label\":%s", in->multi_label ? "true" : "false");
+    } else {
+        srv_buf_puts(b, ",\"version\":null");
+    }
+    srv_buf_printf(b,
+                   ",\"timeout_ms\":%d,\"max_timeout_ms\":%d,\"batching\":{"
+                   "\"max_batch_tokens\":%d,\"max_batch_size\":%d,\"max_delay_us\":%d,"
+                   "\"queue_capacity\":%d,\"workers\":%d,\"threads\":%d}}",
+                   c->timeout_ms, c->max_timeout_ms, c->max_batch_tokens, c->max_batch_size,
+                   c->max_delay_us, c->queue_capacity, c->workers, c->threads);
+}
+
+void srv_handle_models(srv_req *r, const char *name)
+{
+    srv_server *s = r->srv;
+    srv_buf b;
+    srv_buf_init(&b);
+    if (name) {
+        for (int i = 0; i < s->n_models; i++)
+            if (strcmp(s->models[i].conf->name, name) == 0) {
+                r->model = &s->models[i];
+                r->model_index = i;
+                put_model(&b, &s->models[i]);
+                srv_buf_puts(&b, "\n");
+                respond_buf(r, 200, &b, NULL);
+                return;
+            }
+        srv_req_error(r, 404, "model_not_found", "no model with that name is configured");
+        return;
+    }
+    srv_buf_puts(&b, "{\"models\":[");
+    for (int i = 0; i < s->n_models; i++) {
+        if (i)
+            srv_buf_puts(&b, ",");
+        put_model(&b, &s->models[i]);
+    }
+    srv_buf_puts(&b, "]}\n");
+    respond_buf(r, 200, &b, NULL);
+}

@@ -1,0 +1,141 @@
+/* handle_qa.c - POST /v1/qa: extractive question answering. Each (question,
+ * context) item becomes overlapping windows (eng_qa_windows_make); all
+ * windows of a request run as one job; answers are decoded per item from its
+ * slice of the packed logits and reported with code-point offsets. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "handlers.h"
+
+typedef struct qa_state {
+    eng_qa_windows *win;    /* per item */
+    size_t *tok_off;        /* per item: offset of its first window's logits */
+    size_t total_tokens;
+    int n_items;
+    eng_qa_opts opts;
+} qa_state;
+
+static void qa_cleanup(srv_req *r)
+{
+    qa_state *st = r->task_state;
+    if (st) {
+        for (int i = 0; st->win && i < st->n_items; i++)
+            eng_qa_windows_free(&st->win[i]);
+        free(st->win);
+        free(st->tok_off);
+        free(st);
+        r->task_state = NULL;
+    }
+    free(r->enc); /* shallow copies of the windows' encodings */
+    r->enc = NULL;
+    r->n_enc = 0;
+}
+
+static int qa_encode(srv_req *r, eng_model *m)
+{
+    const eng_model_info *info = eng_model_get_info(m);
+    const eng_tokenizer *tok = eng_model_tokenizer(m);
+    qa_state *st = calloc(1, sizeof *st);
+    if (!st)
+        goto oom;
+    r->task_state = st;
+    st->n_items = r->api.n;
+    st->win = calloc((size_t)st->n_items, sizeof *st->win);
+    st->tok_off = calloc((size_t)st->n_items, sizeof *st->tok_off);
+    if (!st->win || !st->tok_off)
+        goto oom;
+    eng_qa_opts_default(&st->opts);
+    /* The pipeline's defaults (384-token windows, stride 128), capped by the
+     * model; the stride never exceeds half a window. */
+    if (st->opts.max_seq_len > info->max_seq_len)
+        st->opts.max_seq_len = info->max_seq_len;
+    if (st->opts.doc_stride > st->opts.max_seq_len / 2)
+        st->opts.doc_stride = st->opts.max_seq_len / 2;
+    if (r->api.top_k > 0)
+        st->opts.top_k = r->api.top_k;
+    if (r->api.max_answer_length > 0)
+        st->opts.max_answer_len = r->api.max_answer_length;
+    st->opts.handle_impossible_answer = r->api.handle_impossible_answer;
+
+    int total = 0;
+    for (int i = 0; i < st->n_items; i++) {
+        const srv_qa_item *it = &r->api.items[i];
+        eng_error e = {0};
+        if (eng_qa_windows_make(tok, it->question, it->question_len, it->context, it->context_len,
+                                &st->opts, &st->win[i], &e)) {
+            char what[32];
+            snprintf(what, sizeof what, r->api.list ? "items[%d]" : "question/context", i);
+            srv_req_engine_error(r, &e, what);
+            return -1;
+        }
+        total += st->win[i].n;
+    }
+    r->enc = calloc(total ? (size_t)total : 1, sizeof *r->enc);
+    if (!r->enc)
+        goto oom;
+    int k = 0;
+    for (int i = 0; i < st->n_items; i++) {
+        st->tok_off[i] = st->total_tokens;
+        for (int w = 0; w < st->win[i].n; w++) {
+            r->enc[k++] = st->win[i].win[w];
+            st->total_tokens += (size_t)st->win[i].win[w].n;
+        }
+    }
+    r->n_enc = total;
+    return 0;
+oom:
+    srv_req_error(r, 500, "internal", "out of memory");
+    return -1;
+}
+
+static void put_answer(srv_buf *b, const srv_qa_item *it, const eng_qa_answer *a)
+{
+    size_t s = a->start > 0 ? (size_t)a->start : 0, e = a->end > 0 ? (size_t)a->end : 0;
+    if (e > it->context_len)
+        e = it->context_len;
+    if (s > e)
+        s = e;
+    srv_buf_puts(b, "\"answer\":");
+    srv_buf_json_str(b, it->context + s, e - s);
+    srv_buf_puts(b, ",\"score\":");
+    srv_buf_json_float(b, a->score);
+    srv_buf_printf(b, ",\"start\":%zu,\"end\":%zu", srv_utf8_cp_offset(it->context, it->context_len, s),
+                   srv_utf8_cp_offset(it->context, it->context_len, e));
+}
+
+static int qa_render(srv_req *r, srv_buf *b, int i, const eng_model_info *info,
+                     const eng_tokenizer *tok)
+{
+    (void)info;
+    qa_state *st = r->task_state;
+    if (!st || r->job.out_len < 2 * st->total_tokens)
+        return -1;
+    const float *start = r->job.out, *end = r->job.out + st->total_tokens;
+    eng_qa_answer *ans = calloc((size_t)st->opts.top_k, sizeof *ans);
+    int n = 0;
+    if (!ans || eng_qa_decode(tok, &st->win[i], start + st->tok_off[i], end + st->tok_off[i],
+                              &st->opts, ans, &n)) {
+        free(ans);
+        return -1;
+    }
+    const srv_qa_item *it = &r->api.items[i];
+    eng_qa_answer none = {0};
+    srv_buf_puts(b, "{");
+    put_answer(b, it, n > 0 ? &ans[0] : &none);
+    srv_buf_puts(b, ",\"answers\":[");
+    for (int k = 0; k < n; k++) {
+        srv_buf_puts(b, k ? ",{" : "{");
+        put_answer(b, it, &ans[k]);
+        srv_buf_puts(b, "}");
+    }
+    srv_buf_puts(b, "]}");
+    free(ans);
+    return srv_buf_failed(b) ? -1 : 0;
+}
+
+const srv_infer_ops srv_qa_ops = {
+    .kind = SRV_JOB_QA,
+    .encode = qa_encode,
+    .render_one = qa_render,
+    .cleanup = qa_cleanup,
+};

@@ -1,0 +1,35 @@
+/* handlers.h - per-endpoint steps of the inference pipeline (handle_*.c),
+ * driven by handle_infer.c. encode and render run on libuv pool threads. */
+#ifndef NLPD_SRV_HANDLERS_H
+#define NLPD_SRV_HANDLERS_H
+
+#include "buf.h"
+#include "server.h"
+
+typedef struct srv_infer_ops {
+    srv_job_kind kind;
+    /* Tokenize r->api with model m into r->enc / r->n_enc (and r->task_state).
+     * 0, or -1 with r's error response set. */
+    int (*encode)(srv_req *r, eng_model *m);
+    /* Append the JSON object for input i (text or QA item) to b, from
+     * r->job.out; info/tok: the version that ran the job. 0 or -1. */
+    int (*render_one)(srv_req *r, srv_buf *b, int i, const eng_model_info *info,
+                      const eng_tokenizer *tok);
+    /* Free r->enc and r->task_state (idempotent). */
+    void (*cleanup)(srv_req *r);
+} srv_infer_ops;
+
+extern const srv_infer_ops srv_embed_ops;
+extern const srv_infer_ops srv_sentiment_ops;
+extern const srv_infer_ops srv_classify_ops;
+extern const srv_infer_ops srv_qa_ops;
+
+/* Shared by the text endpoints: one encoding per text, truncated to the
+ * model's max_seq_len (enc[i].truncated > 0 then). */
+int srv_encode_texts(srv_req *r, eng_model *m);
+void srv_free_texts(srv_req *r);
+
+/* Map an engine error on client input to r's error response. */
+void srv_req_engine_error(srv_req *r, const eng_error *e, const char *what);
+
+#endif

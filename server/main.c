@@ -1,0 +1,335 @@
+/* main.c - nlpd: command line, start-up, signals and drain (DESIGN §4).
+ *
+ * Start-up: config (file, then flags) -> logging -> API keys -> model folders
+ * checked -> listen -> models loaded, versioned and warmed up off the loop
+ * -> ready. SIGTERM/SIGINT: not ready at once, stop accepting, let in-flight
+ * requests finish (bounded by drain_timeout_ms), exit 0; a second signal
+ * exits without waiting. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "http.h"
+#include "log.h"
+#include "server.h"
+
+#define NLPD_VERSION "0.1.0"
+
+typedef struct app {
+    srv_server s;
+    uv_loop_t loop;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t drain_timer;
+    uv_work_t load_work;
+    int load_rc;
+    int loading;
+    int finish_pending;   /* finish once loading ends */
+    int finish_graceful;
+    int finished;
+    int64_t drain_started;
+} app;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "usage: nlpd [--config FILE] [options]\n"
+        "\n"
+        "Serve NLP models over HTTP (README.md: API; config/README.md: configuration).\n"
+        "\n"
+        "  --config FILE           JSON configuration (keys: nlpd --print-config-doc)\n"
+        "  --listen HOST:PORT      listen address (overrides \"listen\"; port 0: any free port)\n"
+        "  --log-level LEVEL       debug|info|warn|error (overrides \"log.level\")\n"
+        "  --log-format FORMAT     text|json (overrides \"log.format\")\n"
+        "  --threads N             libuv pool threads (overrides \"threads\")\n"
+        "  --api-key-file FILE     file of SHA-256 key hashes (overrides \"auth.api_key_file\")\n"
+        "  --drain-timeout-ms N    overrides \"drain_timeout_ms\"\n"
+        "  --set KEY=VALUE         set any top-level key, e.g. --set limits.max_texts=16\n"
+        "  --check-config          validate the configuration and model folders, then exit\n"
+        "  --print-config-doc      print every configuration key with its default and exit\n"
+        "  --help, --version\n"
+        "\n"
+        "Signals: SIGTERM/SIGINT drain and exit 0 (a second one exits at once).\n"
+        "Exit status: 0 ok, 1 start-up or model loading failed, 2 bad usage or configuration.\n");
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static void close_cb(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void finish(app *a, int graceful)
+{
+    if (a->finished)
+        return;
+    if (a->loading) { /* the loader still owns the models: finish when it ends */
+        a->finish_pending = 1;
+        a->finish_graceful = graceful;
+        return;
+    }
+    a->finished = 1;
+    srv_server *s = &a->s;
+    atomic_store(&s->ready, 0);
+    atomic_store(&s->draining, 1);
+    /* Batchers first (their completions are freed with the connections),
+     * then every connection, then our own handles: the loop then ends. */
+    srv_models_stop(s, graceful, srv_now_ns() + 1000000000);
+    if (s->http)
+        srv_http_stop(s->http);
+    uv_timer_stop(&a->drain_timer);
+    uv_close((uv_handle_t *)&a->drain_timer, close_cb);
+    uv_close((uv_handle_t *)&a->sigterm, close_cb);
+    uv_close((uv_handle_t *)&a->sigint, close_cb);
+    srv_log(SRV_LOG_INFO, NULL, "stopped");
+}
+
+static void on_idle(void *arg)
+{
+    app *a = arg;
+    srv_log(SRV_LOG_INFO, NULL, "drained in %.0f ms", (double)(srv_now_ns() - a->drain_started) / 1e6);
+    finish(a, 1);
+}
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+    app *a = t->data;
+    srv_log(SRV_LOG_WARN, NULL, "drain timeout (%d ms): %d request(s) still in flight are cut off",
+            a->s.cfg->drain_timeout_ms, a->s.in_flight);
+    finish(a, 0);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    app *a = h->data;
+    srv_server *s = &a->s;
+    if (atomic_load(&s->draining)) {
+        srv_log(SRV_LOG_WARN, NULL, "%s again: exiting without waiting", strsignal(signum));
+        finish(a, 0);
+        return;
+    }
+    atomic_store(&s->draining, 1);
+    atomic_store(&s->ready, 0);
+    a->drain_started = srv_now_ns();
+    srv_log(SRV_LOG_INFO, NULL, "%s: draining %d in-flight request(s) (up to %d ms)",
+            strsignal(signum), s->in_flight, s->cfg->drain_timeout_ms);
+    srv_http_quiesce(s->http);
+    srv_http_on_idle(s->http, on_idle, a);
+    uv_timer_start(&a->drain_timer, on_drain_timeout, (uint64_t)s->cfg->drain_timeout_ms, 0);
+    if (s->in_flight == 0)
+        on_idle(a);
+}
+
+static void load_work(uv_work_t *w)
+{
+    app *a = w->data;
+    a->load_rc = srv_models_load(&a->s);
+}
+
+static void after_load(uv_work_t *w, int status)
+{
+    (void)status;
+    app *a = w->data;
+    srv_server *s = &a->s;
+    a->loading = 0;
+    if (a->load_rc) {
+        srv_log(SRV_LOG_ERROR, NULL, "start-up failed: a model could not be loaded (see above)");
+        s->exit_code = 1;
+        finish(a, 0);
+        return;
+    }
+    if (a->finish_pending) {
+        finish(a, a->finish_graceful);
+        return;
+    }
+    if (!atomic_load(&s->draining)) {
+        atomic_store(&s->ready, 1);
+        srv_log(SRV_LOG_INFO, NULL, "ready: %d model(s) loaded and warm", s->n_models);
+    }
+}
+
+/* ------------------------------------------------------------ start-up */
+
+typedef struct override {
+    const char *key, *value;
+} override;
+
+int main(int argc, char **argv)
+{
+    const char *config_path = NULL;
+    override ov[64];
+    int n_ov = 0, check_only = 0;
+    static char set_keys[64][128];
+    char err[1024];
+
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        static const struct { const char *flag, *key; } flags[] = {
+            {"--listen", "listen"},           {"--log-level", "log.level"},
+            {"--log-format", "log.format"},   {"--threads", "threads"},
+            {"--api-key-file", "auth.api_key_file"}, {"--drain-timeout-ms", "drain_timeout_ms"},
+        };
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (strcmp(arg, "--version") == 0) {
+            printf("nlpd %s (engine %s)\n", NLPD_VERSION, ENG_VERSION);
+            return 0;
+        }
+        if (strcmp(arg, "--print-config-doc") == 0) {
+            srv_config_print_doc(stdout);
+            return 0;
+        }
+        if (strcmp(arg, "--check-config") == 0) {
+            check_only = 1;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "nlpd: %s: unknown option or missing value (see --help)\n", arg);
+            return 2;
+        }
+        if (strcmp(arg, "--config") == 0) {
+            config_path = argv[++i];
+            continue;
+        }
+        if (n_ov >= 64) {
+            fprintf(stderr, "nlpd: too many options\n");
+            return 2;
+        }
+        if (strcmp(arg, "--set") == 0) {
+            const char *kv = argv[++i], *eq = strchr(kv, '=');
+            if (!eq || eq == kv || (size_t)(eq - kv) >= sizeof set_keys[0]) {
+                fprintf(stderr, "nlpd: --set expects KEY=VALUE, got \"%s\"\n", kv);
+                return 2;
+            }
+            memcpy(set_keys[n_ov], kv, (size_t)(eq - kv));
+            set_keys[n_ov][eq - kv] = 0;
+            ov[n_ov].key = set_keys[n_ov];
+            ov[n_ov++].value = eq + 1;
+            continue;
+        }
+        size_t f = 0;
+        while (f < sizeof flags / sizeof *flags && strcmp(arg, flags[f].flag) != 0)
+            f++;
+        if (f == sizeof flags / sizeof *flags) {
+            fprintf(stderr, "nlpd: unknown option %s (see --help)\n", arg);
+            return 2;
+        }
+        ov[n_ov].key = flags[f].key;
+        ov[n_ov++].value = argv[++i];
+    }
+
+    app *a = calloc(1, sizeof *a);
+    srv_config *cfg = calloc(1, sizeof *cfg);
+    if (!a || !cfg || srv_config_init(cfg)) {
+        fprintf(stderr, "nlpd: out of memory\n");
+        return 1;
+    }
+    int rc = 2;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (config_path && srv_config_load_file(cfg, config_path, err, sizeof err))
+        goto fail_config;
+    for (int i = 0; i < n_ov; i++)
+        if (srv_config_set(cfg, ov[i].key, ov[i].value, err, sizeof err))
+            goto fail_config;
+    if (srv_config_validate(cfg, cores > 0 ? (int)cores : 1, err, sizeof err))
+        goto fail_config;
+
+    srv_log_level lvl = SRV_LOG_INFO;
+    srv_log_level_parse(cfg->log_level, &lvl);
+    srv_log_setup(lvl, strcmp(cfg->log_format, "json") == 0);
+    signal(SIGPIPE, SIG_IGN);
+
+    srv_server *s = &a->s;
+    s->cfg = cfg;
+    s->exit_code = 0;
+    s->limits.max_body_bytes = (size_t)cfg->max_body_bytes;
+    s->limits.max_texts = cfg->max_texts;
+    s->limits.max_text_bytes = (size_t)cfg->max_text_bytes;
+    rc = 1;
+    if (cfg->api_key_file) {
+        if (srv_auth_load(cfg->api_key_file, &s->auth, err, sizeof err)) {
+            fprintf(stderr, "nlpd: auth.api_key_file: %s\n", err);
+            goto fail_server;
+        }
+    }
+    if (srv_models_init(s, err, sizeof err)) {
+        fprintf(stderr, "nlpd: %s\n", err);
+        goto fail_server;
+    }
+    if (check_only) {
+        printf("nlpd: configuration ok (%d model(s), listen %s)\n", cfg->n_models, cfg->listen);
+        rc = 0;
+        goto fail_server;
+    }
+    const char *names[256];
+    for (int i = 0; i < cfg->n_models && i < 256; i++)
+        names[i] = cfg->models[i].name;
+    if (!(s->metrics = srv_metrics_new(cfg->n_models, names))) {
+        fprintf(stderr, "nlpd: out of memory\n");
+        goto fail_server;
+    }
+
+    /* libuv reads the pool size once, at its first use. */
+    char pool[16];
+    snprintf(pool, sizeof pool, "%d", cfg->threads);
+    setenv("UV_THREADPOOL_SIZE", pool, 1);
+    if (uv_loop_init(&a->loop)) {
+        fprintf(stderr, "nlpd: cannot create the event loop\n");
+        goto fail_server;
+    }
+    s->loop = &a->loop;
+
+    char host[256];
+    int port = 0;
+    srv_listen_parse(cfg->listen, host, sizeof host, &port);
+    if (!srv_http_start(s, host, port, err, sizeof err)) {
+        fprintf(stderr, "nlpd: %s\n", err);
+        goto fail_loop;
+    }
+    int ipv6 = strchr(host, ':') != NULL;
+    srv_log(SRV_LOG_INFO, NULL, "nlpd %s listening on http://%s%s%s:%d (pool threads %d, %ld cores%s)",
+            NLPD_VERSION, ipv6 ? "[" : "", host, ipv6 ? "]" : "", srv_http_port(s->http),
+            cfg->threads, cores, s->auth ? ", API keys required" : "");
+
+    uv_signal_init(&a->loop, &a->sigterm);
+    uv_signal_init(&a->loop, &a->sigint);
+    uv_timer_init(&a->loop, &a->drain_timer);
+    a->sigterm.data = a->sigint.data = a->drain_timer.data = a;
+    uv_signal_start(&a->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&a->sigint, on_signal, SIGINT);
+
+    a->load_work.data = a;
+    a->loading = 1;
+    if (uv_queue_work(&a->loop, &a->load_work, load_work, after_load)) {
+        a->loading = 0;
+        s->exit_code = 1;
+        finish(a, 0);
+    }
+    uv_run(&a->loop, UV_RUN_DEFAULT);
+    rc = s->exit_code;
+    srv_log(SRV_LOG_INFO, NULL, "exit %d", rc);
+
+    srv_http_free(s->http);
+fail_loop:
+    if (s->loop)
+        uv_loop_close(&a->loop);
+fail_server:
+    srv_models_free(s);
+    srv_metrics_free(s->metrics);
+    srv_auth_free(s->auth);
+    srv_config_free(cfg);
+    free(cfg);
+    free(a);
+    return rc;
+fail_config:
+    fprintf(stderr, "nlpd: config: %s\n", err);
+    srv_config_free(cfg);
+    free(cfg);
+    free(a);
+    return rc;
+}
