@@ -12,7 +12,6 @@
 #include "backend.h"
 #include "cpu_kernels.h"
 #include "cpu_pool.h"
-#include "cpu_train_ops.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -268,6 +267,9 @@ static void cpu_gemm(eng_backend *be, int trans_b, int M, int N, int K, float al
     }
     if (nt > 1) {
         chunker_init(&g.ch, g.by_rows ? M : N, 16, nt);
+        /* Each OpenBLAS call packs all of B: keep its row blocks large. */
+        if (!g.small && g.by_rows && g.ch.chunk < 256)
+            g.ch.chunk = (M + nt - 1) / nt < 256 ? (M + nt - 1) / nt : 256;
         eng_cpu_pool_run(cb->pool, gemm_task, &g, nt);
     } else {
         sgemm(&g, 0, M, 0, N);
@@ -525,22 +527,6 @@ static const eng_backend_ops cpu_ops = {
 };
 
 eng_backend *eng_backend_cpu_new_isa(int threads, eng_cpu_isa isa)
-    .gemm_ex = eng_cpu_gemm_ex,
-    .bias_act_train = eng_cpu_bias_act_train,
-    .act_backward = eng_cpu_act_backward,
-    .layernorm_backward = eng_cpu_layernorm_backward,
-    .embed_backward = eng_cpu_embed_backward,
-    .attention_train = eng_cpu_attention_train,
-    .attention_backward = eng_cpu_attention_backward,
-    .dropout = eng_cpu_dropout,
-    .sum_rows = eng_cpu_sum_rows,
-    .scatter_rows = eng_cpu_scatter_rows,
-    .axpy = eng_cpu_axpy,
-    .zero = eng_cpu_zero,
-    .cross_entropy = eng_cpu_cross_entropy,
-    .bce_logits = eng_cpu_bce_logits,
-    .sum_squares = eng_cpu_sum_squares,
-    .adamw = eng_cpu_adamw,
 {
     const eng_cpu_kernels *k = eng_cpu_kernels_get(isa);
     if (!k)
