@@ -12,6 +12,7 @@
 #include "backend.h"
 #include "cpu_kernels.h"
 #include "cpu_pool.h"
+#include "cpu_train_ops.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -524,6 +525,22 @@ static const eng_backend_ops cpu_ops = {
     .attention = cpu_attention,
     .mean_pool = cpu_mean_pool,
     .gather_rows = cpu_gather_rows,
+    .gemm_ex = eng_cpu_gemm_ex,
+    .bias_act_train = eng_cpu_bias_act_train,
+    .act_backward = eng_cpu_act_backward,
+    .layernorm_backward = eng_cpu_layernorm_backward,
+    .embed_backward = eng_cpu_embed_backward,
+    .attention_train = eng_cpu_attention_train,
+    .attention_backward = eng_cpu_attention_backward,
+    .dropout = eng_cpu_dropout,
+    .sum_rows = eng_cpu_sum_rows,
+    .scatter_rows = eng_cpu_scatter_rows,
+    .axpy = eng_cpu_axpy,
+    .zero = eng_cpu_zero,
+    .cross_entropy = eng_cpu_cross_entropy,
+    .bce_logits = eng_cpu_bce_logits,
+    .sum_squares = eng_cpu_sum_squares,
+    .adamw = eng_cpu_adamw,
 };
 
 eng_backend *eng_backend_cpu_new_isa(int threads, eng_cpu_isa isa)
