@@ -87,8 +87,9 @@ static const conf_key model_keys[] = {
     {"batching.workers", K_INT, MOD(workers), "1", 1, 256, NULL, 0,
      "Worker threads running batches for this model."},
     {"batching.threads", K_INT, MOD(threads), "0", 0, 1024, NULL, 0,
-     "CPU threads per worker. 0: an even share of the online cores over all workers of "
-     "all models. The sum of workers x threads over the models must not exceed the cores."},
+     "CPU threads per worker. 0: online cores / workers. workers x threads must not "
+     "exceed the online cores; over all models the sum may (idle workers sleep; models "
+     "busy at the same time share the cores, and start-up logs a warning)."},
 };
 
 #define NKEYS(t) (sizeof(t) / sizeof((t)[0]))
@@ -472,7 +473,6 @@ int srv_config_validate(srv_config *c, int cores, char *err, size_t cap)
     }
     if (cores < 1)
         cores = 1;
-    int total_workers = 0;
     for (int i = 0; i < c->n_models; i++) {
         srv_model_conf *m = &c->models[i];
         if (!valid_name(m->name)) {
@@ -496,20 +496,16 @@ int srv_config_validate(srv_config *c, int cores, char *err, size_t cap)
                     m->timeout_ms, m->max_timeout_ms);
             return -1;
         }
-        total_workers += m->workers;
     }
-    int share = cores / total_workers > 0 ? cores / total_workers : 1;
-    long used = 0;
     for (int i = 0; i < c->n_models; i++) {
         srv_model_conf *m = &c->models[i];
         if (m->threads == 0)
-            m->threads = share;
-        used += (long)m->workers * m->threads;
-        if (used > cores) {
+            m->threads = cores / m->workers > 0 ? cores / m->workers : 1;
+        if ((long)m->workers * m->threads > cores) {
             set_err(err, cap,
-                    "models[%d].batching.threads: workers x threads over all models is %ld, "
-                    "more than the %d online cores (threads are a budget; lower workers or "
-                    "threads)", i, used, cores);
+                    "models[%d].batching.threads: workers x threads is %ld, more than the %d "
+                    "online cores (threads are a budget; lower workers or threads)",
+                    i, (long)m->workers * m->threads, cores);
             return -1;
         }
     }
@@ -550,4 +546,12 @@ void srv_config_print_doc(FILE *f)
     fprintf(f, "models  (list of objects, at least one)\n"
                "    The served models; each element has the keys models[].*:\n");
     print_keys(f, model_keys, NKEYS(model_keys), "models[].");
+}
+
+int srv_config_compute_threads(const srv_config *c)
+{
+    int n = 0;
+    for (int i = 0; i < c->n_models; i++)
+        n += c->models[i].workers * c->models[i].threads;
+    return n;
 }

@@ -72,10 +72,16 @@ int srv_config_load_file(srv_config *c, const char *path, char *err, size_t cap)
 int srv_config_set(srv_config *c, const char *key, const char *value, char *err, size_t cap);
 
 /* Cross-key checks run once everything is merged: at least one model, unique
- * names, known tasks, listen address, timeouts, and the thread budget:
- * sum over models of workers x threads must not exceed `cores` (threads = 0
- * is resolved here to an even share of the cores). 0 or -1 + err. */
+ * names, known tasks, listen address, timeouts, and the thread budget: one
+ * model's workers x threads must not exceed `cores` (threads = 0 becomes
+ * cores / workers), nor the pool's `threads`. Several models may together
+ * exceed the cores (their workers sleep while idle; models busy at the same
+ * time share the cores): srv_config_compute_threads tells, main warns.
+ * 0 or -1 + err. */
 int srv_config_validate(srv_config *c, int cores, char *err, size_t cap);
+
+/* Sum over models of workers x threads (after srv_config_validate). */
+int srv_config_compute_threads(const srv_config *c);
 
 /* "HOST:PORT" or "[V6]:PORT" -> host (without brackets) and port 0..65535. */
 int srv_listen_parse(const char *s, char *host, size_t cap, int *port);

@@ -373,9 +373,17 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
             if (errno || *end || cl < 0)
                 cl = -1;
         }
-        if (srv_route(r, url, method, get_header, cl) == SRV_ROUTE_RESPOND)
+        if (srv_route(r, url, method, get_header, cl) == SRV_ROUTE_BODY) {
+            r->phase = SRV_REQ_BODY;
+            return MHD_YES;
+        }
+        /* A body we refuse by its declared size is not read: answer now
+         * (MHD then closes the connection). Otherwise answer from the last
+         * call: MHD keeps a connection alive only for responses queued
+         * after the request was read completely. */
+        if (r->status == 413)
             return send_response(h, r);
-        r->phase = SRV_REQ_BODY;
+        r->phase = SRV_REQ_READY;
         return MHD_YES;
     }
     switch (r->phase) {
@@ -400,6 +408,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         }
         return MHD_YES;
     case SRV_REQ_READY:
+        if (*upload_size) { /* a body we do not need (error decided from the headers) */
+            *upload_size = 0;
+            return MHD_YES;
+        }
         return send_response(h, r);
     case SRV_REQ_CLOSE:
         return MHD_NO;
@@ -486,12 +498,12 @@ srv_http *srv_http_start(srv_server *s, const char *host, int port, char *err, s
         flags |= MHD_USE_IPv6;
     const srv_config *c = s->cfg;
     h->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_access, h,
+                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
                             MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)c->connection_timeout_s,
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
-                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
                             MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!h->d) {

@@ -244,6 +244,11 @@ int main(int argc, char **argv)
     srv_log_setup(lvl, strcmp(cfg->log_format, "json") == 0);
     signal(SIGPIPE, SIG_IGN);
 
+    int compute = srv_config_compute_threads(cfg);
+    if (compute > cores)
+        srv_log(SRV_LOG_WARN, NULL,
+                "models use %d compute threads on %ld cores: models busy at the same time "
+                "share the cores", compute, cores);
     srv_server *s = &a->s;
     s->cfg = cfg;
     s->exit_code = 0;

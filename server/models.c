@@ -294,6 +294,12 @@ void srv_models_free(srv_server *s)
 
 srv_model *srv_models_find(srv_server *s, srv_endpoint ep, const char *name, srv_api_error *err)
 {
+    /* Default model: the first whose task is the endpoint's own (a classify
+     * model before a sentiment model for /v1/classify), else any that serves it. */
+    for (int i = 0; !name && i < s->n_models; i++)
+        if (srv_task_serves(s->models[i].conf->task, ep) &&
+            strcmp(srv_task_name(s->models[i].conf->task), srv_endpoint_name(ep)) == 0)
+            return &s->models[i];
     for (int i = 0; i < s->n_models; i++) {
         srv_model *m = &s->models[i];
         if (name ? strcmp(m->conf->name, name) != 0 : !srv_task_serves(m->conf->task, ep))
