@@ -21,9 +21,15 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fno-math-errno $(ARCH_FLAGS) \
            -Iengine $(PKG_CFLAGS) -MMD -MP
 LDLIBS  += $(PKG_LIBS) -lpthread -lm
+# SentencePiece (C++) behind engine/spm_shim.cc, the engine's only C++ file.
+CXX      ?= g++
+CXXFLAGS ?= -O2 -g
+CXXFLAGS += -std=c++17 -Wall -Wextra -Werror $(ARCH_FLAGS) -Iengine -MMD -MP
+LDLIBS   += -lsentencepiece -lstdc++
 
 ifeq ($(SAN),1)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+CXXFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 endif
 
@@ -45,7 +51,7 @@ else
 endif
 
 ENGINE_SRCS := $(wildcard engine/*.c)
-ENGINE_OBJS := $(ENGINE_SRCS:%.c=$(BUILD)/%.o)
+ENGINE_OBJS := $(ENGINE_SRCS:%.c=$(BUILD)/%.o) $(patsubst %.cc,$(BUILD)/%.o,$(wildcard engine/*.cc))
 ENGINE_LIB  := $(BUILD)/libnlpd_engine.a
 
 # The daemon: every server/*.c but main.c goes into a library the tests link.
@@ -74,6 +80,10 @@ models:
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/engine/%.o: engine/%.cc
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
 
 # server/ (and its tests) may include only engine/nlpd_engine.h from the engine.
 $(BUILD)/server/%.o: server/%.c

@@ -5,7 +5,7 @@
 #                                    onnxruntime) used by tests/reference and bench/
 set -euo pipefail
 
-PKGS=(build-essential pkg-config libcjson-dev libutf8proc-dev libopenblas-dev
+PKGS=(build-essential pkg-config libcjson-dev libutf8proc-dev libopenblas-dev libsentencepiece-dev
       libcmocka-dev libssl-dev libmicrohttpd-dev libuv1-dev python3 python3-pip
       python3-venv python3-numpy unzip)
 REF_PKGS=(python3-torch)
