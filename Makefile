@@ -62,11 +62,16 @@ SERVER_SRCS   := $(filter-out server/main.c,$(wildcard server/*.c))
 SERVER_OBJS   := $(SERVER_SRCS:%.c=$(BUILD)/%.o)
 SERVER_LIB    := $(BUILD)/libnlpd_server.a
 
+# nlpd-train: every trainer/*.c but main.c goes into a library the tests link.
+TRAINER_SRCS := $(filter-out trainer/main.c,$(wildcard trainer/*.c))
+TRAINER_OBJS := $(TRAINER_SRCS:%.c=$(BUILD)/%.o)
+TRAINER_LIB  := $(BUILD)/libnlpd_trainer.a
+
 TEST_SRCS := $(wildcard tests/unit/*.c)
 TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/%.o)
 
-.PHONY: all deps ref-deps models test unit bench clean
-all: $(BUILD)/nlpd-cli $(if $(wildcard server/main.c),$(BUILD)/nlpd)
+.PHONY: all deps ref-deps models test unit bench clean default-models
+all: $(BUILD)/nlpd-cli $(if $(wildcard server/main.c),$(BUILD)/nlpd) $(BUILD)/nlpd-train
 
 deps:
 	@scripts/install_deps.sh
@@ -112,7 +117,22 @@ $(SERVER_LIB): $(SERVER_OBJS)
 $(BUILD)/nlpd: $(BUILD)/server/main.o $(SERVER_LIB) $(ENGINE_LIB)
 	$(CC) $(LDFLAGS) $^ $(SERVER_LIBS) $(LDLIBS) -o $@
 
-$(BUILD)/test_unit: $(TEST_OBJS) $(if $(SERVER_SRCS),$(SERVER_LIB)) $(ENGINE_LIB)
+$(TRAINER_LIB): $(TRAINER_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/nlpd-train: $(BUILD)/trainer/main.o $(TRAINER_LIB) $(ENGINE_LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# Trainer tests see trainer/*.h.
+$(BUILD)/tests/unit/test_train_%.o: CFLAGS += -Itrainer
+
+# The default sentiment and intent models (models/sentiment, models/intents), trained
+# by nlpd-train from all-MiniLM-L6-v2 when absent (scripts/train_default_models.sh).
+default-models: $(BUILD)/nlpd-train
+	@NLPD_TRAIN=$(BUILD)/nlpd-train scripts/train_default_models.sh
+
+$(BUILD)/test_unit: $(TEST_OBJS) $(if $(SERVER_SRCS),$(SERVER_LIB)) $(TRAINER_LIB) $(ENGINE_LIB)
 	$(CC) $(LDFLAGS) $^ $(SERVER_LIBS) $(LDLIBS) -lcmocka -lcrypto -o $@
 
 unit: $(BUILD)/test_unit
@@ -129,5 +149,6 @@ bench: all
 clean:
 	rm -rf $(BUILD) build
 
+-include $(TRAINER_OBJS:.o=.d) $(BUILD)/trainer/main.d
 -include $(ENGINE_OBJS:.o=.d) $(SERVER_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(BUILD)/engine/cli/nlpd_cli.d \
 	$(BUILD)/server/main.d

@@ -131,6 +131,7 @@ int eng_ckpt_begin(const char *dir, eng_ckpt **out, eng_error *err)
         free(c);
         return rc;
     }
+    chmod(c->tmp, 0755); /* mkdtemp makes it 0700; the published folder is readable */
     *out = c;
     return ENG_OK;
 }

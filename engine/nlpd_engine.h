@@ -294,6 +294,10 @@ int eng_trainer_backward(eng_trainer *t, const eng_encoding *const *enc, int n,
                          const int32_t *labels, const float *targets, float loss_scale,
                          float *loss, eng_error *err);
 
+/* Set the schedule's length after creation (e.g. once the data is counted). */
+int eng_trainer_set_schedule(eng_trainer *t, long total_steps, long warmup_steps,
+                             eng_error *err);
+
 typedef struct eng_step_info {
     long step;       /* optimizer steps done, this one included */
     float lr;        /* learning rate this step used */

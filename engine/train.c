@@ -800,6 +800,16 @@ float eng_trainer_lr_at(const eng_trainer *t, long k)
     return (float)(o->lr * f);
 }
 
+int eng_trainer_set_schedule(eng_trainer *t, long total_steps, long warmup_steps,
+                             eng_error *err)
+{
+    if (total_steps < 0 || warmup_steps < 0)
+        return eng_fail(err, ENG_EINVAL, "negative step counts");
+    t->o.total_steps = total_steps;
+    t->o.warmup_steps = warmup_steps;
+    return ENG_OK;
+}
+
 int eng_trainer_step(eng_trainer *t, eng_step_info *info, eng_error *err)
 {
     eng_backend *be = t->be;

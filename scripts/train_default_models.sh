@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Build the default served classifiers with nlpd-train when they are absent:
+#   models/sentiment  all-MiniLM-L6-v2 fine-tuned on SST-2 (sentence level, train split;
+#                     labels negative/positive)                -> /v1/sentiment
+#   models/intents    all-MiniLM-L6-v2 fine-tuned on BANKING77 (train.csv minus a seeded,
+#                     stratified 10 % dev split; the 77 category names) -> /v1/classify
+# Each run shows its progress (a bar on a terminal, plain lines otherwise), evaluates on
+# its dev set and publishes the folder atomically (eval_results.json, nlpd_train.json
+# inside). Present models are left alone; --force retrains them.
+#
+#   scripts/train_default_models.sh [--force] [sentiment] [intents]
+#   env: NLPD_TRAIN (binary, default build/nlpd-train), NLPD_SHARED (default ../shared),
+#        NLPD_TRAIN_THREADS (default: all cores)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+TRAIN=${NLPD_TRAIN:-build/nlpd-train}
+SHARED=${NLPD_SHARED:-$ROOT/../shared}
+BASE=models/all-MiniLM-L6-v2
+THREADS=${NLPD_TRAIN_THREADS:-0}
+
+force=0; want=()
+for a in "$@"; do
+    case $a in
+        --force) force=1 ;;
+        sentiment|intents) want+=("$a") ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        *) echo "train_default_models: unknown argument '$a'" >&2; exit 2 ;;
+    esac
+done
+[[ ${#want[@]} -gt 0 ]] || want=(sentiment intents)
+
+present() { [[ -f "$1/config.json" && -f "$1/model.safetensors" ]]; }
+
+if [[ ! -x "$TRAIN" ]]; then
+    echo "train_default_models: building $TRAIN"
+    make --no-print-directory "$TRAIN"
+fi
+if ! present "$BASE"; then
+    scripts/fetch_models.sh
+fi
+
+run() {  # name, then nlpd-train arguments
+    local name=$1; shift
+    local out=models/$name
+    if present "$out" && [[ $force -eq 0 ]]; then
+        echo "train_default_models: $out present (--force retrains it)"
+        return 0
+    fi
+    echo "train_default_models: training $out (all-MiniLM-L6-v2, $*) ..."
+    local t0=$SECONDS
+    "$TRAIN" --base "$BASE" --out "$out" --force --threads "$THREADS" "$@"
+    echo "train_default_models: $out done in $(( (SECONDS - t0) / 60 )) min $(( (SECONDS - t0) % 60 )) s"
+}
+
+for m in "${want[@]}"; do
+    case $m in
+    sentiment)
+        [[ -f "$SHARED/data/sst2/sst_binary_sent_train.csv" ]] ||
+            { echo "train_default_models: $SHARED/data/sst2 is missing" >&2; exit 1; }
+        run sentiment --train "$SHARED/data/sst2/sst_binary_sent_train.csv" \
+            --dev "$SHARED/data/sst2/sst_binary_sent_dev.csv" \
+            --label-map pos=positive,neg=negative,0=negative,1=positive \
+            --labels negative,positive \
+            --epochs 4 --lr 8e-5 --batch-size 32 --max-length 128 --seed 42
+        ;;
+    intents)
+        [[ -f "$SHARED/data/banking77/train.csv" ]] ||
+            { echo "train_default_models: $SHARED/data/banking77 is missing" >&2; exit 1; }
+        run intents --train "$SHARED/data/banking77/train.csv" --dev-split 0.1 \
+            --text-column text --label-column category \
+            --labels "@$SHARED/data/banking77/categories.json" \
+            --epochs 8 --lr 1e-4 --batch-size 32 --max-length 64 --seed 42
+        ;;
+    esac
+done

@@ -1,0 +1,66 @@
+/* finetune.h - nlpd-train's fine-tuning run: data -> training loop -> evaluation
+ * -> published model folder. main.c parses the command line into trn_opts. */
+#ifndef NLPD_TRN_FINETUNE_H
+#define NLPD_TRN_FINETUNE_H
+
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "data.h"
+#include "nlpd_engine.h"
+
+typedef enum trn_progress {
+    TRN_PROGRESS_AUTO = 0, /* a bar on a terminal, plain lines otherwise */
+    TRN_PROGRESS_BAR,
+    TRN_PROGRESS_LINES,
+    TRN_PROGRESS_NONE,
+} trn_progress;
+
+typedef struct trn_opts {
+    const char *base;        /* base model folder */
+    const char *train;       /* training file */
+    const char *dev;         /* dev file, or NULL: split dev_split off the training file */
+    const char *out;         /* output model folder */
+    int epochs;              /* 3 */
+    float lr;                /* 5e-5 */
+    int batch_size;          /* 32 */
+    int accum;               /* micro-batches per optimizer step (1) */
+    int max_length;          /* tokens per input, specials included (128) */
+    uint64_t seed;           /* 42 */
+    float warmup_ratio;      /* of the optimizer steps (0.1), unless warmup_steps >= 0 */
+    long warmup_steps;       /* -1: from warmup_ratio */
+    eng_lr_schedule schedule;
+    float weight_decay;      /* 0.01 */
+    float max_grad_norm;     /* 1.0 */
+    float dropout;           /* -1: the base config's */
+    int threads;             /* 0: all cores */
+    double dev_split;        /* 0.1 */
+    const char *labels;      /* "a,b,c" or "@file" (JSON list or one per line); NULL: from data */
+    trn_data_opts data;
+    int force;               /* replace an existing output folder */
+    trn_progress progress;
+    int eval_batch;          /* 64 */
+    long max_steps;          /* stop after this many optimizer steps (0: no limit) */
+    int eval_each_epoch;     /* evaluate the dev set after every epoch (1) */
+    const char *command;     /* the command line, recorded in the output folder */
+    volatile sig_atomic_t *stop; /* set asynchronously (SIGINT): stop without publishing */
+    FILE *log;               /* progress and reports (stderr when NULL) */
+} trn_opts;
+
+void trn_opts_default(trn_opts *o);
+
+typedef struct trn_result {
+    double accuracy, macro_f1, dev_loss; /* final dev evaluation */
+    double first_loss, last_loss;        /* mean training loss of the first/last 10 % of steps */
+    double train_seconds;                /* training loop (no loading, eval, saving) */
+    double examples_per_second;          /* training examples (forward + backward + step) */
+    long steps;
+    int train_examples, dev_examples, labels;
+} trn_result;
+
+/* Runs one fine-tuning job. 0 when the model was published at o->out; a negative
+ * ENG_E* code with err filled otherwise (ENG_EINVAL with "interrupted" when *stop). */
+int trn_finetune(const trn_opts *o, trn_result *res, eng_error *err);
+
+#endif
