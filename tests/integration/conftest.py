@@ -121,6 +121,14 @@ class Target:
     def conn(self, timeout=HTTP_TIMEOUT):
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
+    def keepalive_conn(self, timeout=HTTP_TIMEOUT):
+        """A connected HTTPConnection that never reconnects silently: a request after the
+        server closed it raises (http.client.NotConnected or a socket error)."""
+        c = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        c.connect()
+        c.auto_open = 0
+        return c
+
     def request(self, method, path, body=None, headers=None, content_type="application/json",
                 timeout=HTTP_TIMEOUT, conn=None):
         """One request on a new connection (or on conn, kept open). body: dict/list -> JSON."""
@@ -526,6 +534,41 @@ def cli_json(*args):
     r = subprocess.run([str(NLPD_CLI), *map(str, args)], capture_output=True, timeout=120)
     assert r.returncode == 0, f"nlpd-cli {args} failed: {r.stderr.decode(errors='replace')}"
     return json.loads(r.stdout)
+
+
+# Batching invariance tolerance: the CPU kernels split work by the batch shape, so a
+# text's floats may differ in the last bits between batches (observed ~2e-7). Labels,
+# answers and offsets must be identical; floats within 1e-5 x max(1, |value|), a tenth
+# of the 1e-4 parity bar (a real batching bug - padding leaking into attention, texts
+# mixed up - is orders of magnitude larger).
+INVARIANCE_TOL = 1e-5
+
+
+def same_result(a, b, path="result"):
+    """None when a and b are the same result (floats within INVARIANCE_TOL), else where not."""
+    if isinstance(a, float) or isinstance(b, float):
+        if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+            return f"{path}: {a!r} vs {b!r}"
+        if abs(a - b) > INVARIANCE_TOL * max(1.0, abs(a)):
+            return f"{path}: {a!r} vs {b!r} (|diff| {abs(a - b):.3g})"
+        return None
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) != set(b):
+            return f"{path}: keys {sorted(a)} vs {sorted(b)}"
+        for k in a:
+            d = same_result(a[k], b[k], f"{path}.{k}")
+            if d:
+                return d
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"{path}: {len(a)} vs {len(b)} items"
+        for i, (x, y) in enumerate(zip(a, b)):
+            d = same_result(x, y, f"{path}[{i}]")
+            if d:
+                return d
+        return None
+    return None if a == b else f"{path}: {a!r} vs {b!r}"
 
 
 def golden(model):

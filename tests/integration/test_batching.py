@@ -1,12 +1,12 @@
-"""Batching is invisible in the results: every text's output is identical (bitwise:
-the engine computes each sequence independently) whether it ran alone or inside a
-burst of 64 concurrent requests that the batcher packs together."""
+"""Batching is invisible in the results: every text's output is the same (labels,
+answers and offsets identical; floats within conftest.INVARIANCE_TOL) whether it ran
+alone or inside a burst of 64 concurrent requests that the batcher packs together."""
 import concurrent.futures as cf
 import threading
 
 import pytest
 
-from conftest import have_minilm, metric, scrape, sst2_sentences
+from conftest import have_minilm, metric, same_result, scrape, sst2_sentences
 
 N = 64
 
@@ -74,15 +74,13 @@ def test_batching_invariance(api, path, model, kind):
     together = [result_of(r) for r in burst(api, path, bodies)]
     s1 = scrape(api)
 
+    bitwise = 0
     for i, (a, t) in enumerate(zip(alone, together)):
         assert a[1] == t[1], f"version changed: {a[1]} vs {t[1]}"
-        if a[0] != t[0]:
-            diff = ""
-            if kind == "text" and "embedding" in a[0]:
-                diff = " max |diff| %.3g" % max(abs(x - y) for x, y in zip(a[0]["embedding"],
-                                                                          t[0]["embedding"]))
-            raise AssertionError(f"{model} input #{i}: result alone differs from the burst{diff}:\n"
-                                 f"alone {str(a[0])[:300]}\nburst {str(t[0])[:300]}")
+        d = same_result(a[0], t[0])
+        assert d is None, f"{model} input #{i}: result alone differs from the burst: {d}"
+        bitwise += a[0] == t[0]
+    print(f"{model}: {bitwise}/{N} results bitwise equal alone and in the burst")
 
     batches = metric(s1, "nlpd_batch_size_count", model=model) - metric(s0, "nlpd_batch_size_count", model=model)
     seqs = metric(s1, "nlpd_batch_size_sum", model=model) - metric(s0, "nlpd_batch_size_sum", model=model)
@@ -97,4 +95,5 @@ def test_list_equals_singles(api):
     j = api.post("/v1/embed", {"texts": texts, "model": "tiny-embed"}).json()
     for t, res in zip(texts, j["results"]):
         one = api.post("/v1/embed", {"text": t, "model": "tiny-embed"}).json()["result"]
-        assert one == res, f"{t!r}: list and single results differ"
+        d = same_result(one, res)
+        assert d is None, f"{t!r}: list and single results differ: {d}"

@@ -15,6 +15,25 @@ N_REQ = 8
 TEXTS_PER_REQ = 8
 
 
+def fast_model():
+    return ModelSpec("fast", FIXTURES / "bert_st", "embed")
+
+
+def open_keepalive(t):
+    """A client connection opened (and used) before SIGTERM."""
+    keep = t.keepalive_conn(timeout=30)
+    keep.request("POST", "/v1/embed", body=b'{"text": "warm", "model": "fast"}',
+                 headers={"Content-Type": "application/json"})
+    r = keep.getresponse()
+    r.read()
+    assert r.status == 200, r.status
+    return keep
+
+
+GONE = (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected,
+        http.client.NotConnected)
+
+
 def slow_model():
     # A free worker waits up to 30 s for batch-mates (a batch needs 512 sequences),
     # so the requests stay queued until SIGTERM; drain then runs them at once.
@@ -37,6 +56,26 @@ def new_request_refused(t, path="/v1/embed"):
         return None
 
 
+def assert_readyz_turns_503(keep, mode):
+    """Poll /readyz on a kept-alive connection right after SIGTERM: 200 only until the
+    daemon handles the signal (bounded: 5 s), then 503 - or, directly, the daemon
+    closes the idle connection."""
+    t_end = time.monotonic() + 5
+    while True:
+        try:
+            keep.request("GET", "/readyz")
+            rr = keep.getresponse()
+            rr.read()
+        except GONE:
+            assert mode == "direct", "nginx dropped a client connection during drain"
+            return
+        if rr.status != 200:
+            assert rr.status == 503, f"/readyz during drain: {rr.status} (want 503)"
+            return
+        assert time.monotonic() < t_end, "/readyz still 200 5 s after SIGTERM"
+        time.sleep(0.01)
+
+
 def assert_not_served(r, mode, what):
     if r is None:
         assert mode == "direct", f"{what}: nginx must answer (503), not drop the connection"
@@ -47,17 +86,13 @@ def assert_not_served(r, mode, what):
 
 
 def test_sigterm_drains_in_flight(spawn):
-    t = spawn([slow_model()], drain_timeout_ms=60000)
+    t = spawn([slow_model(), fast_model()], drain_timeout_ms=60000)
     nlpd = t.nlpd
     all_texts = texts()
     bodies = [{"texts": all_texts[i * TEXTS_PER_REQ:(i + 1) * TEXTS_PER_REQ], "model": "slow"}
               for i in range(N_REQ)]
 
-    keep = t.conn(timeout=30)  # a keep-alive connection opened before SIGTERM
-    keep.request("GET", "/healthz")
-    r = keep.getresponse()
-    r.read()
-    assert r.status == 200
+    keep = open_keepalive(t)
 
     with cf.ThreadPoolExecutor(N_REQ) as ex:
         futs = [ex.submit(t.post, "/v1/embed", b) for b in bodies]
@@ -71,13 +106,7 @@ def test_sigterm_drains_in_flight(spawn):
         t_sig = time.monotonic()
 
         # Readiness turns 503 at once for whoever can still ask (kept-alive connection).
-        try:
-            keep.request("GET", "/readyz")
-            rr = keep.getresponse()
-            rr.read()
-            assert rr.status == 503, f"/readyz during drain: {rr.status} (want 503)"
-        except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
-            assert t.mode == "direct", "nginx dropped a client connection during drain"
+        assert_readyz_turns_503(keep, t.mode)
 
         # New work is refused while the drain goes on, never served.
         assert_not_served(new_request_refused(t), t.mode, "new request after SIGTERM")
@@ -100,25 +129,23 @@ def test_sigterm_drains_in_flight(spawn):
 
 def test_draining_metrics_and_refusal(spawn):
     """Between SIGTERM and exit, a kept-alive client sees 503 on /v1 and /readyz."""
-    t = spawn([slow_model()], drain_timeout_ms=60000)
-    keep = t.conn(timeout=30)
-    keep.request("GET", "/metrics")
-    r = keep.getresponse()
-    r.read()
+    t = spawn([slow_model(), fast_model()], drain_timeout_ms=60000)
+    keep = open_keepalive(t)
     with cf.ThreadPoolExecutor(2) as ex:
         fut = ex.submit(t.post, "/v1/embed", {"texts": texts()[:TEXTS_PER_REQ], "model": "slow"})
         wait_until(lambda: metric(scrape(t), "nlpd_queue_depth", model="slow") >= TEXTS_PER_REQ
                    or fut.done(), 60, "the request queued")
         t.nlpd.signal(signal.SIGTERM)
+        assert_readyz_turns_503(keep, t.mode)
         try:
-            keep.request("POST", "/v1/embed", body=b'{"text": "x", "model": "slow"}',
+            keep.request("POST", "/v1/embed", body=b'{"text": "x", "model": "fast"}',
                          headers={"Content-Type": "application/json"})
             rr = keep.getresponse()
             body = rr.read()
             assert rr.status == 503, f"POST during drain: {rr.status} {body[:200]!r}"
             import json
             assert json.loads(body)["error"]["code"] in ("draining", "not_ready"), body
-        except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
+        except GONE:
             assert t.mode == "direct", "nginx dropped a client connection during drain"
         assert fut.result().status == 200, fut.result()
     assert t.nlpd.wait_exit() == 0

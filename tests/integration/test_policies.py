@@ -143,7 +143,7 @@ def test_deadline_exceeded(spawn):
 def test_deadline_under_load(spawn):
     """A worker busy with large batches; short-deadline requests queued behind expire."""
     t = spawn([ModelSpec("tiny-qa", FIXTURES / "bert_qa", "qa", workers=1, max_batch_tokens=2048,
-                         max_delay_us=0)])
+                         max_delay_us=0, queue_capacity=1_000_000)])
     ctx = " ".join(f"Sentence {i} tells that the item number {i} was built in {1900 + i}."
                    for i in range(120))[:16000]
     heavy = {"items": [{"question": f"When was item {i} built?", "context": ctx} for i in range(16)]}
