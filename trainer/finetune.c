@@ -380,6 +380,10 @@ int trn_finetune(const trn_opts *o, trn_result *res, eng_error *err)
                     ">= 1 and max length >= 3");
     if (!history)
         return fail(err, ENG_ENOMEM, "out of memory");
+    if (!o->force && access(o->out, F_OK) == 0) { /* found out now, not after training */
+        cJSON_Delete(history);
+        return fail(err, ENG_EINVAL, "%s already exists (--force replaces it)", o->out);
+    }
     if (o->labels && (rc = labels_from_spec(o->labels, &labels, err)))
         goto done;
 
