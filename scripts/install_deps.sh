@@ -7,7 +7,7 @@ set -euo pipefail
 
 PKGS=(build-essential pkg-config libcjson-dev libutf8proc-dev libopenblas-dev libsentencepiece-dev
       libcmocka-dev libssl-dev libmicrohttpd-dev libuv1-dev python3 python3-pip
-      python3-venv python3-numpy unzip)
+      python3-venv python3-numpy unzip python3-pytest nginx wrk clang libclang-rt-14-dev)
 REF_PKGS=(python3-torch)
 REF_VENV=${NLPD_REF_VENV:-/opt/nlpd-ref}
 
