@@ -1,0 +1,305 @@
+/* test_server_api.c - request parsing and validation (server/api.h): every
+ * error path with its status and code, UTF-8 handling, limits, field types,
+ * and totality on arbitrary bytes. */
+#include "test_util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+
+static const srv_api_limits LIM = {.max_body_bytes = 4096, .max_texts = 4, .max_text_bytes = 32};
+
+/* Parse s (NUL-terminated) for ep; return rc and fill req/err. */
+static int parse(srv_endpoint ep, const char *s, srv_api_request *req, srv_api_error *err)
+{
+    return srv_api_parse(ep, s, strlen(s), &LIM, req, err);
+}
+
+/* Expect failure with status and code. */
+static void expect_err(srv_endpoint ep, const char *body, int status, const char *code)
+{
+    srv_api_request req;
+    srv_api_error err = {0};
+    int rc = parse(ep, body, &req, &err);
+    if (rc != -1 || err.status != status || !err.code || strcmp(err.code, code) != 0)
+        fail_msg("body %s: want %d %s, got rc %d %d %s (%s)", body, status, code, rc, err.status,
+                 err.code ? err.code : "(null)", err.message);
+    assert_true(strlen(err.message) > 0);
+    srv_api_request_free(&req);
+}
+
+static void test_embed_text(void **state)
+{
+    (void)state;
+    srv_api_request r;
+    srv_api_error e;
+    assert_int_equal(parse(SRV_EP_EMBED, "{\"text\": \"héllo\"}", &r, &e), 0);
+    assert_int_equal(r.n, 1);
+    assert_int_equal(r.list, 0);
+    assert_string_equal(r.texts[0], "héllo");
+    assert_int_equal(r.text_lens[0], 6);
+    assert_null(r.model);
+    assert_int_equal(r.timeout_ms, 0);
+    srv_api_request_free(&r);
+
+    assert_int_equal(parse(SRV_EP_SENTIMENT,
+                           " {\"texts\": [\"a\", \"b c\"], \"model\": \"m1\", \"timeout_ms\": 250}\n",
+                           &r, &e), 0);
+    assert_int_equal(r.n, 2);
+    assert_int_equal(r.list, 1);
+    assert_string_equal(r.texts[1], "b c");
+    assert_string_equal(r.model, "m1");
+    assert_int_equal(r.timeout_ms, 250);
+    srv_api_request_free(&r);
+    srv_api_request_free(&r); /* idempotent */
+}
+
+static void test_classify_options(void **state)
+{
+    (void)state;
+    srv_api_request r;
+    srv_api_error e;
+    assert_int_equal(parse(SRV_EP_CLASSIFY, "{\"text\":\"x\",\"top_k\":3,\"threshold\":0.25}", &r, &e), 0);
+    assert_int_equal(r.top_k, 3);
+    assert_true(r.threshold > 0.249 && r.threshold < 0.251);
+    srv_api_request_free(&r);
+    assert_int_equal(parse(SRV_EP_CLASSIFY, "{\"text\":\"x\"}", &r, &e), 0);
+    assert_int_equal(r.top_k, 0);
+    assert_true(r.threshold < 0);
+    srv_api_request_free(&r);
+
+    expect_err(SRV_EP_CLASSIFY, "{\"text\":\"x\",\"top_k\":0}", 422, "invalid_field");
+    expect_err(SRV_EP_CLASSIFY, "{\"text\":\"x\",\"top_k\":1.5}", 422, "invalid_field");
+    expect_err(SRV_EP_CLASSIFY, "{\"text\":\"x\",\"top_k\":\"2\"}", 422, "invalid_field");
+    expect_err(SRV_EP_CLASSIFY, "{\"text\":\"x\",\"top_k\":1e400}", 422, "invalid_field");
+    expect_err(SRV_EP_CLASSIFY, "{\"text\":\"x\",\"threshold\":1.5}", 422, "invalid_field");
+    expect_err(SRV_EP_CLASSIFY, "{\"text\":\"x\",\"threshold\":null}", 422, "invalid_field");
+    /* classify-only fields are refused elsewhere */
+    expect_err(SRV_EP_EMBED, "{\"text\":\"x\",\"top_k\":1}", 422, "invalid_field");
+    expect_err(SRV_EP_SENTIMENT, "{\"text\":\"x\",\"threshold\":0.5}", 422, "invalid_field");
+}
+
+static void test_qa(void **state)
+{
+    (void)state;
+    srv_api_request r;
+    srv_api_error e;
+    assert_int_equal(parse(SRV_EP_QA,
+                           "{\"question\":\"Where?\",\"context\":\"In Montréal.\",\"top_k\":2,"
+                           "\"max_answer_length\":7,\"handle_impossible_answer\":true}",
+                           &r, &e), 0);
+    assert_int_equal(r.n, 1);
+    assert_int_equal(r.list, 0);
+    assert_string_equal(r.items[0].question, "Where?");
+    assert_int_equal(r.items[0].context_len, strlen("In Montréal."));
+    assert_int_equal(r.top_k, 2);
+    assert_int_equal(r.max_answer_length, 7);
+    assert_int_equal(r.handle_impossible_answer, 1);
+    srv_api_request_free(&r);
+
+    assert_int_equal(parse(SRV_EP_QA,
+                           "{\"items\":[{\"question\":\"q1\",\"context\":\"c1\"},"
+                           "{\"context\":\"c2\",\"question\":\"q2\"}]}", &r, &e), 0);
+    assert_int_equal(r.n, 2);
+    assert_int_equal(r.list, 1);
+    assert_string_equal(r.items[1].question, "q2");
+    assert_string_equal(r.items[1].context, "c2");
+    srv_api_request_free(&r);
+
+    expect_err(SRV_EP_QA, "{\"question\":\"q\"}", 422, "invalid_field");
+    expect_err(SRV_EP_QA, "{\"context\":\"c\"}", 422, "invalid_field");
+    expect_err(SRV_EP_QA, "{\"question\":\"\",\"context\":\"c\"}", 422, "invalid_field");
+    expect_err(SRV_EP_QA, "{\"question\":\"q\",\"context\":7}", 422, "invalid_field");
+    expect_err(SRV_EP_QA, "{\"items\":[],\"top_k\":1}", 422, "invalid_field");
+    expect_err(SRV_EP_QA, "{\"items\":{}}", 422, "invalid_field");
+    expect_err(SRV_EP_QA, "{\"items\":[1]}", 422, "invalid_field");
+    expect_err(SRV_EP_QA, "{\"items\":[{\"question\":\"q\",\"context\":\"c\",\"x\":1}]}", 422,
+               "invalid_field");
+    expect_err(SRV_EP_QA, "{\"items\":[{\"question\":\"q\",\"question\":\"q\"}]}", 422,
+               "invalid_field");
+    expect_err(SRV_EP_QA, "{\"items\":[{\"question\":\"q\",\"context\":\"c\"}],\"question\":\"q\"}",
+               422, "invalid_field");
+    expect_err(SRV_EP_QA, "{\"items\":[{\"question\":\"q\",\"context\":\"c\"},{\"question\":\"q\","
+               "\"context\":\"c\"},{\"question\":\"q\",\"context\":\"c\"},{\"question\":\"q\","
+               "\"context\":\"c\"},{\"question\":\"q\",\"context\":\"c\"}]}", 413, "too_many_texts");
+    expect_err(SRV_EP_QA, "{\"question\":\"q\",\"context\":\"0123456789012345678901234567890123\"}",
+               413, "text_too_long");
+    expect_err(SRV_EP_QA, "{\"question\":\"q\",\"context\":\"c\",\"handle_impossible_answer\":1}",
+               422, "invalid_field");
+    expect_err(SRV_EP_QA, "{\"question\":\"q\",\"context\":\"c\",\"max_answer_length\":0}", 422,
+               "invalid_field");
+    expect_err(SRV_EP_QA, "{\"text\":\"q\"}", 422, "invalid_field");
+}
+
+static void test_translate(void **state)
+{
+    (void)state;
+    srv_api_request r;
+    srv_api_error e;
+    assert_int_equal(parse(SRV_EP_TRANSLATE, "{\"text\":\"x\",\"source\":\"en\",\"target\":\"de\"}",
+                           &r, &e), 0);
+    assert_string_equal(r.source, "en");
+    assert_string_equal(r.target, "de");
+    srv_api_request_free(&r);
+    expect_err(SRV_EP_TRANSLATE, "{\"text\":\"x\",\"source\":1}", 422, "invalid_field");
+    expect_err(SRV_EP_MODELS, "{\"text\":\"x\"}", 404, "not_found");
+}
+
+static void test_body_errors(void **state)
+{
+    (void)state;
+    srv_api_request r;
+    srv_api_error e;
+    expect_err(SRV_EP_EMBED, "", 400, "malformed_json");
+    expect_err(SRV_EP_EMBED, "{\"text\":", 400, "malformed_json");
+    expect_err(SRV_EP_EMBED, "{\"text\":\"a\"} x", 400, "malformed_json");
+    expect_err(SRV_EP_EMBED, "{\"text\":\"a\"}{}", 400, "malformed_json");
+    expect_err(SRV_EP_EMBED, "[\"a\"]", 422, "invalid_field");
+    expect_err(SRV_EP_EMBED, "\"a\"", 422, "invalid_field");
+    expect_err(SRV_EP_EMBED, "null", 422, "invalid_field");
+    expect_err(SRV_EP_EMBED, "{}", 422, "invalid_field");
+    expect_err(SRV_EP_EMBED, "{\"text\":\"a\",\"texts\":[\"b\"]}", 422, "invalid_field");
+    expect_err(SRV_EP_EMBED, "{\"text\":\"a\",\"text\":\"b\"}", 422, "invalid_field");
+    expect_err(SRV_EP_EMBED, "{\"text\":\"a\",\"bogus\":1}", 422, "invalid_field");
+    expect_err(SRV_EP_EMBED, "{\"text\":\"a\",\"model\":\"\"}", 422, "invalid_field");
+    expect_err(SRV_EP_EMBED, "{\"text\":\"a\",\"model\":3}", 422, "invalid_field");
+    expect_err(SRV_EP_EMBED, "{\"text\":\"a\",\"timeout_ms\":0}", 422, "invalid_field");
+    expect_err(SRV_EP_EMBED, "{\"text\":\"a\",\"timeout_ms\":-5}", 422, "invalid_field");
+    expect_err(SRV_EP_EMBED, "{\"text\":\"\"}", 422, "invalid_field");
+    expect_err(SRV_EP_EMBED, "{\"text\":null}", 422, "invalid_field");
+    expect_err(SRV_EP_EMBED, "{\"text\":[\"a\"]}", 422, "invalid_field");
+    expect_err(SRV_EP_EMBED, "{\"texts\":\"a\"}", 422, "invalid_field");
+    expect_err(SRV_EP_EMBED, "{\"texts\":[]}", 422, "invalid_field");
+    expect_err(SRV_EP_EMBED, "{\"texts\":[\"a\",\"\"]}", 422, "invalid_field");
+    expect_err(SRV_EP_EMBED, "{\"texts\":[\"a\",1]}", 422, "invalid_field");
+    expect_err(SRV_EP_EMBED, "{\"texts\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", 413, "too_many_texts");
+    expect_err(SRV_EP_EMBED, "{\"text\":\"0123456789012345678901234567890123\"}", 413,
+               "text_too_long");
+    /* NUL escapes would silently cut the string: refused. An escaped
+     * backslash followed by u0000 is just text. */
+    expect_err(SRV_EP_EMBED, "{\"text\":\"a\\u0000b\"}", 422, "invalid_field");
+    assert_int_equal(parse(SRV_EP_EMBED, "{\"text\":\"a\\\\u0000b\"}", &r, &e), 0);
+    assert_string_equal(r.texts[0], "a\\u0000b");
+    srv_api_request_free(&r);
+    /* Lone surrogates cannot be decoded: malformed JSON. */
+    expect_err(SRV_EP_EMBED, "{\"text\":\"\\udc00\"}", 400, "malformed_json");
+    /* A proper pair is fine. */
+    assert_int_equal(parse(SRV_EP_EMBED, "{\"text\":\"\\ud83d\\ude00\"}", &r, &e), 0);
+    assert_string_equal(r.texts[0], "\xf0\x9f\x98\x80");
+    srv_api_request_free(&r);
+}
+
+static void test_body_size_and_utf8(void **state)
+{
+    (void)state;
+    srv_api_request r;
+    srv_api_error e;
+    char *big = malloc(LIM.max_body_bytes + 2);
+    memset(big, ' ', LIM.max_body_bytes + 1);
+    big[0] = '{';
+    memcpy(big + 1, "\"text\":\"a\"}", 11);
+    assert_int_equal(srv_api_parse(SRV_EP_EMBED, big, LIM.max_body_bytes, &LIM, &r, &e), 0);
+    srv_api_request_free(&r);
+    assert_int_equal(srv_api_parse(SRV_EP_EMBED, big, LIM.max_body_bytes + 1, &LIM, &r, &e), -1);
+    assert_int_equal(e.status, 413);
+    assert_string_equal(e.code, "payload_too_large");
+    free(big);
+
+    assert_int_equal(srv_api_parse(SRV_EP_EMBED, NULL, 0, &LIM, &r, &e), -1);
+    assert_int_equal(e.status, 400);
+
+    static const char *const bad[] = {
+        "{\"text\":\"\xff\"}",             /* invalid byte */
+        "{\"text\":\"\xc3\"}",             /* truncated sequence */
+        "{\"text\":\"\xc0\xaf\"}",         /* overlong */
+        "{\"text\":\"\xed\xa0\x80\"}",     /* UTF-8 encoded surrogate */
+        "{\"text\":\"\xf4\x90\x80\x80\"}", /* above U+10FFFF */
+        "{\"te\x80xt\":\"a\"}",            /* in a key */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        expect_err(SRV_EP_EMBED, bad[i], 422, "invalid_utf8");
+    /* A body that is not even JSON but has invalid UTF-8 is still invalid_utf8. */
+    expect_err(SRV_EP_EMBED, "\xfe\xff", 422, "invalid_utf8");
+}
+
+static void test_utf8_helpers(void **state)
+{
+    (void)state;
+    assert_true(srv_utf8_valid("", 0));
+    assert_true(srv_utf8_valid("a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 10));
+    assert_false(srv_utf8_valid("\xe2\x82", 2));
+    assert_false(srv_utf8_valid("\xe0\x80\x80", 3)); /* overlong 3-byte */
+    assert_false(srv_utf8_valid("\xf8\x88\x80\x80\x80", 5));
+    assert_true(srv_utf8_valid("a\0b", 3)); /* NUL is valid UTF-8 */
+
+    const char *s = "Montréal café"; /* é is 2 bytes */
+    size_t n = strlen(s);
+    assert_int_equal(srv_utf8_cp_offset(s, n, 0), 0);
+    assert_int_equal(srv_utf8_cp_offset(s, n, 5), 5);
+    assert_int_equal(srv_utf8_cp_offset(s, n, 7), 6);  /* after é */
+    assert_int_equal(srv_utf8_cp_offset(s, n, n), 13);
+    assert_int_equal(srv_utf8_cp_offset(s, n, n + 10), 13); /* clamped */
+
+    assert_true(srv_api_content_type_ok("application/json"));
+    assert_true(srv_api_content_type_ok("Application/JSON; charset=utf-8"));
+    assert_true(srv_api_content_type_ok("  application/json ;x=y"));
+    assert_false(srv_api_content_type_ok(NULL));
+    assert_false(srv_api_content_type_ok(""));
+    assert_false(srv_api_content_type_ok("text/plain"));
+    assert_false(srv_api_content_type_ok("application/jsonx"));
+    assert_false(srv_api_content_type_ok("application/x-www-form-urlencoded"));
+}
+
+/* Arbitrary bytes and mutated valid bodies never crash and always produce
+ * either a request or a well-formed error. */
+static void test_totality(void **state)
+{
+    (void)state;
+    static const char *const seeds[] = {
+        "{\"texts\":[\"a\",\"b\"],\"model\":\"m\"}",
+        "{\"items\":[{\"question\":\"q\",\"context\":\"c\"}],\"top_k\":2}",
+        "{\"text\":\"\\u00e9\\ud83d\\ude00\",\"timeout_ms\":5}",
+    };
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    char buf[256];
+    for (int it = 0; it < 20000; it++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        const char *seed = seeds[x % 3];
+        size_t n = strlen(seed);
+        memcpy(buf, seed, n);
+        int muts = 1 + (int)((x >> 8) % 4);
+        for (int m = 0; m < muts; m++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            size_t pos = n ? (size_t)(x >> 16) % n : 0;
+            switch ((x >> 40) % 3) {
+            case 0: if (n) buf[pos] = (char)(x >> 48); break;
+            case 1: n = pos; break;                       /* truncate */
+            default: if (n < sizeof buf - 1) buf[n++] = (char)(x >> 24); /* append */
+            }
+        }
+        for (int ep = SRV_EP_EMBED; ep <= SRV_EP_TRANSLATE; ep++) {
+            srv_api_request r;
+            srv_api_error e = {0};
+            if (srv_api_parse((srv_endpoint)ep, buf, n, &LIM, &r, &e) == 0) {
+                assert_true(r.n >= 1 && r.n <= LIM.max_texts);
+            } else {
+                assert_true(e.status == 400 || e.status == 413 || e.status == 422);
+                assert_non_null(e.code);
+            }
+            srv_api_request_free(&r);
+        }
+    }
+}
+
+TEST_GROUP(server_api)
+{
+    static const struct CMUnitTest t[] = {
+        cmocka_unit_test(test_embed_text),      cmocka_unit_test(test_classify_options),
+        cmocka_unit_test(test_qa),              cmocka_unit_test(test_translate),
+        cmocka_unit_test(test_body_errors),     cmocka_unit_test(test_body_size_and_utf8),
+        cmocka_unit_test(test_utf8_helpers),    cmocka_unit_test(test_totality),
+    };
+    TEST_GROUP_RETURN(t);
+}
