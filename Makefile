@@ -1,6 +1,7 @@
 # nlpd - top-level build. See README.md.
 #   make            engine library + tools (build/)
 #   make test       install deps, fetch the model, run all tests (ASan/UBSan)
+#   make run        install deps, fetch the model, build, serve config/nlpd.json on :8080
 #   make models     fetch the pretrained encoder into models/
 #   make bench      run the benchmarks in bench/
 #   CUDA=auto|0|1   build cuda/ with nvcc when present (auto), never, or always
@@ -70,7 +71,7 @@ TRAINER_LIB  := $(BUILD)/libnlpd_trainer.a
 TEST_SRCS := $(wildcard tests/unit/*.c)
 TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/%.o)
 
-.PHONY: all deps ref-deps models test unit bench clean default-models
+.PHONY: all deps ref-deps models test unit bench clean default-models run
 all: $(BUILD)/nlpd-cli $(if $(wildcard server/main.c),$(BUILD)/nlpd) $(BUILD)/nlpd-train
 
 deps:
@@ -136,6 +137,13 @@ $(BUILD)/test_unit: $(TEST_OBJS) $(if $(SERVER_SRCS),$(SERVER_LIB)) $(TRAINER_LI
 	$(CC) $(LDFLAGS) $^ $(SERVER_LIBS) $(LDLIBS) -lcmocka -lcrypto -o $@
 
 unit: $(BUILD)/test_unit
+
+# Quick start: install what is needed, fetch the model, build, and serve
+# config/nlpd.json on 127.0.0.1:8080 (Ctrl-C drains and exits). The build runs in a
+# sub-make so that pkg-config sees the packages deps just installed.
+run: deps models
+	@$(MAKE) --no-print-directory $(BUILD)/nlpd
+	$(BUILD)/nlpd --config config/nlpd.json
 
 # Tests run in a sanitizer build of their own (build/san).
 test: deps models
