@@ -553,7 +553,8 @@ int trn_finetune(const trn_opts *o, trn_result *res, eng_error *err)
         cJSON_AddNumberToObject(eh, "epoch", ep);
         cJSON_AddNumberToObject(eh, "train_loss", ep_batches ? ep_loss / ep_batches : 0);
         cJSON_AddNumberToObject(eh, "seconds", now_s() - t_ep);
-        if (o->eval_each_epoch || ep == o->epochs || step >= total) {
+        /* The last epoch's figures come from the final evaluation below. */
+        if (o->eval_each_epoch && ep < o->epochs && step < total) {
             trn_metrics em;
             if ((rc = evaluate(t, &edev, labels.n, o->data.multi_label, o->eval_batch, &em,
                                err))) {
@@ -575,6 +576,17 @@ int trn_finetune(const trn_opts *o, trn_result *res, eng_error *err)
     /* final evaluation and publishing */
     if ((rc = evaluate(t, &edev, labels.n, o->data.multi_label, o->eval_batch, &m, err)))
         goto done;
+    cJSON *last = cJSON_GetArrayItem(history, cJSON_GetArraySize(history) - 1);
+    if (last) {
+        cJSON_AddNumberToObject(last, "dev_accuracy", m.accuracy);
+        cJSON_AddNumberToObject(last, "dev_macro_f1", m.macro_f1);
+        cJSON_AddNumberToObject(last, "dev_loss", m.loss);
+        progress_break(&pg);
+        fprintf(log, "epoch %d: train loss %.4f, dev accuracy %.2f %%, macro-F1 %.2f %%, "
+                "dev loss %.4f\n", cJSON_GetObjectItem(last, "epoch")->valueint,
+                cJSON_GetObjectItem(last, "train_loss")->valuedouble, 100 * m.accuracy,
+                100 * m.macro_f1, m.loss);
+    }
     res->accuracy = m.accuracy;
     res->macro_f1 = m.macro_f1;
     res->dev_loss = m.loss;
