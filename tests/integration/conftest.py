@@ -478,9 +478,10 @@ class Spawner:
 
 
 def main_models():
-    models = tiny_models()
+    # One compute thread per model worker: 7 models share the machine's cores.
+    models = tiny_models(threads=1)
     if have_minilm():
-        models.append(ModelSpec("minilm", MINILM, "embed"))
+        models.append(ModelSpec("minilm", MINILM, "embed", threads=1))
     return models
 
 
