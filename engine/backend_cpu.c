@@ -1,13 +1,14 @@
-/* backend_cpu.c - the CPU backend: OpenBLAS for GEMM, own vectorised kernels for
- * everything else (cpu_kernels_*.c, picked at run time), and a small persistent
- * thread pool (cpu_pool.c) that splits every op by rows, columns or
- * (sequence, head) pairs.
+/* backend_cpu.c - the CPU backend: own vectorised kernels (cpu_kernels_*.c, picked
+ * at run time) including a batch-invariant packed GEMM for B^T (every linear layer),
+ * OpenBLAS for the B [K, N] GEMMs of training, and a small persistent thread pool
+ * (cpu_pool.c) that splits every op by rows, columns or (sequence, head) pairs.
  *
  * GEMM threading: OpenBLAS is set to one thread (process-wide) and each pool
  * thread calls cblas_sgemm on its own block of rows (or of columns when M is
  * small). One pool then owns the cores for every op: no second set of spinning
- * BLAS threads competes with ours between ops. NLPD_CPU_GEMM=blas instead lets
- * OpenBLAS thread each GEMM itself (for comparison in benchmarks).
+ * BLAS threads competes with ours between ops. NLPD_CPU_GEMM=blas instead sends
+ * every GEMM to OpenBLAS and lets it thread them (a benchmarking knob: OpenBLAS's
+ * results depend on M, so batching is then no longer bitwise invisible).
  */
 #include "backend.h"
 #include "cpu_kernels.h"
@@ -28,16 +29,14 @@ typedef struct cpu_backend {
     eng_cpu_isa isa;
     eng_cpu_pool *pool;
     int blas_threads; /* 1: pool splits GEMMs; >1: OpenBLAS threads them */
-    int small_m;      /* GEMMs with B^T and M <= small_m use k->gemm_nt_small */
+    int blas_gemm;    /* NLPD_CPU_GEMM=blas: B^T GEMMs on OpenBLAS too (not batch-invariant) */
+    pthread_mutex_t gemm_mu;
+    float *gemm_buf; /* packed GEMM buffers, gemm_buf_per floats per thread */
+    size_t gemm_buf_per;
     pthread_mutex_t scratch_mu;
     float *scratch; /* attention scratch, scratch_per floats per thread */
     size_t scratch_per;
 } cpu_backend;
-
-/* B^T GEMMs with 2..ENG_CPU_SMALL_M rows of A skip BLAS: bench/ops_cpu measured
- * ~280 GFLOP/s for the unpacked kernel at M = 16..512 against OpenBLAS's 130-260
- * at M = 16..128 (it overtakes from M = 256); at M = 1 OpenBLAS's GEMV wins. */
-#define ENG_CPU_SMALL_M 128
 
 static cpu_backend *cb_of(eng_backend *be)
 {
@@ -189,25 +188,32 @@ static int cpu_synchronize(eng_backend *be)
 
 /* -------------------------------------------------------------------- GEMM */
 
+/* B^T GEMMs (every linear layer) run the packed kernel of cpu_gemm_impl.h for all
+ * M: its per-element order depends on K only, so a text's rows come out bitwise the
+ * same whatever batch it shares. Work items are (block of B rows, block of A rows)
+ * pairs, in that order; a thread packs a block of B (rows of B = columns of C) into
+ * its own buffer when its item moves to a new block, so a block (~768 KB) stays in
+ * L2 while A's rows stream past it. Threads never split a dot product. */
+#define GEMM_PACK_FLOATS (192 * 1024) /* one packed block of B, floats */
+#define GEMM_MC 96                     /* rows of A per work item */
+
 typedef struct gemm_job {
     int trans_b, M, N, K, lda, ldb, ldc, by_rows;
     float alpha, beta;
     const float *A, *B;
     float *C;
-    const eng_cpu_kernels *small; /* non-NULL: use small->gemm_nt_small */
-    chunker ch;                   /* rows (by_rows) or columns */
+    chunker ch; /* BLAS: rows (by_rows) or columns; packed: work items */
+    /* packed kernel */
+    const eng_cpu_kernels *k;
+    int nc, mc, mb; /* columns per block of B, rows per item, items per block */
+    float *buf;     /* per thread: a packed block of B */
+    size_t buf_per;
 } gemm_job;
 
 static void sgemm(const gemm_job *g, int m0, int m1, int n0, int n1)
 {
     if (m1 <= m0 || n1 <= n0)
         return;
-    if (g->small) {
-        g->small->gemm_nt_small(m1 - m0, n0, n1, g->K, g->alpha, g->A + (size_t)m0 * g->lda,
-                                g->lda, g->B, g->ldb, g->beta, g->C + (size_t)m0 * g->ldc,
-                                g->ldc);
-        return;
-    }
     const float *b = g->trans_b ? g->B + (size_t)n0 * g->ldb : g->B + n0;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, g->trans_b ? CblasTrans : CblasNoTrans, m1 - m0,
                 n1 - n0, g->K, g->alpha, g->A + (size_t)m0 * g->lda, g->lda, b, g->ldb, g->beta,
@@ -226,6 +232,97 @@ static void gemm_task(void *arg, int tid, int nt)
         else
             sgemm(g, 0, g->M, lo, hi);
     }
+}
+
+static void packed_task(void *arg, int tid, int nt)
+{
+    gemm_job *g = arg;
+    float *bp = g->buf + (size_t)tid * g->buf_per;
+    int packed = -1, lo, hi;
+    (void)nt;
+    while (chunker_next(&g->ch, &lo, &hi))
+        for (int it = lo; it < hi; it++) {
+            int jb = it / g->mb, ib = it % g->mb;
+            int n0 = jb * g->nc, n1 = n0 + g->nc < g->N ? n0 + g->nc : g->N;
+            int m0 = ib * g->mc, m1 = m0 + g->mc < g->M ? m0 + g->mc : g->M;
+            if (g->mb == 1) { /* A's rows meet each panel once: pack panels into L1 */
+                g->k->gemm_direct(g->M, n0, n1, g->K, g->alpha, g->A, g->lda, g->B, g->ldb,
+                                  g->beta, g->C, g->ldc, bp);
+                continue;
+            }
+            if (jb != packed) {
+                g->k->gemm_pack_b(bp, g->B, g->ldb, n0, n1, g->K);
+                packed = jb;
+            }
+            g->k->gemm_packed(m1 - m0, n1 - n0, g->K, g->alpha, g->A + (size_t)m0 * g->lda,
+                              g->lda, bp, g->beta, g->C + (size_t)m0 * g->ldc + n0, g->ldc);
+        }
+}
+
+/* Grows the per-thread GEMM buffers to per floats each (cb->gemm_mu held); 0 or -1. */
+static int reserve_gemm_buf(cpu_backend *cb, size_t per)
+{
+    if (per <= cb->gemm_buf_per)
+        return 0;
+    float *s = NULL;
+    if (posix_memalign((void **)&s, 64, per * (size_t)cb->base.threads * sizeof(float)) != 0)
+        return -1;
+    free(cb->gemm_buf);
+    cb->gemm_buf = s;
+    cb->gemm_buf_per = per;
+    return 0;
+}
+
+static void gemm_packed_run(cpu_backend *cb, gemm_job *g)
+{
+    const eng_cpu_kernels *k = cb->k;
+    int M = g->M, N = g->N, K = g->K, step = k->gemm_nr < 16 ? 16 : k->gemm_nr;
+    int nt = threads_for(cb, (double)M * N * K / 60.0);
+    /* Blocks of B sized for L2; then small enough that the items keep every thread busy
+     * (a few rows of A: the blocks are the only parallelism). */
+    int nc = GEMM_PACK_FLOATS / K / step * step;
+    nc = nc < step ? step : nc;
+    g->mc = M < GEMM_MC ? M : GEMM_MC;
+    g->mb = (M + g->mc - 1) / g->mc;
+    int want = 4 * nt / g->mb; /* blocks of B wanted */
+    if (want > 1) {
+        int c = (N + want - 1) / want;
+        c = (c + step - 1) / step * step;
+        nc = c < nc ? c : nc;
+    }
+    g->nc = nc < N ? nc : N;
+    int items = g->mb * ((N + g->nc - 1) / g->nc);
+    nt = nt < items ? nt : items;
+    size_t per = eng_cpu_gemm_pack_floats(k->gemm_nr, g->mb == 1 ? k->gemm_nr : g->nc, K);
+    per = (per + 15) / 16 * 16; /* keep each thread's buffer 64-byte aligned */
+    g->k = k;
+    /* Concurrent callers of one backend: the second gets a buffer of its own. */
+    int locked = pthread_mutex_trylock(&cb->gemm_mu) == 0;
+    float *own = NULL;
+    if (locked && reserve_gemm_buf(cb, per) == 0) {
+        g->buf = cb->gemm_buf;
+    } else {
+        if (posix_memalign((void **)&own, 64, per * (size_t)nt * sizeof(float)) != 0)
+            own = NULL;
+        g->buf = own;
+    }
+    if (g->buf) {
+        g->buf_per = per;
+        if (nt > 1) {
+            chunker_init(&g->ch, items, 1, nt);
+            eng_cpu_pool_run(cb->pool, packed_task, g, nt);
+        } else {
+            atomic_init(&g->ch.next, 0);
+            g->ch.extent = items;
+            g->ch.chunk = items;
+            packed_task(g, 0, 1);
+        }
+    } else { /* out of memory: OpenBLAS needs none of ours (not batch-invariant) */
+        sgemm(g, 0, M, 0, N);
+    }
+    free(own);
+    if (locked)
+        pthread_mutex_unlock(&cb->gemm_mu);
 }
 
 /* C = beta * C (BLAS semantics: beta == 0 writes zeros without reading C). */
@@ -252,12 +349,13 @@ static void cpu_gemm(eng_backend *be, int trans_b, int M, int N, int K, float al
     gemm_job g = {.trans_b = trans_b, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb,
                   .ldc = ldc, .by_rows = 1, .alpha = alpha, .beta = beta, .A = A, .B = B,
                   .C = C};
-    if (trans_b && M >= 2 && M <= cb->small_m && cb->k->gemm_nt_small)
-        g.small = cb->k;
-    int nt = cb->blas_threads > 1 && !g.small ? 1 : threads_for(cb, (double)M * N * K / 60.0);
-    if (g.small && nt > 1) {
-        g.by_rows = 0;
-    } else if (nt > 1) {
+    if (trans_b && !cb->blas_gemm) {
+        gemm_packed_run(cb, &g);
+        return;
+    }
+    /* B [K, N] (training's backward pass only), or NLPD_CPU_GEMM=blas. */
+    int nt = cb->blas_threads > 1 ? 1 : threads_for(cb, (double)M * N * K / 60.0);
+    if (nt > 1) {
         /* Split rows when each thread gets a decent block, else columns. */
         if (M >= 32 * nt)
             g.by_rows = 1;
@@ -269,7 +367,7 @@ static void cpu_gemm(eng_backend *be, int trans_b, int M, int N, int K, float al
     if (nt > 1) {
         chunker_init(&g.ch, g.by_rows ? M : N, 16, nt);
         /* Each OpenBLAS call packs all of B: keep its row blocks large. */
-        if (!g.small && g.by_rows && g.ch.chunk < 256)
+        if (g.by_rows && g.ch.chunk < 256)
             g.ch.chunk = (M + nt - 1) / nt < 256 ? (M + nt - 1) / nt : 256;
         eng_cpu_pool_run(cb->pool, gemm_task, &g, nt);
     } else {
@@ -506,7 +604,9 @@ static void cpu_destroy(eng_backend *be)
         return;
     eng_cpu_pool_free(cb->pool);
     pthread_mutex_destroy(&cb->scratch_mu);
+    pthread_mutex_destroy(&cb->gemm_mu);
     free(cb->scratch);
+    free(cb->gemm_buf);
     free(cb);
 }
 
@@ -560,15 +660,15 @@ eng_backend *eng_backend_cpu_new_isa(int threads, eng_cpu_isa isa)
     cb->k = k;
     cb->isa = isa;
     const char *gm = getenv("NLPD_CPU_GEMM");
-    cb->blas_threads = gm && strcmp(gm, "blas") == 0 ? threads : 1;
-    const char *sm = getenv("NLPD_CPU_SMALL_M"); /* benchmarking knob */
-    cb->small_m = sm && *sm ? atoi(sm) : ENG_CPU_SMALL_M;
+    cb->blas_gemm = gm && strcmp(gm, "blas") == 0;
+    cb->blas_threads = cb->blas_gemm ? threads : 1;
     cb->pool = eng_cpu_pool_new(threads);
     if (!cb->pool) {
         free(cb);
         return NULL;
     }
     pthread_mutex_init(&cb->scratch_mu, NULL);
+    pthread_mutex_init(&cb->gemm_mu, NULL);
     /* Process-wide: the last backend created decides OpenBLAS's threading. */
     openblas_set_num_threads(cb->blas_threads);
     return &cb->base;

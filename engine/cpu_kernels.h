@@ -50,10 +50,19 @@ typedef struct eng_cpu_kernels {
                       int next_h);
     /* Prefetches part part of nparts of the inputs of (s, h). */
     void (*attn_prefetch)(const eng_cpu_attn *a, int s, int h, int part, int nparts);
-    /* C[0:M, n0:n1] = alpha A B^T + beta C with B [N, K], for small M (no packing);
-     * NULL where BLAS is always better (scalar). */
-    void (*gemm_nt_small)(int M, int n0, int n1, int K, float alpha, const float *A, int lda,
-                          const float *B, int ldb, float beta, float *C, int ldc);
+    /* Packed SGEMM C = alpha A B^T + beta C, B [N, K] (cpu_gemm_impl.h): c[i][j] is a
+     * fixed function of row i of A, row j of B and K, so a row of C never depends on M,
+     * tiles or threads. gemm_pack_b packs rows n0..n1 of B into
+     * eng_cpu_gemm_pack_floats(gemm_nr, n1 - n0, K) floats at dst; gemm_packed computes
+     * C[0:M, 0:n] from such a packing of n rows of B; gemm_direct computes C[0:M, n0:n1]
+     * (the same values) packing one panel at a time into pbuf, of
+     * eng_cpu_gemm_pack_floats(gemm_nr, gemm_nr, K) floats (for few rows of A). */
+    int gemm_nr;
+    void (*gemm_pack_b)(float *dst, const float *B, int ldb, int n0, int n1, int K);
+    void (*gemm_packed)(int M, int n, int K, float alpha, const float *A, int lda,
+                        const float *Bp, float beta, float *C, int ldc);
+    void (*gemm_direct)(int M, int n0, int n1, int K, float alpha, const float *A, int lda,
+                        const float *B, int ldb, float beta, float *C, int ldc, float *pbuf);
     /* Elementwise math, exposed for the accuracy tests. */
     void (*vexp)(float *y, const float *x, int n);
     void (*verf)(float *y, const float *x, int n);
@@ -71,6 +80,12 @@ static inline size_t eng_cpu_attn_scratch(int head_dim, int nk)
 {
     size_t nkp = ((size_t)nk + ENG_CPU_ATTN_PAD - 1) / ENG_CPU_ATTN_PAD * ENG_CPU_ATTN_PAD;
     return ((size_t)head_dim + ENG_CPU_ATTN_ROWS) * nkp + 2 * ENG_CPU_ATTN_ROWS;
+}
+
+/* Floats of a packing of n rows of B (panels of nr rows, K padded to a multiple of 4). */
+static inline size_t eng_cpu_gemm_pack_floats(int nr, int n, int K)
+{
+    return ((size_t)n + nr - 1) / nr * nr * (((size_t)K + 3) / 4 * 4);
 }
 
 /* 1 if this CPU (and OS) can run the kernels of isa. */

@@ -20,15 +20,6 @@
 #define PV_NV 4
 #endif
 #define AR ENG_CPU_ATTN_ROWS
-/* Rows of A per block of the small-M GEMM (times 4 rows of B). */
-#if VW == 16
-#define GM_MB 4
-#else
-#define GM_MB 2
-#endif
-#ifndef GM_PF
-#define GM_PF 16 /* rows of B prefetched ahead */
-#endif
 /* Register blocks: loops over rows/vectors must unroll fully to keep acc[][] in registers. */
 #define UNROLL _Pragma("GCC unroll 16")
 
@@ -519,94 +510,9 @@ static void KN(attn_head)(const eng_cpu_attn *a, int s, int h, float *scratch, i
     }
 }
 
-/* ------------------------------------------------------------ small GEMM */
+/* ------------------------------------------------------------------ GEMM */
 
-/* GM_MB rows of C x nb (4 or 1) columns: dot products of A rows with B rows,
- * vectorised along K and reduced at the end. Rows >= mr repeat the last one. */
-static inline __attribute__((always_inline)) void
-KN(gemm_nt_block)(const float *const *ar, const float *b, int ldb, int K, int nb,
-                  float alpha, float beta, float *c, int ldc, int mr, const float *pf)
-{
-    V acc[GM_MB][4];
-    UNROLL
-    for (int m = 0; m < GM_MB; m++)
-        UNROLL
-        for (int n = 0; n < 4; n++)
-            acc[m][n] = vzero();
-    int k = 0;
-    for (; k + VW <= K; k += VW) {
-        V bv[4];
-        if (pf && (k * 4) % 64 == 0) /* one line of each of the rows ahead */
-            for (int n = 0; n < 4; n++)
-                __builtin_prefetch(pf + (size_t)n * ldb + k, 0, 3);
-        UNROLL
-        for (int n = 0; n < 4; n++)
-            bv[n] = n < nb ? vload(b + (size_t)n * ldb + k) : vzero();
-        UNROLL
-        for (int m = 0; m < GM_MB; m++) {
-            V av = vload(ar[m] + k);
-            UNROLL
-            for (int n = 0; n < 4; n++)
-                if (n < nb)
-                    acc[m][n] = vmac(av, bv[n], acc[m][n]);
-        }
-    }
-    if (k < K) { /* masked lanes load as zero */
-        int t = K - k;
-        V bv[4];
-        UNROLL
-        for (int n = 0; n < 4; n++)
-            bv[n] = n < nb ? vloadn(b + (size_t)n * ldb + k, t) : vzero();
-        UNROLL
-        for (int m = 0; m < GM_MB; m++) {
-            V av = vloadn(ar[m] + k, t);
-            UNROLL
-            for (int n = 0; n < 4; n++)
-                if (n < nb)
-                    acc[m][n] = vmac(av, bv[n], acc[m][n]);
-        }
-    }
-    for (int m = 0; m < mr; m++) {
-        float sum[4];
-        vhsum4(acc[m][0], acc[m][1], acc[m][2], acc[m][3], sum);
-        float *cm = c + (size_t)m * ldc;
-        for (int n = 0; n < nb; n++)
-            cm[n] = beta == 0.0f ? alpha * sum[n] : alpha * sum[n] + beta * cm[n];
-    }
-}
-
-#if VW > 1
-/* C[M, n0:n1] = alpha A B^T + beta C for B [N, K] (nn.Linear layout), without
- * packing: for few rows of A, packing B would cost more than the product. */
-static void KN(gemm_nt_small)(int M, int n0, int n1, int K, float alpha, const float *A,
-                              int lda, const float *B, int ldb, float beta, float *C, int ldc)
-{
-    /* Groups of 16 rows of A stay in L1 while all of B streams past them once;
-     * the first pass over each block of B prefetches the rows GM_PF ahead (from
-     * memory, weights arrive too slowly for the hardware prefetchers alone). */
-    for (int g = 0; g < M; g += 16) {
-        int gm = M - g < 16 ? M - g : 16;
-        for (int n = n0; n < n1;) {
-            int nb = n1 - n >= 4 ? 4 : 1;
-            const float *b = B + (size_t)n * ldb;
-            const float *pf = n + GM_PF + 4 <= n1 ? b + (size_t)GM_PF * ldb : NULL;
-            for (int m = g; m < g + gm; m += GM_MB) {
-                int mr = g + gm - m < GM_MB ? g + gm - m : GM_MB;
-                const float *ar[GM_MB];
-                for (int i = 0; i < GM_MB; i++)
-                    ar[i] = A + (size_t)(m + (i < mr ? i : mr - 1)) * lda;
-                float *c = C + (size_t)m * ldc + n;
-                const float *p = m == g ? pf : NULL;
-                if (nb == 4)
-                    KN(gemm_nt_block)(ar, b, ldb, K, 4, alpha, beta, c, ldc, mr, p);
-                else
-                    KN(gemm_nt_block)(ar, b, ldb, K, 1, alpha, beta, c, ldc, mr, p);
-            }
-            n += nb;
-        }
-    }
-}
-#endif
+#include "cpu_gemm_impl.h"
 
 const eng_cpu_kernels KN(eng_cpu_kernels) = {
     .name = KN_NAME,
@@ -618,7 +524,8 @@ const eng_cpu_kernels KN(eng_cpu_kernels) = {
     .vexp = KN(vexp),
     .verf = KN(verf),
     .vtanh = KN(vtanh),
-#if VW > 1
-    .gemm_nt_small = KN(gemm_nt_small),
-#endif
+    .gemm_nr = VW,
+    .gemm_pack_b = KN(gemm_pack_b),
+    .gemm_packed = KN(gemm_packed),
+    .gemm_direct = KN(gemm_direct),
 };

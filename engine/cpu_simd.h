@@ -93,6 +93,20 @@ static inline void vhsum4(V a, V b, V c, V d, float *out)
     __m256 y = _mm256_add_ps(_mm512_castps512_ps256(x), _mm512_extractf32x8_ps(x, 1));
     _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(y), _mm256_extractf128_ps(y, 1)));
 }
+/* GEMM helpers (cpu_gemm_impl.h). vbcast4: p[0..3] into every 128-bit lane;
+ * vbcast4n: the same with p[n..3] read as zero (n < 4). */
+#define vbcast4(p) _mm512_broadcast_f32x4(_mm_loadu_ps(p))
+#define vbcast4n(p, n) _mm512_broadcast_f32x4(_mm_maskz_loadu_ps((__mmask8)((1u << (n)) - 1u), (p)))
+/* Per 128-bit lane L: [sum of a's lane L, of b's, of c's, of d's], each sum of four
+ * as (x0 + x2) + (x1 + x3). */
+static inline V vred4x4(V a, V b, V c, V d)
+{
+    V ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    V cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    __m512d x = _mm512_castps_pd(ab), y = _mm512_castps_pd(cd);
+    return _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)),
+                         _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+}
 #define KN(name) name##_avx512
 
 #elif defined(CPU_SIMD_AVX2)
@@ -176,6 +190,21 @@ static inline void vhsum4(V a, V b, V c, V d, float *out)
     V x = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(abd, cdd)),
                         _mm256_castpd_ps(_mm256_unpackhi_pd(abd, cdd)));
     _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1)));
+}
+/* GEMM helpers, as for AVX-512 (128-bit lanes). */
+#define vbcast4(p) _mm256_broadcast_ps((const __m128 *)(const void *)(p))
+static inline V vbcast4n(const float *p, int n)
+{
+    __m128 x = _mm_maskload_ps(p, _mm_loadu_si128((const __m128i *)(cpu_avx2_mask_tab + 8 - n)));
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(x), x, 1);
+}
+static inline V vred4x4(V a, V b, V c, V d)
+{
+    V ab = _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+    V cd = _mm256_add_ps(_mm256_unpacklo_ps(c, d), _mm256_unpackhi_ps(c, d));
+    __m256d x = _mm256_castps_pd(ab), y = _mm256_castps_pd(cd);
+    return _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(x, y)),
+                         _mm256_castpd_ps(_mm256_unpackhi_pd(x, y)));
 }
 #define KN(name) name##_avx2
 

@@ -234,18 +234,82 @@ static void test_gemm(void **state)
         gemm_case(tb, 1, 1, 1, 0, 1.0f, 0.0f);
         gemm_case(tb, 7, 13, 5, 3, 0.7f, 0.3f);
         gemm_case(tb, 33, 17, 65, 1, 1.0f, 1.0f);
-        gemm_case(tb, 20, 37, 50, 2, 1.5f, 0.0f); /* small-M kernel: 16 + 4 rows */
+        gemm_case(tb, 20, 37, 50, 2, 1.5f, 0.0f);
+        gemm_case(tb, 100, 1152, 384, 0, 1.0f, 0.0f); /* block-packed B (many row items) */
         gemm_case(tb, 200, 96, 129, 5, 1.0f, 0.0f);  /* split by rows */
         gemm_case(tb, 3, 1001, 801, 2, -0.5f, 2.0f); /* split by columns */
         gemm_case(tb, 5, 9, 0, 1, 1.0f, 0.5f);       /* K = 0: C = beta C */
     }
-    /* The other GEMM routes: OpenBLAS for small M, OpenBLAS's own threads. */
-    setenv("NLPD_CPU_SMALL_M", "0", 1);
+    /* The benchmarking route: every GEMM on OpenBLAS, with its own threads. */
     setenv("NLPD_CPU_GEMM", "blas", 1);
     gemm_case(1, 20, 37, 50, 2, 1.5f, 0.0f);
     gemm_case(1, 200, 96, 129, 5, 1.0f, 0.25f);
-    unsetenv("NLPD_CPU_SMALL_M");
     unsetenv("NLPD_CPU_GEMM");
+}
+
+/* Batch invariance of B^T GEMMs: row i of C computed alone (M = 1) must equal,
+ * bitwise, row i of the same product for any M, row offset, padding and thread
+ * count, on every ISA. Rows are taken from the middle of a bigger A so that
+ * they land at every position of the row tiles and work items. */
+static void invariance_case(int N, int K, const int *ms, int nm, float alpha, float beta)
+{
+    int maxm = 0;
+    for (int i = 0; i < nm; i++)
+        maxm = ms[i] > maxm ? ms[i] : maxm;
+    int lda = K + 3, ldc = N + 1;
+    float *A = randv((size_t)maxm * lda, 1.0f), *B = randv((size_t)N * (K + 1), 1.0f);
+    float *C0 = randv((size_t)maxm * ldc, 1.0f);
+    float *alone = malloc((size_t)maxm * N * sizeof(float)), *C = malloc((size_t)maxm * ldc * sizeof(float));
+    assert_non_null(alone);
+    assert_non_null(C);
+    eng_cpu_isa isa_prev = ENG_CPU_ISA_COUNT;
+    FOR_EACH_CFG(c)
+    {
+        eng_backend *be = be_new(c);
+        if (c.isa != isa_prev) { /* reference rows: one at a time, 1 thread */
+            eng_backend *b1 = be_new((be_cfg){c.isa, 1});
+            for (int i = 0; i < maxm; i++) {
+                float *ci = C + (size_t)i * ldc;
+                memcpy(ci, C0 + (size_t)i * ldc, (size_t)N * sizeof(float));
+                b1->ops->gemm(b1, 1, 1, N, K, alpha, A + (size_t)i * lda, lda, B, K + 1, beta, ci,
+                              ldc);
+                memcpy(alone + (size_t)i * N, ci, (size_t)N * sizeof(float));
+            }
+            b1->ops->destroy(b1);
+            isa_prev = c.isa;
+        }
+        for (int mi = 0; mi < nm; mi++) {
+            int M = ms[mi], off = M < maxm ? (mi * 7) % (maxm - M + 1) : 0;
+            memcpy(C, C0, (size_t)maxm * ldc * sizeof(float));
+            be->ops->gemm(be, 1, M, N, K, alpha, A + (size_t)off * lda, lda, B, K + 1, beta,
+                          C + (size_t)off * ldc, ldc);
+            for (int i = off; i < off + M; i++)
+                if (memcmp(C + (size_t)i * ldc, alone + (size_t)i * N, (size_t)N * sizeof(float)))
+                    fail_msg("gemm row %d of M = %d (N %d, K %d) differs from the row alone "
+                             "[%s, %d threads]", i - off, M, N, K, eng_cpu_isa_name(c.isa),
+                             c.threads);
+        }
+        be->ops->destroy(be);
+    }
+    free(A);
+    free(B);
+    free(C0);
+    free(alone);
+    free(C);
+}
+
+static void test_gemm_row_invariance(void **state)
+{
+    (void)state;
+    rng_seed(7);
+    static const int ms[] = {1, 2, 3, 7, 16, 17, 33, 100, 300};
+    static const int nk[][2] = {{1152, 384}, {384, 1536}, {37, 1}, {33, 2}, {17, 129},
+                                {1, 384},    {100, 31},   {1536, 384}};
+    for (size_t s = 0; s < sizeof nk / sizeof nk[0]; s++)
+        invariance_case(nk[s][0], nk[s][1], ms, 9, 1.0f, 0.0f);
+    invariance_case(45, 77, ms, 9, -0.75f, 0.5f); /* alpha, beta */
+    static const int big[] = {1, 5, 4096}; /* many row items and threads, small K */
+    invariance_case(40, 13, big, 3, 1.0f, 0.0f);
 }
 
 /* -------------------------------------------------------------- bias_act */
@@ -643,6 +707,7 @@ TEST_GROUP(backend_cpu)
     static const struct CMUnitTest t[] = {
         cmocka_unit_test(test_basics),        cmocka_unit_test(test_math_accuracy),
         cmocka_unit_test(test_pool),          cmocka_unit_test(test_gemm),
+        cmocka_unit_test(test_gemm_row_invariance),
         cmocka_unit_test(test_bias_act),      cmocka_unit_test(test_add_layernorm),
         cmocka_unit_test(test_embed),         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_mean_pool),     cmocka_unit_test(test_gather_rows),
