@@ -364,6 +364,14 @@ def test_request_id_generated(api):
         assert rid and re.fullmatch(r"[\x21-\x7e]{8,200}", rid), f"generated X-Request-Id {rid!r}"
         ids.add(rid)
     assert len(ids) == 3, f"generated request ids must differ: {ids}"
+    # The id the client got is the one nlpd logged (through nginx: nginx's $request_id,
+    # passed to nlpd and echoed back), so a client's report can be found in the logs.
+    from conftest import wait_until
+    for rid in ids:
+        wait_until(lambda: rid in api.nlpd.log(), 10, f"generated request id {rid} in the nlpd log")
+        if api.nginx:
+            wait_until(lambda: f"rid={rid}" in (api.nginx.dir / "access.log").read_text(), 10,
+                       f"request id {rid} in the nginx access log")
 
 
 def test_request_id_logged(api):
