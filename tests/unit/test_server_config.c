@@ -253,7 +253,7 @@ static void test_print_doc(void **state)
     free(text);
 }
 
-/* The shipped default config loads and validates on a 2-core machine. */
+/* The shipped configs load and validate on a 2-core machine. */
 static void test_shipped_config(void **state)
 {
     (void)state;
@@ -267,6 +267,13 @@ static void test_shipped_config(void **state)
     assert_string_equal(c.listen, "127.0.0.1:8080");
     assert_true(c.n_models >= 1);
     assert_int_equal(c.models[0].task, SRV_TASK_EMBED);
+    srv_config_free(&c);
+
+    assert_int_equal(srv_config_init(&c), 0);
+    rc = srv_config_load_file(&c, tu_path("%s/config/examples/all-tasks.json", tu_root()), err,
+                              sizeof err);
+    if (rc || srv_config_validate(&c, 2, err, sizeof err))
+        fail_msg("config/examples/all-tasks.json: %s", err);
     srv_config_free(&c);
 
     assert_int_equal(srv_config_init(&c), 0);
