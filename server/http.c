@@ -216,7 +216,9 @@ static void req_resume(srv_http *h, srv_req *r)
  * went away meanwhile, free it and say so. */
 static int reap_orphan(srv_req *r)
 {
-    if (!r->orphan)
+    /* After srv_http_stop every connection is gone, whether or not MHD
+     * reported it (suspended ones may not be). */
+    if (!r->orphan && r->srv->http->d)
         return 0;
     req_free(r);
     return 1;
@@ -565,8 +567,7 @@ void srv_http_stop(srv_http *h)
     srv_req *next;
     for (srv_req *r = take_done(h); r; r = next) {
         next = r->next_done;
-        if (!reap_orphan(r))
-            req_free(r); /* its connection is gone with the daemon */
+        reap_orphan(r); /* h->d is NULL: always frees */
     }
     uv_close((uv_handle_t *)&h->poll, NULL);
     uv_close((uv_handle_t *)&h->timer, NULL);
