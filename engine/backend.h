@@ -165,6 +165,43 @@ typedef struct eng_backend_ops {
     void (*adamw)(eng_backend *be, float *p, float *g, float *m, float *v, size_t n, float lr,
                   float beta1, float beta2, float eps, float wd, float bc1, float bc2,
                   float gscale);
+
+    /* ---- sequence-to-sequence decoding (translation: engine/marian.c, engine/beam.c) */
+
+    /* out[t] = scale * table[ids[t]] + pos[pos_ids[t]] (the product rounded first, as
+     * torch's embed(ids) * embed_scale + positions). */
+    void (*embed_scaled)(eng_backend *be, float *out, const float *table, float scale,
+                         const float *pos, const int32_t *ids, const int32_t *pos_ids,
+                         int ntok, int dim);
+
+    /* attention whose keys/values need not be packed: sequence s's queries are rows
+     * q_off[s]..q_off[s+1] of q, its keys/values rows kv_start[s]..kv_start[s] + kv_len[s]
+     * of k/v (a KV-cache slot, an encoder output shared by the beams of a sentence).
+     * Otherwise as `attention` (causal: query i of nq sees keys j <= i + kv_len - nq). */
+    void (*attention_kv)(eng_backend *be, float *out, int out_ld, const float *q, int q_ld,
+                         const float *k, int k_ld, const float *v, int v_ld,
+                         const int32_t *q_off, const int32_t *kv_start, const int32_t *kv_len,
+                         int nseq, int heads, int head_dim, float scale, int causal);
+
+    /* dst[dst_rows[i] * dst_ld + j] = src[src_rows[i] * src_ld + j] for i < n, j < cols
+     * (dst_rows / src_rows NULL: i). Rows written must not overlap rows read. */
+    void (*copy_rows)(eng_backend *be, float *dst, int64_t dst_ld, const int32_t *dst_rows,
+                      const float *src, int64_t src_ld, const int32_t *src_rows, int n,
+                      int64_t cols);
+
+    /* x[r, 0:cols] = log_softmax(x[r, 0:cols]) in place, row stride ld (x - max -
+     * log(sum(exp(x - max))), as torch); -inf entries stay -inf. */
+    void (*log_softmax)(eng_backend *be, float *x, int rows, int cols, int ld);
+
+    /* For each group g of rows_per_group consecutive rows of x (cols each, stride ld):
+     * the k largest values x[r, c] + row_add[r] (a float sum; row_add may be NULL) over
+     * the whole group, descending, equal values by lower flat index r_local * cols + c.
+     * vals[g * k + j] and idx[g * k + j] (= r_local * cols + c); k <= rows_per_group * cols. */
+    void (*topk)(eng_backend *be, const float *x, int groups, int rows_per_group, int cols,
+                 int ld, const float *row_add, int k, float *vals, int32_t *idx);
+
+    /* x[r, :] = silu(x[r, :] + bias) = y * sigmoid(y) (HF "swish"/"silu"); bias may be NULL. */
+    void (*bias_silu)(eng_backend *be, float *x, const float *bias, int rows, int cols);
 } eng_backend_ops;
 
 struct eng_backend {

@@ -13,6 +13,7 @@
 #include "backend.h"
 #include "cpu_kernels.h"
 #include "cpu_pool.h"
+#include "cpu_seq2seq_ops.h"
 #include "cpu_train_ops.h"
 
 #include <cblas.h>
@@ -641,6 +642,12 @@ static const eng_backend_ops cpu_ops = {
     .bce_logits = eng_cpu_bce_logits,
     .sum_squares = eng_cpu_sum_squares,
     .adamw = eng_cpu_adamw,
+    .embed_scaled = eng_cpu_embed_scaled,
+    .attention_kv = eng_cpu_attention_kv,
+    .copy_rows = eng_cpu_copy_rows,
+    .log_softmax = eng_cpu_log_softmax,
+    .topk = eng_cpu_topk,
+    .bias_silu = eng_cpu_bias_silu,
 };
 
 eng_backend *eng_backend_cpu_new_isa(int threads, eng_cpu_isa isa)

@@ -12,6 +12,7 @@
 #include "arena.h"
 #include "backend.h"
 #include "bert.h"
+#include "marian.h"
 #include "model_config.h"
 #include "nlpd_engine.h"
 #include "safetensors.h"
@@ -24,6 +25,7 @@ struct eng_model {
     eng_tokenizer *tok;
     eng_bert bert;
     int cls_pooling; /* sentence-transformers CLS pooling instead of mean */
+    eng_marian *marian; /* MarianMTModel folders (translate.c); the rest unused then */
 };
 
 struct eng_ctx {
@@ -37,6 +39,7 @@ const char *eng_task_name(eng_task t)
     case ENG_TASK_EMBED: return "embed";
     case ENG_TASK_CLASSIFY: return "classify";
     case ENG_TASK_QA: return "qa";
+    case ENG_TASK_TRANSLATE: return "translate";
     }
     return "unknown";
 }
@@ -171,6 +174,15 @@ int eng_model_load(const char *dir, eng_model **out, eng_error *err)
     if (!m)
         return eng_fail(err, ENG_ENOMEM, "out of memory");
     atomic_init(&m->refs, 1);
+    if (eng_marian_is_folder(dir)) {
+        if ((rc = eng_marian_load(dir, &m->marian, err)))
+            goto fail_model;
+        eng_marian_fill_info(m->marian, &m->info);
+        m->cfg.task = ENG_TASK_TRANSLATE; /* the BERT entry points refuse it */
+        snprintf(m->cfg.architecture, sizeof m->cfg.architecture, "MarianMTModel");
+        *out = m;
+        return ENG_OK;
+    }
     if ((rc = eng_model_config_load(dir, &m->cfg, err)))
         goto fail_model;
     if ((rc = eng_tokenizer_load(dir, &m->tok, err)))
@@ -223,6 +235,7 @@ void eng_model_unref(eng_model *m)
 {
     if (!m || atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1)
         return;
+    eng_marian_free(m->marian);
     eng_bert_free(&m->bert);
     eng_tokenizer_free(m->tok);
     eng_model_config_free(&m->cfg);
@@ -230,6 +243,7 @@ void eng_model_unref(eng_model *m)
 }
 
 const eng_model_info *eng_model_get_info(const eng_model *m) { return &m->info; }
+eng_marian *eng_model_marian(const eng_model *m) { return m->marian; }
 const eng_tokenizer *eng_model_tokenizer(const eng_model *m) { return m->tok; }
 
 /* --------------------------------------------------------------- contexts */
@@ -262,6 +276,7 @@ void eng_ctx_free(eng_ctx *c)
 }
 
 const char *eng_ctx_backend_name(const eng_ctx *c) { return c->be->ops->name; }
+eng_backend *eng_ctx_backend(eng_ctx *c) { return c->be; }
 
 /* -------------------------------------------------------------------- run */
 
@@ -279,6 +294,8 @@ static int forward(eng_ctx *ctx, eng_model *m, const eng_encoding *const *enc, i
 {
     if (!ctx || !m || !enc)
         return eng_fail(err, ENG_EINVAL, "NULL argument");
+    if (m->marian)
+        return eng_fail(err, ENG_EINVAL, "MarianMTModel is a translation model (eng_translate)");
     int ntok = 0;
     for (int i = 0; i < n; i++)
         ntok += enc[i] ? enc[i]->n : 0;

@@ -94,9 +94,10 @@ typedef enum eng_task {
     ENG_TASK_EMBED = 0,    /* encoder only: mean-pooled sentence embeddings */
     ENG_TASK_CLASSIFY = 1, /* *ForSequenceClassification */
     ENG_TASK_QA = 2,       /* *ForQuestionAnswering */
+    ENG_TASK_TRANSLATE = 3, /* MarianMTModel: encoder-decoder, eng_translate */
 } eng_task;
 
-const char *eng_task_name(eng_task t); /* "embed", "classify", "qa" */
+const char *eng_task_name(eng_task t); /* "embed", "classify", "qa", "translate" */
 
 typedef struct eng_model_info {
     const char *architecture; /* as in config.json, e.g. "BertForSequenceClassification" */
@@ -325,6 +326,75 @@ typedef struct eng_file_out {
  * replace: an existing dir is swapped out (else ENG_EINVAL). */
 int eng_trainer_save(eng_trainer *t, const char *dir, const eng_file_out *extra, int n_extra,
                      int replace, eng_error *err);
+
+/* ------------------------------------------------------------ translation
+ * MarianMTModel folders (OPUS-MT: config.json, model.safetensors, source.spm,
+ * target.spm, vocab.json, generation_config.json) load with eng_model_load as
+ * task ENG_TASK_TRANSLATE (eng_model_tokenizer() is NULL for them: their
+ * SentencePiece tokenizer is used through the functions below). Token ids and
+ * texts equal transformers' MarianTokenizer and model.generate() (greedy and
+ * beam search) on the same weights. */
+
+typedef struct eng_translate_opts {
+    int beam_size;      /* num_beams; 0: generation_config.json's (1 = greedy) */
+    int max_length;     /* target length limit counting the decoder start token, as
+                           transformers' max_length; 0: generation_config.json's */
+    int max_new_tokens; /* > 0: max_length = max_new_tokens + 1 (overrides max_length) */
+    int max_input_tokens; /* source truncation, </s> included; 0: the model's maximum */
+    float length_penalty; /* NAN: generation_config.json's */
+    const char *target_lang_token; /* e.g. ">>por<<" for multi-target models: prepended to
+                                      every source text; NULL: none */
+} eng_translate_opts;
+
+void eng_translate_opts_default(eng_translate_opts *o);
+
+/* Static facts of a translation model for routing and validation. */
+typedef struct eng_translator_info {
+    const char *source_lang, *target_lang; /* tokenizer_config.json ("" when absent) */
+    const char *const *lang_tokens; /* the vocabulary's ">>xx<<" target tokens */
+    int n_lang_tokens;
+    int num_beams, max_length;      /* generation_config.json defaults */
+    float length_penalty;
+    int max_input_tokens;           /* longest source, </s> included */
+} eng_translator_info;
+
+/* 0, or ENG_EINVAL when m is not a translation model. */
+int eng_translator_get_info(const eng_model *m, eng_translator_info *out);
+
+/* Source text -> ids + </s> (MarianTokenizer), truncated to max_len tokens (<= 0:
+ * the model's maximum); out->truncated = tokens dropped. Offsets are not tracked.
+ * Thread-safe. Suits the batcher: tokenise on the request thread, run later. */
+int eng_translate_encode(const eng_model *m, const char *text, size_t len, int max_len,
+                         eng_encoding *out, eng_error *err);
+
+/* Target ids -> text: decode(ids, skip_special_tokens=True). *text is malloc'd. */
+int eng_translate_decode(const eng_model *m, const int32_t *ids, int n, char **text,
+                         eng_error *err);
+
+/* One translation. */
+typedef struct eng_translation {
+    char *text;      /* malloc'd detokenised target text */
+    int32_t *ids;    /* malloc'd generated ids, decoder start excluded, final </s> included
+                        when generated */
+    int n_ids;
+    float score;     /* beam search: sum of log-probabilities / length ^ length_penalty
+                        (transformers' sequences_scores); greedy: 0 */
+    int src_tokens;  /* source tokens fed to the encoder (</s> included) */
+    int truncated;   /* source tokens dropped by truncation: report a warning */
+} eng_translation;
+
+void eng_translation_free(eng_translation *t); /* frees text and ids, keeps t reusable */
+
+/* Generate for n tokenised sources (from eng_translate_encode) in one batch:
+ * out[i].ids / n_ids / score (text left NULL, src_tokens / truncated copied from
+ * the encodings). Sentences leave the batch as they finish; a sentence's result
+ * does not depend on the rest of the batch. */
+int eng_translate_ids(eng_ctx *ctx, eng_model *m, const eng_encoding *const *src, int n,
+                      const eng_translate_opts *o, eng_translation *out, eng_error *err);
+
+/* Convenience: encode, generate and decode n texts (NUL-terminated). */
+int eng_translate(eng_ctx *ctx, eng_model *m, const char *const *texts, int n,
+                  const eng_translate_opts *o, eng_translation *out, eng_error *err);
 
 #ifdef __cplusplus
 }

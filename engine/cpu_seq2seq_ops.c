@@ -1,0 +1,388 @@
+/* cpu_seq2seq_ops.c - decoding ops of the CPU backend (contracts in backend.h):
+ * scaled embeddings, attention over KV-cache slots, row copies, log-softmax,
+ * grouped top-k and SiLU.
+ *
+ * Threads: the backend's pool is private to backend_cpu.c, so these ops run on
+ * a process-wide pool of their own (as cpu_train_ops.c does); ops run one after
+ * another, so only one pool is busy at a time. exp() goes through the backend's
+ * vectorised kernel for the CPU's instruction set; dot products use GCC vector
+ * extensions (SSE at the x86-64-v2 baseline).
+ */
+#include "cpu_seq2seq_ops.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_kernels.h"
+#include "cpu_pool.h"
+
+/* ------------------------------------------------------------- threading */
+
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static eng_cpu_pool *pool;
+
+static eng_cpu_pool *s2s_pool(int threads)
+{
+    pthread_mutex_lock(&pool_mu);
+    if (!pool && threads > 1)
+        pool = eng_cpu_pool_new(threads);
+    eng_cpu_pool *p = pool;
+    pthread_mutex_unlock(&pool_mu);
+    return p;
+}
+
+/* Threads worth using for `work` units of about a nanosecond (>= 20 us each). */
+static int threads_for(const eng_backend *be, double work, int items)
+{
+    int by_work = (int)(work / 20000.0);
+    int nt = be->threads < by_work ? be->threads : by_work;
+    nt = nt < items ? nt : items;
+    return nt < 1 ? 1 : nt;
+}
+
+static void run(eng_backend *be, eng_cpu_task_fn fn, void *arg, int nt)
+{
+    eng_cpu_pool *p = nt > 1 ? s2s_pool(be->threads) : NULL;
+    if (!p) {
+        fn(arg, 0, 1);
+        return;
+    }
+    int size = eng_cpu_pool_size(p);
+    eng_cpu_pool_run(p, fn, arg, nt < size ? nt : size);
+}
+
+static void split(int n, int tid, int nt, int *lo, int *hi)
+{
+    int per = n / nt, extra = n % nt;
+    *lo = tid * per + (tid < extra ? tid : extra);
+    *hi = *lo + per + (tid < extra ? 1 : 0);
+}
+
+static const eng_cpu_kernels *kernels(const eng_backend *be)
+{
+    const eng_cpu_kernels *k = eng_cpu_kernels_get(eng_backend_cpu_isa(be));
+    return k ? k : &eng_cpu_kernels_scalar;
+}
+
+/* --------------------------------------------------------- vector helpers */
+
+typedef float v4f __attribute__((vector_size(16)));
+
+static float dot(const float *a, const float *b, int n)
+{
+    v4f s0 = {0, 0, 0, 0}, s1 = s0;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v4f a0, a1, b0, b1;
+        memcpy(&a0, a + i, 16);
+        memcpy(&a1, a + i + 4, 16);
+        memcpy(&b0, b + i, 16);
+        memcpy(&b1, b + i + 4, 16);
+        s0 += a0 * b0;
+        s1 += a1 * b1;
+    }
+    s0 += s1;
+    float s = (s0[0] + s0[1]) + (s0[2] + s0[3]);
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+/* y += a * x */
+static void axpy(float *y, float a, const float *x, int n)
+{
+    for (int i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+
+/* --------------------------------------------------------- embed_scaled */
+
+typedef struct emb_job {
+    float *out;
+    const float *table, *pos;
+    const int32_t *ids, *pos_ids;
+    float scale;
+    int ntok, dim;
+} emb_job;
+
+static void emb_task(void *arg, int tid, int nt)
+{
+    const emb_job *j = arg;
+    int lo, hi;
+    split(j->ntok, tid, nt, &lo, &hi);
+    size_t d = (size_t)j->dim;
+    for (int t = lo; t < hi; t++) {
+        float *o = j->out + (size_t)t * d;
+        const float *w = j->table + (size_t)j->ids[t] * d;
+        const float *p = j->pos + (size_t)j->pos_ids[t] * d;
+        for (size_t c = 0; c < d; c++) {
+            float e = w[c] * j->scale; /* rounded before the add, as torch */
+            o[c] = e + p[c];
+        }
+    }
+}
+
+void eng_cpu_embed_scaled(eng_backend *be, float *out, const float *table, float scale,
+                          const float *pos, const int32_t *ids, const int32_t *pos_ids,
+                          int ntok, int dim)
+{
+    if (ntok <= 0 || dim <= 0)
+        return;
+    emb_job j = {out, table, pos, ids, pos_ids, scale, ntok, dim};
+    run(be, emb_task, &j, threads_for(be, (double)ntok * dim * 0.5, ntok));
+}
+
+/* ---------------------------------------------------------- attention_kv */
+
+typedef struct akv_job {
+    float *out;
+    const float *q, *k, *v;
+    const int32_t *q_off, *kv_start, *kv_len;
+    int out_ld, q_ld, k_ld, v_ld, nseq, heads, hd, causal;
+    float scale;
+    int max_kv;
+    atomic_int next;
+    const eng_cpu_kernels *kern;
+} akv_job;
+
+/* One (sequence, head): scores in p[], softmax, weighted sum of values. */
+static void akv_item(const akv_job *j, int s, int h, float *p)
+{
+    int q0 = j->q_off[s], nq = j->q_off[s + 1] - q0, nk = j->kv_len[s];
+    const float *kb = j->k + (size_t)j->kv_start[s] * j->k_ld + (size_t)h * j->hd;
+    const float *vb = j->v + (size_t)j->kv_start[s] * j->v_ld + (size_t)h * j->hd;
+    for (int i = 0; i < nq; i++) {
+        const float *qr = j->q + (size_t)(q0 + i) * j->q_ld + (size_t)h * j->hd;
+        float *o = j->out + (size_t)(q0 + i) * j->out_ld + (size_t)h * j->hd;
+        int n = j->causal ? i + nk - nq + 1 : nk;
+        n = n < 0 ? 0 : n > nk ? nk : n;
+        memset(o, 0, sizeof(float) * (size_t)j->hd);
+        if (n == 0)
+            continue;
+        float mx = -INFINITY;
+        for (int t = 0; t < n; t++) {
+            p[t] = j->scale * dot(qr, kb + (size_t)t * j->k_ld, j->hd);
+            mx = p[t] > mx ? p[t] : mx;
+        }
+        for (int t = 0; t < n; t++)
+            p[t] -= mx;
+        j->kern->vexp(p, p, n);
+        float sum = 0;
+        for (int t = 0; t < n; t++)
+            sum += p[t];
+        float inv = 1.0f / sum;
+        for (int t = 0; t < n; t++)
+            axpy(o, p[t] * inv, vb + (size_t)t * j->v_ld, j->hd);
+    }
+}
+
+static void akv_task(void *arg, int tid, int nt)
+{
+    akv_job *j = arg;
+    (void)tid;
+    (void)nt;
+    float stack[1024];
+    float *p = j->max_kv <= 1024 ? stack : malloc(sizeof(float) * (size_t)j->max_kv);
+    if (!p)
+        abort(); /* a few KB: treated like a stack overflow */
+    int total = j->nseq * j->heads;
+    for (;;) {
+        int it = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (it >= total)
+            break;
+        akv_item(j, it / j->heads, it % j->heads, p);
+    }
+    if (p != stack)
+        free(p);
+}
+
+void eng_cpu_attention_kv(eng_backend *be, float *out, int out_ld, const float *q, int q_ld,
+                          const float *k, int k_ld, const float *v, int v_ld,
+                          const int32_t *q_off, const int32_t *kv_start, const int32_t *kv_len,
+                          int nseq, int heads, int head_dim, float scale, int causal)
+{
+    if (nseq <= 0 || heads <= 0 || head_dim <= 0)
+        return;
+    akv_job j = {out, q, k, v, q_off, kv_start, kv_len, out_ld, q_ld, k_ld, v_ld, nseq,
+                 heads, head_dim, causal, scale, 0, 0, kernels(be)};
+    double work = 0;
+    for (int s = 0; s < nseq; s++) {
+        j.max_kv = kv_len[s] > j.max_kv ? kv_len[s] : j.max_kv;
+        work += (double)(q_off[s + 1] - q_off[s]) * kv_len[s] * head_dim * heads * 1.0;
+    }
+    atomic_init(&j.next, 0);
+    run(be, akv_task, &j, threads_for(be, work, nseq * heads));
+}
+
+/* ------------------------------------------------------------- copy_rows */
+
+typedef struct copy_job {
+    float *dst;
+    const float *src;
+    int64_t dst_ld, src_ld, cols;
+    const int32_t *dst_rows, *src_rows;
+    int n;
+} copy_job;
+
+static void copy_task(void *arg, int tid, int nt)
+{
+    const copy_job *j = arg;
+    int lo, hi;
+    split(j->n, tid, nt, &lo, &hi);
+    for (int i = lo; i < hi; i++) {
+        int64_t d = j->dst_rows ? j->dst_rows[i] : i, s = j->src_rows ? j->src_rows[i] : i;
+        memcpy(j->dst + d * j->dst_ld, j->src + s * j->src_ld, sizeof(float) * (size_t)j->cols);
+    }
+}
+
+void eng_cpu_copy_rows(eng_backend *be, float *dst, int64_t dst_ld, const int32_t *dst_rows,
+                       const float *src, int64_t src_ld, const int32_t *src_rows, int n,
+                       int64_t cols)
+{
+    if (n <= 0 || cols <= 0)
+        return;
+    copy_job j = {dst, src, dst_ld, src_ld, cols, dst_rows, src_rows, n};
+    run(be, copy_task, &j, threads_for(be, (double)n * cols * 0.25, n));
+}
+
+/* ----------------------------------------------------------- log_softmax */
+
+typedef struct lsm_job {
+    float *x;
+    int rows, cols, ld;
+    const eng_cpu_kernels *kern;
+} lsm_job;
+
+static void lsm_task(void *arg, int tid, int nt)
+{
+    const lsm_job *j = arg;
+    int lo, hi;
+    split(j->rows, tid, nt, &lo, &hi);
+    float buf[1024];
+    for (int r = lo; r < hi; r++) {
+        float *x = j->x + (size_t)r * j->ld;
+        float mx = -INFINITY;
+        for (int c = 0; c < j->cols; c++)
+            mx = x[c] > mx ? x[c] : mx;
+        if (mx == -INFINITY)
+            continue; /* every entry masked: stays -inf */
+        double sum = 0;
+        for (int c0 = 0; c0 < j->cols; c0 += 1024) {
+            int n = j->cols - c0 < 1024 ? j->cols - c0 : 1024;
+            for (int c = 0; c < n; c++)
+                buf[c] = x[c0 + c] - mx;
+            j->kern->vexp(buf, buf, n);
+            float part = 0;
+            for (int c = 0; c < n; c++)
+                part += buf[c];
+            sum += part;
+        }
+        float lse = logf((float)sum);
+        for (int c = 0; c < j->cols; c++)
+            x[c] = (x[c] - mx) - lse;
+    }
+}
+
+void eng_cpu_log_softmax(eng_backend *be, float *x, int rows, int cols, int ld)
+{
+    if (rows <= 0 || cols <= 0)
+        return;
+    lsm_job j = {x, rows, cols, ld, kernels(be)};
+    run(be, lsm_task, &j, threads_for(be, (double)rows * cols * 1.5, rows));
+}
+
+/* ------------------------------------------------------------------ topk */
+
+typedef struct topk_job {
+    const float *x, *row_add;
+    float *vals;
+    int32_t *idx;
+    int groups, rpg, cols, ld, k;
+} topk_job;
+
+static void topk_task(void *arg, int tid, int nt)
+{
+    const topk_job *j = arg;
+    int lo, hi, k = j->k;
+    split(j->groups, tid, nt, &lo, &hi);
+    for (int g = lo; g < hi; g++) {
+        float *v = j->vals + (size_t)g * k;
+        int32_t *ix = j->idx + (size_t)g * k;
+        int n = 0; /* kept so far, sorted descending; equal values keep scan order */
+        for (int r = 0; r < j->rpg; r++) {
+            int row = g * j->rpg + r;
+            const float *x = j->x + (size_t)row * j->ld;
+            float add = j->row_add ? j->row_add[row] : 0.0f;
+            for (int c = 0; c < j->cols; c++) {
+                float s = j->row_add ? x[c] + add : x[c];
+                if (n == k && !(s > v[k - 1]))
+                    continue; /* also drops NaN */
+                int p = n < k ? n++ : k - 1;
+                while (p > 0 && s > v[p - 1]) {
+                    v[p] = v[p - 1];
+                    ix[p] = ix[p - 1];
+                    p--;
+                }
+                v[p] = s;
+                ix[p] = r * j->cols + c;
+            }
+        }
+        for (; n < k; n++) { /* fewer candidates than k (only NaN): pad */
+            v[n] = -INFINITY;
+            ix[n] = 0;
+        }
+    }
+}
+
+void eng_cpu_topk(eng_backend *be, const float *x, int groups, int rows_per_group, int cols,
+                  int ld, const float *row_add, int k, float *vals, int32_t *idx)
+{
+    if (groups <= 0 || k <= 0)
+        return;
+    topk_job j = {x, row_add, vals, idx, groups, rows_per_group, cols, ld, k};
+    run(be, topk_task, &j,
+        threads_for(be, (double)groups * rows_per_group * cols * 0.5, groups));
+}
+
+/* ------------------------------------------------------------- bias_silu */
+
+typedef struct silu_job {
+    float *x;
+    const float *bias;
+    int rows, cols;
+    const eng_cpu_kernels *kern;
+} silu_job;
+
+static void silu_task(void *arg, int tid, int nt)
+{
+    const silu_job *j = arg;
+    int lo, hi;
+    split(j->rows, tid, nt, &lo, &hi);
+    float buf[1024];
+    for (int r = lo; r < hi; r++) {
+        float *x = j->x + (size_t)r * j->cols;
+        for (int c0 = 0; c0 < j->cols; c0 += 1024) {
+            int n = j->cols - c0 < 1024 ? j->cols - c0 : 1024;
+            float *y = x + c0;
+            if (j->bias)
+                for (int c = 0; c < n; c++)
+                    y[c] += j->bias[c0 + c];
+            for (int c = 0; c < n; c++)
+                buf[c] = -y[c];
+            j->kern->vexp(buf, buf, n);
+            for (int c = 0; c < n; c++) /* torch: x * sigmoid(x), sigmoid = 1 / (1 + e^-x) */
+                y[c] = y[c] * (1.0f / (1.0f + buf[c]));
+        }
+    }
+}
+
+void eng_cpu_bias_silu(eng_backend *be, float *x, const float *bias, int rows, int cols)
+{
+    if (rows <= 0 || cols <= 0)
+        return;
+    silu_job j = {x, bias, rows, cols, kernels(be)};
+    run(be, silu_task, &j, threads_for(be, (double)rows * cols * 1.0, rows));
+}
