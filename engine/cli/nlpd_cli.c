@@ -24,6 +24,8 @@ static void usage(FILE *f)
         "                                normalised when the folder says so)\n"
         "  qa MODEL_DIR --question Q --context C\n"
         "                                answer spans with score and character offsets\n"
+        "  translate MODEL_DIR TEXT...   translation per text (MarianMTModel folders: greedy or\n"
+        "                                beam search as generation_config.json says)\n"
         "  tokenize MODEL_DIR TEXT       token ids, tokens, type ids and character offsets\n"
         "  info MODEL_DIR                architecture, task, sizes and labels\n"
         "\n"
@@ -37,6 +39,10 @@ static void usage(FILE *f)
         "  --max-answer-length N  qa: longest answer in tokens (default 15)\n"
         "  --max-seq-len N        qa: window length (default 384)\n"
         "  --doc-stride N         qa: window overlap in tokens (default 128)\n"
+        "  --beam-size N          translate: beams (1 = greedy; default: generation_config.json)\n"
+        "  --max-new-tokens N     translate: longest output in tokens, </s> included\n"
+        "  --target-lang TOKEN    translate: target language token prepended to each text,\n"
+        "                         e.g. \">>por<<\" for multi-target OPUS-MT models\n"
         "  -h, --help             this text\n"
         "  --version              print the version\n"
         "\n"
@@ -47,6 +53,8 @@ static void usage(FILE *f)
 typedef struct cli_opts {
     int threads, top_k, max_length, max_answer_len, max_seq_len, doc_stride;
     const char *pair, *question, *context;
+    int beam_size, max_new_tokens;
+    const char *target_lang;
 } cli_opts;
 
 static int parse_int(const char *s, const char *name, int lo, int *out)
@@ -258,6 +266,39 @@ static int run_tokenize(eng_model *m, const char *text, const cli_opts *o)
     return print_json(res);
 }
 
+/* translate: {"translation", "tokens", "output_tokens", "score"?, "truncated_tokens"?} per text */
+static int run_translate(eng_ctx *ctx, eng_model *m, char **texts, int n, const cli_opts *o)
+{
+    eng_error err = {0};
+    eng_translate_opts to;
+    eng_translate_opts_default(&to);
+    to.beam_size = o->beam_size;
+    to.max_new_tokens = o->max_new_tokens;
+    to.max_input_tokens = o->max_length;
+    to.target_lang_token = o->target_lang;
+    eng_translation *tr = calloc((size_t)n, sizeof *tr);
+    if (!tr || eng_translate(ctx, m, (const char *const *)texts, n, &to, tr, &err)) {
+        free(tr);
+        return fail("translate", tr ? &err : &(eng_error){ENG_ENOMEM, "out of memory"});
+    }
+    cJSON *res = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) {
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddStringToObject(r, "text", texts[i]);
+        cJSON_AddStringToObject(r, "translation", tr[i].text);
+        cJSON_AddItemToObject(r, "ids", cJSON_CreateIntArray(tr[i].ids, tr[i].n_ids));
+        if (tr[i].score != 0.0f)
+            cJSON_AddNumberToObject(r, "score", tr[i].score);
+        cJSON_AddNumberToObject(r, "tokens", tr[i].src_tokens);
+        if (tr[i].truncated)
+            cJSON_AddNumberToObject(r, "truncated_tokens", tr[i].truncated);
+        cJSON_AddItemToArray(res, r);
+        eng_translation_free(&tr[i]);
+    }
+    free(tr);
+    return print_json(res);
+}
+
 static int run_info(eng_model *m)
 {
     const eng_model_info *i = eng_model_get_info(m);
@@ -289,6 +330,8 @@ int main(int argc, char **argv)
         {"question", required_argument, 0, 'q'}, {"context", required_argument, 0, 'c'},
         {"max-answer-length", required_argument, 0, 'a'},
         {"max-seq-len", required_argument, 0, 's'}, {"doc-stride", required_argument, 0, 'd'},
+        {"beam-size", required_argument, 0, 'b'}, {"max-new-tokens", required_argument, 0, 'n'},
+        {"target-lang", required_argument, 0, 'L'},
         {0, 0, 0, 0},
     };
     cli_opts o = {.doc_stride = -1};
@@ -307,6 +350,9 @@ int main(int argc, char **argv)
         case 'a': bad = parse_int(optarg, "--max-answer-length", 1, &o.max_answer_len); break;
         case 's': bad = parse_int(optarg, "--max-seq-len", 8, &o.max_seq_len); break;
         case 'd': bad = parse_int(optarg, "--doc-stride", 0, &o.doc_stride); break;
+        case 'b': bad = parse_int(optarg, "--beam-size", 1, &o.beam_size); break;
+        case 'n': bad = parse_int(optarg, "--max-new-tokens", 1, &o.max_new_tokens); break;
+        case 'L': o.target_lang = optarg; break;
         default: bad = 1;
         }
         if (bad) {
@@ -321,7 +367,7 @@ int main(int argc, char **argv)
     const char *cmd = argv[optind], *dir = argv[optind + 1];
     char **texts = argv + optind + 2;
     int ntexts = argc - optind - 2;
-    int batch = !strcmp(cmd, "classify") || !strcmp(cmd, "embed");
+    int batch = !strcmp(cmd, "classify") || !strcmp(cmd, "embed") || !strcmp(cmd, "translate");
     if (!batch && strcmp(cmd, "qa") && strcmp(cmd, "tokenize") && strcmp(cmd, "info")) {
         fprintf(stderr, "nlpd-cli: unknown command '%s' (see --help)\n", cmd);
         return 2;
@@ -336,12 +382,19 @@ int main(int argc, char **argv)
     if (eng_model_load(dir, &m, &err))
         return fail("load", &err);
     int rc;
-    if (!strcmp(cmd, "tokenize") || !strcmp(cmd, "info")) {
+    int translation = eng_model_get_info(m)->task == ENG_TASK_TRANSLATE;
+    if (translation != !strcmp(cmd, "translate") && strcmp(cmd, "info")) {
+        fprintf(stderr, "nlpd-cli: %s: %s is %s translation model\n", cmd, dir,
+                translation ? "a" : "not a");
+        rc = 1;
+    } else if (!strcmp(cmd, "tokenize") || !strcmp(cmd, "info")) {
         rc = !strcmp(cmd, "info") ? run_info(m) : run_tokenize(m, texts[0], &o);
     } else if (eng_ctx_new(&(eng_ctx_opts){.backend = "cpu", .threads = o.threads}, &ctx, &err)) {
         rc = fail("backend", &err);
     } else {
-        rc = batch ? run_batch(ctx, m, cmd, texts, ntexts, &o) : run_qa(ctx, m, &o);
+        rc = !strcmp(cmd, "translate") ? run_translate(ctx, m, texts, ntexts, &o)
+             : batch                   ? run_batch(ctx, m, cmd, texts, ntexts, &o)
+                                       : run_qa(ctx, m, &o);
     }
     eng_ctx_free(ctx);
     eng_model_unref(m);
