@@ -537,16 +537,17 @@ def cli_json(*args):
     return json.loads(r.stdout)
 
 
-# Batching invariance tolerance: the CPU kernels split work by the batch shape, so a
-# text's floats may differ in the last bits between batches (observed ~2e-7). Labels,
-# answers and offsets must be identical; floats within 1e-5 x max(1, |value|), a tenth
-# of the 1e-4 parity bar (a real batching bug - padding leaking into attention, texts
-# mixed up - is orders of magnitude larger).
-INVARIANCE_TOL = 1e-5
+# Batching invariance: the engine computes every sequence independently of its
+# batch-mates with a per-element summation order that depends only on the sequence
+# (tests/unit batch_invariance checks it with memcmp), so results must be identical:
+# same labels, answers and offsets, and the very same floats. NLPD_IT_INVARIANCE_TOL
+# relaxes the float comparison (|diff| <= tol x max(1, |value|)) when diagnosing.
+INVARIANCE_TOL = float(os.environ.get("NLPD_IT_INVARIANCE_TOL", "0"))
 
 
 def same_result(a, b, path="result"):
-    """None when a and b are the same result (floats within INVARIANCE_TOL), else where not."""
+    """None when a and b are the same result (floats equal, or within INVARIANCE_TOL),
+    else where they differ."""
     if isinstance(a, float) or isinstance(b, float):
         if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
             return f"{path}: {a!r} vs {b!r}"

@@ -1,6 +1,6 @@
-"""Batching is invisible in the results: every text's output is the same (labels,
-answers and offsets identical; floats within conftest.INVARIANCE_TOL) whether it ran
-alone or inside a burst of 64 concurrent requests that the batcher packs together."""
+"""Batching is invisible in the results: every text's output is identical (labels,
+answers, offsets and every float; see conftest.INVARIANCE_TOL) whether it ran alone
+or inside a burst of 64 concurrent requests that the batcher packs together."""
 import concurrent.futures as cf
 import threading
 
