@@ -85,21 +85,53 @@ static void KN(gemm_pack_b)(float *dst, const float *B, int ldb, int n0, int n1,
     }
 }
 
-/* mr rows (pointers a[]) x one panel bp: C row i, ncols valid columns at c. */
+/* k-groups per chunk of a panel (8 KB per 128 k): a chunk stays in L1 while the
+ * row tiles pass; between chunks a tile's accumulators wait in memory (stored and
+ * reloaded exactly, so chunking changes no bit). */
+#define GP_KC4 128
+#define GP_SAVE_TILES ((96 + GP_MR - 1) / GP_MR)
+
+/* Vector g of k-group q of a panel straight from B's rows r[] (as the packing lays
+ * it out: 128-bit lane L holds k 4q..4q+3 of row 4L + g). */
+static inline __attribute__((always_inline)) V KN(gemm_bvec)(const float *const *r, int g, int q)
+{
+#if VW == 16
+    __m512 v = _mm512_castps128_ps512(_mm_loadu_ps(r[g] + 4 * q));
+    v = _mm512_insertf32x4(v, _mm_loadu_ps(r[4 + g] + 4 * q), 1);
+    v = _mm512_insertf32x4(v, _mm_loadu_ps(r[8 + g] + 4 * q), 2);
+    return _mm512_insertf32x4(v, _mm_loadu_ps(r[12 + g] + 4 * q), 3);
+#else
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(r[g] + 4 * q)),
+                                _mm_loadu_ps(r[4 + g] + 4 * q), 1);
+#endif
+}
+
+/* mr rows (pointers a[]) x k-groups q0..q1 of one panel bp, or (br != NULL) of the
+ * panel's rows of B br[] read in place, with their zero-padded last k-group in tail. Accumulators start at 0
+ * (q0 == 0) or from save; then go to save (q1 < K4) or, reduced, to C: row i,
+ * ncols valid columns at c. */
 static inline __attribute__((always_inline)) void
-KN(gemm_tile)(const int mr, const float *const *a, const float *bp, int K, float alpha,
-              float beta, float *c, int ldc, int ncols)
+KN(gemm_tile)(const int mr, const float *const *a, const float *bp, const float *const *br,
+              const float *const *tail, int K, int q0, int q1, V *save, float alpha, float beta,
+              float *c, int ldc, int ncols)
 {
     V acc[GP_MR][4];
+    int kf = K / 4, K4 = (K + 3) / 4;
     UNROLL
     for (int i = 0; i < mr; i++)
         UNROLL
         for (int g = 0; g < 4; g++)
-            acc[i][g] = vzero();
-    int kf = K / 4;
-    const float *b = bp;
-    for (int q = 0; q < kf; q++, b += 4 * VW) {
-        V b0 = vload(b), b1 = vload(b + VW), b2 = vload(b + 2 * VW), b3 = vload(b + 3 * VW);
+            acc[i][g] = q0 == 0 ? vzero() : save[i * 4 + g];
+    int qe = q1 < kf ? q1 : kf;
+    const float *b = bp + (size_t)q0 * 4 * VW;
+    for (int q = q0; q < qe; q++, b += 4 * VW) {
+        V b0, b1, b2, b3;
+        if (br) {
+            b0 = KN(gemm_bvec)(br, 0, q), b1 = KN(gemm_bvec)(br, 1, q);
+            b2 = KN(gemm_bvec)(br, 2, q), b3 = KN(gemm_bvec)(br, 3, q);
+        } else {
+            b0 = vload(b), b1 = vload(b + VW), b2 = vload(b + 2 * VW), b3 = vload(b + 3 * VW);
+        }
         UNROLL
         for (int i = 0; i < mr; i++) {
             V x = vbcast4(a[i] + 4 * q);
@@ -109,9 +141,15 @@ KN(gemm_tile)(const int mr, const float *const *a, const float *bp, int K, float
             acc[i][3] = vfma(x, b3, acc[i][3]);
         }
     }
-    if (4 * kf < K) { /* the same chains: A's missing k read as zero, B's packed as zero */
+    if (q1 > kf) { /* the same chains: A's missing k read as zero, B's packed as zero */
         int kt = K - 4 * kf;
-        V b0 = vload(b), b1 = vload(b + VW), b2 = vload(b + 2 * VW), b3 = vload(b + 3 * VW);
+        V b0, b1, b2, b3;
+        if (br) {
+            b0 = KN(gemm_bvec)(tail, 0, 0), b1 = KN(gemm_bvec)(tail, 1, 0);
+            b2 = KN(gemm_bvec)(tail, 2, 0), b3 = KN(gemm_bvec)(tail, 3, 0);
+        } else {
+            b0 = vload(b), b1 = vload(b + VW), b2 = vload(b + 2 * VW), b3 = vload(b + 3 * VW);
+        }
         UNROLL
         for (int i = 0; i < mr; i++) {
             V x = vbcast4n(a[i] + 4 * kf, kt);
@@ -120,6 +158,14 @@ KN(gemm_tile)(const int mr, const float *const *a, const float *bp, int K, float
             acc[i][2] = vfma(x, b2, acc[i][2]);
             acc[i][3] = vfma(x, b3, acc[i][3]);
         }
+    }
+    if (q1 < K4) {
+        UNROLL
+        for (int i = 0; i < mr; i++)
+            UNROLL
+            for (int g = 0; g < 4; g++)
+                save[i * 4 + g] = acc[i][g];
+        return;
     }
     const V va = vset1(alpha), vb = vset1(beta);
     UNROLL
@@ -141,28 +187,43 @@ KN(gemm_tile)(const int mr, const float *const *a, const float *bp, int K, float
 static void KN(gemm_panel)(int M, int nc, int K, float alpha, const float *A, int lda,
                            const float *bp, float beta, float *C, int ldc)
 {
-    int nt = (M + GP_MR - 1) / GP_MR;
-    for (int t = 0; t < nt; t++) {
-        int i0 = (int)((long long)t * M / nt), i1 = (int)((long long)(t + 1) * M / nt);
-        const float *a[GP_MR];
-        for (int i = 0; i < GP_MR; i++)
-            a[i] = A + (size_t)(i0 + (i < i1 - i0 ? i : 0)) * lda;
-        float *c = C + (size_t)i0 * ldc;
-        switch (i1 - i0) {
+    int nt = (M + GP_MR - 1) / GP_MR, K4 = (K + 3) / 4;
+    int chunks = (K4 + GP_KC4 - 1) / GP_KC4;
+    /* every tile's accumulators between chunks: on the stack for the callers' row
+     * blocks (<= 96 rows), else on the heap */
+    V save_stack[GP_SAVE_TILES * GP_MR * 4], *save = save_stack, *save_heap = NULL;
+    if (chunks > 1 && nt > GP_SAVE_TILES) {
+        save_heap = aligned_alloc(64, sizeof(V) * GP_MR * 4 * (size_t)nt);
+        if (!save_heap)
+            chunks = 1; /* out of memory: one chunk, the same values */
+        save = save_heap;
+    }
+    for (int ch = 0; ch < chunks; ch++) {
+        int q0 = chunks == 1 ? 0 : ch * GP_KC4, q1 = chunks == 1 ? K4 : q0 + GP_KC4 < K4 ? q0 + GP_KC4 : K4;
+        for (int t = 0; t < nt; t++) {
+            int i0 = (int)((long long)t * M / nt), i1 = (int)((long long)(t + 1) * M / nt);
+            const float *a[GP_MR];
+            for (int i = 0; i < GP_MR; i++)
+                a[i] = A + (size_t)(i0 + (i < i1 - i0 ? i : 0)) * lda;
+            float *c = C + (size_t)i0 * ldc;
+            V *sv = save + (size_t)t * GP_MR * 4;
+            switch (i1 - i0) {
 #define GP_CASE(m) \
-    case m: KN(gemm_tile)(m, a, bp, K, alpha, beta, c, ldc, nc); break;
-            GP_CASE(1)
-            GP_CASE(2)
-            GP_CASE(3)
+    case m: KN(gemm_tile)(m, a, bp, NULL, NULL, K, q0, q1, sv, alpha, beta, c, ldc, nc); break;
+                GP_CASE(1)
+                GP_CASE(2)
+                GP_CASE(3)
 #if GP_MR > 3
-            GP_CASE(4)
-            GP_CASE(5)
-            GP_CASE(6)
+                GP_CASE(4)
+                GP_CASE(5)
+                GP_CASE(6)
 #endif
 #undef GP_CASE
-        default: break;
+            default: break;
+            }
         }
     }
+    free(save_heap);
 }
 
 /* C[0:M, 0:n] = alpha A Bp^T + beta C, Bp from gemm_pack_b (n columns): each panel
@@ -177,14 +238,46 @@ static void KN(gemm_packed)(int M, int n, int K, float alpha, const float *A, in
 }
 
 /* C[0:M, n0:n1] from B itself, packing one panel at a time into pbuf (a panel's
- * floats): for few rows of A, where a packed panel is used once, from L1. */
+ * floats): for few rows of A, where a packed panel is used once, from L1. With a
+ * single row tile (M <= GP_MR: decoding steps) full panels are not packed at all:
+ * the tile assembles the same vectors from B's rows. */
 static void KN(gemm_direct)(int M, int n0, int n1, int K, float alpha, const float *A, int lda,
                             const float *B, int ldb, float beta, float *C, int ldc, float *pbuf)
 {
+    int kf = K / 4, K4 = (K + 3) / 4;
     for (int j0 = n0; j0 < n1; j0 += VW) {
         int j1 = n1 - j0 < VW ? n1 : j0 + VW;
-        KN(gemm_pack_b)(pbuf, B, ldb, j0, j1, K);
-        KN(gemm_panel)(M, j1 - j0, K, alpha, A, lda, pbuf, beta, C + j0, ldc);
+        if (M > GP_MR || j1 - j0 < VW) {
+            KN(gemm_pack_b)(pbuf, B, ldb, j0, j1, K);
+            KN(gemm_panel)(M, j1 - j0, K, alpha, A, lda, pbuf, beta, C + j0, ldc);
+            continue;
+        }
+        const float *br[VW], *tp[VW], *a[GP_MR];
+        float tail[VW][4];
+        for (int j = 0; j < VW; j++) {
+            br[j] = B + (size_t)(j0 + j) * ldb;
+            tp[j] = tail[j];
+            for (int k = 0; k < 4; k++)
+                tail[j][k] = 4 * kf + k < K ? br[j][4 * kf + k] : 0.0f;
+        }
+        for (int i = 0; i < GP_MR; i++)
+            a[i] = A + (size_t)(i < M ? i : 0) * lda;
+        switch (M) {
+#define GP_CASE(m) \
+    case m: \
+        KN(gemm_tile)(m, a, NULL, br, tp, K, 0, K4, NULL, alpha, beta, C + j0, ldc, VW); \
+        break;
+            GP_CASE(1)
+            GP_CASE(2)
+            GP_CASE(3)
+#if GP_MR > 3
+            GP_CASE(4)
+            GP_CASE(5)
+            GP_CASE(6)
+#endif
+#undef GP_CASE
+        default: break;
+        }
     }
 }
 
