@@ -25,6 +25,7 @@ struct srv_http {
     uv_async_t async;       /* batcher -> loop: jobs completed */
     pthread_mutex_t done_lock;
     srv_req *done_head, *done_tail;
+    srv_req *live;          /* every request not yet freed */
     int port;
     void (*idle_cb)(void *);
     void *idle_arg;
@@ -66,6 +67,13 @@ void srv_req_respond(srv_req *r, int status, char *body, size_t len, const char 
 
 static void req_free(srv_req *r)
 {
+    srv_http *h = r->srv->http;
+    if (r->live_prev)
+        r->live_prev->live_next = r->live_next;
+    else if (h->live == r)
+        h->live = r->live_next;
+    if (r->live_next)
+        r->live_next->live_prev = r->live_prev;
     srv_infer_cleanup(r);
     free(r->body);
     free(r->resp);
@@ -119,6 +127,10 @@ static srv_req *req_new(srv_http *h, struct MHD_Connection *c, const char *url, 
     snprintf(r->method, sizeof r->method, "%s", method);
     snprintf(r->path, sizeof r->path, "%s", url);
     req_set_id(h, r, get_header(c, "X-Request-Id"));
+    r->live_next = h->live;
+    if (h->live)
+        h->live->live_prev = r;
+    h->live = r;
     return r;
 }
 
@@ -559,7 +571,18 @@ void srv_http_quiesce(srv_http *h)
 void srv_http_stop(srv_http *h)
 {
     if (h->d) {
-        /* Every connection closes; requests still busy become orphans. */
+        /* MHD refuses to stop with suspended connections: resume them to be
+         * closed (on_access answers SRV_REQ_CLOSE with MHD_NO); their requests
+         * stay busy and become orphans, freed when they come back. */
+        int resumed = 0;
+        for (srv_req *r = h->live; r; r = r->live_next)
+            if (r->phase == SRV_REQ_WORKING) {
+                r->phase = SRV_REQ_CLOSE;
+                MHD_resume_connection(r->conn);
+                resumed++;
+            }
+        for (int i = 0; resumed && i < 4; i++)
+            MHD_run(h->d);
         uv_poll_stop(&h->poll);
         MHD_stop_daemon(h->d);
         h->d = NULL;

@@ -117,6 +117,7 @@ struct srv_req {
     int orphan;                 /* connection finished while busy: free when idle */
     uv_work_t work;
     srv_req *next_done;
+    srv_req *live_prev, *live_next; /* every request not yet freed (loop thread) */
 };
 
 /* CLOCK_MONOTONIC in ns. */
