@@ -33,6 +33,6 @@ if [[ "${1:-}" == "--ref" ]]; then
         /usr/bin/python3 -m venv --system-site-packages "$REF_VENV"
     fi
     "$REF_VENV/bin/pip" install -q "transformers==4.44.2" tokenizers safetensors \
-        onnxruntime sentencepiece "numpy<2"
+        onnxruntime sentencepiece ctranslate2 "numpy<2"
 fi
 echo "install_deps: ok"

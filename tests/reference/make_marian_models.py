@@ -125,7 +125,7 @@ MODELS = {
 }
 
 BASE = dict(d_model=512, heads=8, ffn=2048, enc=6, dec=6, act="swish", share=True, tie=True,
-            scale_embedding=True, eos_boost=None, emb=0.05, out_gamma=2.0,
+            scale_embedding=True, eos_boost=None, emb=float(os.environ.get("NLPD_BASE_EMB", "0.01")), out_gamma=2.0,
             gen=dict(bad_words_ids=[[PAD]], forced_eos_token_id=EOS, renormalize_logits=True,
                      num_beams=4, max_length=512))
 
@@ -328,11 +328,13 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "tests", "fixtures", "marian"))
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--base", help="write the OPUS-MT base-sized random model to this folder")
+    ap.add_argument("--eos-boost", type=float, default=None,
+                    help="--base: raise the </s> logit by this much (lengths like real output)")
     a = ap.parse_args()
     if a.base:
         parent, name = os.path.split(os.path.abspath(a.base))
         os.makedirs(parent, exist_ok=True)
-        build(name, BASE, parent, 1234, fixtures=False)
+        build(name, dict(BASE, eos_boost=a.eos_boost), parent, 1234, fixtures=False)
         print("wrote", a.base, file=sys.stderr)
         return
     os.makedirs(a.out, exist_ok=True)
