@@ -50,14 +50,27 @@ void eng_cpu_adamw(eng_backend *be, float *p, float *g, float *m, float *v, size
                    float gscale);
 
 /* The dropout keep test shared by every training op: element i survives a drop
- * probability p under seed (a splitmix64 hash of seed and i; 24-bit uniform). */
-static inline int eng_dropout_keep(uint64_t seed, uint64_t i, float p)
+ * probability p under seed when a splitmix64 hash of (seed, i), cut to 24 bits, is
+ * >= eng_dropout_threshold(p) = ceil(p * 2^24). */
+static inline uint64_t eng_dropout_threshold(float p)
+{
+    double t = (double)p * 16777216.0;
+    uint64_t ti = (uint64_t)t;
+    return ti + ((double)ti < t);
+}
+
+static inline int eng_dropout_keep_t(uint64_t seed, uint64_t i, uint64_t threshold)
 {
     uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ULL;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
     z ^= z >> 31;
-    return (double)(z >> 40) >= (double)p * 16777216.0;
+    return (z >> 40) >= threshold;
+}
+
+static inline int eng_dropout_keep(uint64_t seed, uint64_t i, float p)
+{
+    return eng_dropout_keep_t(seed, i, eng_dropout_threshold(p));
 }
 
 #endif /* NLPD_CPU_TRAIN_OPS_H */
