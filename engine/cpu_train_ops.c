@@ -600,13 +600,20 @@ HOT static void adamw_range(float *p, float *g, float *m, float *v, size_t lo, s
 
 HOT static double sumsq_range(const float *x, size_t lo, size_t hi)
 {
+    /* 16 independent float lanes (a vector register's worth, so the loop vectorises
+     * without reassociation), flushed into a double every 1024 values. */
     double s = 0;
-    for (size_t i = lo; i < hi;) {
-        float acc = 0; /* float partials of <= 256 values, summed in double */
-        size_t e = hi - i < 256 ? hi : i + 256;
+    size_t i = lo;
+    while (i < hi) {
+        float acc[16] = {0};
+        size_t e = hi - i < 1024 ? hi : i + 1024;
+        for (; i + 16 <= e; i += 16)
+            for (int l = 0; l < 16; l++)
+                acc[l] += x[i + l] * x[i + l];
         for (; i < e; i++)
-            acc += x[i] * x[i];
-        s += acc;
+            acc[0] += x[i] * x[i];
+        for (int l = 0; l < 16; l++)
+            s += acc[l];
     }
     return s;
 }
