@@ -4,12 +4,13 @@
  *
  * Build (from the repository root):
  *   gcc -std=c11 -D_GNU_SOURCE -O2 -march=x86-64-v2 -Iengine $(pkg-config --cflags openblas) \
- *       bench/ops_cpu.c engine/backend_cpu.c engine/cpu_pool.c engine/cpu_kernels_scalar.c \
- *       engine/cpu_kernels_avx2.c engine/cpu_kernels_avx512.c \
+ *       bench/ops_cpu.c engine/backend_cpu.c engine/cpu_*.c \
  *       $(pkg-config --libs openblas) -lpthread -lm -o build/ops_cpu
+ * (engine/cpu_*.c: the pool, the kernels of each ISA, the training and seq2seq ops.)
  * Run:  build/ops_cpu [threads] [reps]      (threads <= 0: online cores)
  * Env:  NLPD_CPU_ISA=scalar|avx2|avx512 forces a kernel path;
- *       NLPD_CPU_GEMM=blas lets OpenBLAS thread GEMMs instead of the pool.
+ *       NLPD_CPU_GEMM=blas runs every GEMM on OpenBLAS with its own threads instead of
+ *       the packed kernel on the pool (for comparison only: not batch-invariant).
  *       OPS_ONLY=substring times only the ops whose name contains it (for perf).
  * Each figure is the best of `reps` timed runs after one warm-up run.
  */
@@ -184,8 +185,8 @@ static void bench_shape(eng_backend *be, int nseq, int seq, int reps)
     free(c.off);
 }
 
-/* GEMM y = x W^T for few rows (the small-M kernel below NLPD_CPU_SMALL_M rows,
- * OpenBLAS above): qkv-shaped and ffn2-shaped, best of reps. */
+/* GEMM y = x W^T for few rows (the same packed kernel as for many: up to 6 rows it
+ * reads W in place, then packs one panel at a time): qkv- and ffn2-shaped, best of reps. */
 static void bench_small_m(eng_backend *be, int reps)
 {
     static const int ms[] = {1, 4, 16, 32, 64, 128, 256, 512};
