@@ -131,10 +131,14 @@ void eng_cpu_gemm_ex(eng_backend *be, int trans_a, int trans_b, int M, int N, in
     gemm_job g = {trans_a, trans_b, M, N, K, lda, ldb, ldc, 1, alpha, beta, A, B, C};
     int nt = threads_for(be, (double)M * N * K / 60.0);
     if (nt > 1) {
-        if (M >= 32 * nt)
+        /* Every thread packs the whole of the operand it does not split: split the
+         * larger of M and N so that the duplicated packing is the smaller one. */
+        if (M >= N && M >= 32 * nt)
             g.by_rows = 1;
         else if (N >= 32 * nt)
             g.by_rows = 0;
+        else if (M >= 32 * nt)
+            g.by_rows = 1;
         else
             nt = 1;
     }
