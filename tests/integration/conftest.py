@@ -653,3 +653,33 @@ def scrape(target):
     r = target.get("/metrics")
     assert r.status == 200, f"/metrics: {r!r}"
     return parse_metrics(r.body.decode())[1]
+
+
+def read_response(f):
+    """Read one HTTP/1.1 response from a binary file object without closing it (for
+    pipelining and 100-continue): (status, {lower-case header: value}, body)."""
+    line = f.readline()
+    assert line.startswith(b"HTTP/1."), f"not a status line: {line!r}"
+    status = int(line.split()[1])
+    headers = {}
+    while True:
+        h = f.readline()
+        assert h, "connection closed inside the headers"
+        if h in (b"\r\n", b"\n"):
+            break
+        k, _, v = h.decode("latin-1").partition(":")
+        headers[k.strip().lower()] = v.strip()
+    if status in (100, 204, 304) or 100 <= status < 200:
+        return status, headers, b""
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = b""
+        while True:
+            n = int(f.readline().split(b";")[0], 16)
+            if n == 0:
+                while f.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return status, headers, body
+            body += f.read(n)
+            f.readline()
+    n = int(headers.get("content-length", "0"))
+    return status, headers, f.read(n)

@@ -2,6 +2,7 @@
 golden values of the tiny fixture models and against nlpd-cli (the engine's own
 front end). Runs directly and through nginx (the `api` fixture)."""
 import http.client
+import json
 import math
 import re
 import struct
@@ -486,3 +487,59 @@ def test_metrics(api):
                       architecture=arch) == 1, f"nlpd_model_info for {name} missing or wrong"
     assert metric(s2, "nlpd_ready") == 1 and metric(s2, "nlpd_draining") == 0
     assert metric_present(s2, "nlpd_requests_in_flight")
+
+
+def test_content_type_case_insensitive(api):
+    ok(api.post("/v1/embed", {"text": "hello", "model": "tiny-embed"}, content_type="Application/JSON"))
+
+
+def test_pipelined_requests(api):
+    """HTTP/1.1 pipelining: two requests in one write are answered in order."""
+    import socket
+    from conftest import read_response
+    bodies = [b'{"text": "first text", "model": "tiny-embed"}', b'{"text": "second", "model": "tiny-embed"}']
+    data = b"".join(b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"X-Request-Id: pipe-%d\r\nContent-Length: %d\r\n\r\n%s" % (i, len(b), b)
+                    for i, b in enumerate(bodies))
+    s = socket.create_connection((api.host, api.port), timeout=30)
+    try:
+        s.sendall(data)
+        f = s.makefile("rb")
+        for i, b in enumerate(bodies):
+            status, headers, body = read_response(f)
+            assert status == 200, f"pipelined request {i}: {status} {body[:200]!r}"
+            assert headers.get("x-request-id") == f"pipe-{i}", "pipelined responses out of order"
+            want = api.post("/v1/embed", json.loads(b))
+            assert json.loads(body)["result"] == want.json()["result"]
+    finally:
+        s.close()
+
+
+def test_expect_100_continue(api):
+    """curl sends 'Expect: 100-continue' for larger bodies: the server must go on."""
+    import socket
+    from conftest import read_response
+    body = json.dumps({"texts": ["expect continue"] * 40, "model": "tiny-embed"}).encode()
+    s = socket.create_connection((api.host, api.port), timeout=30)
+    try:
+        s.sendall(b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        f = s.makefile("rb")
+        status, _, _ = read_response(f)
+        assert status == 100, f"want '100 Continue' before the body, got {status}"
+        s.sendall(body)
+        status, _, rbody = read_response(f)
+        assert status == 200, f"after 100 Continue: {status} {rbody[:200]!r}"
+        assert len(json.loads(rbody)["results"]) == 40
+    finally:
+        s.close()
+
+
+def test_long_request_id(api):
+    """An over-long or odd X-Request-Id is echoed or replaced, never breaks the response."""
+    for rid in ("x" * 2000, "spaces in id", "ünïcode"):
+        r = api.post("/v1/sentiment", {"text": "hi"}, headers={"X-Request-Id": rid.encode("utf-8")})
+        assert r.status == 200, r
+        got = r.headers.get("X-Request-Id")
+        assert got, "X-Request-Id missing"
+        assert len(got) <= 2000

@@ -97,3 +97,14 @@ def test_list_equals_singles(api):
         one = api.post("/v1/embed", {"text": t, "model": "tiny-embed"}).json()["result"]
         d = same_result(one, res)
         assert d is None, f"{t!r}: list and single results differ: {d}"
+
+
+def test_many_concurrent_connections(api):
+    """256 clients at once (4x a full batch): every one answered 200, none lost."""
+    n = 256
+    bodies = [{"text": f"client {i} says the service was {'good' if i % 2 else 'bad'}"} for i in range(n)]
+    rs = burst(api, "/v1/sentiment", bodies)
+    bad = [(i, r) for i, r in enumerate(rs) if r.status != 200]
+    assert not bad, f"{len(bad)} of {n} concurrent requests failed, e.g. {bad[:3]}"
+    ids = {r.headers.get("X-Request-Id") for r in rs}
+    assert len(ids) == n, "request ids are not unique under concurrency"

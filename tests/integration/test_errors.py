@@ -227,3 +227,12 @@ def test_server_survives_errors(api):
     r = api.post("/v1/sentiment", {"text": "still alive"})
     assert r.status == 200, r
     assert api.nlpd.alive(), "nlpd died"
+
+
+def test_deeply_nested_json(api):
+    """A pathological nesting depth is a 400 (or 422), never a crash."""
+    for body in (b"[" * 100000, b'{"text": "a", "model": ' + b"[" * 50000 + b"]" * 50000 + b"}"):
+        r = api.post("/v1/sentiment", body)
+        assert r.status in (400, 422), f"nested JSON: {r!r}"
+        assert r.error_code in ("malformed_json", "invalid_field"), r
+    assert api.post("/v1/sentiment", {"text": "still alive"}).status == 200

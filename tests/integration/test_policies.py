@@ -171,3 +171,30 @@ def test_deadline_under_load(spawn):
     for r in ss:
         if r.status == 504:
             json_error(r, 504, "deadline_exceeded")
+
+
+# ------------------------------------------------------------- client gone
+
+def test_client_gone_while_queued(spawn):
+    """A client that disconnects while its request waits is dropped (counted as 499);
+    the daemon carries on."""
+    import socket
+    from conftest import metric, scrape, wait_until
+    t = spawn([ModelSpec("tiny-embed", FIXTURES / "bert_st", "embed", max_delay_us=1_500_000,
+                         max_batch_size=64, workers=1)])
+    body = b'{"text": "I will not wait", "model": "tiny-embed"}'
+    socks = []
+    for i in range(3):
+        s = socket.create_connection((t.host, t.port), timeout=30)
+        s.sendall(b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        socks.append(s)
+    wait_until(lambda: metric(scrape(t), "nlpd_queue_depth", model="tiny-embed") >= 3, 30,
+               "3 requests queued")
+    for s in socks:
+        s.close()
+    wait_until(lambda: metric(scrape(t), "nlpd_requests_total", endpoint="embed", status="499") >= 3,
+               30, "the 3 abandoned requests counted with status 499")
+    r = t.post("/v1/embed", {"text": "I will wait"})
+    assert r.status == 200, r
+    assert t.nlpd.alive()
