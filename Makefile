@@ -148,7 +148,7 @@ run: deps models
 # Tests run in a sanitizer build of their own (build/san).
 test: deps models
 	@$(MAKE) --no-print-directory SAN=1 BUILD=build/san build/san/test_unit build/san/nlpd-cli \
-		$(if $(wildcard server/main.c),build/san/nlpd)
+		build/san/nlpd-train $(if $(wildcard server/main.c),build/san/nlpd)
 	@scripts/run_tests.sh build/san
 
 bench: all

@@ -35,6 +35,7 @@ run_suite() {  # name command...: runs a suite whose last counts line is "N pass
 
 run_suite unit "$BUILD/test_unit"
 [[ -x tests/cli/run.sh ]] && run_suite cli tests/cli/run.sh "$BUILD"
+[[ -x tests/cli/train.sh ]] && run_suite cli-train tests/cli/train.sh "$BUILD"
 # Request parsing under libFuzzer (clang), briefly: NLPD_FUZZ_SECONDS (default 45).
 [[ -f server/api.c && -x tests/fuzz/run.sh ]] && run_suite fuzz tests/fuzz/run.sh "$BUILD"
 # The real daemon over HTTP, directly and behind nginx (tests/integration).
