@@ -209,7 +209,9 @@ struct eng_backend {
     int threads;
 };
 
-/* The CPU backend: OpenBLAS for GEMM, own vectorised kernels, `threads` worker
+/* The CPU backend: an own packed SGEMM for B^T products (each output element's
+ * summation order depends only on K, so batching never changes a result),
+ * OpenBLAS for the other GEMM forms, own vectorised kernels, `threads` worker
  * threads (<= 0: online cores). Returns NULL on allocation failure. */
 eng_backend *eng_backend_cpu_new(int threads);
 
