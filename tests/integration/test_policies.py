@@ -180,7 +180,7 @@ def test_client_gone_while_queued(spawn):
     the daemon carries on."""
     import socket
     from conftest import metric, scrape, wait_until
-    t = spawn([ModelSpec("tiny-embed", FIXTURES / "bert_st", "embed", max_delay_us=1_500_000,
+    t = spawn([ModelSpec("tiny-embed", FIXTURES / "bert_st", "embed", max_delay_us=2_500_000,
                          max_batch_size=64, workers=1)])
     body = b'{"text": "I will not wait", "model": "tiny-embed"}'
     socks = []
