@@ -189,13 +189,14 @@ static int candidates(search *S, int cur_len, eng_error *err)
     if (!x)
         return err && err->code ? err->code : ENG_EBACKEND;
     int beam = S->nb > 1;
-    if (beam)
+    /* With renormalisation, log_softmax(log_softmax(x) + masks) = log_softmax(x + masks):
+     * one pass instead of two (greedy: the argmax needs neither). */
+    if (beam && !o->renormalize)
         op->log_softmax(S->be, x, L->n, S->V, S->V);
     if (S->mask_bad)
         op->bias_act(S->be, x, S->mask_bad, L->n, S->V, ENG_ACT_NONE);
     if (S->mask_eos && cur_len < o->min_length)
         op->bias_act(S->be, x, S->mask_eos, L->n, S->V, ENG_ACT_NONE);
-    /* greedy: argmax is unchanged by renormalisation */
     if (beam && o->renormalize)
         op->log_softmax(S->be, x, L->n, S->V, S->V);
     int groups = beam ? L->n / S->nb : L->n;

@@ -94,8 +94,53 @@ static float dot(const float *a, const float *b, int n)
 /* y += a * x */
 static void axpy(float *y, float a, const float *x, int n)
 {
-    for (int i = 0; i < n; i++)
+    v4f av = {a, a, a, a};
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        v4f xv, yv;
+        memcpy(&xv, x + i, 16);
+        memcpy(&yv, y + i, 16);
+        yv += av * xv;
+        memcpy(y + i, &yv, 16);
+    }
+    for (; i < n; i++)
         y[i] += a * x[i];
+}
+
+/* max of x[0, n) (-inf for n == 0); NaN-free inputs assumed (logits) */
+static float vmax(const float *x, int n)
+{
+    float m[8];
+    int i = 0;
+    for (int j = 0; j < 8; j++)
+        m[j] = -INFINITY;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
+    for (; i < n; i++)
+        m[0] = x[i] > m[0] ? x[i] : m[0];
+    for (int j = 1; j < 8; j++)
+        m[0] = m[j] > m[0] ? m[j] : m[0];
+    return m[0];
+}
+
+/* sum of x[0, n) in 8 float lanes */
+static float vsum(const float *x, int n)
+{
+    v4f s0 = {0, 0, 0, 0}, s1 = s0;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v4f a, b;
+        memcpy(&a, x + i, 16);
+        memcpy(&b, x + i + 4, 16);
+        s0 += a;
+        s1 += b;
+    }
+    s0 += s1;
+    float s = (s0[0] + s0[1]) + (s0[2] + s0[3]);
+    for (; i < n; i++)
+        s += x[i];
+    return s;
 }
 
 /* --------------------------------------------------------- embed_scaled */
@@ -261,27 +306,37 @@ static void lsm_task(void *arg, int tid, int nt)
     const lsm_job *j = arg;
     int lo, hi;
     split(j->rows, tid, nt, &lo, &hi);
-    float buf[1024];
+    float buf[2048];
     for (int r = lo; r < hi; r++) {
         float *x = j->x + (size_t)r * j->ld;
-        float mx = -INFINITY;
-        for (int c = 0; c < j->cols; c++)
-            mx = x[c] > mx ? x[c] : mx;
+        float mx = vmax(x, j->cols);
         if (mx == -INFINITY)
             continue; /* every entry masked: stays -inf */
         double sum = 0;
-        for (int c0 = 0; c0 < j->cols; c0 += 1024) {
-            int n = j->cols - c0 < 1024 ? j->cols - c0 : 1024;
-            for (int c = 0; c < n; c++)
+        v4f mv = {mx, mx, mx, mx};
+        for (int c0 = 0; c0 < j->cols; c0 += 2048) {
+            int n = j->cols - c0 < 2048 ? j->cols - c0 : 2048, c = 0;
+            for (; c + 4 <= n; c += 4) {
+                v4f v;
+                memcpy(&v, x + c0 + c, 16);
+                v -= mv;
+                memcpy(buf + c, &v, 16);
+            }
+            for (; c < n; c++)
                 buf[c] = x[c0 + c] - mx;
             j->kern->vexp(buf, buf, n);
-            float part = 0;
-            for (int c = 0; c < n; c++)
-                part += buf[c];
-            sum += part;
+            sum += vsum(buf, n);
         }
         float lse = logf((float)sum);
-        for (int c = 0; c < j->cols; c++)
+        v4f lv = {lse, lse, lse, lse};
+        int c = 0;
+        for (; c + 4 <= j->cols; c += 4) { /* (x - max) - lse, as torch */
+            v4f v;
+            memcpy(&v, x + c, 16);
+            v = (v - mv) - lv;
+            memcpy(x + c, &v, 16);
+        }
+        for (; c < j->cols; c++)
             x[c] = (x[c] - mx) - lse;
     }
 }
@@ -316,7 +371,20 @@ static void topk_task(void *arg, int tid, int nt)
             int row = g * j->rpg + r;
             const float *x = j->x + (size_t)row * j->ld;
             float add = j->row_add ? j->row_add[row] : 0.0f;
+            v4f addv = {add, add, add, add};
             for (int c = 0; c < j->cols; c++) {
+                if (n == k && (c & 3) == 0 && c + 4 <= j->cols) {
+                    /* a block of 4 none of which beats the k-th: skip it */
+                    v4f xv, th = {v[k - 1], v[k - 1], v[k - 1], v[k - 1]};
+                    memcpy(&xv, x + c, 16);
+                    if (j->row_add)
+                        xv += addv;
+                    __typeof__(xv > th) gt = xv > th;
+                    if (!(gt[0] | gt[1] | gt[2] | gt[3])) {
+                        c += 3;
+                        continue;
+                    }
+                }
                 float s = j->row_add ? x[c] + add : x[c];
                 if (n == k && !(s > v[k - 1]))
                     continue; /* also drops NaN */
