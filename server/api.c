@@ -103,11 +103,13 @@ static int has_nul_escape(const char *s, size_t n)
 }
 
 typedef enum { F_TEXT, F_TEXTS, F_MODEL, F_TIMEOUT, F_TOPK, F_THRESHOLD, F_QUESTION,
-               F_CONTEXT, F_ITEMS, F_MAXANS, F_IMPOSSIBLE, F_SOURCE, F_TARGET, F_COUNT } field;
+               F_CONTEXT, F_ITEMS, F_MAXANS, F_IMPOSSIBLE, F_SOURCE, F_TARGET, F_BEAM, F_MAXLEN,
+               F_COUNT } field;
 
 static const char *const field_names[F_COUNT] = {
     "text", "texts", "model", "timeout_ms", "top_k", "threshold", "question", "context",
-    "items", "max_answer_length", "handle_impossible_answer", "source", "target"};
+    "items", "max_answer_length", "handle_impossible_answer", "source", "target", "beam_size",
+    "max_length"};
 
 /* Fields each endpoint accepts (bit per field). */
 static unsigned allowed_fields(srv_endpoint ep)
@@ -124,7 +126,7 @@ static unsigned allowed_fields(srv_endpoint ep)
         return common | 1u << F_QUESTION | 1u << F_CONTEXT | 1u << F_ITEMS | 1u << F_TOPK |
                1u << F_MAXANS | 1u << F_IMPOSSIBLE;
     case SRV_EP_TRANSLATE:
-        return common | texts | 1u << F_SOURCE | 1u << F_TARGET;
+        return common | texts | 1u << F_SOURCE | 1u << F_TARGET | 1u << F_BEAM | 1u << F_MAXLEN;
     default:
         return 0;
     }
@@ -258,6 +260,16 @@ static int parse_qa(const cJSON *const *f, const srv_api_limits *lim, srv_api_re
     return 0;
 }
 
+int srv_lang_code_valid(const char *s)
+{
+    size_t n = 0;
+    for (; s && s[n]; n++)
+        if (n >= 31 || !((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') ||
+                         (s[n] >= '0' && s[n] <= '9') || s[n] == '_' || s[n] == '-'))
+            return 0;
+    return n > 0;
+}
+
 static int parse_options(const cJSON *const *f, srv_api_request *r, srv_api_error *err)
 {
     if (f[F_MODEL]) {
@@ -286,11 +298,22 @@ static int parse_options(const cJSON *const *f, srv_api_request *r, srv_api_erro
     }
     for (int k = F_SOURCE; k <= F_TARGET; k++)
         if (f[k]) {
-            if (!cJSON_IsString(f[k]) || !f[k]->valuestring || !*f[k]->valuestring)
-                return srv_api_error_set(err, 422, "invalid_field", "%s must be a non-empty string",
-                                         field_names[k]);
+            if (!cJSON_IsString(f[k]) || !srv_lang_code_valid(f[k]->valuestring))
+                return srv_api_error_set(err, 422, "invalid_field",
+                                         "%s must be a language code (1-31 letters, digits, '_' "
+                                         "or '-', e.g. \"en\")", field_names[k]);
             *(k == F_SOURCE ? &r->source : &r->target) = f[k]->valuestring;
         }
+    if (f[F_BEAM] && get_int(f[F_BEAM], "beam_size", 1, SRV_API_MAX_BEAM, &r->beam_size, err))
+        return -1;
+    if (f[F_MAXLEN] &&
+        get_int(f[F_MAXLEN], "max_length", 2, SRV_API_MAX_LENGTH, &r->max_length, err))
+        return -1;
+    /* Without a model name the language pair is what selects one. */
+    if (r->ep == SRV_EP_TRANSLATE && !r->model && (!r->source || !r->target))
+        return srv_api_error_set(err, 422, "invalid_field",
+                                 "missing field: %s (source and target are required when no "
+                                 "model is given)", r->source ? "target" : "source");
     return 0;
 }
 

@@ -18,6 +18,10 @@ typedef struct srv_api_limits {
     size_t max_text_bytes;  /* one text, question or context */
 } srv_api_limits;
 
+/* Absolute bounds of the translate options (the model's config narrows them). */
+#define SRV_API_MAX_BEAM 64
+#define SRV_API_MAX_LENGTH 4096
+
 typedef struct srv_api_error {
     int status;             /* HTTP status */
     const char *code;       /* "invalid_field", ... (static) */
@@ -50,7 +54,11 @@ typedef struct srv_api_request {
     int max_answer_length;        /* QA, tokens; 0: default 15 */
     int handle_impossible_answer; /* QA: 0/1 */
     int timeout_ms;               /* 0: the model's timeout_ms */
-    const char *source, *target;  /* translate */
+    const char *source, *target;  /* translate: language codes ([A-Za-z0-9_-], 1-31 chars);
+                                     both required when model is NULL */
+    int beam_size;                /* translate: 1..SRV_API_MAX_BEAM; 0: the model's default */
+    int max_length;               /* translate: 2..SRV_API_MAX_LENGTH (transformers' max_length:
+                                     output tokens + the decoder start); 0: the model's */
     void *doc_;                   /* private: the parsed document */
 } srv_api_request;
 
@@ -69,6 +77,11 @@ int srv_utf8_valid(const char *s, size_t n);
 /* Code points in s[0..byte_off) (byte_off clamped to n): code-point offsets
  * reported to clients from byte offsets. */
 size_t srv_utf8_cp_offset(const char *s, size_t n, size_t byte_off);
+
+/* 1 when s is a language code as clients and the config write them ("en",
+ * "pt_BR", "zh-Hant"): 1-31 letters, digits, '_' or '-' (safe to quote in
+ * messages). NULL -> 0. */
+int srv_lang_code_valid(const char *s);
 
 /* 1 when a Content-Type header value is application/json (parameters such
  * as "; charset=utf-8" allowed, case-insensitive). NULL -> 0. */

@@ -17,7 +17,8 @@
  * Batch formation (under the lock, O(scanned queue prefix) + O(W log W)):
  *   1. scan the queue from the oldest job; jobs whose deadline passed are
  *      unlinked (EXPIRED, completed after unlocking); up to W = window jobs of
- *      the oldest live job's kind become candidates;
+ *      the oldest live job's kind (translation: and search options) become
+ *      candidates;
  *   2. the oldest candidate is always in the batch (FIFO fairness: no job
  *      starves under a stream of shorter ones); alone when it exceeds the
  *      budget or max_batch_size by itself;
@@ -35,6 +36,7 @@
  */
 #include "batcher.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +60,8 @@ typedef struct worker {
     int enc_cap;
     float *scratch; /* engine output for the whole batch */
     size_t scratch_cap;
+    eng_translation *tr; /* translate: results for the whole batch */
+    size_t tr_cap;
 } worker;
 
 struct srv_batcher {
@@ -70,9 +74,9 @@ struct srv_batcher {
     pthread_cond_t drained; /* the queue became empty (stop with drain waits) */
     srv_job *head, *tail;
     int q_jobs, q_seqs;
-    int kind_seqs[3];    /* queued sequences per kind */
-    int64_t kind_tok[3]; /* per kind, sum over jobs of n x max_len: a lower bound
-                          * of their padded cost as one batch */
+    int kind_seqs[SRV_JOB_KIND_COUNT];    /* queued sequences per kind */
+    int64_t kind_tok[SRV_JOB_KIND_COUNT]; /* per kind, sum over jobs of n x max_len: a
+                                           * lower bound of their padded cost as one batch */
     int accepting;       /* submit allowed */
     int draining;        /* stopping with drain: form batches without delay */
     int quit;            /* workers exit after their current batch */
@@ -151,7 +155,7 @@ static void finish_list(srv_job *j, srv_job_status st)
 int srv_batcher_submit(srv_batcher *b, srv_job *job)
 {
     if (!b || !job || job->n < 1 || !job->enc || !job->complete ||
-        (unsigned)job->kind > SRV_JOB_QA)
+        (unsigned)job->kind >= SRV_JOB_KIND_COUNT)
         return ENG_EINVAL;
     int max_len = 0;
     for (int i = 0; i < job->n; i++)
@@ -162,6 +166,7 @@ int srv_batcher_submit(srv_batcher *b, srv_job *job)
     job->error[0] = 0;
     job->out = NULL;
     job->out_len = 0;
+    job->translations = NULL;
     job->model = NULL;
     job->version[0] = 0;
     job->started_ns = job->finished_ns = 0;
@@ -221,20 +226,37 @@ static int cand_cmp(const void *pa, const void *pb)
     return (a->age > b->age) - (a->age < b->age);
 }
 
+int srv_translate_opts_equal(const eng_translate_opts *a, const eng_translate_opts *b)
+{
+    int lp_same = isnan(a->length_penalty) ? isnan(b->length_penalty)
+                                           : a->length_penalty == b->length_penalty;
+    return a->beam_size == b->beam_size && a->max_length == b->max_length &&
+           a->max_new_tokens == b->max_new_tokens && a->max_input_tokens == b->max_input_tokens &&
+           lp_same;
+}
+
+/* May job j join a batch started by job first? Same kind, and for
+ * translation the same search (one eng_translate_ids call runs one search). */
+static int batchable(const srv_job *first, const srv_job *j)
+{
+    return j->kind == first->kind &&
+           (j->kind != SRV_JOB_TRANSLATE || srv_translate_opts_equal(&j->translate, &first->translate));
+}
+
 /* Under the lock: take a batch out of the queue into w->cands[0..*nsel),
  * sorted by length; expired jobs go to *expired. */
 static int form_batch(srv_batcher *b, worker *w, srv_job **expired, int64_t t)
 {
-    int k = 0, kind = -1;
-    srv_job *j = b->head;
+    int k = 0;
+    srv_job *j = b->head, *lead = NULL;
     while (j && k < b->window) {
         srv_job *next = j->next;
         if (j->deadline_ns && t >= j->deadline_ns) {
             q_unlink(b, j);
             j->next = *expired;
             *expired = j;
-        } else if (kind < 0 || (int)j->kind == kind) {
-            kind = (int)j->kind;
+        } else if (!lead || batchable(lead, j)) {
+            lead = lead ? lead : j;
             w->cands[k].job = j;
             w->cands[k].age = k;
             k++;
@@ -274,7 +296,9 @@ static int form_batch(srv_batcher *b, worker *w, srv_job **expired, int64_t t)
     return nsel;
 }
 
-/* Under the lock: does the queue hold a full batch for the oldest job's kind? */
+/* Under the lock: does the queue hold a full batch for the oldest job's kind?
+ * (For translation the count spans every search option: a mix may start a
+ * smaller batch early, which costs throughput, never correctness.) */
 static int queue_fills_batch(const srv_batcher *b)
 {
     int kind = b->head->kind;
@@ -286,8 +310,27 @@ static int queue_fills_batch(const srv_batcher *b)
 
 static eng_task task_of(srv_job_kind k)
 {
-    return k == SRV_JOB_CLASSIFY ? ENG_TASK_CLASSIFY : k == SRV_JOB_EMBED ? ENG_TASK_EMBED
-                                                                          : ENG_TASK_QA;
+    switch (k) {
+    case SRV_JOB_CLASSIFY: return ENG_TASK_CLASSIFY;
+    case SRV_JOB_EMBED: return ENG_TASK_EMBED;
+    case SRV_JOB_TRANSLATE: return ENG_TASK_TRANSLATE;
+    default: return ENG_TASK_QA;
+    }
+}
+
+void srv_job_free_output(srv_job *j)
+{
+    free(j->out);
+    j->out = NULL;
+    j->out_len = 0;
+    for (int i = 0; j->translations && i < j->n; i++)
+        eng_translation_free(&j->translations[i]);
+    free(j->translations);
+    j->translations = NULL;
+    if (j->model) {
+        eng_model_unref(j->model);
+        j->model = NULL;
+    }
 }
 
 static void set_error(srv_job *j, int code, const char *msg)
@@ -345,7 +388,9 @@ static int run_batch(srv_batcher *b, worker *w, srv_job **jobs, int n, eng_model
                  srv_model_slot_name(b->slot), eng_task_name(info->task),
                  eng_task_name(task_of(kind)));
     } else if (grow((void **)&w->enc, &enc_cap, (size_t)seqs, sizeof *w->enc) ||
-               grow((void **)&w->scratch, &w->scratch_cap, total, sizeof(float))) {
+               grow((void **)&w->scratch, &w->scratch_cap, total, sizeof(float)) ||
+               (kind == SRV_JOB_TRANSLATE &&
+                grow((void **)&w->tr, &w->tr_cap, (size_t)seqs, sizeof *w->tr))) {
         rc = ENG_ENOMEM;
         snprintf(err->msg, sizeof err->msg, "out of memory for a batch of %d sequences", seqs);
     }
@@ -363,6 +408,8 @@ static int run_batch(srv_batcher *b, worker *w, srv_job **jobs, int n, eng_model
             rc = eng_run_classify(w->ctx, m, w->enc, seqs, w->scratch, NULL, err);
         else if (kind == SRV_JOB_EMBED)
             rc = eng_run_embed(w->ctx, m, w->enc, seqs, w->scratch, err);
+        else if (kind == SRV_JOB_TRANSLATE) /* every job of the batch has these options */
+            rc = eng_translate_ids(w->ctx, m, w->enc, seqs, &jobs[0]->translate, w->tr, err);
         else
             rc = eng_run_qa_logits(w->ctx, m, w->enc, seqs, w->scratch, w->scratch + ntok, err);
     }
@@ -389,6 +436,19 @@ static int run_batch(srv_batcher *b, worker *w, srv_job **jobs, int n, eng_model
         snprintf(j->version, sizeof j->version, "%s", version);
         if (rc) {
             set_error(j, rc, err->msg);
+        } else if (kind == SRV_JOB_TRANSLATE) {
+            /* The results' ids move to the job. */
+            eng_translation *tr = w->tr + seq_off;
+            j->translations = malloc((size_t)j->n * sizeof *j->translations);
+            if (!j->translations) {
+                for (int s = 0; s < j->n; s++)
+                    eng_translation_free(&tr[s]);
+                set_error(j, ENG_ENOMEM, "out of memory for the results");
+            } else {
+                memcpy(j->translations, tr, (size_t)j->n * sizeof *tr);
+                j->model = eng_model_ref(m);
+                j->status = SRV_JOB_OK;
+            }
         } else {
             size_t len = kind == SRV_JOB_QA ? 2 * jtok : per * (size_t)j->n;
             j->out = malloc((len ? len : 1) * sizeof(float));
@@ -659,6 +719,7 @@ void srv_batcher_free(srv_batcher *b)
         free(w->batch);
         free(w->enc);
         free(w->scratch);
+        free(w->tr);
     }
     free(b->w);
     pthread_mutex_destroy(&b->mu);

@@ -17,6 +17,13 @@
  * accepted into an empty queue; max_delay_us is counted from the oldest queued
  * job's enqueue time (batcher.c explains the policy); on_batch is called
  * before the batch's jobs are completed.
+ *
+ * Translation (SRV_JOB_TRANSLATE): a job carries the source encodings of
+ * eng_translate_encode and its search options (srv_job.translate); only jobs
+ * with equal options share a batch (srv_translate_opts_equal). The token
+ * budget counts source tokens with padding like the other kinds; the cost of
+ * decoding (output length x beams) is not counted. Results are per text in
+ * srv_job.translations (ids and score; the submitter detokenises).
  */
 #ifndef NLPD_SRV_BATCHER_H
 #define NLPD_SRV_BATCHER_H
@@ -30,6 +37,8 @@ typedef enum srv_job_kind {
     SRV_JOB_CLASSIFY = 0, /* out: probs [n, num_labels] (softmax or sigmoid) */
     SRV_JOB_EMBED,        /* out: embeddings [n, hidden] */
     SRV_JOB_QA,           /* out: start logits then end logits, each packed [sum of enc[i].n] */
+    SRV_JOB_TRANSLATE,    /* translations: n results (out stays NULL) */
+    SRV_JOB_KIND_COUNT
 } srv_job_kind;
 
 typedef enum srv_job_status {
@@ -56,6 +65,10 @@ struct srv_job {
      * pushes the job to a completion queue and calls uv_async_send. */
     void (*complete)(srv_job *job, void *arg);
     void *arg;
+    /* SRV_JOB_TRANSLATE: search options, resolved by the submitter (explicit
+     * beam_size and max_length, so equal searches batch together);
+     * target_lang_token is ignored (the sources are already encoded). */
+    eng_translate_opts translate;
 
     /* --- set by the batcher before complete() --- */
     srv_job_status status;
@@ -63,6 +76,10 @@ struct srv_job {
     char error[256];
     float *out;                 /* malloc'd by the batcher (layout per kind); submitter frees */
     size_t out_len;             /* floats in out */
+    /* SRV_JOB_TRANSLATE: n results in encoding order (ids, n_ids, score,
+     * src_tokens, truncated; text NULL), malloc'd by the batcher; free with
+     * srv_job_free_output. */
+    eng_translation *translations;
     eng_model *model;           /* the version that ran it (a reference; submitter unrefs), or NULL */
     char version[64];           /* that version's name */
     int64_t enqueued_ns, started_ns, finished_ns; /* CLOCK_MONOTONIC */
@@ -90,6 +107,13 @@ typedef struct srv_batch_opts {
 } srv_batch_opts;
 
 void srv_batch_opts_default(srv_batch_opts *o);
+
+/* 1 when two translate jobs with these options may share a batch. */
+int srv_translate_opts_equal(const eng_translate_opts *a, const eng_translate_opts *b);
+
+/* Free a finished job's results (out, translations) and drop its model
+ * reference; leaves them NULL. Safe on a job that produced nothing. */
+void srv_job_free_output(srv_job *job);
 
 typedef struct srv_batcher srv_batcher;
 

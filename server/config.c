@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api.h" /* srv_lang_code_valid */
+
 typedef enum { K_STR, K_OPTSTR, K_INT, K_ENUM } key_kind;
 
 /* One configuration key. name is the dotted path inside its object
@@ -67,7 +69,7 @@ static const conf_key model_keys[] = {
      "paths are relative to the working directory. A missing folder stops start-up."},
     {"task", K_ENUM, MOD(task_name), NULL, 0, 0, "embed|sentiment|classify|qa|translate", 1,
      "Endpoint served: embed (/v1/embed), sentiment (/v1/sentiment), classify "
-     "(/v1/classify), qa (/v1/qa), translate (/v1/translate; not in this build yet)."},
+     "(/v1/classify), qa (/v1/qa), translate (/v1/translate: a MarianMTModel folder)."},
     {"version", K_OPTSTR, MOD(version), NULL, 0, 0, NULL, 0,
      "Version reported in responses. null: first 12 hex digits of SHA-256 over "
      "config.json + model.safetensors."},
@@ -90,6 +92,24 @@ static const conf_key model_keys[] = {
      "CPU threads per worker. 0: online cores / workers. workers x threads must not "
      "exceed the online cores; over all models the sum may (idle workers sleep; models "
      "busy at the same time share the cores, and start-up logs a warning)."},
+    {"translation.source_lang", K_OPTSTR, MOD(source_lang), NULL, 0, 0, NULL, 0,
+     "translate: source language code requests name in \"source\" (e.g. \"en\"). null: "
+     "tokenizer_config.json's source_lang."},
+    {"translation.target_lang", K_OPTSTR, MOD(target_lang), NULL, 0, 0, NULL, 0,
+     "translate: target language code requests name in \"target\" (e.g. \"pt\"). null: "
+     "tokenizer_config.json's target_lang. A multi-target model also accepts as \"target\" "
+     "every code xx of its vocabulary's >>xx<< tokens (the token is prepended to each text)."},
+    {"translation.target_token", K_OPTSTR, MOD(target_token), NULL, 0, 0, NULL, 0,
+     "translate: the >>xx<< token prepended to each text translated into target_lang (and when "
+     "a request names the model without a target), for multi-target models whose default "
+     "target needs one, e.g. \">>por<<\". null: none (a >>xx<< token whose xx equals "
+     "target_lang is still used)."},
+    {"translation.max_beam_size", K_INT, MOD(max_beam_size), "8", 1, 64, NULL, 0,
+     "translate: largest \"beam_size\" a request may ask for (larger: 422). Also caps the "
+     "default, generation_config.json's num_beams."},
+    {"translation.max_length", K_INT, MOD(max_length), "512", 2, 4096, NULL, 0,
+     "translate: largest \"max_length\" (output tokens + 1, as transformers counts) a request "
+     "may ask for (larger: 422). Also caps the default, generation_config.json's max_length."},
 };
 
 #define NKEYS(t) (sizeof(t) / sizeof((t)[0]))
@@ -232,6 +252,9 @@ static void model_conf_free(srv_model_conf *m)
     free(m->task_name);
     free(m->version);
     free(m->backend);
+    free(m->source_lang);
+    free(m->target_lang);
+    free(m->target_token);
     memset(m, 0, sizeof *m);
 }
 
@@ -458,6 +481,39 @@ static int valid_name(const char *s)
     return 1;
 }
 
+/* ">>" CODE "<<" with a language code inside. */
+static int lang_token(const char *s)
+{
+    size_t n = strlen(s);
+    char code[32];
+    if (n < 5 || n - 4 >= sizeof code || strncmp(s, ">>", 2) != 0 || strcmp(s + n - 2, "<<") != 0)
+        return 0;
+    memcpy(code, s + 2, n - 4);
+    code[n - 4] = 0;
+    return srv_lang_code_valid(code);
+}
+
+static int check_translation(const srv_model_conf *m, int i, char *err, size_t cap)
+{
+    const char *const names[] = {"source_lang", "target_lang", "target_token"};
+    const char *const vals[] = {m->source_lang, m->target_lang, m->target_token};
+    for (int k = 0; k < 3; k++) {
+        if (!vals[k])
+            continue;
+        if (m->task != SRV_TASK_TRANSLATE) {
+            set_err(err, cap, "models[%d].translation.%s: only for task translate", i, names[k]);
+            return -1;
+        }
+        if (k < 2 ? !srv_lang_code_valid(vals[k]) : !lang_token(vals[k])) {
+            set_err(err, cap, "models[%d].translation.%s: \"%s\" is not %s", i, names[k], vals[k],
+                    k < 2 ? "a language code (1-31 letters, digits, '_', '-')"
+                          : "a >>xx<< language token");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int srv_config_validate(srv_config *c, int cores, char *err, size_t cap)
 {
     char host[256];
@@ -487,10 +543,8 @@ int srv_config_validate(srv_config *c, int cores, char *err, size_t cap)
                 return -1;
             }
         m->task = (srv_task)choice_index("embed|sentiment|classify|qa|translate", m->task_name);
-        if (m->task == SRV_TASK_TRANSLATE) {
-            set_err(err, cap, "models[%d].task: translate is not supported by this build yet", i);
+        if (check_translation(m, i, err, cap))
             return -1;
-        }
         if (m->timeout_ms > m->max_timeout_ms) {
             set_err(err, cap, "models[%d].timeout_ms: %d is above max_timeout_ms (%d)", i,
                     m->timeout_ms, m->max_timeout_ms);

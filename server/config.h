@@ -38,6 +38,12 @@ typedef struct srv_model_conf {
     int queue_capacity;
     int workers;
     int threads;            /* per worker; 0 = auto, resolved by srv_config_validate */
+    /* task translate ("translation" section); strings NULL: from the model folder */
+    char *source_lang;      /* overrides tokenizer_config.json's source_lang */
+    char *target_lang;      /* overrides tokenizer_config.json's target_lang */
+    char *target_token;     /* ">>xx<<" prepended to texts translated into target_lang */
+    int max_beam_size;      /* largest "beam_size" a request may ask for */
+    int max_length;         /* largest "max_length" a request may ask for */
 } srv_model_conf;
 
 typedef struct srv_config {
@@ -72,7 +78,8 @@ int srv_config_load_file(srv_config *c, const char *path, char *err, size_t cap)
 int srv_config_set(srv_config *c, const char *key, const char *value, char *err, size_t cap);
 
 /* Cross-key checks run once everything is merged: at least one model, unique
- * names, known tasks, listen address, timeouts, and the thread budget: one
+ * names, known tasks, listen address, timeouts, translation keys (language
+ * codes, a ">>xx<<" target_token, only on translate models), and the thread budget: one
  * model's workers x threads must not exceed `cores` (threads = 0 becomes
  * cores / workers), nor the pool's `threads`. Several models may together
  * exceed the cores (their workers sleep while idle; models busy at the same

@@ -81,6 +81,34 @@ void srv_handle_metrics(srv_req *r)
     srv_req_respond(r, 200, page, len, "text/plain; version=0.0.4; charset=utf-8");
 }
 
+/* translate: the language pairs (default first) and the search settings. */
+static void put_translation(srv_buf *b, const srv_model *m)
+{
+    const eng_translator_info *ti = &m->tr_info;
+    srv_buf_puts(b, ",\"translation\":{\"pairs\":[");
+    for (int k = 0; k < m->n_pairs; k++) {
+        const srv_lang_pair *p = &m->pairs[k];
+        srv_buf_puts(b, k ? ",{\"source\":" : "{\"source\":");
+        put_str(b, p->source);
+        srv_buf_puts(b, ",\"target\":");
+        put_str(b, p->target);
+        if (*p->token) {
+            srv_buf_puts(b, ",\"token\":");
+            put_str(b, p->token);
+        }
+        srv_buf_puts(b, "}");
+    }
+    srv_buf_printf(b,
+                   "],\"max_input_tokens\":%d,\"default_beam_size\":%d,"
+                   "\"default_max_length\":%d,\"max_beam_size\":%d,\"max_length\":%d}",
+                   ti->max_input_tokens,
+                   ti->num_beams > 0 && ti->num_beams < m->conf->max_beam_size
+                       ? ti->num_beams : m->conf->max_beam_size,
+                   ti->max_length > 0 && ti->max_length < m->conf->max_length
+                       ? ti->max_length : m->conf->max_length,
+                   m->conf->max_beam_size, m->conf->max_length);
+}
+
 static void put_model(srv_buf *b, const srv_model *m)
 {
     static const char *const st[] = {"loading", "ready", "failed"};
@@ -113,6 +141,8 @@ static void put_model(srv_buf *b, const srv_model *m)
             put_str(b, in->labels ? in->labels[k] : "");
         }
         srv_buf_printf(b, "],\"multi_label\":%s", in->multi_label ? "true" : "false");
+        if (c->task == SRV_TASK_TRANSLATE)
+            put_translation(b, m);
     } else {
         srv_buf_puts(b, ",\"version\":null");
     }

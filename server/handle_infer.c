@@ -14,6 +14,7 @@ static const srv_infer_ops *ops_for(srv_endpoint ep)
     case SRV_EP_SENTIMENT: return &srv_sentiment_ops;
     case SRV_EP_CLASSIFY: return &srv_classify_ops;
     case SRV_EP_QA: return &srv_qa_ops;
+    case SRV_EP_TRANSLATE: return &srv_translate_ops;
     default: return NULL;
     }
 }
@@ -81,9 +82,10 @@ int srv_infer_prepare(srv_req *r)
         srv_req_error(r, e.status, e.code, "%s", e.message);
         return -1;
     }
-    srv_model *m = srv_models_find(s, r->ep, r->api.model, &e);
+    srv_model *m = r->ops->resolve ? r->ops->resolve(r) : srv_models_find(s, r->ep, r->api.model, &e);
     if (!m) {
-        srv_req_error(r, e.status, e.code, "%s", e.message);
+        if (!r->ops->resolve)
+            srv_req_error(r, e.status, e.code, "%s", e.message);
         return -1;
     }
     r->model = m;
@@ -117,6 +119,8 @@ int srv_infer_submit(srv_req *r, void (*complete)(srv_job *, void *), int (*clie
     j->client_gone = client_gone;
     j->complete = complete;
     j->arg = r;
+    if (r->ops->setup_job)
+        r->ops->setup_job(r, j);
     int rc = srv_batcher_submit(r->model->batcher, j);
     if (rc == 0)
         return 0;
@@ -143,7 +147,7 @@ int srv_infer_finished(srv_req *r)
         snprintf(r->version, sizeof r->version, "%s", j->version);
     switch (j->status) {
     case SRV_JOB_OK:
-        if (j->out)
+        if (j->out || j->translations)
             return 0;
         srv_req_error(r, 500, "internal", "the model returned no output");
         return -1;
@@ -175,6 +179,10 @@ int srv_infer_finished(srv_req *r)
 
 void srv_infer_render(srv_req *r)
 {
+    if (r->ops->render) {
+        r->ops->render(r);
+        return;
+    }
     srv_job *j = &r->job;
     eng_model *m = j->model;
     const eng_model_info *info = m ? eng_model_get_info(m) : r->model->info;
@@ -210,13 +218,7 @@ void srv_infer_cleanup(srv_req *r)
 {
     if (r->ops)
         r->ops->cleanup(r);
-    free(r->job.out);
-    r->job.out = NULL;
-    r->job.out_len = 0;
-    if (r->job.model) {
-        eng_model_unref(r->job.model);
-        r->job.model = NULL;
-    }
+    srv_job_free_output(&r->job);
     srv_api_request_free(&r->api);
     free(r->body);
     r->body = NULL;

@@ -8,6 +8,9 @@
 
 typedef struct srv_infer_ops {
     srv_job_kind kind;
+    /* Optional (NULL: srv_models_find by r->api.model): pick r's model. NULL
+     * with r's error response set. */
+    srv_model *(*resolve)(srv_req *r);
     /* Tokenize r->api with model m into r->enc / r->n_enc (and r->task_state).
      * 0, or -1 with r's error response set. */
     int (*encode)(srv_req *r, eng_model *m);
@@ -17,12 +20,19 @@ typedef struct srv_infer_ops {
                       const eng_tokenizer *tok);
     /* Free r->enc and r->task_state (idempotent). */
     void (*cleanup)(srv_req *r);
+    /* Optional, loop thread: set kind-specific job fields (after the common
+     * ones, before submit). */
+    void (*setup_job)(srv_req *r, srv_job *j);
+    /* Optional, pool thread: render the whole response (r's response or error)
+     * instead of the common {"model", "version", "result(s)"} with render_one. */
+    void (*render)(srv_req *r);
 } srv_infer_ops;
 
 extern const srv_infer_ops srv_embed_ops;
 extern const srv_infer_ops srv_sentiment_ops;
 extern const srv_infer_ops srv_classify_ops;
 extern const srv_infer_ops srv_qa_ops;
+extern const srv_infer_ops srv_translate_ops;
 
 /* Shared by the text endpoints: one encoding per text, truncated to the
  * model's max_seq_len (enc[i].truncated > 0 then). */

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "log.h"
@@ -150,6 +151,18 @@ static int warm_up(srv_model *m, const char **why)
         job.kind = SRV_JOB_QA;
         job.enc = qw.win;
         job.n = qw.n;
+    } else if (m->conf->task == SRV_TASK_TRANSLATE) {
+        /* A short greedy search: every encoder and decoder weight, the KV cache. */
+        if (eng_translate_encode(em, "warm up", 7, 0, &enc, &e)) {
+            *why = "cannot tokenize the warm-up input";
+            goto done;
+        }
+        job.kind = SRV_JOB_TRANSLATE;
+        eng_translate_opts_default(&job.translate);
+        job.translate.beam_size = 1;
+        job.translate.max_length = 4;
+        job.enc = &enc;
+        job.n = 1;
     } else {
         if (eng_tokenizer_encode(tok, "warm up", 7, NULL, 0, m->info->max_seq_len, &enc, &e)) {
             *why = "cannot tokenize the warm-up input";
@@ -178,11 +191,8 @@ static int warm_up(srv_model *m, const char **why)
     }
     pthread_cond_destroy(&w.cv);
     pthread_mutex_destroy(&w.mu);
-    if (rc == 0 || job.status != SRV_JOB_PENDING) {
-        free(job.out);
-        if (job.model)
-            eng_model_unref(job.model);
-    }
+    if (rc == 0 || job.status != SRV_JOB_PENDING)
+        srv_job_free_output(&job);
 done:
     eng_encoding_free(&enc);
     eng_qa_windows_free(&qw);
@@ -191,7 +201,124 @@ done:
 
 static int expected_task(srv_task t)
 {
-    return t == SRV_TASK_EMBED ? ENG_TASK_EMBED : t == SRV_TASK_QA ? ENG_TASK_QA : ENG_TASK_CLASSIFY;
+    switch (t) {
+    case SRV_TASK_EMBED: return ENG_TASK_EMBED;
+    case SRV_TASK_QA: return ENG_TASK_QA;
+    case SRV_TASK_TRANSLATE: return ENG_TASK_TRANSLATE;
+    default: return ENG_TASK_CLASSIFY;
+    }
+}
+
+/* ------------------------------------------------------------ translation */
+
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    snprintf(dst, cap, "%s", src ? src : "");
+}
+
+/* The code inside a ">>xx<<" token into code[cap]; 0 when it is not one or too long. */
+static int token_code(const char *tok, char *code, size_t cap)
+{
+    size_t n = strlen(tok);
+    if (n < 5 || strncmp(tok, ">>", 2) != 0 || strcmp(tok + n - 2, "<<") != 0 || n - 4 >= cap)
+        return 0;
+    memcpy(code, tok + 2, n - 4);
+    code[n - 4] = 0;
+    return srv_lang_code_valid(code);
+}
+
+static int has_target(const srv_model *m, const char *target)
+{
+    for (int i = 0; i < m->n_pairs; i++)
+        if (strcasecmp(m->pairs[i].target, target) == 0)
+            return 1;
+    return 0;
+}
+
+/* m->pairs from the config's overrides and the model's tokenizer: the default
+ * pair (source_lang -> target_lang, with target_token or the vocabulary's
+ * >>target_lang<< token), then source_lang -> xx for each other >>xx<< token. */
+static int build_pairs(srv_model *m, const eng_model *em)
+{
+    const srv_model_conf *c = m->conf;
+    eng_translator_info *ti = &m->tr_info;
+    if (eng_translator_get_info(em, ti))
+        return -1;
+    m->pairs = calloc((size_t)ti->n_lang_tokens + 1, sizeof *m->pairs);
+    if (!m->pairs)
+        return -1;
+    const char *src = c->source_lang ? c->source_lang : ti->source_lang;
+    const char *tgt = c->target_lang ? c->target_lang : ti->target_lang;
+    char code[32];
+    if (tgt && *tgt) {
+        srv_lang_pair *p = &m->pairs[m->n_pairs++];
+        copy_str(p->source, sizeof p->source, src);
+        copy_str(p->target, sizeof p->target, tgt);
+        if (c->target_token)
+            copy_str(p->token, sizeof p->token, c->target_token);
+        for (int k = 0; !c->target_token && k < ti->n_lang_tokens; k++)
+            if (token_code(ti->lang_tokens[k], code, sizeof code) && strcasecmp(code, tgt) == 0)
+                copy_str(p->token, sizeof p->token, ti->lang_tokens[k]);
+    }
+    for (int k = 0; k < ti->n_lang_tokens; k++) {
+        if (!token_code(ti->lang_tokens[k], code, sizeof code) || has_target(m, code) ||
+            strlen(ti->lang_tokens[k]) >= sizeof m->pairs[0].token)
+            continue;
+        srv_lang_pair *p = &m->pairs[m->n_pairs++];
+        copy_str(p->source, sizeof p->source, src);
+        copy_str(p->target, sizeof p->target, code);
+        copy_str(p->token, sizeof p->token, ti->lang_tokens[k]);
+    }
+    return 0;
+}
+
+static int lang_eq(const char *want, const char *have)
+{
+    return !want || !*have || strcasecmp(want, have) == 0;
+}
+
+srv_model *srv_models_find_translate(srv_server *s, const char *name, const char *source,
+                                     const char *target, const srv_lang_pair **pair,
+                                     srv_api_error *err)
+{
+    static const srv_lang_pair none = {{0}, {0}, {0}};
+    *pair = NULL;
+    if (name) {
+        srv_model *m = srv_models_find(s, SRV_EP_TRANSLATE, name, err);
+        if (!m)
+            return NULL;
+        if (atomic_load_explicit(&m->status, memory_order_acquire) != SRV_MODEL_READY) {
+            srv_api_error_set(err, 503, "not_ready", "model %s is not loaded", m->conf->name);
+            return NULL;
+        }
+        if (m->n_pairs == 0) { /* the model declares no language at all */
+            *pair = &none;
+            return m;
+        }
+        for (int i = 0; i < m->n_pairs; i++)
+            if (lang_eq(source, m->pairs[i].source) && lang_eq(target, m->pairs[i].target)) {
+                *pair = &m->pairs[i];
+                return m;
+            }
+        srv_api_error_set(err, 404, "model_not_found", "model %s does not translate %s -> %s",
+                          m->conf->name, source ? source : "*", target ? target : "*");
+        return NULL;
+    }
+    for (int i = 0; source && target && i < s->n_models; i++) {
+        srv_model *m = &s->models[i];
+        if (m->conf->task != SRV_TASK_TRANSLATE ||
+            atomic_load_explicit(&m->status, memory_order_acquire) != SRV_MODEL_READY)
+            continue;
+        for (int k = 0; k < m->n_pairs; k++)
+            if (*m->pairs[k].source && strcasecmp(source, m->pairs[k].source) == 0 &&
+                strcasecmp(target, m->pairs[k].target) == 0) {
+                *pair = &m->pairs[k];
+                return m;
+            }
+    }
+    srv_api_error_set(err, 404, "model_not_found", "no translation model for %s -> %s",
+                      source ? source : "*", target ? target : "*");
+    return NULL;
 }
 
 static int load_one(srv_server *s, srv_model *m)
@@ -218,6 +345,11 @@ static int load_one(srv_server *s, srv_model *m)
     else if (content_version(c->path, m->version, sizeof m->version)) {
         srv_log(SRV_LOG_ERROR, NULL, "model %s: cannot hash %s to derive its version", c->name,
                 c->path);
+        eng_model_unref(em);
+        return -1;
+    }
+    if (c->task == SRV_TASK_TRANSLATE && build_pairs(m, em)) {
+        srv_log(SRV_LOG_ERROR, NULL, "model %s: cannot read its translation settings", c->name);
         eng_model_unref(em);
         return -1;
     }
@@ -258,6 +390,10 @@ static int load_one(srv_server *s, srv_model *m)
             "warm in %.0f ms; %d worker(s) x %d thread(s)",
             c->name, srv_task_name(c->task), m->version, info->architecture, info->layers,
             info->hidden, info->max_seq_len, (double)m->load_ns / 1e6, c->workers, c->threads);
+    for (int k = 0; k < m->n_pairs; k++)
+        srv_log(SRV_LOG_INFO, NULL, "model %s: translates %s -> %s%s%s", c->name,
+                *m->pairs[k].source ? m->pairs[k].source : "?", m->pairs[k].target,
+                *m->pairs[k].token ? " with " : "", m->pairs[k].token);
     return 0;
 }
 
@@ -286,6 +422,7 @@ void srv_models_free(srv_server *s)
         srv_model_slot_free(m->slot);
         if (m->model)
             eng_model_unref(m->model);
+        free(m->pairs);
     }
     free(s->models);
     s->models = NULL;

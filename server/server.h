@@ -33,6 +33,13 @@ typedef enum srv_model_status {
     SRV_MODEL_FAILED,
 } srv_model_status;
 
+/* A language pair a translate model serves (models.c). */
+typedef struct srv_lang_pair {
+    char source[32];  /* "" when the model does not say (reachable by name only) */
+    char target[32];
+    char token[40];   /* ">>xx<<" prepended to each text; "" for none */
+} srv_lang_pair;
+
 /* One configured model. Written by the loading thread until status turns
  * READY (release); readers check status first (acquire). */
 typedef struct srv_model {
@@ -47,6 +54,12 @@ typedef struct srv_model {
     char version[64];           /* version being served */
     char device[16];
     int64_t load_ns;
+    /* translate: the pairs served, the default first (config source_lang /
+     * target_lang + target_token, then one per >>xx<< token of the vocabulary);
+     * and the model's generation defaults. */
+    srv_lang_pair *pairs;
+    int n_pairs;
+    eng_translator_info tr_info;
 } srv_model;
 
 struct srv_server {
@@ -181,6 +194,14 @@ void srv_models_free(srv_server *s);
 /* The model that serves ep: by name (NULL: the first configured for ep).
  * NULL with err set (404 model_not_found). */
 srv_model *srv_models_find(srv_server *s, srv_endpoint ep, const char *name, srv_api_error *err);
+/* /v1/translate: the model and language pair for a request. By name: the
+ * given source / target must be among its pairs (a side the model does not
+ * declare is not checked); without a target, its default pair. Without a
+ * name: the first model in config order serving source -> target (codes
+ * compared case-insensitively). NULL with err set (404 model_not_found). */
+srv_model *srv_models_find_translate(srv_server *s, const char *name, const char *source,
+                                     const char *target, const srv_lang_pair **pair,
+                                     srv_api_error *err);
 /* 1 when a model of task t serves endpoint ep. */
 int srv_task_serves(srv_task t, srv_endpoint ep);
 

@@ -142,9 +142,79 @@ static void test_translate(void **state)
                            &r, &e), 0);
     assert_string_equal(r.source, "en");
     assert_string_equal(r.target, "de");
+    assert_int_equal(r.beam_size, 0);
+    assert_int_equal(r.max_length, 0);
     srv_api_request_free(&r);
     expect_err(SRV_EP_TRANSLATE, "{\"text\":\"x\",\"source\":1}", 422, "invalid_field");
     expect_err(SRV_EP_MODELS, "{\"text\":\"x\"}", 404, "not_found");
+
+    /* by model name: no pair needed; options in range */
+    assert_int_equal(parse(SRV_EP_TRANSLATE,
+                           "{\"texts\":[\"a\",\"b\"],\"model\":\"mt\",\"beam_size\":4,"
+                           "\"max_length\":64,\"target\":\"pt_BR\"}", &r, &e), 0);
+    assert_int_equal(r.list, 1);
+    assert_int_equal(r.n, 2);
+    assert_string_equal(r.model, "mt");
+    assert_null(r.source);
+    assert_string_equal(r.target, "pt_BR");
+    assert_int_equal(r.beam_size, 4);
+    assert_int_equal(r.max_length, 64);
+    srv_api_request_free(&r);
+    assert_int_equal(parse(SRV_EP_TRANSLATE, "{\"text\":\"x\",\"model\":\"mt\",\"beam_size\":64,"
+                           "\"max_length\":2}", &r, &e), 0);
+    srv_api_request_free(&r);
+
+    /* without a model both languages are required */
+    expect_err(SRV_EP_TRANSLATE, "{\"text\":\"x\"}", 422, "invalid_field");
+    expect_err(SRV_EP_TRANSLATE, "{\"text\":\"x\",\"source\":\"en\"}", 422, "invalid_field");
+    expect_err(SRV_EP_TRANSLATE, "{\"text\":\"x\",\"target\":\"pt\"}", 422, "invalid_field");
+    /* language codes: strings of letters, digits, '_', '-' */
+    expect_err(SRV_EP_TRANSLATE, "{\"text\":\"x\",\"source\":\"\",\"target\":\"pt\"}", 422,
+               "invalid_field");
+    expect_err(SRV_EP_TRANSLATE, "{\"text\":\"x\",\"source\":\"en\",\"target\":\"p t\"}", 422,
+               "invalid_field");
+    expect_err(SRV_EP_TRANSLATE, "{\"text\":\"x\",\"source\":\"en\",\"target\":\">>por<<\"}",
+               422, "invalid_field");
+    expect_err(SRV_EP_TRANSLATE, "{\"text\":\"x\",\"source\":[\"en\"],\"target\":\"pt\"}", 422,
+               "invalid_field");
+    expect_err(SRV_EP_TRANSLATE,
+               "{\"text\":\"x\",\"source\":\"abcdefghijklmnopqrstuvwxyz0123456\",\"target\":\"pt\"}",
+               422, "invalid_field");
+    /* beam_size and max_length: integers in range */
+    const char *bad_opts[] = {"\"beam_size\":0", "\"beam_size\":65", "\"beam_size\":2.5",
+                              "\"beam_size\":\"4\"", "\"beam_size\":null", "\"max_length\":1",
+                              "\"max_length\":4097", "\"max_length\":true", "\"max_length\":-3"};
+    for (size_t i = 0; i < sizeof bad_opts / sizeof *bad_opts; i++) {
+        char body[128];
+        snprintf(body, sizeof body, "{\"text\":\"x\",\"model\":\"mt\",%s}", bad_opts[i]);
+        expect_err(SRV_EP_TRANSLATE, body, 422, "invalid_field");
+    }
+    /* texts: types, empty, count, size, UTF-8; fields of other endpoints */
+    expect_err(SRV_EP_TRANSLATE, "{\"text\":\"\",\"model\":\"mt\"}", 422, "invalid_field");
+    expect_err(SRV_EP_TRANSLATE, "{\"texts\":[],\"model\":\"mt\"}", 422, "invalid_field");
+    expect_err(SRV_EP_TRANSLATE, "{\"texts\":[\"a\",7],\"model\":\"mt\"}", 422, "invalid_field");
+    expect_err(SRV_EP_TRANSLATE, "{\"text\":[\"a\"],\"model\":\"mt\"}", 422, "invalid_field");
+    expect_err(SRV_EP_TRANSLATE, "{\"text\":\"a\",\"texts\":[\"b\"],\"model\":\"mt\"}", 422,
+               "invalid_field");
+    expect_err(SRV_EP_TRANSLATE, "{\"texts\":[\"a\",\"b\",\"c\",\"d\",\"e\"],\"model\":\"mt\"}",
+               413, "too_many_texts");
+    expect_err(SRV_EP_TRANSLATE,
+               "{\"text\":\"0123456789012345678901234567890123456789\",\"model\":\"mt\"}", 413,
+               "text_too_long");
+    expect_err(SRV_EP_TRANSLATE, "{\"text\":\"\xc3\x28\",\"model\":\"mt\"}", 422, "invalid_utf8");
+    expect_err(SRV_EP_TRANSLATE, "{\"text\":\"x\",\"model\":\"mt\",\"top_k\":1}", 422,
+               "invalid_field");
+    expect_err(SRV_EP_TRANSLATE, "{\"text\":\"x\",\"model\":\"mt\",\"beam\":1}", 422,
+               "invalid_field");
+    /* translate-only fields are refused elsewhere */
+    expect_err(SRV_EP_EMBED, "{\"text\":\"x\",\"beam_size\":1}", 422, "invalid_field");
+    expect_err(SRV_EP_CLASSIFY, "{\"text\":\"x\",\"max_length\":8}", 422, "invalid_field");
+
+    assert_true(srv_lang_code_valid("en"));
+    assert_true(srv_lang_code_valid("zh-Hant"));
+    assert_false(srv_lang_code_valid(""));
+    assert_false(srv_lang_code_valid(NULL));
+    assert_false(srv_lang_code_valid("e\""));
 }
 
 static void test_body_errors(void **state)

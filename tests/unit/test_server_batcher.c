@@ -16,6 +16,10 @@
 #include <string.h>
 #include <time.h>
 
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <unistd.h>
+
 #include "batcher.h"
 #include "model_slot.h"
 #include "nlpd_engine.h"
@@ -169,9 +173,7 @@ static void job_free(tjob *j)
 {
     if (!j)
         return;
-    free(j->job.out);
-    if (j->job.model)
-        eng_model_unref(j->job.model);
+    srv_job_free_output(&j->job);
     for (int i = 0; i < MAXE; i++)
         eng_encoding_free(&j->enc[i]);
     free(j);
@@ -190,8 +192,10 @@ static eng_model *load(const char *name)
 static srv_job_kind kind_of(const eng_model *m)
 {
     eng_task t = eng_model_get_info(m)->task;
-    return t == ENG_TASK_CLASSIFY ? SRV_JOB_CLASSIFY : t == ENG_TASK_EMBED ? SRV_JOB_EMBED
-                                                                           : SRV_JOB_QA;
+    return t == ENG_TASK_CLASSIFY    ? SRV_JOB_CLASSIFY
+           : t == ENG_TASK_EMBED     ? SRV_JOB_EMBED
+           : t == ENG_TASK_TRANSLATE ? SRV_JOB_TRANSLATE
+                                     : SRV_JOB_QA;
 }
 
 /* The job's expected out, each encoding run alone (layout as in batcher.h). */
@@ -265,6 +269,7 @@ typedef struct fixture {
     srv_batcher *b;
     eng_model *m; /* borrowed from the slot for direct runs */
     eng_ctx *ctx;
+    char mdir[64]; /* Marian: the linked model folder to remove ("" otherwise) */
 } fixture;
 
 static void fx_open(fixture *f, const char *model, srv_batch_opts *o)
@@ -292,6 +297,15 @@ static void fx_close(fixture *f)
     eng_model_unref(f->m);
     eng_ctx_free(f->ctx);
     tctx_close(&f->t);
+    if (f->mdir[0]) {
+        DIR *d = opendir(f->mdir);
+        for (struct dirent *e; d && (e = readdir(d));)
+            if (e->d_name[0] != '.')
+                unlinkat(dirfd(d), e->d_name, 0);
+        if (d)
+            closedir(d);
+        rmdir(f->mdir);
+    }
 }
 
 /* Submit a gate job and wait until the worker holds it. */
@@ -937,6 +951,277 @@ static void test_wrong_task(void **state)
     fx_close(&f);
 }
 
+/* ------------------------------------------------------------ translation */
+
+/* A runnable Marian folder in f->mdir: tests/fixtures/marian/<model> plus the
+ * shared OPUS-MT tokenizer files (not in the repository), linked. 0, or -1
+ * when the tokenizer files are missing (the test is skipped). */
+static int marian_dir(fixture *f, const char *model)
+{
+    static const char *const files[] = {"config.json", "generation_config.json",
+                                        "model.safetensors", "source.spm", "target.spm",
+                                        "vocab.json", "tokenizer_config.json",
+                                        "special_tokens_map.json"};
+    char tok[4096], src[4200], dst[200];
+    snprintf(tok, sizeof tok, "%s/tokenizers/opus-mt-tc-big-en-pt", tu_shared());
+    if (!tu_exists(tu_path("%s/source.spm", tok)))
+        return -1;
+    snprintf(f->mdir, sizeof f->mdir, "/tmp/nlpd_batcher_mt_XXXXXX");
+    assert_non_null(mkdtemp(f->mdir));
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        if (i < 3)
+            snprintf(src, sizeof src, "%s/tests/fixtures/marian/%s/%s", tu_root(), model, files[i]);
+        else
+            snprintf(src, sizeof src, "%s/%s", tok, files[i]);
+        char *abs = realpath(src, NULL);
+        if (!abs)
+            fail_msg("missing %s", src);
+        snprintf(dst, sizeof dst, "%s/%s", f->mdir, files[i]);
+        assert_int_equal(symlink(abs, dst), 0);
+        free(abs);
+    }
+    return 0;
+}
+
+/* fx_open for a Marian fixture model; 0, or -1 (nothing opened) without the
+ * shared tokenizer. */
+static int fx_open_marian(fixture *f, const char *model, srv_batch_opts *o)
+{
+    memset(f, 0, sizeof *f);
+    if (marian_dir(f, model))
+        return -1;
+    tctx_init(&f->t);
+    eng_error err = {0};
+    if (eng_model_load(f->mdir, &f->m, &err))
+        fail_msg("load %s: %s", model, err.msg);
+    f->slot = srv_model_slot_new(model, eng_model_ref(f->m), "v1");
+    assert_non_null(f->slot);
+    o->on_batch = on_batch;
+    o->on_batch_arg = &f->t;
+    if (o->threads_per_worker <= 0)
+        o->threads_per_worker = 1;
+    if (srv_batcher_new(f->slot, o, &f->b, &err))
+        fail_msg("batcher: %s", err.msg);
+    f->ctx = ctx_new(1);
+    return 0;
+}
+
+typedef struct mt_case {
+    const char *text;
+    const cJSON *greedy, *beam; /* generate() goldens: num_beams 1, the folder's (4) */
+} mt_case;
+
+static cJSON *mt_golden(const char *model)
+{
+    char *txt = tu_read_file(tu_path("%s/tests/fixtures/marian/%s/golden.json", tu_root(), model),
+                             NULL);
+    assert_non_null(txt);
+    cJSON *g = cJSON_Parse(txt);
+    free(txt);
+    assert_non_null(g);
+    return g;
+}
+
+/* Up to max cases with non-empty texts from the golden. */
+static int mt_cases(const cJSON *g, mt_case *c, int max)
+{
+    int n = 0;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, cJSON_GetObjectItem(g, "cases"))
+    {
+        const char *t = cJSON_GetObjectItem(x, "text")->valuestring;
+        if (n == max || !*t)
+            continue;
+        c[n++] = (mt_case){t, cJSON_GetObjectItem(x, "greedy"), cJSON_GetObjectItem(x, "beam")};
+    }
+    return n;
+}
+
+static tjob *mt_job(fixture *f, const char *const *texts, int n, int beam, int max_length)
+{
+    assert_true(n <= MAXE);
+    tjob *j = calloc(1, sizeof *j);
+    assert_non_null(j);
+    j->t = &f->t;
+    for (int i = 0; i < n; i++) {
+        eng_encoding_init(&j->enc[i]);
+        eng_error err = {0};
+        if (eng_translate_encode(f->m, texts[i], strlen(texts[i]), 0, &j->enc[i], &err))
+            fail_msg("encode: %s", err.msg);
+    }
+    j->job.kind = SRV_JOB_TRANSLATE;
+    j->job.n = n;
+    j->job.enc = j->enc;
+    eng_translate_opts_default(&j->job.translate);
+    j->job.translate.beam_size = beam;
+    j->job.translate.max_length = max_length;
+    j->job.client_gone = client_gone;
+    j->job.complete = on_complete;
+    j->job.arg = j;
+    return j;
+}
+
+static int ids_are(const cJSON *want, const eng_translation *t)
+{
+    if (cJSON_GetArraySize(want) != t->n_ids)
+        return 0;
+    for (int i = 0; i < t->n_ids; i++)
+        if (cJSON_GetArrayItem(want, i)->valueint != t->ids[i])
+            return 0;
+    return 1;
+}
+
+/* The translate job ran OK and each text's ids and score equal
+ * eng_translate_ids on that text alone (score bitwise). */
+static void expect_same_translation(fixture *f, const srv_job *job)
+{
+    if (job->status != SRV_JOB_OK)
+        fail_msg("job status %d (%s)", job->status, job->error);
+    assert_null(job->out);
+    assert_non_null(job->translations);
+    for (int i = 0; i < job->n; i++) {
+        const eng_encoding *e = &job->enc[i];
+        eng_translation want = {0};
+        eng_error err = {0};
+        if (eng_translate_ids(f->ctx, f->m, &e, 1, &job->translate, &want, &err))
+            fail_msg("direct translate: %s", err.msg);
+        const eng_translation *got = &job->translations[i];
+        g_cmp++;
+        int same = got->n_ids == want.n_ids && got->src_tokens == want.src_tokens &&
+                   memcmp(got->ids, want.ids, (size_t)want.n_ids * sizeof *want.ids) == 0 &&
+                   memcmp(&got->score, &want.score, sizeof want.score) == 0;
+        g_bitwise += same;
+        if (!same)
+            fail_msg("text %d: batched translation differs from the direct run (%d vs %d ids, "
+                     "score %g vs %g)", i, got->n_ids, want.n_ids, (double)got->score,
+                     (double)want.score);
+        assert_null(got->text);
+        eng_translation_free(&want);
+    }
+}
+
+/* Translate jobs of 1-3 texts, greedy and beam 4, queued together behind a
+ * gate: every text's ids equal the committed generate() goldens and the direct
+ * run alone (bitwise), batches formed, and greedy and beam jobs never shared
+ * one. */
+static void test_translate_jobs(void **state)
+{
+    (void)state;
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.max_delay_us = 0;
+    fixture f;
+    if (fx_open_marian(&f, "marian_a", &o)) {
+        print_message("shared OPUS-MT tokenizer missing: skipped\n");
+        skip();
+    }
+    cJSON *g = mt_golden("marian_a");
+    mt_case c[12];
+    int nc = mt_cases(g, c, 12);
+    assert_int_equal(nc, 12);
+    tjob *gate = gate_hold(&f);
+    /* 8 jobs over the 12 texts: beams 1 and 4 interleaved, 1-3 texts each. */
+    enum { N = 8 };
+    tjob *jobs[N];
+    int first[N];
+    for (int i = 0, t = 0; i < N; i++) {
+        int n = 1 + i % 3;
+        const char *texts[3];
+        first[i] = t;
+        for (int k = 0; k < n; k++)
+            texts[k] = c[(t + k) % nc].text;
+        t = (t + n) % nc;
+        jobs[i] = mt_job(&f, texts, n, i % 2 ? 4 : 1, 40);
+        submit_ok(&f, jobs[i]);
+    }
+    gate_release(&f.t);
+    assert_true(wait_for(&f.t, &f.t.done, N + 1));
+    int batched = 0;
+    for (int i = 0; i < N; i++) {
+        srv_job *j = &jobs[i]->job;
+        assert_int_equal(jobs[i]->completions, 1);
+        expect_same_translation(&f, j);
+        for (int k = 0; k < j->n; k++) {
+            const mt_case *mc = &c[(first[i] + k) % nc];
+            if (!ids_are(i % 2 ? mc->beam : mc->greedy, &j->translations[k]))
+                fail_msg("job %d text %d (%s): ids differ from the generate() golden", i, k,
+                         mc->text);
+        }
+        /* Each option set formed one batch of its own: 1+3+2+1 = 7 greedy
+         * texts (jobs 0, 2, 4, 6), 2+1+3+2 = 8 beam texts (1, 3, 5, 7). */
+        assert_int_equal(j->batch_size, i % 2 ? 8 : 7);
+        batched |= j->batch_size > j->n;
+        assert_ptr_equal(j->model, f.m);
+    }
+    assert_true(batched);
+    assert_int_equal(f.t.nb, 3); /* the gate's batch, then one per option set */
+
+    /* A job of the same options, alone, equals its text inside the batch. */
+    const char *t0 = c[first[1]].text;
+    tjob *alone = mt_job(&f, &t0, 1, 4, 40);
+    submit_ok(&f, alone);
+    assert_true(wait_for(&f.t, &f.t.done, N + 2));
+    assert_int_equal(alone->job.batch_size, 1);
+    const eng_translation *a = &alone->job.translations[0], *b = &jobs[1]->job.translations[0];
+    assert_int_equal(a->n_ids, b->n_ids);
+    assert_memory_equal(a->ids, b->ids, (size_t)a->n_ids * sizeof *a->ids);
+    assert_memory_equal(&a->score, &b->score, sizeof a->score);
+
+    job_free(alone);
+    for (int i = 0; i < N; i++)
+        job_free(jobs[i]);
+    job_free(gate);
+    cJSON_Delete(g);
+    fx_close(&f);
+}
+
+/* Options differing only in max_length or length_penalty keep jobs apart too;
+ * equal options (NaN penalties included) batch together. */
+static void test_translate_opts_grouping(void **state)
+{
+    (void)state;
+    eng_translate_opts a, b;
+    eng_translate_opts_default(&a);
+    eng_translate_opts_default(&b);
+    assert_true(srv_translate_opts_equal(&a, &b));
+    b.target_lang_token = ">>por<<"; /* ignored: sources are already encoded */
+    assert_true(srv_translate_opts_equal(&a, &b));
+    b.max_length = 9;
+    assert_false(srv_translate_opts_equal(&a, &b));
+    b = a;
+    b.length_penalty = 1.0f;
+    assert_false(srv_translate_opts_equal(&a, &b));
+    b = a;
+    b.beam_size = 2;
+    assert_false(srv_translate_opts_equal(&a, &b));
+
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.max_delay_us = 0;
+    fixture f;
+    if (fx_open_marian(&f, "marian_b", &o)) {
+        print_message("shared OPUS-MT tokenizer missing: skipped\n");
+        skip();
+    }
+    tjob *gate = gate_hold(&f);
+    const char *t1 = "Hello world!", *t2 = "The cat sat on the mat.";
+    tjob *jobs[4] = {mt_job(&f, &t1, 1, 1, 24), mt_job(&f, &t2, 1, 1, 9),
+                     mt_job(&f, &t2, 1, 1, 24), mt_job(&f, &t1, 1, 1, 9)};
+    for (int i = 0; i < 4; i++)
+        submit_ok(&f, jobs[i]);
+    gate_release(&f.t);
+    assert_true(wait_for(&f.t, &f.t.done, 5));
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(jobs[i]->job.batch_size, 2); /* {0, 2} and {1, 3} */
+        expect_same_translation(&f, &jobs[i]->job);
+    }
+    assert_int_equal(f.t.nb, 3);
+    for (int i = 0; i < 4; i++)
+        job_free(jobs[i]);
+    job_free(gate);
+    fx_close(&f);
+}
+
 /* Prints the group's tally of batched results against the direct runs. */
 static void test_report_invariance(void **state)
 {
@@ -967,6 +1252,8 @@ TEST_GROUP(server_batcher)
         cmocka_unit_test(test_model_swap),
         cmocka_unit_test(test_bad_job_isolated),
         cmocka_unit_test(test_wrong_task),
+        cmocka_unit_test(test_translate_jobs),
+        cmocka_unit_test(test_translate_opts_grouping),
         cmocka_unit_test(test_report_invariance),
     };
     TEST_GROUP_RETURN(t);

@@ -187,8 +187,17 @@ static void test_validate(void **state)
     expect_invalid(json, 2, "models[1].name");
     expect_invalid("{\"models\":[{\"name\":\"a b\",\"path\":\"p\",\"task\":\"qa\"}]}", 2,
                    "models[0].name");
-    expect_invalid("{\"models\":[{\"name\":\"t\",\"path\":\"p\",\"task\":\"translate\"}]}", 2,
-                   "models[0].task");
+    /* translation keys: only on translate models, well-formed */
+    expect_invalid("{\"models\":[{\"name\":\"t\",\"path\":\"p\",\"task\":\"qa\",\"translation\":"
+                   "{\"source_lang\":\"en\"}}]}", 2, "models[0].translation.source_lang");
+    expect_invalid("{\"models\":[{\"name\":\"t\",\"path\":\"p\",\"task\":\"translate\","
+                   "\"translation\":{\"target_lang\":\"p t\"}}]}", 2,
+                   "models[0].translation.target_lang");
+    expect_invalid("{\"models\":[{\"name\":\"t\",\"path\":\"p\",\"task\":\"translate\","
+                   "\"translation\":{\"target_token\":\"por\"}}]}", 2,
+                   "models[0].translation.target_token");
+    expect_bad("{\"models\":[{\"name\":\"t\",\"path\":\"p\",\"task\":\"translate\","
+               "\"translation\":{\"max_beam_size\":65}}]}", "models[0].translation.max_beam_size");
     expect_invalid("{\"models\":[{\"name\":\"t\",\"path\":\"p\",\"task\":\"qa\",\"timeout_ms\":500,"
                    "\"max_timeout_ms\":100}]}", 2, "models[0].timeout_ms");
     expect_invalid("{\"models\":[{\"name\":\"t\",\"path\":\"p\",\"task\":\"qa\",\"batching\":"
@@ -205,6 +214,33 @@ static void test_validate(void **state)
                               "\"batching\":{\"workers\":2}}]}", err, sizeof err), 0);
     assert_int_equal(srv_config_validate(&c, 8, err, sizeof err), 0);
     assert_int_equal(c.models[0].threads, 4);
+    srv_config_free(&c);
+}
+
+/* A translate model with its "translation" keys, and their defaults. */
+static void test_translation_keys(void **state)
+{
+    (void)state;
+    srv_config c;
+    char err[512] = "";
+    const char *json =
+        "{\"models\":[{\"name\":\"mt\",\"path\":\"p\",\"task\":\"translate\",\"translation\":"
+        "{\"source_lang\":\"en\",\"target_lang\":\"pt_BR\",\"target_token\":\">>por<<\","
+        "\"max_beam_size\":4,\"max_length\":128}},{\"name\":\"mt2\",\"path\":\"q\","
+        "\"task\":\"translate\"}]}";
+    assert_int_equal(load(&c, json, err, sizeof err), 0);
+    assert_int_equal(srv_config_validate(&c, 2, err, sizeof err), 0);
+    assert_int_equal(c.models[0].task, SRV_TASK_TRANSLATE);
+    assert_string_equal(c.models[0].source_lang, "en");
+    assert_string_equal(c.models[0].target_lang, "pt_BR");
+    assert_string_equal(c.models[0].target_token, ">>por<<");
+    assert_int_equal(c.models[0].max_beam_size, 4);
+    assert_int_equal(c.models[0].max_length, 128);
+    assert_null(c.models[1].source_lang);
+    assert_null(c.models[1].target_lang);
+    assert_null(c.models[1].target_token);
+    assert_int_equal(c.models[1].max_beam_size, 8);
+    assert_int_equal(c.models[1].max_length, 512);
     srv_config_free(&c);
 }
 
@@ -287,7 +323,8 @@ TEST_GROUP(server_config)
     static const struct CMUnitTest t[] = {
         cmocka_unit_test(test_defaults),      cmocka_unit_test(test_load_full),
         cmocka_unit_test(test_unknown_and_bad), cmocka_unit_test(test_set_overrides),
-        cmocka_unit_test(test_validate),      cmocka_unit_test(test_listen_parse),
+        cmocka_unit_test(test_validate),      cmocka_unit_test(test_translation_keys),
+        cmocka_unit_test(test_listen_parse),
         cmocka_unit_test(test_print_doc),     cmocka_unit_test(test_shipped_config),
     };
     TEST_GROUP_RETURN(t);

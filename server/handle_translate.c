@@ -1,0 +1,261 @@
+/* handle_translate.c - POST /v1/translate over MarianMTModel folders.
+ *
+ * The model comes from "model" or from the language pair
+ * (srv_models_find_translate); an unknown pair is a 404 that lists the pairs
+ * served. On a pool thread each text is encoded (the pair's >>xx<< token
+ * prepended, as a user would write it; truncated at the model's maximum),
+ * then all texts run as one SRV_JOB_TRANSLATE job whose search options are
+ * resolved here (explicit beam_size and max_length, so equal searches share a
+ * batch); rendering, also on a pool thread, detokenises the ids. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "handlers.h"
+
+typedef struct tr_state {
+    const srv_lang_pair *pair; /* in the model (lives as long as the server) */
+    eng_translate_opts opts;
+} tr_state;
+
+static void put_pair(srv_buf *b, const srv_lang_pair *p, const char *model)
+{
+    srv_buf_puts(b, "{\"source\":");
+    srv_buf_json_str(b, p->source, strlen(p->source));
+    srv_buf_puts(b, ",\"target\":");
+    srv_buf_json_str(b, p->target, strlen(p->target));
+    srv_buf_puts(b, ",\"model\":");
+    srv_buf_json_str(b, model, strlen(model));
+    srv_buf_puts(b, "}");
+}
+
+/* 404 model_not_found with the pairs served ("supported"; only model's own
+ * when the request named a translate model). */
+static void not_found(srv_req *r, const srv_api_error *e)
+{
+    srv_server *s = r->srv;
+    const srv_model *only = NULL;
+    for (int i = 0; r->api.model && i < s->n_models; i++)
+        if (s->models[i].conf->task == SRV_TASK_TRANSLATE &&
+            strcmp(s->models[i].conf->name, r->api.model) == 0)
+            only = &s->models[i];
+    char list[1024] = "";
+    size_t used = 0;
+    srv_buf b;
+    srv_buf_init(&b);
+    srv_buf_puts(&b, "{\"error\":{\"code\":\"model_not_found\",\"supported\":[");
+    int n = 0;
+    for (int i = 0; i < s->n_models; i++) {
+        const srv_model *m = &s->models[i];
+        if ((only && m != only) || m->conf->task != SRV_TASK_TRANSLATE ||
+            atomic_load_explicit(&m->status, memory_order_acquire) != SRV_MODEL_READY)
+            continue;
+        for (int k = 0; k < m->n_pairs; k++, n++) {
+            const srv_lang_pair *p = &m->pairs[k];
+            if (n)
+                srv_buf_puts(&b, ",");
+            put_pair(&b, p, m->conf->name);
+            if (used < sizeof list)
+                used += (size_t)snprintf(list + used, sizeof list - used, "%s%s->%s (%s)",
+                                         n ? ", " : "", *p->source ? p->source : "?", p->target,
+                                         m->conf->name);
+        }
+    }
+    char msg[1400];
+    snprintf(msg, sizeof msg, "%s; supported pairs: %s", e->message, n ? list : "none");
+    srv_buf_puts(&b, "],\"message\":");
+    srv_buf_json_str(&b, msg, strlen(msg));
+    srv_buf_puts(&b, "}}\n");
+    srv_req_error(r, 404, "model_not_found", "%s", msg); /* code for the log; body below */
+    size_t len = 0;
+    char *body = srv_buf_take(&b, &len);
+    if (body)
+        srv_req_respond(r, 404, body, len, NULL);
+}
+
+static int min_pos(int a, int b)
+{
+    return a > 0 && a < b ? a : b;
+}
+
+static srv_model *tr_resolve(srv_req *r)
+{
+    srv_api_error e = {0};
+    const srv_lang_pair *pair = NULL;
+    srv_model *m = srv_models_find_translate(r->srv, r->api.model, r->api.source, r->api.target,
+                                             &pair, &e);
+    if (!m) {
+        if (e.status == 404)
+            not_found(r, &e);
+        else
+            srv_req_error(r, e.status, e.code, "%s", e.message);
+        return NULL;
+    }
+    r->model = m; /* errors below name the model */
+    r->model_index = m->index;
+    const srv_model_conf *c = m->conf;
+    if (r->api.beam_size > c->max_beam_size) {
+        srv_req_error(r, 422, "invalid_field", "beam_size must be at most %d for model %s",
+                      c->max_beam_size, c->name);
+        return NULL;
+    }
+    if (r->api.max_length > c->max_length) {
+        srv_req_error(r, 422, "invalid_field", "max_length must be at most %d for model %s",
+                      c->max_length, c->name);
+        return NULL;
+    }
+    tr_state *st = calloc(1, sizeof *st);
+    if (!st) {
+        srv_req_error(r, 500, "internal", "out of memory");
+        return NULL;
+    }
+    r->task_state = st;
+    st->pair = pair;
+    eng_translate_opts_default(&st->opts);
+    /* The model's defaults, capped by the config's maxima like requests are. */
+    st->opts.beam_size = r->api.beam_size ? r->api.beam_size
+                                          : min_pos(m->tr_info.num_beams, c->max_beam_size);
+    st->opts.max_length = r->api.max_length ? r->api.max_length
+                                            : min_pos(m->tr_info.max_length, c->max_length);
+    return m;
+}
+
+static int tr_encode(srv_req *r, eng_model *m)
+{
+    tr_state *st = r->task_state;
+    const char *token = st->pair->token;
+    size_t tl = strlen(token);
+    char *buf = NULL;
+    r->enc = calloc((size_t)r->api.n, sizeof *r->enc);
+    if (!r->enc)
+        goto oom;
+    r->n_enc = r->api.n;
+    for (int i = 0; i < r->n_enc; i++)
+        eng_encoding_init(&r->enc[i]);
+    for (int i = 0; i < r->n_enc; i++) {
+        const char *t = r->api.texts[i];
+        size_t len = r->api.text_lens[i];
+        if (tl) { /* ">>xx<< text", as transformers' users write it */
+            free(buf);
+            if (!(buf = malloc(tl + 1 + len)))
+                goto oom;
+            memcpy(buf, token, tl);
+            buf[tl] = ' ';
+            memcpy(buf + tl + 1, t, len);
+            t = buf;
+            len += tl + 1;
+        }
+        eng_error e = {0};
+        if (eng_translate_encode(m, t, len, 0, &r->enc[i], &e)) {
+            char what[32];
+            snprintf(what, sizeof what, r->api.list ? "texts[%d]" : "text", i);
+            srv_req_engine_error(r, &e, what);
+            free(buf);
+            return -1;
+        }
+    }
+    free(buf);
+    return 0;
+oom:
+    free(buf);
+    srv_req_error(r, 500, "internal", "out of memory");
+    return -1;
+}
+
+static void tr_setup_job(srv_req *r, srv_job *j)
+{
+    tr_state *st = r->task_state;
+    j->translate = st->opts;
+}
+
+static void put_lang(srv_buf *b, const char *key, const char *pair_code, const char *asked)
+{
+    const char *v = pair_code && *pair_code ? pair_code : asked;
+    if (!v)
+        return;
+    srv_buf_printf(b, ",\"%s\":", key);
+    srv_buf_json_str(b, v, strlen(v));
+}
+
+static void tr_render(srv_req *r)
+{
+    tr_state *st = r->task_state;
+    srv_job *j = &r->job;
+    eng_model *m = j->model ? j->model : r->model->model;
+    srv_buf b;
+    srv_buf_init(&b);
+    srv_buf_puts(&b, "{\"model\":");
+    srv_buf_json_str(&b, r->model->conf->name, strlen(r->model->conf->name));
+    srv_buf_puts(&b, ",\"version\":");
+    srv_buf_json_str(&b, r->version, strlen(r->version));
+    put_lang(&b, "source", st->pair->source, r->api.source);
+    put_lang(&b, "target", st->pair->target, r->api.target);
+    srv_buf_puts(&b, r->api.list ? ",\"translations\":[" : ",\"translation\":");
+    int truncated = 0;
+    for (int i = 0; i < r->api.n; i++) {
+        const eng_translation *t = &j->translations[i];
+        char *text = NULL;
+        eng_error e = {0};
+        if (eng_translate_decode(m, t->ids, t->n_ids, &text, &e)) {
+            srv_buf_free(&b);
+            srv_req_engine_error(r, &e, "detokenisation");
+            return;
+        }
+        if (i)
+            srv_buf_puts(&b, ",");
+        srv_buf_json_str(&b, text, strlen(text));
+        free(text);
+        truncated += t->truncated > 0;
+    }
+    if (r->api.list)
+        srv_buf_puts(&b, "]");
+    /* Over-long inputs were translated from their first tokens: say so. */
+    if (truncated) {
+        srv_buf_puts(&b, ",\"warnings\":[");
+        for (int i = 0, k = 0; i < r->api.n; i++) {
+            const eng_translation *t = &j->translations[i];
+            if (t->truncated <= 0)
+                continue;
+            char what[32];
+            snprintf(what, sizeof what, r->api.list ? "texts[%d]" : "text", i);
+            srv_buf_printf(&b,
+                           "%s{\"index\":%d,\"code\":\"truncated\",\"message\":\"%s was "
+                           "truncated to its first %d tokens (the model's maximum); %d tokens "
+                           "were dropped\"}",
+                           k++ ? "," : "", i, what, t->src_tokens, t->truncated);
+        }
+        srv_buf_puts(&b, "]");
+    }
+    srv_buf_puts(&b, "}\n");
+    size_t len = 0;
+    char *body = srv_buf_failed(&b) ? NULL : srv_buf_take(&b, &len);
+    if (!body) {
+        srv_buf_free(&b);
+        srv_req_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    srv_req_respond(r, 200, body, len, NULL);
+}
+
+static int tr_render_one(srv_req *r, srv_buf *b, int i, const eng_model_info *info,
+                         const eng_tokenizer *tok)
+{
+    (void)r, (void)b, (void)i, (void)info, (void)tok;
+    return -1; /* tr_render renders the whole response */
+}
+
+static void tr_cleanup(srv_req *r)
+{
+    srv_free_texts(r);
+    free(r->task_state);
+    r->task_state = NULL;
+}
+
+const srv_infer_ops srv_translate_ops = {
+    .kind = SRV_JOB_TRANSLATE,
+    .resolve = tr_resolve,
+    .encode = tr_encode,
+    .render_one = tr_render_one,
+    .cleanup = tr_cleanup,
+    .setup_job = tr_setup_job,
+    .render = tr_render,
+};
