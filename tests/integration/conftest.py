@@ -37,6 +37,8 @@ FIXTURES = ROOT / "tests" / "fixtures" / "models"
 MINILM = ROOT / "models" / "all-MiniLM-L6-v2"
 SHARED = Path(os.environ.get("NLPD_SHARED") or ROOT.parent / "shared")
 SITE_CONF = ROOT / "deploy" / "nginx" / "nlpd.conf"
+MARIAN = ROOT / "tests" / "fixtures" / "marian"
+MARIAN_TOK = SHARED / "tokenizers" / "opus-mt-tc-big-en-pt"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
 # Limits the test daemons run with. MAX_BODY must equal nlpd's default and the
@@ -57,6 +59,37 @@ HTTP_TIMEOUT = 60.0
 
 def have_minilm():
     return (MINILM / "model.safetensors").exists()
+
+
+def have_marian():
+    return (MARIAN_TOK / "source.spm").exists()
+
+
+def marian_folder(name, base):
+    """A runnable MarianMTModel folder under base: tests/fixtures/marian/<name> plus the
+    shared OPUS-MT tokenizer files (not in the repository), symlinked."""
+    d = Path(base) / name
+    d.mkdir(parents=True, exist_ok=True)
+    files = [MARIAN / name / f for f in ("config.json", "generation_config.json", "model.safetensors")]
+    files += [MARIAN_TOK / f for f in ("source.spm", "target.spm", "vocab.json",
+                                       "tokenizer_config.json", "special_tokens_map.json")]
+    for f in files:
+        if not (d / f.name).exists():
+            (d / f.name).symlink_to(f.resolve())
+    return d
+
+
+def marian_models(base, **batching):
+    """The tiny Marian models as translate models with distinct language pairs (the
+    "translation" config section overrides tokenizer_config.json's en -> pt)."""
+    return [
+        ModelSpec("tiny-mt-a", marian_folder("marian_a", base), "translate", **batching),
+        ModelSpec("tiny-mt-b", marian_folder("marian_b", base), "translate",
+                  translation={"target_lang": "es"}, **batching),
+        ModelSpec("tiny-mt-c", marian_folder("marian_c", base), "translate",
+                  translation={"source_lang": "de", "max_beam_size": 4, "max_length": 64},
+                  **batching),
+    ]
 
 
 def wait_until(cond, timeout, what, interval=0.02):
@@ -226,7 +259,7 @@ def render_config(port, models, api_key_file=None, threads=None, drain_timeout_m
     for m in models:
         e = {"name": m.name, "path": str(m.path), "task": m.task}
         b = dict(m.batching)
-        for k in ("timeout_ms", "max_timeout_ms", "version", "backend"):
+        for k in ("timeout_ms", "max_timeout_ms", "version", "backend", "translation"):
             if k in b:
                 e[k] = b.pop(k)
         if b:
@@ -477,18 +510,20 @@ class Spawner:
         return problems
 
 
-def main_models():
-    # One compute thread per model worker: 7 models share the machine's cores.
+def main_models(workdir=None):
+    # One compute thread per model worker: 10 models share the machine's cores.
     models = tiny_models(threads=1)
     if have_minilm():
         models.append(ModelSpec("minilm", MINILM, "embed", threads=1))
+    if workdir is not None and have_marian():
+        models += marian_models(Path(workdir) / "marian", threads=1)
     return models
 
 
 @pytest.fixture(scope="session")
 def main_nlpd(session_dir):
     """One daemon with every tiny model (and MiniLM) shared by both modes."""
-    nlpd = Nlpd(session_dir / "main", main_models())
+    nlpd = Nlpd(session_dir / "main", main_models(session_dir))
     nlpd.start()
     yield nlpd
     problems = nlpd.stop()
