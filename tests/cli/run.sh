@@ -40,5 +40,23 @@ check invalid-utf8 1 'invalid UTF-8 at byte 2' "$CLI" classify "$F/bert_cls" $'a
 check wrong-task 1 "needs a model of task 'embed'" "$CLI" embed "$F/bert_cls" hi
 check too-long 1 'at most 128' "$CLI" classify --max-length 1000 "$F/bert_cls" "$(printf 'word %.0s' {1..200})"
 
+# Translation: a tiny Marian fixture with the real OPUS-MT tokenizer from ../shared
+# (linked, not copied); ids must equal transformers' generate() goldens.
+SHARED=${NLPD_SHARED:-$ROOT/../shared}
+TOKDIR="$SHARED/tokenizers/opus-mt-tc-big-en-pt"
+if [[ -f "$TOKDIR/source.spm" ]]; then
+    MT=$(mktemp -d); trap 'rm -rf "$MT"' EXIT
+    for f in "$ROOT"/tests/fixtures/marian/marian_a/{config.json,generation_config.json,model.safetensors} \
+             "$TOKDIR"/{source.spm,target.spm,vocab.json,tokenizer_config.json,special_tokens_map.json}; do
+        ln -s "$f" "$MT/"
+    done
+    check translate-greedy 0 '"ids":\[2318,2318,2318,2318,44670\]' "$CLI" translate --beam-size 1 "$MT" "The cat sat on the mat."
+    check translate-beam 0 '"ids":\[54082,54082,54082,39261,39261,' "$CLI" translate "$MT" "The cat sat on the mat."
+    check translate-wrong-task 1 'translat' "$CLI" translate "$F/bert_cls" "hi"
+    check classify-on-marian 1 '.' "$CLI" classify "$MT" "hi"
+else
+    echo "cli: translation cases skipped: $TOKDIR not found"
+fi
+
 echo "cli: ${pass} passed, ${fail} failed"
 [[ $fail -eq 0 ]]
