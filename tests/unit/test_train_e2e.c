@@ -186,6 +186,36 @@ static void test_finetune_separable(void **s)
     assert_int_equal(temp_leftovers(tmpdir), 0);
 }
 
+/* The same seed gives the same model, bit for bit; another seed another one. */
+static void test_reproducible(void **s)
+{
+    (void)s;
+    write_data(tu_path("%s/train.jsonl", tmpdir), 64, 7);
+    write_data(tu_path("%s/dev.jsonl", tmpdir), 16, 8);
+    char out[3][300];
+    for (int i = 0; i < 3; i++) {
+        snprintf(out[i], sizeof out[i], "%s/run%d", tmpdir, i);
+        trn_opts o;
+        base_opts(&o, out[i]);
+        o.epochs = 2;
+        o.seed = i == 2 ? 12 : 11;
+        trn_result r;
+        eng_error err;
+        if (trn_finetune(&o, &r, &err))
+            fail_msg("%s", err.msg);
+    }
+    size_t n0, n1, n2;
+    char *a = tu_read_file(tu_path("%s/model.safetensors", out[0]), &n0);
+    char *b = tu_read_file(tu_path("%s/model.safetensors", out[1]), &n1);
+    char *c = tu_read_file(tu_path("%s/model.safetensors", out[2]), &n2);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(c);
+    assert_true(n0 == n1 && memcmp(a, b, n0) == 0);
+    assert_true(n0 == n2 && memcmp(a, c, n0) != 0);
+    free(a), free(b), free(c);
+}
+
 /* An interrupted run publishes nothing and leaves no temporary folder. */
 static void test_interrupted(void **s)
 {
@@ -280,6 +310,7 @@ TEST_GROUP(train_e2e)
 {
     static const struct CMUnitTest t[] = {
         cmocka_unit_test_setup_teardown(test_finetune_separable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reproducible, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interrupted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_temp_removed, setup, teardown),
         cmocka_unit_test(test_transformers_parity),
