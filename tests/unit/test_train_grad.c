@@ -214,6 +214,47 @@ static void check_grads(const char *model)
     golden_free(&g);
 }
 
+/* Gradient accumulation: the batch in two micro-batches, each weighted by its share
+ * (loss_scale 2/4), gives the full batch's gradient. */
+static void test_grad_accumulation(void **s)
+{
+    (void)s;
+    golden g = {0};
+    eng_model_config cfg;
+    golden_load(&g, "bert_cls");
+    assert_int_equal(g.n, 4);
+    eng_trainer *t = trainer_for(&g, "bert_cls", &cfg);
+    eng_error err = {0};
+    float l1, l2;
+    if (eng_trainer_backward(t, g.encp, 2, g.labels, NULL, 0.5f, &l1, &err) ||
+        eng_trainer_backward(t, g.encp + 2, 2, g.labels + 2, NULL, 0.5f, &l2, &err))
+        fail_msg("%s", err.msg);
+    double want_loss = cJSON_GetObjectItem(g.meta, "loss")->valuedouble;
+    assert_true(fabs(0.5 * (l1 + l2) - want_loss) <= 1e-5 * want_loss);
+    int np;
+    const eng_param *ps = eng_trainer_params(t, &np);
+    float worst = 0;
+    for (int i = 0; i < np; i++) {
+        size_t count;
+        float *ours = gather(&g, ps[i].name, eng_trainer_grads(t) + ps[i].off, &ps[i], &count);
+        float *ref = golden_tensor(&g, "grad", ps[i].name, count);
+        float scale = max_abs(ref, count), d = tu_max_abs_diff(ours, ref, count);
+        if (scale >= GRAD_TINY) {
+            if (!(d / scale <= GRAD_RTOL))
+                fail_msg("%s: accumulated gradient differs from torch's full batch by %g "
+                         "(relative %g)", ps[i].name, d, d / scale);
+            worst = d / scale > worst ? d / scale : worst;
+        }
+        free(ours);
+        free(ref);
+    }
+    printf("    bert_cls: 2 accumulated micro-batches = full batch, worst relative error %.2e\n",
+           worst);
+    eng_trainer_free(t);
+    eng_model_config_free(&cfg);
+    golden_free(&g);
+}
+
 /* 3 optimizer steps on the same batch; parameters and per-step losses vs torch. */
 static void check_optimizer(const char *model)
 {
@@ -295,6 +336,7 @@ TEST_GROUP(train_grad)
         cmocka_unit_test(test_grad_bert_cls),
         cmocka_unit_test(test_grad_distilbert_cls),
         cmocka_unit_test(test_grad_bert_multilabel),
+        cmocka_unit_test(test_grad_accumulation),
         cmocka_unit_test(test_adamw_bert_cls),
         cmocka_unit_test(test_adamw_distilbert_cls),
         cmocka_unit_test(test_adamw_bert_multilabel),
