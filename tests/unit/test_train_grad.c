@@ -255,6 +255,44 @@ static void test_grad_accumulation(void **s)
     golden_free(&g);
 }
 
+/* Learning-rate schedules as transformers' get_{linear,cosine,constant}_schedule_with_warmup
+ * compute them: warmup 2, total 10, lr 1. */
+static void test_schedules(void **s)
+{
+    (void)s;
+    static const struct {
+        eng_lr_schedule sch;
+        double want[11];
+    } cases[] = {
+        {ENG_LR_LINEAR, {0, 0.5, 1, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0}},
+        {ENG_LR_COSINE, {0, 0.5, 1, 0.96193977, 0.85355339, 0.69134172, 0.5, 0.30865828,
+                         0.14644661, 0.03806023, 0}},
+        {ENG_LR_CONSTANT, {0, 0.5, 1, 1, 1, 1, 1, 1, 1, 1, 1}},
+    };
+    const char *labels[2] = {"negative", "positive"};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        eng_train_opts o;
+        eng_train_opts_default(&o);
+        o.num_labels = 2;
+        o.labels = labels;
+        o.lr = 1.0f;
+        o.schedule = cases[c].sch;
+        o.total_steps = 10;
+        o.warmup_steps = 2;
+        o.threads = 1;
+        eng_trainer *t;
+        eng_error err;
+        if (eng_trainer_new(tu_path("%s/tests/fixtures/train/tiny_st_base", tu_root()), &o, &t,
+                            &err))
+            fail_msg("%s", err.msg);
+        for (int k = 0; k <= 10; k++)
+            if (!(fabs(eng_trainer_lr_at(t, k) - cases[c].want[k]) <= 1e-6))
+                fail_msg("schedule %d step %d: lr %.8f, expected %.8f", (int)cases[c].sch, k,
+                         eng_trainer_lr_at(t, k), cases[c].want[k]);
+        eng_trainer_free(t);
+    }
+}
+
 /* 3 optimizer steps on the same batch; parameters and per-step losses vs torch. */
 static void check_optimizer(const char *model)
 {
@@ -337,6 +375,7 @@ TEST_GROUP(train_grad)
         cmocka_unit_test(test_grad_distilbert_cls),
         cmocka_unit_test(test_grad_bert_multilabel),
         cmocka_unit_test(test_grad_accumulation),
+        cmocka_unit_test(test_schedules),
         cmocka_unit_test(test_adamw_bert_cls),
         cmocka_unit_test(test_adamw_distilbert_cls),
         cmocka_unit_test(test_adamw_bert_multilabel),
