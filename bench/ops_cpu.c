@@ -186,26 +186,39 @@ static void bench_shape(eng_backend *be, int nseq, int seq, int reps)
 }
 
 /* GEMM y = x W^T for few rows (the same packed kernel as for many: up to 6 rows it
- * reads W in place, then packs one panel at a time): qkv- and ffn2-shaped, best of reps. */
+ * reads W in place, then packs one panel at a time), and the same from W pre-packed
+ * once (pack_weight / gemm_prepacked: the same bits, no per-call packing):
+ * qkv-, ffn2- and Marian-lm-head-shaped, best of reps. */
 static void bench_small_m(eng_backend *be, int reps)
 {
     static const int ms[] = {1, 4, 16, 32, 64, 128, 256, 512};
-    static const int shapes[][2] = {{1152, 384}, {384, 1536}};
-    float *x = buf(be, 512 * 1536), *w = buf(be, 1536 * 1152), *y = buf(be, 512 * 1536);
-    printf("\n== GEMM y[M,N] = x[M,K] W[N,K]^T for small M, %d threads ==\n", be->threads);
-    for (size_t s = 0; s < 2; s++)
+    static const int shapes[][2] = {{1152, 384}, {384, 1536}, {54776, 512}};
+    float *x = buf(be, 512 * 1536), *w = buf(be, (size_t)54776 * 512), *y = buf(be, 512 * 54776);
+    printf("\n== GEMM y[M,N] = x[M,K] W[N,K]^T for small M, %d threads: gemm | prepacked ==\n",
+           be->threads);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int N = shapes[s][0], K = shapes[s][1];
+        void *wp = be->ops->pack_weight ? be->ops->pack_weight(be, w, N, K, K) : NULL;
         for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
-            int M = ms[i], N = shapes[s][0], K = shapes[s][1];
-            double bt = 1e30;
-            for (int r = 0; r <= reps; r++) {
-                double t0 = now_s();
-                be->ops->gemm(be, 1, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
-                double dt = now_s() - t0;
-                bt = r > 0 && dt < bt ? dt : bt;
-            }
-            printf("  M %4d N %4d K %4d  %8.1f us  %6.1f GFLOP/s\n", M, N, K, bt * 1e6,
-                   2.0 * M * N * K / bt * 1e-9);
+            int M = ms[i], r_reps = N > 10000 ? reps / 4 + 1 : reps;
+            double bt[2] = {1e30, 1e30};
+            for (int r = 0; r <= r_reps; r++)
+                for (int v = 0; v < (wp ? 2 : 1); v++) { /* interleaved */
+                    double t0 = now_s();
+                    if (v)
+                        be->ops->gemm_prepacked(be, M, N, K, 1.0f, x, K, wp, 0.0f, y, N);
+                    else
+                        be->ops->gemm(be, 1, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
+                    double dt = now_s() - t0;
+                    bt[v] = r > 0 && dt < bt[v] ? dt : bt[v];
+                }
+            printf("  M %4d N %5d K %4d  %9.1f us %6.1f GFLOP/s | %9.1f us %6.1f GFLOP/s\n", M,
+                   N, K, bt[0] * 1e6, 2.0 * M * N * K / bt[0] * 1e-9, bt[1] * 1e6,
+                   wp ? 2.0 * M * N * K / bt[1] * 1e-9 : 0.0);
         }
+        if (wp)
+            be->ops->free_packed(be, wp);
+    }
     be->ops->free(be, x);
     be->ops->free(be, w);
     be->ops->free(be, y);

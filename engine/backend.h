@@ -202,6 +202,20 @@ typedef struct eng_backend_ops {
 
     /* x[r, :] = silu(x[r, :] + bias) = y * sigmoid(y) (HF "swish"/"silu"); bias may be NULL. */
     void (*bias_silu)(eng_backend *be, float *x, const float *bias, int rows, int cols);
+
+    /* ---- pre-packed weights (inference only: the weights must not change while packed)
+     * pack_weight: an opaque read-only handle for B [N, K] (row stride ldb), the nn.Linear
+     * layout, or NULL (unsupported, out of memory, or nothing to gain): callers then use
+     * gemm(trans_b = 1). B must outlive the handle unchanged (a backend may fall back to
+     * it). The layout does not depend on the thread count; a handle may be used
+     * concurrently by any backend of the same kind (not only the one that packed it).
+     * gemm_prepacked: exactly gemm(be, 1, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc),
+     * bitwise, N and K those of the packing. free_packed: frees a handle (NULL: no-op);
+     * be may be any backend of the same kind or NULL. */
+    void *(*pack_weight)(eng_backend *be, const float *B, int N, int K, int ldb);
+    void (*gemm_prepacked)(eng_backend *be, int M, int N, int K, float alpha, const float *A,
+                           int lda, const void *packed, float beta, float *C, int ldc);
+    void (*free_packed)(eng_backend *be, void *packed);
 } eng_backend_ops;
 
 struct eng_backend {

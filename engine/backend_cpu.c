@@ -209,6 +209,8 @@ typedef struct gemm_job {
     int nc, mc, mb; /* columns per block of B, rows per item, items per block */
     float *buf;     /* per thread: a packed block of B */
     size_t buf_per;
+    const float *pre; /* all of B packed once (pack_weight), or NULL */
+    size_t pre_ps;    /* floats per panel of pre */
 } gemm_job;
 
 static void sgemm(const gemm_job *g, int m0, int m1, int n0, int n1)
@@ -246,6 +248,13 @@ static void packed_task(void *arg, int tid, int nt)
             int jb = it / g->mb, ib = it % g->mb;
             int n0 = jb * g->nc, n1 = n0 + g->nc < g->N ? n0 + g->nc : g->N;
             int m0 = ib * g->mc, m1 = m0 + g->mc < g->M ? m0 + g->mc : g->M;
+            if (g->pre) { /* blocks start on panel boundaries (nc: a multiple of gemm_nr) */
+                const float *blk = g->pre + (size_t)(n0 / g->k->gemm_nr) * g->pre_ps;
+                g->k->gemm_packed(m1 - m0, n1 - n0, g->K, g->alpha,
+                                  g->A + (size_t)m0 * g->lda, g->lda, blk, g->beta,
+                                  g->C + (size_t)m0 * g->ldc + n0, g->ldc);
+                continue;
+            }
             if (g->mb == 1) { /* A's rows meet each panel once: pack panels into L1 */
                 g->k->gemm_direct(g->M, n0, n1, g->K, g->alpha, g->A, g->lda, g->B, g->ldb,
                                   g->beta, g->C, g->ldc, bp);
@@ -297,6 +306,18 @@ static void gemm_packed_run(cpu_backend *cb, gemm_job *g)
     size_t per = eng_cpu_gemm_pack_floats(k->gemm_nr, g->mb == 1 ? k->gemm_nr : g->nc, K);
     per = (per + 15) / 16 * 16; /* keep each thread's buffer 64-byte aligned */
     g->k = k;
+    if (g->pre) { /* B is packed already: no buffers, no lock */
+        if (nt > 1) {
+            chunker_init(&g->ch, items, 1, nt);
+            eng_cpu_pool_run(cb->pool, packed_task, g, nt);
+        } else {
+            atomic_init(&g->ch.next, 0);
+            g->ch.extent = items;
+            g->ch.chunk = items;
+            packed_task(g, 0, 1);
+        }
+        return;
+    }
     /* Concurrent callers of one backend: the second gets a buffer of its own. */
     int locked = pthread_mutex_trylock(&cb->gemm_mu) == 0;
     float *own = NULL;
@@ -374,6 +395,69 @@ static void cpu_gemm(eng_backend *be, int trans_b, int M, int N, int K, float al
     } else {
         sgemm(&g, 0, M, 0, N);
     }
+}
+
+/* Pre-packed weights: B packed once, whole, in the layout gemm_pack_b gives rows 0..N
+ * (panels of gemm_nr rows, each eng_cpu_gemm_pack_floats(nr, nr, K) floats), so any
+ * block of B that starts on a panel boundary is a plain offset into it; the layout
+ * depends on the ISA only, never on threads. gemm_prepacked runs the same work items
+ * and the same kernel (gemm_packed) as a per-call packing, hence the same bits. The
+ * handle is immutable after packing: workers share it without locks. */
+typedef struct cpu_packed {
+    const eng_cpu_kernels *k; /* kernels whose layout data is in */
+    const float *B;           /* the source, for backends on other kernels */
+    int N, K, ldb;
+    float *data; /* NULL on the scalar path: its packing is B's rows as they are */
+} cpu_packed;
+
+static void *cpu_pack_weight(eng_backend *be, const float *B, int N, int K, int ldb)
+{
+    cpu_backend *cb = cb_of(be);
+    if (!B || N <= 0 || K <= 0 || ldb < K)
+        return NULL;
+    cpu_packed *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    *h = (cpu_packed){.k = cb->k, .B = B, .N = N, .K = K, .ldb = ldb};
+    if (cb->k->gemm_nr > 1) {
+        size_t n = eng_cpu_gemm_pack_floats(cb->k->gemm_nr, N, K);
+        if (posix_memalign((void **)&h->data, 64, n * sizeof(float)) != 0) {
+            free(h);
+            return NULL;
+        }
+        cb->k->gemm_pack_b(h->data, B, ldb, 0, N, K);
+    }
+    return h;
+}
+
+static void cpu_free_packed(eng_backend *be, void *packed)
+{
+    (void)be;
+    cpu_packed *h = packed;
+    if (!h)
+        return;
+    free(h->data);
+    free(h);
+}
+
+static void cpu_gemm_prepacked(eng_backend *be, int M, int N, int K, float alpha,
+                               const float *A, int lda, const void *packed, float beta,
+                               float *C, int ldc)
+{
+    cpu_backend *cb = cb_of(be);
+    const cpu_packed *h = packed;
+    if (!h || h->N != N || h->K != K)
+        abort(); /* programmer error: a handle of another shape */
+    /* Another ISA's layout, the BLAS knob, or the trivial cases: gemm itself. */
+    if (!h->data || h->k != cb->k || cb->blas_gemm || M <= 0 || alpha == 0.0f) {
+        cpu_gemm(be, 1, M, N, K, alpha, A, lda, h->B, h->ldb, beta, C, ldc);
+        return;
+    }
+    gemm_job g = {.trans_b = 1, .M = M, .N = N, .K = K, .lda = lda, .ldb = h->ldb,
+                  .ldc = ldc, .by_rows = 1, .alpha = alpha, .beta = beta, .A = A, .B = h->B,
+                  .C = C, .pre = h->data,
+                  .pre_ps = eng_cpu_gemm_pack_floats(h->k->gemm_nr, h->k->gemm_nr, K)};
+    gemm_packed_run(cb, &g);
 }
 
 /* ------------------------------------------------------ row-parallel ops */
@@ -648,6 +732,9 @@ static const eng_backend_ops cpu_ops = {
     .log_softmax = eng_cpu_log_softmax,
     .topk = eng_cpu_topk,
     .bias_silu = eng_cpu_bias_silu,
+    .pack_weight = cpu_pack_weight,
+    .gemm_prepacked = cpu_gemm_prepacked,
+    .free_packed = cpu_free_packed,
 };
 
 eng_backend *eng_backend_cpu_new_isa(int threads, eng_cpu_isa isa)

@@ -232,8 +232,60 @@ fail:
     return rc;
 }
 
+/* A packing of w [n, k], adding its bytes to *bytes; NULL when declined. */
+static void *pack_one(eng_backend *be, const float *w, int n, int k, size_t *bytes)
+{
+    void *h = w ? be->ops->pack_weight(be, w, n, k, k) : NULL;
+    if (h) /* panels of up to 16 rows, K padded to 4 (the CPU layout; an estimate elsewhere) */
+        *bytes += ((size_t)n + 15) / 16 * 16 * (((size_t)k + 3) / 4 * 4) * sizeof(float);
+    return h;
+}
+
+void eng_bert_pack(eng_bert *b, eng_backend *be)
+{
+    const eng_model_config *c = b->cfg;
+    int H = c->hidden, I = c->intermediate;
+    if (!be || !be->ops->pack_weight || !be->ops->gemm_prepacked || !be->ops->free_packed ||
+        b->pack_ops)
+        return;
+    b->pack_ops = be->ops;
+    for (int l = 0; l < c->layers; l++) {
+        eng_bert_layer *L = &b->layers[l];
+        L->qkv_p = pack_one(be, L->qkv_w, 3 * H, H, &b->packed_bytes);
+        L->ao_p = pack_one(be, L->ao_w, H, H, &b->packed_bytes);
+        L->in_p = pack_one(be, L->in_w, I, H, &b->packed_bytes);
+        L->out_p = pack_one(be, L->out_w, H, I, &b->packed_bytes);
+    }
+    /* the [CLS] heads' square layers; the classifier / QA outputs (a few rows of W)
+     * gain nothing from a packing */
+    b->pool_p = pack_one(be, b->pool_w, H, H, &b->packed_bytes);
+    b->pre_p = pack_one(be, b->pre_w, H, H, &b->packed_bytes);
+}
+
+/* Frees the packings (the handles do not need the backend that made them). */
+static void unpack(eng_bert *b)
+{
+    const eng_backend_ops *o = b->pack_ops;
+    if (!o)
+        return;
+    for (int l = 0; b->layers && l < b->cfg->layers; l++) {
+        eng_bert_layer *L = &b->layers[l];
+        void **h[] = {&L->qkv_p, &L->ao_p, &L->in_p, &L->out_p};
+        for (size_t i = 0; i < sizeof h / sizeof *h; i++) {
+            o->free_packed(NULL, *h[i]);
+            *h[i] = NULL;
+        }
+    }
+    o->free_packed(NULL, b->pool_p);
+    o->free_packed(NULL, b->pre_p);
+    b->pool_p = b->pre_p = NULL;
+    b->pack_ops = NULL;
+    b->packed_bytes = 0;
+}
+
 void eng_bert_free(eng_bert *b)
 {
+    unpack(b);
     free(b->block);
     free(b->layers);
     b->block = NULL;
@@ -310,11 +362,15 @@ int eng_bert_prepare(const eng_bert *b, eng_arena *ar, const eng_encoding *const
     return ENG_OK;
 }
 
-/* y[T, out] = x[T, in] W^T + bias, then act. */
-static void linear(eng_backend *be, float *y, const float *x, const float *w, const float *bias,
-                   int T, int out, int in, eng_act act)
+/* y[T, out] = x[T, in] W^T + bias, then act; wp: W pre-packed for backends with
+ * b->pack_ops (the same values, bitwise), or NULL. */
+static void linear(const eng_bert *b, eng_backend *be, float *y, const float *x, const float *w,
+                   const void *wp, const float *bias, int T, int out, int in, eng_act act)
 {
-    be->ops->gemm(be, 1, T, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+    if (wp && be->ops == b->pack_ops)
+        be->ops->gemm_prepacked(be, T, out, in, 1.0f, x, in, wp, 0.0f, y, out);
+    else
+        be->ops->gemm(be, 1, T, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
     be->ops->bias_act(be, y, bias, T, out, act);
 }
 
@@ -334,13 +390,13 @@ float *eng_bert_encode(const eng_bert *b, eng_backend *be, eng_arena *ar,
     o->add_layernorm(be, x, x, NULL, b->emb_ln_g, b->emb_ln_b, T, H, c->ln_eps);
     for (int l = 0; l < c->layers; l++) {
         const eng_bert_layer *L = &b->layers[l];
-        linear(be, qkv, x, L->qkv_w, L->qkv_b, T, 3 * H, H, ENG_ACT_NONE);
+        linear(b, be, qkv, x, L->qkv_w, L->qkv_p, L->qkv_b, T, 3 * H, H, ENG_ACT_NONE);
         o->attention(be, ctx, H, qkv, 3 * H, qkv + H, 3 * H, qkv + 2 * H, 3 * H, bt->seq_off,
                      bt->seq_off, bt->n, c->heads, hd, scale, 0);
-        linear(be, tmp, ctx, L->ao_w, L->ao_b, T, H, H, ENG_ACT_NONE);
+        linear(b, be, tmp, ctx, L->ao_w, L->ao_p, L->ao_b, T, H, H, ENG_ACT_NONE);
         o->add_layernorm(be, x, tmp, x, L->ln1_g, L->ln1_b, T, H, c->ln_eps);
-        linear(be, tmp, x, L->in_w, L->in_b, T, I, H, c->act);
-        linear(be, ctx, tmp, L->out_w, L->out_b, T, H, I, ENG_ACT_NONE);
+        linear(b, be, tmp, x, L->in_w, L->in_p, L->in_b, T, I, H, c->act);
+        linear(b, be, ctx, tmp, L->out_w, L->out_p, L->out_b, T, H, I, ENG_ACT_NONE);
         o->add_layernorm(be, x, ctx, x, L->ln2_g, L->ln2_b, T, H, c->ln_eps);
     }
     return x;
@@ -356,10 +412,10 @@ float *eng_bert_classify(const eng_bert *b, eng_backend *be, eng_arena *ar,
     float *logits = eng_arena_alloc(ar, sizeof(float) * (size_t)n * c->num_labels);
     be->ops->gather_rows(be, cls, hidden, bt->seq_off, n, 0, H);
     if (c->family == ENG_FAMILY_BERT)
-        linear(be, mid, cls, b->pool_w, b->pool_b, n, H, H, ENG_ACT_TANH);
+        linear(b, be, mid, cls, b->pool_w, b->pool_p, b->pool_b, n, H, H, ENG_ACT_TANH);
     else
-        linear(be, mid, cls, b->pre_w, b->pre_b, n, H, H, ENG_ACT_RELU);
-    linear(be, logits, mid, b->cls_w, b->cls_b, n, c->num_labels, H, ENG_ACT_NONE);
+        linear(b, be, mid, cls, b->pre_w, b->pre_p, b->pre_b, n, H, H, ENG_ACT_RELU);
+    linear(b, be, logits, mid, b->cls_w, NULL, b->cls_b, n, c->num_labels, H, ENG_ACT_NONE);
     return logits;
 }
 
@@ -367,7 +423,7 @@ float *eng_bert_qa(const eng_bert *b, eng_backend *be, eng_arena *ar, const eng_
                    const float *hidden)
 {
     float *out = eng_arena_alloc(ar, sizeof(float) * (size_t)bt->ntok * 2);
-    linear(be, out, hidden, b->qa_w, b->qa_b, bt->ntok, 2, b->cfg->hidden, ENG_ACT_NONE);
+    linear(b, be, out, hidden, b->qa_w, NULL, b->qa_b, bt->ntok, 2, b->cfg->hidden, ENG_ACT_NONE);
     return out;
 }
 

@@ -15,6 +15,8 @@ typedef struct eng_bert_layer {
     const float *in_w, *in_b;   /* [I, H] */
     const float *out_w, *out_b; /* [H, I] */
     const float *ln2_g, *ln2_b;
+    /* pre-packed qkv_w, ao_w, in_w, out_w (eng_bert_pack), or NULL: plain gemm */
+    void *qkv_p, *ao_p, *in_p, *out_p;
 } eng_bert_layer;
 
 typedef struct eng_bert {
@@ -27,6 +29,11 @@ typedef struct eng_bert {
     const float *pre_w, *pre_b;   /* DistilBERT pre_classifier (relu) */
     const float *cls_w, *cls_b;   /* classifier [num_labels, H] */
     const float *qa_w, *qa_b;     /* qa_outputs [2, H] */
+    /* Pre-packed weights (inference model versions only: train.c mutates the block),
+     * owned by the model and freed with it; usable by backends with these ops. */
+    const eng_backend_ops *pack_ops;
+    void *pool_p, *pre_p;
+    size_t packed_bytes; /* extra memory of the packings, for reports */
 } eng_bert;
 
 /* Load the weights the config's architecture needs from st into one fp32 block.
@@ -34,6 +41,12 @@ typedef struct eng_bert {
 int eng_bert_load(eng_bert *b, const eng_model_config *cfg, const eng_safetensors *st,
                   eng_error *err);
 void eng_bert_free(eng_bert *b);
+
+/* Pre-pack the linear weights with be's pack_weight (when it has one) so that
+ * forward passes on backends of the same kind skip per-call packing; a weight the
+ * backend declines stays on plain gemm. Results are bitwise those of gemm. The
+ * weights must not change afterwards; the packings are freed by eng_bert_free. */
+void eng_bert_pack(eng_bert *b, eng_backend *be);
 
 /* A batch laid out for the backend: n sequences, packed. */
 typedef struct eng_bert_batch {

@@ -27,6 +27,8 @@ typedef struct mm_layer {
     const float *fc1_w, *fc1_b; /* [F, D] */
     const float *fc2_w, *fc2_b; /* [D, F] */
     const float *ln2_g, *ln2_b;
+    /* pre-packed weights (eng_marian_pack), or NULL: plain gemm */
+    void *qkv_p, *o_p, *cq_p, *ckv_p, *co_p, *fc1_p, *fc2_p;
 } mm_layer;
 
 struct eng_marian {
@@ -44,6 +46,10 @@ struct eng_marian {
     float *block;
     const float *enc_emb, *dec_emb, *lm, *final_bias, *enc_pos, *dec_pos;
     mm_layer *enc, *dec;
+    /* pre-packed weights: backends with pack_ops use them (lm_p: the lm head) */
+    const eng_backend_ops *pack_ops;
+    void *lm_p;
+    size_t packed_bytes;
 };
 
 /* ------------------------------------------------------------- config */
@@ -542,10 +548,74 @@ fail:
     return rc;
 }
 
+/* A packing of w [n, k], adding its bytes to m->packed_bytes; NULL when declined. */
+static void *pack_one(eng_marian *m, eng_backend *be, const float *w, int n, int k)
+{
+    void *h = w ? be->ops->pack_weight(be, w, n, k, k) : NULL;
+    if (h) /* panels of up to 16 rows, K padded to 4 (the CPU layout; an estimate elsewhere) */
+        m->packed_bytes += ((size_t)n + 15) / 16 * 16 * (((size_t)k + 3) / 4 * 4) * sizeof(float);
+    return h;
+}
+
+static void pack_layer(eng_marian *m, eng_backend *be, mm_layer *L, int dec, int F)
+{
+    int D = m->d;
+    L->qkv_p = pack_one(m, be, L->qkv_w, 3 * D, D);
+    L->o_p = pack_one(m, be, L->o_w, D, D);
+    if (dec) {
+        L->cq_p = pack_one(m, be, L->cq_w, D, D);
+        L->ckv_p = pack_one(m, be, L->ckv_w, 2 * D, D);
+        L->co_p = pack_one(m, be, L->co_w, D, D);
+    }
+    L->fc1_p = pack_one(m, be, L->fc1_w, F, D);
+    L->fc2_p = pack_one(m, be, L->fc2_w, D, F);
+}
+
+void eng_marian_pack(eng_marian *m, eng_backend *be)
+{
+    if (!m || !be || !be->ops->pack_weight || !be->ops->gemm_prepacked ||
+        !be->ops->free_packed || m->pack_ops)
+        return;
+    m->pack_ops = be->ops;
+    for (int l = 0; l < m->enc_layers; l++)
+        pack_layer(m, be, &m->enc[l], 0, m->enc_ffn);
+    for (int l = 0; l < m->dec_layers; l++)
+        pack_layer(m, be, &m->dec[l], 1, m->dec_ffn);
+    /* every decoding step multiplies a few rows by all of it: packed per call, it cost
+     * a sixth of the translation time */
+    m->lm_p = pack_one(m, be, m->lm, m->dec_vocab, m->d);
+}
+
+size_t eng_marian_packed_bytes(const eng_marian *m)
+{
+    return m ? m->packed_bytes : 0;
+}
+
+/* Frees the packings (the handles do not need the backend that made them). */
+static void unpack(eng_marian *m)
+{
+    const eng_backend_ops *o = m->pack_ops;
+    if (!o)
+        return;
+    for (int i = 0; i < m->enc_layers + m->dec_layers; i++) {
+        mm_layer *L = i < m->enc_layers ? &m->enc[i] : &m->dec[i - m->enc_layers];
+        void **h[] = {&L->qkv_p, &L->o_p, &L->cq_p, &L->ckv_p, &L->co_p, &L->fc1_p, &L->fc2_p};
+        for (size_t j = 0; j < sizeof h / sizeof *h; j++) {
+            o->free_packed(NULL, *h[j]);
+            *h[j] = NULL;
+        }
+    }
+    o->free_packed(NULL, m->lm_p);
+    m->lm_p = NULL;
+    m->pack_ops = NULL;
+    m->packed_bytes = 0;
+}
+
 void eng_marian_free(eng_marian *m)
 {
     if (!m)
         return;
+    unpack(m);
     eng_marian_tok_free(m->tok);
     free(m->block);
     free(m->enc);
@@ -624,10 +694,21 @@ static void mem_free_all(mm_mem *mm)
     mm->n = 0;
 }
 
-static void linear(eng_backend *be, float *y, const float *x, const float *w, const float *b,
-                   int T, int out, int in)
+/* y[T, out] = x[T, in] W^T, from W's packing wp when this backend made it (the same
+ * values, bitwise), else from W. */
+static void mm_gemm(const eng_marian *m, eng_backend *be, float *y, const float *x,
+                    const float *w, const void *wp, int T, int out, int in)
 {
-    be->ops->gemm(be, 1, T, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+    if (wp && be->ops == m->pack_ops)
+        be->ops->gemm_prepacked(be, T, out, in, 1.0f, x, in, wp, 0.0f, y, out);
+    else
+        be->ops->gemm(be, 1, T, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+}
+
+static void linear(const eng_marian *m, eng_backend *be, float *y, const float *x,
+                   const float *w, const void *wp, const float *b, int T, int out, int in)
+{
+    mm_gemm(m, be, y, x, w, wp, T, out, in);
     be->ops->bias_act(be, y, b, T, out, ENG_ACT_NONE);
 }
 
@@ -732,19 +813,19 @@ static int run_encoder(mm_run *r, const eng_encoding *const *src, int n, eng_err
     o->embed_scaled(be, x, m->enc_emb, embed_scale(m), m->enc_pos, ids, pos, (int)T, D);
     for (int l = 0; l < m->enc_layers; l++) {
         const mm_layer *L = &m->enc[l];
-        linear(be, qkv, x, L->qkv_w, L->qkv_b, (int)T, 3 * D, D);
+        linear(m, be, qkv, x, L->qkv_w, L->qkv_p, L->qkv_b, (int)T, 3 * D, D);
         o->attention(be, ctx, D, qkv, 3 * D, qkv + D, 3 * D, qkv + 2 * D, 3 * D, off, off, n,
                      m->enc_heads, hd, 1.0f / sqrtf((float)hd), 0);
-        linear(be, tmp, ctx, L->o_w, L->o_b, (int)T, D, D);
+        linear(m, be, tmp, ctx, L->o_w, L->o_p, L->o_b, (int)T, D, D);
         o->add_layernorm(be, x, tmp, x, L->ln1_g, L->ln1_b, (int)T, D, m->ln_eps);
-        be->ops->gemm(be, 1, (int)T, F, D, 1.0f, x, D, L->fc1_w, D, 0.0f, tmp, F);
+        mm_gemm(m, be, tmp, x, L->fc1_w, L->fc1_p, (int)T, F, D);
         ffn_act(m, be, tmp, L->fc1_b, (int)T, F);
-        linear(be, ctx, tmp, L->fc2_w, L->fc2_b, (int)T, D, F);
+        linear(m, be, ctx, tmp, L->fc2_w, L->fc2_p, L->fc2_b, (int)T, D, F);
         o->add_layernorm(be, x, ctx, x, L->ln2_g, L->ln2_b, (int)T, D, m->ln_eps);
     }
     /* cross-attention keys and values, once per source */
     for (int l = 0; l < m->dec_layers; l++)
-        linear(be, r->ckv[l], x, m->dec[l].ckv_w, m->dec[l].ckv_b, (int)T, 2 * D, D);
+        linear(m, be, r->ckv[l], x, m->dec[l].ckv_w, m->dec[l].ckv_p, m->dec[l].ckv_b, (int)T, 2 * D, D);
     mem_release(&r->mem, qkv);
     mem_release(&r->mem, ctx);
     mem_release(&r->mem, tmp);
@@ -859,24 +940,24 @@ static float *run_step(void *user, int nh, const int32_t *tok, const int32_t *se
     o->embed_scaled(be, x, m->dec_emb, embed_scale(m), m->dec_pos, r->d_ids, r->d_pos, nh, D);
     for (int l = 0; l < m->dec_layers; l++) {
         const mm_layer *L = &m->dec[l];
-        linear(be, qkv, x, L->qkv_w, L->qkv_b, nh, 3 * D, D);
+        linear(m, be, qkv, x, L->qkv_w, L->qkv_p, L->qkv_b, nh, 3 * D, D);
         o->copy_rows(be, r->kc[l], D, r->d_rows, qkv + D, 3 * D, NULL, nh, D);
         o->copy_rows(be, r->vc[l], D, r->d_rows, qkv + 2 * D, 3 * D, NULL, nh, D);
         o->attention_kv(be, ctx, D, qkv, 3 * D, r->kc[l], D, r->vc[l], D, r->d_qoff, r->d_kvs,
                         r->d_kvl, nh, m->dec_heads, hd, scale, 0);
-        linear(be, tmp, ctx, L->o_w, L->o_b, nh, D, D);
+        linear(m, be, tmp, ctx, L->o_w, L->o_p, L->o_b, nh, D, D);
         o->add_layernorm(be, x, tmp, x, L->ln1_g, L->ln1_b, nh, D, m->ln_eps);
-        linear(be, qkv, x, L->cq_w, L->cq_b, nh, D, D);
+        linear(m, be, qkv, x, L->cq_w, L->cq_p, L->cq_b, nh, D, D);
         o->attention_kv(be, ctx, D, qkv, D, r->ckv[l], 2 * D, r->ckv[l] + D, 2 * D, r->d_qoff,
                         r->d_ss, r->d_sl, nh, m->dec_heads, hd, scale, 0);
-        linear(be, tmp, ctx, L->co_w, L->co_b, nh, D, D);
+        linear(m, be, tmp, ctx, L->co_w, L->co_p, L->co_b, nh, D, D);
         o->add_layernorm(be, x, tmp, x, L->lnc_g, L->lnc_b, nh, D, m->ln_eps);
-        o->gemm(be, 1, nh, F, D, 1.0f, x, D, L->fc1_w, D, 0.0f, tmp, F);
+        mm_gemm(m, be, tmp, x, L->fc1_w, L->fc1_p, nh, F, D);
         ffn_act(m, be, tmp, L->fc1_b, nh, F);
-        linear(be, ctx, tmp, L->fc2_w, L->fc2_b, nh, D, F);
+        linear(m, be, ctx, tmp, L->fc2_w, L->fc2_p, L->fc2_b, nh, D, F);
         o->add_layernorm(be, x, ctx, x, L->ln2_g, L->ln2_b, nh, D, m->ln_eps);
     }
-    linear(be, r->logits, x, m->lm, m->final_bias, nh, m->dec_vocab, D);
+    linear(m, be, r->logits, x, m->lm, m->lm_p, m->final_bias, nh, m->dec_vocab, D);
     return r->logits;
 }
 

@@ -31,6 +31,12 @@ int eng_marian_is_folder(const char *dir);
 int eng_marian_load(const char *dir, eng_marian **out, eng_error *err);
 void eng_marian_free(eng_marian *m);
 
+/* Pre-pack every projection and the lm head with be's pack_weight (when it has one)
+ * for backends of the same kind: results are bitwise those of gemm; freed by
+ * eng_marian_free. eng_marian_packed_bytes: the packings' extra memory. */
+void eng_marian_pack(eng_marian *m, eng_backend *be);
+size_t eng_marian_packed_bytes(const eng_marian *m);
+
 /* Fills the model-info fields (architecture, task ENG_TASK_TRANSLATE, sizes). */
 void eng_marian_fill_info(const eng_marian *m, eng_model_info *info);
 const eng_marian_tok *eng_marian_tokenizer(const eng_marian *m);

@@ -164,6 +164,25 @@ static const char *dominant_dtype(const eng_safetensors *st)
     return "F32";
 }
 
+/* Pre-packs the inference weights for the CPU backend of eng_ctx_new (same kernels:
+ * the layout depends on the ISA only, not on threads). A one-thread backend does the
+ * packing; the handles outlive it. Skipped under NLPD_CPU_GEMM=blas, which never uses
+ * them; on failure the model simply runs on plain gemm. */
+static void pack_weights(eng_model *m)
+{
+    const char *gm = getenv("NLPD_CPU_GEMM");
+    if (gm && strcmp(gm, "blas") == 0)
+        return;
+    eng_backend *be = eng_backend_cpu_new(1);
+    if (!be)
+        return;
+    if (m->marian)
+        eng_marian_pack(m->marian, be);
+    else
+        eng_bert_pack(&m->bert, be);
+    be->ops->destroy(be);
+}
+
 int eng_model_load(const char *dir, eng_model **out, eng_error *err)
 {
     char path[4096];
@@ -180,6 +199,7 @@ int eng_model_load(const char *dir, eng_model **out, eng_error *err)
         eng_marian_fill_info(m->marian, &m->info);
         m->cfg.task = ENG_TASK_TRANSLATE; /* the BERT entry points refuse it */
         snprintf(m->cfg.architecture, sizeof m->cfg.architecture, "MarianMTModel");
+        pack_weights(m);
         *out = m;
         return ENG_OK;
     }
@@ -210,6 +230,7 @@ int eng_model_load(const char *dir, eng_model **out, eng_error *err)
     st = NULL;
     if (m->cfg.task == ENG_TASK_EMBED && (rc = load_sentence_transformers(m, dir, err)))
         goto fail_bert;
+    pack_weights(m);
     *out = m;
     return ENG_OK;
 fail_bert:

@@ -312,6 +312,79 @@ static void test_gemm_row_invariance(void **state)
     invariance_case(40, 13, big, 3, 1.0f, 0.0f);
 }
 
+/* Pre-packed weights: gemm_prepacked must equal gemm(trans_b = 1) bitwise, for any
+ * M, strides, alpha/beta and thread count, on every ISA; a handle packed by one
+ * backend is used by others (other thread counts, other ISAs: the fallback). */
+static void prepacked_case(int N, int K, int pad, float alpha, float beta, int all_m)
+{
+    static const int ms_all[] = {1, 2, 3, 5, 6, 7, 13, 16, 33, 96, 97, 191, 300};
+    static const int ms_few[] = {1, 6, 7, 97, 300};
+    const int *ms = all_m ? ms_all : ms_few;
+    int nm = all_m ? 13 : 5;
+    int maxm = 300, lda = K + pad + 1, ldb = K + pad, ldc = N + 2 * pad + 1;
+    float *A = randv((size_t)maxm * lda, 1.0f), *B = randv((size_t)N * ldb, 1.0f);
+    float *C0 = randv((size_t)maxm * ldc, 1.0f);
+    size_t csz = (size_t)maxm * ldc * sizeof(float);
+    float *want = malloc(csz), *got = malloc(csz);
+    assert_non_null(want);
+    assert_non_null(got);
+    be_cfg us[2 * ENG_CPU_ISA_COUNT];
+    int nu = cfg_list(us);
+    FOR_EACH_CFG(c)
+    {
+        eng_backend *be = be_new(c);
+        void *h = be->ops->pack_weight(be, B, N, K, ldb);
+        assert_non_null(h);
+        /* used by every configuration: its own ISA at every M, others (the fallback
+         * to B) at a few */
+        for (int ui = 0; ui < nu; ui++) {
+            be_cfg u = us[ui];
+            eng_backend *bu = be_new(u);
+            for (int mi = 0; mi < nm; mi++) {
+                int M = ms[mi];
+                if (u.isa != c.isa && M != 1 && M != 97)
+                    continue;
+                memcpy(want, C0, csz);
+                memcpy(got, C0, csz);
+                bu->ops->gemm(bu, 1, M, N, K, alpha, A, lda, B, ldb, beta, want, ldc);
+                bu->ops->gemm_prepacked(bu, M, N, K, alpha, A, lda, h, beta, got, ldc);
+                if (memcmp(want, got, csz))
+                    fail_msg("gemm_prepacked M %d N %d K %d differs from gemm [packed %s/%d, "
+                             "run %s/%d]", M, N, K, eng_cpu_isa_name(c.isa), c.threads,
+                             eng_cpu_isa_name(u.isa), u.threads);
+            }
+            bu->ops->destroy(bu);
+        }
+        be->ops->free_packed(be, h);
+        be->ops->free_packed(be, NULL);
+        be->ops->destroy(be);
+    }
+    free(A);
+    free(B);
+    free(C0);
+    free(want);
+    free(got);
+}
+
+static void test_gemm_prepacked(void **state)
+{
+    (void)state;
+    rng_seed(11);
+    prepacked_case(1, 1, 0, 1.0f, 0.0f, 1);
+    prepacked_case(37, 13, 3, 1.0f, 0.0f, 1);
+    prepacked_case(17, 129, 1, -0.75f, 0.5f, 1);
+    prepacked_case(100, 31, 2, 1.0f, 1.0f, 1);
+    prepacked_case(45, 77, 0, 0.0f, 0.5f, 0);    /* alpha = 0: C = beta C */
+    prepacked_case(1152, 384, 0, 1.0f, 0.0f, 0); /* qkv of MiniLM */
+    prepacked_case(384, 1536, 0, 1.0f, 0.0f, 0); /* ffn out: K in chunks */
+    prepacked_case(1001, 801, 5, 1.0f, 0.0f, 0); /* odd N, K beyond a chunk */
+    prepacked_case(3001, 64, 0, 1.0f, 0.0f, 0);  /* many blocks of B */
+    /* the BLAS knob: prepacked handles fall back to gemm, equal still */
+    setenv("NLPD_CPU_GEMM", "blas", 1);
+    prepacked_case(37, 50, 2, 1.0f, 0.0f, 0);
+    unsetenv("NLPD_CPU_GEMM");
+}
+
 /* -------------------------------------------------------------- bias_act */
 
 static double act_ref(double x, eng_act act)
@@ -708,6 +781,7 @@ TEST_GROUP(backend_cpu)
         cmocka_unit_test(test_basics),        cmocka_unit_test(test_math_accuracy),
         cmocka_unit_test(test_pool),          cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_gemm_row_invariance),
+        cmocka_unit_test(test_gemm_prepacked),
         cmocka_unit_test(test_bias_act),      cmocka_unit_test(test_add_layernorm),
         cmocka_unit_test(test_embed),         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_mean_pool),     cmocka_unit_test(test_gather_rows),
