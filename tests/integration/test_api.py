@@ -9,8 +9,8 @@ import struct
 
 import pytest
 
-from conftest import (FIXTURES, ROOT, cli_json, golden, have_minilm, json_error, same_result,
-                      sst2_sentences)
+from conftest import (FIXTURES, ROOT, ModelSpec, cli_json, golden, have_minilm, json_error,
+                      same_result, sst2_sentences)
 
 TOL = 1e-4
 
@@ -276,10 +276,14 @@ def test_qa_default_model(api):
 
 
 # ---------------------------------------------------------------- translate
+# (test_translate.py covers /v1/translate with the tiny Marian models.)
 
-def test_translate_not_configured(api):
-    r = api.post("/v1/translate", {"text": "Hello", "source": "en", "target": "de"})
-    json_error(r, 404, "model_not_found")
+def test_translate_not_configured(spawn):
+    t = spawn([ModelSpec("tiny-embed", FIXTURES / "bert_st", "embed")])
+    json_error(t.post("/v1/translate", {"text": "Hello", "source": "en", "target": "de"}),
+               404, "model_not_found")
+    json_error(t.post("/v1/translate", {"text": "Hello", "model": "tiny-embed"}), 404,
+               "model_not_found")
 
 
 # ------------------------------------------------------------------- models
