@@ -403,6 +403,8 @@ static void cpu_gemm(eng_backend *be, int trans_b, int M, int N, int K, float al
  * depends on the ISA only, never on threads. gemm_prepacked runs the same work items
  * and the same kernel (gemm_packed) as a per-call packing, hence the same bits. The
  * handle is immutable after packing: workers share it without locks. */
+#define GEMM_PREPACKED_BIG ((size_t)4 << 20) /* floats of B: beyond this, see below */
+
 typedef struct cpu_packed {
     const eng_cpu_kernels *k; /* kernels whose layout data is in */
     const float *B;           /* the source, for backends on other kernels */
@@ -448,8 +450,12 @@ static void cpu_gemm_prepacked(eng_backend *be, int M, int N, int K, float alpha
     const cpu_packed *h = packed;
     if (!h || h->N != N || h->K != K)
         abort(); /* programmer error: a handle of another shape */
-    /* Another ISA's layout, the BLAS knob, or the trivial cases: gemm itself. */
-    if (!h->data || h->k != cb->k || cb->blas_gemm || M <= 0 || alpha == 0.0f) {
+    /* Another ISA's layout, the BLAS knob, or the trivial cases: gemm itself. So too a B
+     * far beyond the caches met by several row items (the 54776 x 512 lm head of a
+     * beam search): a streaming copy into a thread's L2-resident buffer then beats
+     * reading the packing on demand (ops_cpu: ~4% at M >= 128); same values either way. */
+    if (!h->data || h->k != cb->k || cb->blas_gemm || M <= 0 || alpha == 0.0f ||
+        (M > GEMM_MC && (size_t)N * K > GEMM_PREPACKED_BIG)) {
         cpu_gemm(be, 1, M, N, K, alpha, A, lda, h->B, h->ldb, beta, C, ldc);
         return;
     }
