@@ -70,7 +70,7 @@ for m in "${want[@]}"; do
         run intents --train "$SHARED/data/banking77/train.csv" --dev-split 0.1 \
             --text-column text --label-column category \
             --labels "@$SHARED/data/banking77/categories.json" \
-            --epochs 6 --lr 1e-4 --batch-size 32 --max-length 64 --seed 42
+            --epochs 10 --lr 1.5e-4 --batch-size 32 --max-length 64 --seed 42
         ;;
     esac
 done
