@@ -6,19 +6,8 @@ BUILD=${1:-build}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CLI="$ROOT/$BUILD/nlpd-cli"
 F="$ROOT/tests/fixtures/models"
-pass=0; fail=0
-
-check() {  # name, expected exit code, pattern the output (stdout+stderr) must match, command...
-    local name=$1 want_rc=$2 pattern=$3; shift 3
-    local out rc
-    out=$("$@" 2>&1); rc=$?
-    if [[ $rc -eq $want_rc ]] && grep -qE -- "$pattern" <<<"$out"; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL cli $name: exit $rc (want $want_rc), output: ${out:0:400}"
-    fi
-}
+SUITE=cli
+source "$ROOT/tests/cli/lib.sh"
 
 check help 0 'usage: nlpd-cli COMMAND' "$CLI" --help
 check version 0 '^nlpd-cli [0-9]+\.' "$CLI" --version

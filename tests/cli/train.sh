@@ -7,19 +7,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 case $BUILD in /*) TRAIN="$BUILD/nlpd-train" ;; *) TRAIN="$ROOT/$BUILD/nlpd-train" ;; esac
 BASE="$ROOT/tests/fixtures/train/tiny_st_base"
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-pass=0; fail=0
-
-check() {  # name, expected exit code, pattern the output (stdout+stderr) must match, command...
-    local name=$1 want_rc=$2 pattern=$3; shift 3
-    local out rc
-    out=$("$@" 2>&1); rc=$?
-    if [[ $rc -eq $want_rc ]] && grep -qE -- "$pattern" <<<"$out"; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL cli-train $name: exit $rc (want $want_rc), output: ${out:0:600}"
-    fi
-}
+SUITE=cli-train
+source "$ROOT/tests/cli/lib.sh"
 
 # 24 rows, two labels (pos/neg as the SST files name them)
 {
