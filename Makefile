@@ -154,8 +154,12 @@ test: deps models
 		build/san/nlpd-train $(if $(wildcard server/main.c),build/san/nlpd)
 	@scripts/run_tests.sh build/san
 
+# All benchmarks, one after another (each prints ratios against its peers).
 bench: all
 	@bench/encoder
+	@bench/http
+	@bench/translate
+	@bench/train
 
 clean:
 	rm -rf $(BUILD) build
