@@ -15,6 +15,8 @@
 
 #include <cJSON.h>
 
+#include "util.h" /* eng_fail */
+
 /* ------------------------------------------------------------------ labels */
 
 int trn_labels_find(const trn_labels *l, const char *name)
@@ -124,21 +126,6 @@ typedef struct loader {
     FILE *log;
 } loader;
 
-static int fail(eng_error *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(eng_error *err, int code, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-        va_end(ap);
-        err->code = code;
-    }
-    return code;
-}
-
 /* Reports a bad row; returns 0 to go on (skip) or ENG_EFORMAT to stop. */
 static int bad_row(loader *L, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -154,8 +141,8 @@ static int bad_row(loader *L, int line, const char *fmt, ...)
         L->d->bad++;
         return 0;
     }
-    return fail(L->err, ENG_EFORMAT, "%s:%d: %s (use --on-bad-row skip to leave such rows out)",
-                L->d->path, line, msg);
+    return eng_fail(L->err, ENG_EFORMAT, "%s:%d: %s (use --on-bad-row skip to leave such rows out)",
+                    L->d->path, line, msg);
 }
 
 static const char *map_label(const loader *L, const char *name)
@@ -197,7 +184,7 @@ static int add_example(loader *L, int line, char *text, char *pair, const char *
     trn_example e = {.text = text, .pair = pair, .line = line};
     char *lab = strdup(label_field ? label_field : "");
     if (!lab) {
-        rc = fail(L->err, ENG_ENOMEM, "out of memory");
+        rc = eng_fail(L->err, ENG_ENOMEM, "out of memory");
         goto out;
     }
     trim(lab);
@@ -217,7 +204,7 @@ static int add_example(loader *L, int line, char *text, char *pair, const char *
                 continue;
             int id = label_id(L, t);
             if (id == -2) {
-                rc = fail(L->err, ENG_ENOMEM, "out of memory");
+                rc = eng_fail(L->err, ENG_ENOMEM, "out of memory");
                 goto out;
             }
             if (id < 0 || id >= 64) {
@@ -230,7 +217,7 @@ static int add_example(loader *L, int line, char *text, char *pair, const char *
     } else {
         int id = label_id(L, lab);
         if (id == -2) {
-            rc = fail(L->err, ENG_ENOMEM, "out of memory");
+            rc = eng_fail(L->err, ENG_ENOMEM, "out of memory");
             goto out;
         }
         if (id < 0) {
@@ -244,7 +231,7 @@ static int add_example(loader *L, int line, char *text, char *pair, const char *
         int cap = L->d->cap ? 2 * L->d->cap : 1024;
         trn_example *p = realloc(L->d->ex, (size_t)cap * sizeof *p);
         if (!p) {
-            rc = fail(L->err, ENG_ENOMEM, "out of memory");
+            rc = eng_fail(L->err, ENG_ENOMEM, "out of memory");
             goto out;
         }
         L->d->ex = p;
@@ -371,7 +358,7 @@ static int load_jsonl(loader *L, FILE *f)
             char *text = strdup(t->valuestring);
             char *pair = pr && cJSON_IsString(pr) ? strdup(pr->valuestring) : NULL;
             if (!text || (pr && cJSON_IsString(pr) && !pair))
-                rc = fail(L->err, ENG_ENOMEM, "out of memory");
+                rc = eng_fail(L->err, ENG_ENOMEM, "out of memory");
             else
                 rc = add_example(L, lineno, text, pair, lbuf, L->o->multi_label ? '|' : 0);
         }
@@ -528,12 +515,12 @@ static int load_delimited(loader *L, FILE *f, char delim)
     int lineno = 0, rc = 0, got;
     got = read_record(f, delim, quoting, &hdr, &lineno);
     if (got < 0) {
-        rc = fail(L->err, ENG_ENOMEM, "out of memory");
+        rc = eng_fail(L->err, ENG_ENOMEM, "out of memory");
         goto done;
     }
     if (got == 0) {
-        rc = fail(L->err, ENG_EFORMAT, "%s: the file is empty (expected a header row naming "
-                  "the columns)", L->d->path);
+        rc = eng_fail(L->err, ENG_EFORMAT, "%s: the file is empty (expected a header row naming "
+                      "the columns)", L->d->path);
         goto done;
     }
     if (hdr.n > 0 && strncmp(hdr.f[0], "\xEF\xBB\xBF", 3) == 0) /* UTF-8 BOM */
@@ -548,8 +535,8 @@ static int load_delimited(loader *L, FILE *f, char delim)
         static const char *const none[] = {NULL};
         pc = find_col(&hdr, L->o->pair_col, none, &pk);
         if (pc < 0) {
-            rc = fail(L->err, ENG_EFORMAT, "%s:1: no column '%s' in the header", L->d->path,
-                      L->o->pair_col);
+            rc = eng_fail(L->err, ENG_EFORMAT, "%s:1: no column '%s' in the header", L->d->path,
+                          L->o->pair_col);
             goto done;
         }
     } else if (tc >= 0 && strcmp(tk, "sentence1") == 0) {
@@ -557,9 +544,9 @@ static int load_delimited(loader *L, FILE *f, char delim)
         pc = find_col(&hdr, NULL, s2, &pk);
     }
     if (tc < 0 || lc < 0) {
-        rc = fail(L->err, ENG_EFORMAT, "%s:1: no %s column '%s' in the header (columns: %d; "
-                  "name them with --%s-column)", L->d->path, tc < 0 ? "text" : "label",
-                  tc < 0 ? tk : lk, hdr.n, tc < 0 ? "text" : "label");
+        rc = eng_fail(L->err, ENG_EFORMAT, "%s:1: no %s column '%s' in the header (columns: %d; "
+                      "name them with --%s-column)", L->d->path, tc < 0 ? "text" : "label",
+                      tc < 0 ? tk : lk, hdr.n, tc < 0 ? "text" : "label");
         goto done;
     }
     while (!rc && (got = read_record(f, delim, quoting, &r, &lineno)) > 0) {
@@ -578,13 +565,13 @@ static int load_delimited(loader *L, FILE *f, char delim)
         if (!text || (pc >= 0 && !pair)) {
             free(text);
             free(pair);
-            rc = fail(L->err, ENG_ENOMEM, "out of memory");
+            rc = eng_fail(L->err, ENG_ENOMEM, "out of memory");
             break;
         }
         rc = add_example(L, r.line, text, pair, r.f[lc], '|');
     }
     if (got < 0)
-        rc = fail(L->err, ENG_ENOMEM, "out of memory");
+        rc = eng_fail(L->err, ENG_ENOMEM, "out of memory");
 done:
     rec_clear(&hdr);
     rec_clear(&r);
@@ -614,30 +601,30 @@ int trn_dataset_load(const char *path, const trn_data_opts *o, trn_labels *label
     memset(out, 0, sizeof *out);
     trn_format fmt = o->format ? o->format : guess_format(path);
     if (fmt == TRN_FMT_AUTO)
-        return fail(err, ENG_EINVAL, "%s: unknown format (name it .jsonl, .csv or .tsv, or use "
-                    "--format)", path);
+        return eng_fail(err, ENG_EINVAL, "%s: unknown format (name it .jsonl, .csv or .tsv, or use "
+                        "--format)", path);
     if (!(out->path = strdup(path)))
-        return fail(err, ENG_ENOMEM, "out of memory");
+        return eng_fail(err, ENG_ENOMEM, "out of memory");
     loader L = {.o = o, .labels = labels, .d = out, .err = err, .log = o->log ? o->log : stderr};
     if (o->label_map && !(L.map = trn_label_map_parse(o->label_map, &L.nmap))) {
         trn_dataset_free(out);
-        return fail(err, ENG_EINVAL, "label map '%s' is malformed (expected from=to,from=to)",
-                    o->label_map);
+        return eng_fail(err, ENG_EINVAL, "label map '%s' is malformed (expected from=to,from=to)",
+                        o->label_map);
     }
     FILE *f = fopen(path, "rb");
     int rc;
     if (!f) {
-        rc = fail(err, ENG_EIO, "%s: %s", path, strerror(errno));
+        rc = eng_fail(err, ENG_EIO, "%s: %s", path, strerror(errno));
     } else {
         rc = fmt == TRN_FMT_JSONL ? load_jsonl(&L, f)
                                   : load_delimited(&L, f, fmt == TRN_FMT_TSV ? '\t' : ',');
         if (!rc && ferror(f))
-            rc = fail(err, ENG_EIO, "%s: read error", path);
+            rc = eng_fail(err, ENG_EIO, "%s: read error", path);
         fclose(f);
     }
     if (!rc && out->n == 0)
-        rc = fail(err, ENG_EFORMAT, "%s: no usable examples%s", path,
-                  out->bad ? " (every row was bad)" : " (the file has no rows)");
+        rc = eng_fail(err, ENG_EFORMAT, "%s: no usable examples%s", path,
+                      out->bad ? " (every row was bad)" : " (the file has no rows)");
     trn_label_map_free(L.map, L.nmap);
     if (rc)
         trn_dataset_free(out);
@@ -660,7 +647,7 @@ int trn_dataset_split(trn_dataset *d, double frac, uint64_t seed, trn_dataset *d
 {
     memset(dev, 0, sizeof *dev);
     if (!(frac > 0 && frac < 1))
-        return fail(err, ENG_EINVAL, "the dev fraction %g must be in (0, 1)", frac);
+        return eng_fail(err, ENG_EINVAL, "the dev fraction %g must be in (0, 1)", frac);
     int maxl = 0;
     for (int i = 0; i < d->n; i++)
         maxl = d->ex[i].label + 1 > maxl ? d->ex[i].label + 1 : maxl;
@@ -674,7 +661,7 @@ int trn_dataset_split(trn_dataset *d, double frac, uint64_t seed, trn_dataset *d
         free(to_dev);
         free(keep);
         trn_dataset_free(dev);
-        return fail(err, ENG_ENOMEM, "out of memory");
+        return eng_fail(err, ENG_ENOMEM, "out of memory");
     }
     uint64_t st = seed ^ 0x73706c6974ULL; /* "split" */
     /* Per label: shuffle its examples (in file order first) and take the head. */
@@ -711,7 +698,7 @@ int trn_dataset_split(trn_dataset *d, double frac, uint64_t seed, trn_dataset *d
     free(to_dev);
     free(keep);
     if (dev->n == 0)
-        return fail(err, ENG_EINVAL, "%s: too few examples per label for a dev split",
-                    d->path ? d->path : "training data");
+        return eng_fail(err, ENG_EINVAL, "%s: too few examples per label for a dev split",
+                        d->path ? d->path : "training data");
     return ENG_OK;
 }

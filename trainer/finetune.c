@@ -4,7 +4,6 @@
 #include "finetune.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -13,6 +12,7 @@
 #include <cJSON.h>
 
 #include "metrics.h"
+#include "util.h" /* eng_fail, eng_read_file */
 
 void trn_opts_default(trn_opts *o)
 {
@@ -32,18 +32,6 @@ void trn_opts_default(trn_opts *o)
     o->dev_split = 0.1;
     o->eval_batch = 64;
     o->eval_each_epoch = 1;
-}
-
-static int fail(eng_error *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static int fail(eng_error *err, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-    va_end(ap);
-    err->code = code;
-    return code;
 }
 
 static double now_s(void)
@@ -72,27 +60,16 @@ static int labels_from_spec(const char *spec, trn_labels *l, eng_error *err)
 {
     char *text = NULL;
     if (spec[0] == '@') {
-        FILE *f = fopen(spec + 1, "rb");
-        if (!f)
-            return fail(err, ENG_EIO, "%s: cannot read the label list", spec + 1);
-        size_t cap = 0, n = 0;
-        int c;
-        while ((c = fgetc(f)) != EOF) {
-            if (n + 2 > cap) {
-                char *p = realloc(text, cap = cap ? 2 * cap : 4096);
-                if (!p) {
-                    free(text);
-                    fclose(f);
-                    return fail(err, ENG_ENOMEM, "out of memory");
-                }
-                text = p;
-            }
-            text[n++] = (char)c;
+        size_t n;
+        int rc = eng_read_file(spec + 1, &text, &n, err);
+        if (rc == ENG_EIO)
+            return eng_fail(err, ENG_EIO, "%s: cannot read the label list", spec + 1);
+        if (rc)
+            return rc;
+        if (!n) {
+            free(text);
+            return eng_fail(err, ENG_EFORMAT, "%s: empty label list", spec + 1);
         }
-        fclose(f);
-        if (!text)
-            return fail(err, ENG_EFORMAT, "%s: empty label list", spec + 1);
-        text[n] = 0;
         cJSON *j = cJSON_Parse(text);
         if (cJSON_IsArray(j)) {
             const cJSON *x;
@@ -100,21 +77,21 @@ static int labels_from_spec(const char *spec, trn_labels *l, eng_error *err)
                 if (!cJSON_IsString(x) || trn_labels_add(l, x->valuestring) < 0) {
                     cJSON_Delete(j);
                     free(text);
-                    return fail(err, ENG_EFORMAT, "%s: a label list must hold strings",
-                                spec + 1);
+                    return eng_fail(err, ENG_EFORMAT, "%s: a label list must hold strings",
+                                    spec + 1);
                 }
             }
             cJSON_Delete(j);
             free(text);
             l->fixed = 1;
-            return l->n ? ENG_OK : fail(err, ENG_EFORMAT, "%s: empty label list", spec + 1);
+            return l->n ? ENG_OK : eng_fail(err, ENG_EFORMAT, "%s: empty label list", spec + 1);
         }
         cJSON_Delete(j);
         for (char *s = text; *s; s++)
             if (*s == '\n' || *s == '\r')
                 *s = ',';
     } else if (!(text = strdup(spec))) {
-        return fail(err, ENG_ENOMEM, "out of memory");
+        return eng_fail(err, ENG_ENOMEM, "out of memory");
     }
     char *save = NULL;
     for (char *t = strtok_r(text, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -125,12 +102,12 @@ static int labels_from_spec(const char *spec, trn_labels *l, eng_error *err)
             t[--n] = 0;
         if (*t && trn_labels_add(l, t) < 0) {
             free(text);
-            return fail(err, ENG_ENOMEM, "out of memory");
+            return eng_fail(err, ENG_ENOMEM, "out of memory");
         }
     }
     free(text);
     l->fixed = 1;
-    return l->n ? ENG_OK : fail(err, ENG_EINVAL, "--labels names no labels");
+    return l->n ? ENG_OK : eng_fail(err, ENG_EINVAL, "--labels names no labels");
 }
 
 /* Sorts labels collected from the data and renumbers the examples. */
@@ -141,7 +118,7 @@ static int sort_labels(trn_labels *l, trn_dataset *d, int multi, eng_error *err)
     if (!old || !map) {
         free(old);
         free(map);
-        return fail(err, ENG_ENOMEM, "out of memory");
+        return eng_fail(err, ENG_ENOMEM, "out of memory");
     }
     memcpy(old, l->name, sizeof *old * (size_t)l->n);
     trn_labels_sort(l);
@@ -198,7 +175,7 @@ static int encode_all(const eng_tokenizer *tok, trn_dataset *d, const trn_opts *
     e->bits = calloc(n, sizeof *e->bits);
     if (!e->enc || !e->ptr || !e->label || !e->bits) {
         encoded_free(e);
-        return fail(err, ENG_ENOMEM, "out of memory");
+        return eng_fail(err, ENG_ENOMEM, "out of memory");
     }
     for (int i = 0; i < d->n; i++) {
         const trn_example *x = &d->ex[i];
@@ -211,7 +188,7 @@ static int encode_all(const eng_tokenizer *tok, trn_dataset *d, const trn_opts *
             eng_encoding_free(enc);
             if (rc == ENG_ENOMEM) {
                 encoded_free(e);
-                return fail(err, rc, "out of memory");
+                return eng_fail(err, rc, "out of memory");
             }
             if (o->data.bad_rows == TRN_BAD_SKIP) {
                 fprintf(log, "%s:%d: %s (row skipped)\n", d->path, x->line, te.msg);
@@ -219,8 +196,8 @@ static int encode_all(const eng_tokenizer *tok, trn_dataset *d, const trn_opts *
                 continue;
             }
             encoded_free(e);
-            return fail(err, ENG_EFORMAT, "%s:%d: %s (use --on-bad-row skip to leave such rows "
-                        "out)", d->path, x->line, te.msg);
+            return eng_fail(err, ENG_EFORMAT, "%s:%d: %s (use --on-bad-row skip to leave such rows "
+                            "out)", d->path, x->line, te.msg);
         }
         e->truncated += enc->truncated > 0;
         e->tokens += enc->n;
@@ -231,7 +208,7 @@ static int encode_all(const eng_tokenizer *tok, trn_dataset *d, const trn_opts *
     }
     if (!e->n) {
         encoded_free(e);
-        return fail(err, ENG_EFORMAT, "%s: no usable examples", d->path);
+        return eng_fail(err, ENG_EFORMAT, "%s: no usable examples", d->path);
     }
     return ENG_OK;
 }
@@ -292,7 +269,7 @@ static int evaluate(eng_trainer *t, const encoded *e, int L, int multi, int batc
 {
     float *logits = malloc(sizeof(float) * (size_t)e->n * L);
     if (!logits)
-        return fail(err, ENG_ENOMEM, "out of memory");
+        return eng_fail(err, ENG_ENOMEM, "out of memory");
     for (int i = 0; i < e->n; i += batch) {
         int nb = e->n - i < batch ? e->n - i : batch;
         int rc = eng_trainer_logits(t, e->ptr + i, nb, logits + (size_t)i * L, err);
@@ -303,7 +280,7 @@ static int evaluate(eng_trainer *t, const encoded *e, int L, int multi, int batc
     }
     int rc = trn_metrics_compute(m, logits, e->n, L, multi, e->label, e->bits);
     free(logits);
-    return rc ? fail(err, ENG_ENOMEM, "out of memory") : ENG_OK;
+    return rc ? eng_fail(err, ENG_ENOMEM, "out of memory") : ENG_OK;
 }
 
 /* -------------------------------------------------------------------- save */
@@ -376,13 +353,13 @@ int trn_finetune(const trn_opts *o, trn_result *res, eng_error *err)
     memset(err, 0, sizeof *err);
     if (o->epochs < 1 || o->batch_size < 1 || o->accum < 1 || o->max_length < 3 ||
         o->eval_batch < 1)
-        return fail(err, ENG_EINVAL, "epochs, batch size, accumulation and eval batch must be "
-                    ">= 1 and max length >= 3");
+        return eng_fail(err, ENG_EINVAL, "epochs, batch size, accumulation and eval batch must be "
+                        ">= 1 and max length >= 3");
     if (!history)
-        return fail(err, ENG_ENOMEM, "out of memory");
+        return eng_fail(err, ENG_ENOMEM, "out of memory");
     if (!o->force && access(o->out, F_OK) == 0) { /* found out now, not after training */
         cJSON_Delete(history);
-        return fail(err, ENG_EINVAL, "%s already exists (--force replaces it)", o->out);
+        return eng_fail(err, ENG_EINVAL, "%s already exists (--force replaces it)", o->out);
     }
     if (o->labels && (rc = labels_from_spec(o->labels, &labels, err)))
         goto done;
@@ -398,13 +375,13 @@ int trn_finetune(const trn_opts *o, trn_result *res, eng_error *err)
         labels.fixed = 1;
     }
     if (labels.n < (o->data.multi_label ? 1 : 2)) {
-        rc = fail(err, ENG_EFORMAT, "%s: only %d label(s) (%s); a classifier needs at least 2",
-                  o->train, labels.n, labels.n ? labels.name[0] : "none");
+        rc = eng_fail(err, ENG_EFORMAT, "%s: only %d label(s) (%s); a classifier needs at least 2",
+                      o->train, labels.n, labels.n ? labels.name[0] : "none");
         goto done;
     }
     if (o->data.multi_label && labels.n > 64) {
-        rc = fail(err, ENG_EUNSUPPORTED, "multi-label training supports up to 64 labels, the "
-                  "data has %d", labels.n);
+        rc = eng_fail(err, ENG_EUNSUPPORTED, "multi-label training supports up to 64 labels, the "
+                      "data has %d", labels.n);
         goto done;
     }
     if (o->dev) {
@@ -469,7 +446,7 @@ int trn_finetune(const trn_opts *o, trn_result *res, eng_error *err)
     btgt = malloc(sizeof *btgt * (size_t)o->batch_size * labels.n);
     order = malloc(sizeof *order * (size_t)etr.n);
     if (!blab || !btgt || !order) {
-        rc = fail(err, ENG_ENOMEM, "out of memory");
+        rc = eng_fail(err, ENG_ENOMEM, "out of memory");
         goto done;
     }
     for (int i = 0; i < etr.n; i++)
@@ -497,8 +474,8 @@ int trn_finetune(const trn_opts *o, trn_result *res, eng_error *err)
         for (long s = 0; s < steps_per_epoch && step < total; s++) {
             if (o->stop && *o->stop) {
                 progress_break(&pg);
-                rc = fail(err, ENG_EINVAL, "interrupted at step %ld of %ld: nothing was "
-                          "published", step, total);
+                rc = eng_fail(err, ENG_EINVAL, "interrupted at step %ld of %ld: nothing was "
+                              "published", step, total);
                 goto done;
             }
             double t0 = now_s();
@@ -512,7 +489,7 @@ int trn_finetune(const trn_opts *o, trn_result *res, eng_error *err)
                 const eng_encoding *batch[512];
                 const eng_encoding **bp = nb <= 512 ? batch : malloc(sizeof *bp * (size_t)nb);
                 if (!bp) {
-                    rc = fail(err, ENG_ENOMEM, "out of memory");
+                    rc = eng_fail(err, ENG_ENOMEM, "out of memory");
                     goto done;
                 }
                 for (int k = 0; k < nb; k++) {
@@ -607,11 +584,11 @@ int trn_finetune(const trn_opts *o, trn_result *res, eng_error *err)
     metrics_json = trn_metrics_json(&m, (const char *const *)labels.name, "dev");
     record = run_record(o, res, &labels, history, &eo, etr.truncated);
     if (!metrics_json || !record) {
-        rc = fail(err, ENG_ENOMEM, "out of memory");
+        rc = eng_fail(err, ENG_ENOMEM, "out of memory");
         goto done;
     }
     if (o->stop && *o->stop) {
-        rc = fail(err, ENG_EINVAL, "interrupted before publishing: nothing was written");
+        rc = eng_fail(err, ENG_EINVAL, "interrupted before publishing: nothing was written");
         goto done;
     }
     eng_file_out extra[2] = {{"eval_results.json", metrics_json, strlen(metrics_json)},
