@@ -125,6 +125,10 @@ $(TRAINER_LIB): $(TRAINER_OBJS)
 $(BUILD)/nlpd-train: $(BUILD)/trainer/main.o $(TRAINER_LIB) $(ENGINE_LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+# Benchmark drivers (bench/bench_*.c), built by the bench/ scripts: make build/bench-encoder.
+$(BUILD)/bench-%: $(BUILD)/bench/bench_%.o $(ENGINE_LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
 # Trainer tests see trainer/*.h.
 $(BUILD)/tests/unit/test_train_%.o: CFLAGS += -Itrainer
 
