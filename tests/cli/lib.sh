@@ -1,4 +1,6 @@
-# lib.sh - shared by the CLI suites (source it after setting SUITE).
+# lib.sh - shared by the CLI suites (source it after setting SUITE, BUILD and ROOT).
+# bin NAME: the path of NAME in the build dir $BUILD (absolute, or relative to $ROOT).
+bin() { case $BUILD in /*) echo "$BUILD/$1" ;; *) echo "$ROOT/$BUILD/$1" ;; esac; }
 # check NAME WANT_RC PATTERN COMMAND...: runs COMMAND, passes when it exits WANT_RC
 # and its output (stdout + stderr) matches the extended regex PATTERN.
 pass=0; fail=0

@@ -4,10 +4,10 @@
 set -uo pipefail
 BUILD=${1:-build}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-CLI="$ROOT/$BUILD/nlpd-cli"
 F="$ROOT/tests/fixtures/models"
 SUITE=cli
 source "$ROOT/tests/cli/lib.sh"
+CLI=$(bin nlpd-cli)
 
 check help 0 'usage: nlpd-cli COMMAND' "$CLI" --help
 check version 0 '^nlpd-cli [0-9]+\.' "$CLI" --version

@@ -4,11 +4,11 @@
 set -uo pipefail
 BUILD=${1:-build}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-case $BUILD in /*) TRAIN="$BUILD/nlpd-train" ;; *) TRAIN="$ROOT/$BUILD/nlpd-train" ;; esac
 BASE="$ROOT/tests/fixtures/train/tiny_st_base"
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
 SUITE=cli-train
 source "$ROOT/tests/cli/lib.sh"
+TRAIN=$(bin nlpd-train)
 
 # 24 rows, two labels (pos/neg as the SST files name them)
 {
