@@ -1,11 +1,13 @@
 /* errors.c - error codes, messages and small file helpers. */
 #include "util.h"
 
+#include <cJSON.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const char *eng_strerror(int err)
 {
@@ -76,4 +78,26 @@ int eng_path_join(char *buf, size_t cap, const char *dir, const char *name)
 {
     int w = snprintf(buf, cap, "%s/%s", dir, name);
     return (w < 0 || (size_t)w >= cap) ? ENG_EINVAL : ENG_OK;
+}
+
+cJSON *eng_read_json(const char *dir, const char *name, int optional, int *rc, eng_error *err)
+{
+    char path[4096], *text;
+    *rc = ENG_OK;
+    if (eng_path_join(path, sizeof path, dir, name)) {
+        *rc = eng_fail(err, ENG_EINVAL, "%s: path too long", dir);
+        return NULL;
+    }
+    if (optional && access(path, F_OK) != 0)
+        return NULL;
+    if ((*rc = eng_read_file(path, &text, NULL, err)))
+        return NULL;
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        *rc = eng_fail(err, ENG_EFORMAT, "%s: not a JSON object", path);
+        return NULL;
+    }
+    return j;
 }

@@ -54,33 +54,10 @@ struct eng_marian {
 
 /* ------------------------------------------------------------- config */
 
-static cJSON *read_json(const char *dir, const char *name, int required, int *rc,
-                        eng_error *err)
-{
-    char path[4096], *text;
-    *rc = ENG_OK;
-    if (eng_path_join(path, sizeof path, dir, name)) {
-        *rc = eng_fail(err, ENG_EINVAL, "%s: path too long", dir);
-        return NULL;
-    }
-    if (!required && access(path, F_OK) != 0)
-        return NULL;
-    if ((*rc = eng_read_file(path, &text, NULL, err)))
-        return NULL;
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        *rc = eng_fail(err, ENG_EFORMAT, "%s: not a JSON object", path);
-        return NULL;
-    }
-    return j;
-}
-
 int eng_marian_is_folder(const char *dir)
 {
     int rc;
-    cJSON *c = read_json(dir, "config.json", 0, &rc, NULL);
+    cJSON *c = eng_read_json(dir, "config.json", 1, &rc, NULL);
     if (!c)
         return 0;
     const cJSON *a = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(c, "architectures"), 0);
@@ -498,14 +475,14 @@ int eng_marian_load(const char *dir, eng_marian **out, eng_error *err)
     eng_marian *m = calloc(1, sizeof *m);
     if (!m)
         return eng_fail(err, ENG_ENOMEM, "out of memory");
-    cJSON *cfg = read_json(dir, "config.json", 1, &rc, err), *gen = NULL;
+    cJSON *cfg = eng_read_json(dir, "config.json", 0, &rc, err), *gen = NULL;
     eng_safetensors *st = NULL;
     if (!cfg)
         goto fail;
     snprintf(path, sizeof path, "%s/config.json", dir);
     if ((rc = parse_config(m, cfg, path, err)))
         goto fail;
-    gen = read_json(dir, "generation_config.json", 0, &rc, err);
+    gen = eng_read_json(dir, "generation_config.json", 1, &rc, err);
     if (rc)
         goto fail;
     snprintf(path, sizeof path, "%s/%s", dir, gen ? "generation_config.json" : "config.json");

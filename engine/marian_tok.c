@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "spm_shim.h"
 #include "spm_unigram.h"
@@ -140,24 +139,6 @@ done:
 
 /* ------------------------------------------------------- special tokens */
 
-static cJSON *read_json_opt(const char *dir, const char *name, int *rc, eng_error *err)
-{
-    char path[4096], *text;
-    *rc = ENG_OK;
-    if (eng_path_join(path, sizeof path, dir, name) || access(path, F_OK) != 0)
-        return NULL;
-    if ((*rc = eng_read_file(path, &text, NULL, err)))
-        return NULL;
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        *rc = eng_fail(err, ENG_EFORMAT, "%s: not a JSON object", path);
-        return NULL;
-    }
-    return j;
-}
-
 /* "eos_token": "</s>" or {"content": "</s>", ...}. */
 static const char *token_content(const cJSON *v)
 {
@@ -204,10 +185,10 @@ static int load_specials(eng_marian_tok *t, const char *dir, eng_error *err)
     int rc;
     const char *names[3] = {"</s>", "<unk>", "<pad>"};
     static const char *const keys[3] = {"eos_token", "unk_token", "pad_token"};
-    cJSON *cfg = read_json_opt(dir, "tokenizer_config.json", &rc, err);
+    cJSON *cfg = eng_read_json(dir, "tokenizer_config.json", 1, &rc, err);
     if (rc)
         return rc;
-    cJSON *map = read_json_opt(dir, "special_tokens_map.json", &rc, err);
+    cJSON *map = eng_read_json(dir, "special_tokens_map.json", 1, &rc, err);
     if (rc)
         goto done;
     for (int k = 0; k < 3; k++) {

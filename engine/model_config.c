@@ -161,19 +161,12 @@ static int parse_labels(const cJSON *root, eng_model_config *c, const char *path
 int eng_model_config_load(const char *dir, eng_model_config *c, eng_error *err)
 {
     char path[4096];
-    char *text = NULL;
+    int rc;
     memset(c, 0, sizeof *c);
-    if (eng_path_join(path, sizeof path, dir, "config.json"))
-        return eng_fail(err, ENG_EINVAL, "%s: path too long", dir);
-    int rc = eng_read_file(path, &text, NULL, err);
-    if (rc)
+    cJSON *root = eng_read_json(dir, "config.json", 0, &rc, err);
+    if (!root)
         return rc;
-    cJSON *root = cJSON_Parse(text);
-    free(text);
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        return eng_fail(err, ENG_EFORMAT, "%s: not a JSON object", path);
-    }
+    eng_path_join(path, sizeof path, dir, "config.json"); /* fits: eng_read_json joined it */
     const cJSON *arch = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "architectures"), 0);
     const char *mt = get_str(root, "model_type");
     if (!cJSON_IsString(arch)) {

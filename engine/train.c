@@ -375,8 +375,6 @@ int eng_trainer_new(const char *base_dir, const eng_train_opts *opts, eng_traine
                     eng_error *err)
 {
     eng_model_config base;
-    char path[4096];
-    char *text = NULL;
     int rc;
     *out = NULL;
     if (!base_dir || !opts)
@@ -401,15 +399,8 @@ int eng_trainer_new(const char *base_dir, const eng_train_opts *opts, eng_traine
     t->o.labels = opts->labels;
     if ((rc = make_config(t, &base, err)))
         goto fail_base;
-    if (eng_path_join(path, sizeof path, base_dir, "config.json") ||
-        (rc = eng_read_file(path, &text, NULL, err)))
+    if (!(t->base_config = eng_read_json(base_dir, "config.json", 0, &rc, err)))
         goto fail_base;
-    t->base_config = cJSON_Parse(text);
-    free(text);
-    if (!t->base_config) {
-        rc = eng_fail(err, ENG_EFORMAT, "%s: not valid JSON", path);
-        goto fail_base;
-    }
     if (!(t->base_dir = strdup(base_dir))) {
         rc = eng_fail(err, ENG_ENOMEM, "out of memory");
         goto fail_base;

@@ -17,4 +17,10 @@ int eng_read_file(const char *path, char **out, size_t *len, eng_error *err);
 /* Join dir and name into buf; ENG_EINVAL if it does not fit. */
 int eng_path_join(char *buf, size_t cap, const char *dir, const char *name);
 
+/* Read dir/name as a JSON object (free with cJSON_Delete). On failure NULL with *rc
+ * ENG_EINVAL (path too long), ENG_EIO or ENG_EFORMAT (not a JSON object). With
+ * optional set, a missing file gives NULL with *rc ENG_OK. */
+struct cJSON *eng_read_json(const char *dir, const char *name, int optional, int *rc,
+                            eng_error *err);
+
 #endif
