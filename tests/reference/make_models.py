@@ -15,7 +15,6 @@ Outputs are deterministic (fixed seeds, single thread, CPU).
 """
 import argparse
 import copy
-import hashlib
 import json
 import os
 import shutil
@@ -364,14 +363,6 @@ def reimplemented_decode(item):
         answers.append(dict(score=null, start=0, end=0, answer=""))
     answers.sort(key=lambda x: -x["score"])   # stable
     return answers[:top_k]
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for b in iter(lambda: fh.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
 
 
 def main():
