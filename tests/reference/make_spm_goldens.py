@@ -33,6 +33,7 @@ import os
 import struct
 import sys
 
+from refcommon import fnv1a64
 from transformers import MarianTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -100,14 +101,6 @@ DECODE_PIECES = [
     ["</s>"],
     ["▁a", "</s>", "▁b"],
 ]
-
-
-def fnv1a64(data):
-    h = 0xCBF29CE484222325
-    for b in data:
-        h ^= b
-        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return h
 
 
 def ids_bytes(ids):

@@ -51,6 +51,7 @@ import struct
 import sys
 import tempfile
 
+from refcommon import fnv1a64
 from transformers import AutoTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -58,14 +59,6 @@ SHARED = os.environ.get("NLPD_SHARED") or os.path.join(ROOT, "..", "shared")
 DATA = os.path.join(SHARED, "data")
 TOKDIR = os.path.join(SHARED, "tokenizers", "bert-base-uncased")
 OUT = os.path.join(ROOT, "tests", "fixtures", "tokenizer")
-
-
-def fnv1a64(data):
-    h = 0xCBF29CE484222325
-    for b in data:
-        h ^= b
-        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return h
 
 
 def byte_offsets(text, offsets):
