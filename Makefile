@@ -72,7 +72,7 @@ TEST_SRCS := $(wildcard tests/unit/*.c)
 TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/%.o)
 
 .PHONY: all deps ref-deps models test unit bench clean default-models run
-all: $(BUILD)/nlpd-cli $(if $(wildcard server/main.c),$(BUILD)/nlpd) $(BUILD)/nlpd-train
+all: $(BUILD)/nlpd-cli $(BUILD)/nlpd $(BUILD)/nlpd-train
 
 deps:
 	@scripts/install_deps.sh
@@ -155,7 +155,7 @@ run: deps models
 # Tests run in a sanitizer build of their own (build/san).
 test: deps models
 	@$(MAKE) --no-print-directory SAN=1 BUILD=build/san build/san/test_unit build/san/nlpd-cli \
-		build/san/nlpd-train $(if $(wildcard server/main.c),build/san/nlpd)
+		build/san/nlpd-train build/san/nlpd
 	@scripts/run_tests.sh build/san
 
 # All benchmarks, one after another (each prints ratios against its peers).
