@@ -236,13 +236,6 @@ static void tr_render(srv_req *r)
     srv_req_respond(r, 200, body, len, NULL);
 }
 
-static int tr_render_one(srv_req *r, srv_buf *b, int i, const eng_model_info *info,
-                         const eng_tokenizer *tok)
-{
-    (void)r, (void)b, (void)i, (void)info, (void)tok;
-    return -1; /* tr_render renders the whole response */
-}
-
 static void tr_cleanup(srv_req *r)
 {
     srv_free_texts(r);
@@ -254,7 +247,6 @@ const srv_infer_ops srv_translate_ops = {
     .kind = SRV_JOB_TRANSLATE,
     .resolve = tr_resolve,
     .encode = tr_encode,
-    .render_one = tr_render_one,
     .cleanup = tr_cleanup,
     .setup_job = tr_setup_job,
     .render = tr_render,

@@ -15,7 +15,8 @@ typedef struct srv_infer_ops {
      * 0, or -1 with r's error response set. */
     int (*encode)(srv_req *r, eng_model *m);
     /* Append the JSON object for input i (text or QA item) to b, from
-     * r->job.out; info/tok: the version that ran the job. 0 or -1. */
+     * r->job.out; info/tok: the version that ran the job. 0 or -1.
+     * Unused (may be NULL) when render is set. */
     int (*render_one)(srv_req *r, srv_buf *b, int i, const eng_model_info *info,
                       const eng_tokenizer *tok);
     /* Free r->enc and r->task_state (idempotent). */
