@@ -136,14 +136,18 @@ static int chunker_next(chunker *c, int *lo, int *hi)
     return 1;
 }
 
-/* Threads worth using for `work` units of roughly a nanosecond each. */
+int eng_cpu_threads_for(const eng_backend *be, double work, double min_ns)
+{
+    int by_work = (int)(work / min_ns);
+    int nt = be->threads < by_work ? be->threads : by_work;
+    return nt < 1 ? 1 : nt;
+}
+
+/* Threads worth using for `work` units of roughly a nanosecond each (~5 us per
+ * thread at least). */
 static int threads_for(const cpu_backend *cb, double work)
 {
-    int nt = cb->base.threads;
-    int by_work = (int)(work / 5000.0); /* ~5 us per thread at least */
-    if (by_work < 1)
-        by_work = 1;
-    return nt < by_work ? nt : by_work;
+    return eng_cpu_threads_for(&cb->base, work, 5000.0);
 }
 
 /* ------------------------------------------------------------------ memory */
@@ -782,4 +786,9 @@ eng_backend *eng_backend_cpu_new(int threads)
 eng_cpu_isa eng_backend_cpu_isa(const eng_backend *be)
 {
     return ((const cpu_backend *)be)->isa;
+}
+
+void eng_backend_cpu_run(eng_backend *be, eng_cpu_task_fn fn, void *arg, int nt)
+{
+    eng_cpu_pool_run(cb_of(be)->pool, fn, arg, nt);
 }

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "cpu_pool.h"
 
 typedef enum eng_cpu_isa {
     ENG_CPU_ISA_SCALAR = 0,
@@ -102,5 +103,11 @@ const char *eng_cpu_isa_name(eng_cpu_isa isa);
 eng_backend *eng_backend_cpu_new_isa(int threads, eng_cpu_isa isa);
 /* The ISA a CPU backend runs. */
 eng_cpu_isa eng_backend_cpu_isa(const eng_backend *be);
+/* Runs fn on nt threads of the CPU backend's pool (inline when nt <= 1); the op
+ * files beside backend_cpu.c share it. */
+void eng_backend_cpu_run(eng_backend *be, eng_cpu_task_fn fn, void *arg, int nt);
+/* Threads worth using for `work` units of about a nanosecond, with at least
+ * min_ns of them per thread: in [1, be->threads]. */
+int eng_cpu_threads_for(const eng_backend *be, double work, double min_ns);
 
 #endif /* NLPD_CPU_KERNELS_H */

@@ -2,56 +2,27 @@
  * scaled embeddings, attention over KV-cache slots, row copies, log-softmax,
  * grouped top-k and SiLU.
  *
- * Threads: the backend's pool is private to backend_cpu.c, so these ops run on
- * a process-wide pool of their own (as cpu_train_ops.c does); ops run one after
- * another, so only one pool is busy at a time. exp() goes through the backend's
- * vectorised kernel for the CPU's instruction set; dot products use GCC vector
+ * Threads: the backend's own pool (eng_backend_cpu_run). exp() goes through the
+ * backend's vectorised kernel for the CPU's instruction set; dot products use GCC vector
  * extensions (SSE at the x86-64-v2 baseline).
  */
 #include "cpu_seq2seq_ops.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu_kernels.h"
-#include "cpu_pool.h"
 
 /* ------------------------------------------------------------- threading */
 
-static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
-static eng_cpu_pool *pool;
-
-static eng_cpu_pool *s2s_pool(int threads)
-{
-    pthread_mutex_lock(&pool_mu);
-    if (!pool && threads > 1)
-        pool = eng_cpu_pool_new(threads);
-    eng_cpu_pool *p = pool;
-    pthread_mutex_unlock(&pool_mu);
-    return p;
-}
-
-/* Threads worth using for `work` units of about a nanosecond (>= 20 us each). */
+/* Threads worth using for `work` units of about a nanosecond (>= 20 us each),
+ * at most one per item. */
 static int threads_for(const eng_backend *be, double work, int items)
 {
-    int by_work = (int)(work / 20000.0);
-    int nt = be->threads < by_work ? be->threads : by_work;
-    nt = nt < items ? nt : items;
-    return nt < 1 ? 1 : nt;
-}
-
-static void run(eng_backend *be, eng_cpu_task_fn fn, void *arg, int nt)
-{
-    eng_cpu_pool *p = nt > 1 ? s2s_pool(be->threads) : NULL;
-    if (!p) {
-        fn(arg, 0, 1);
-        return;
-    }
-    int size = eng_cpu_pool_size(p);
-    eng_cpu_pool_run(p, fn, arg, nt < size ? nt : size);
+    int nt = eng_cpu_threads_for(be, work, 20000.0);
+    return nt < items ? nt : (items < 1 ? 1 : items);
 }
 
 static void split(int n, int tid, int nt, int *lo, int *hi)
@@ -177,7 +148,7 @@ void eng_cpu_embed_scaled(eng_backend *be, float *out, const float *table, float
     if (ntok <= 0 || dim <= 0)
         return;
     emb_job j = {out, table, pos, ids, pos_ids, scale, ntok, dim};
-    run(be, emb_task, &j, threads_for(be, (double)ntok * dim * 0.5, ntok));
+    eng_backend_cpu_run(be, emb_task, &j, threads_for(be, (double)ntok * dim * 0.5, ntok));
 }
 
 /* ---------------------------------------------------------- attention_kv */
@@ -259,7 +230,7 @@ void eng_cpu_attention_kv(eng_backend *be, float *out, int out_ld, const float *
         work += (double)(q_off[s + 1] - q_off[s]) * kv_len[s] * head_dim * heads * 1.0;
     }
     atomic_init(&j.next, 0);
-    run(be, akv_task, &j, threads_for(be, work, nseq * heads));
+    eng_backend_cpu_run(be, akv_task, &j, threads_for(be, work, nseq * heads));
 }
 
 /* ------------------------------------------------------------- copy_rows */
@@ -290,7 +261,7 @@ void eng_cpu_copy_rows(eng_backend *be, float *dst, int64_t dst_ld, const int32_
     if (n <= 0 || cols <= 0)
         return;
     copy_job j = {dst, src, dst_ld, src_ld, cols, dst_rows, src_rows, n};
-    run(be, copy_task, &j, threads_for(be, (double)n * cols * 0.25, n));
+    eng_backend_cpu_run(be, copy_task, &j, threads_for(be, (double)n * cols * 0.25, n));
 }
 
 /* ----------------------------------------------------------- log_softmax */
@@ -346,7 +317,7 @@ void eng_cpu_log_softmax(eng_backend *be, float *x, int rows, int cols, int ld)
     if (rows <= 0 || cols <= 0)
         return;
     lsm_job j = {x, rows, cols, ld, kernels(be)};
-    run(be, lsm_task, &j, threads_for(be, (double)rows * cols * 1.5, rows));
+    eng_backend_cpu_run(be, lsm_task, &j, threads_for(be, (double)rows * cols * 1.5, rows));
 }
 
 /* ------------------------------------------------------------------ topk */
@@ -411,7 +382,7 @@ void eng_cpu_topk(eng_backend *be, const float *x, int groups, int rows_per_grou
     if (groups <= 0 || k <= 0)
         return;
     topk_job j = {x, row_add, vals, idx, groups, rows_per_group, cols, ld, k};
-    run(be, topk_task, &j,
+    eng_backend_cpu_run(be, topk_task, &j,
         threads_for(be, (double)groups * rows_per_group * cols * 0.5, groups));
 }
 
@@ -452,5 +423,5 @@ void eng_cpu_bias_silu(eng_backend *be, float *x, const float *bias, int rows, i
     if (rows <= 0 || cols <= 0)
         return;
     silu_job j = {x, bias, rows, cols, kernels(be)};
-    run(be, silu_task, &j, threads_for(be, (double)rows * cols * 1.0, rows));
+    eng_backend_cpu_run(be, silu_task, &j, threads_for(be, (double)rows * cols * 1.0, rows));
 }

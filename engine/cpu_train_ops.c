@@ -1,10 +1,7 @@
 /* cpu_train_ops.c - training ops of the CPU backend: backward passes, dropout,
  * losses and AdamW (contracts in backend.h).
  *
- * Threads: the backend's own pool is private to backend_cpu.c, so these ops run
- * on a second, process-wide pool of the same kind (cpu_pool.c). Only one of the
- * two is busy at a time (ops run one after another); an idle pool spins for at
- * most 50 us before sleeping, so they do not fight over the cores.
+ * Threads: the backend's own pool (eng_backend_cpu_run).
  * GEMMs go to OpenBLAS (set to one thread by the backend) on row or column
  * blocks, as backend_cpu.c does; elementwise maths that needs exp/erf/tanh uses
  * the backend's vectorised kernels for the CPU's instruction set.
@@ -13,13 +10,11 @@
 
 #include <cblas.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu_kernels.h"
-#include "cpu_pool.h"
 
 /* Hot elementwise loops: compiled for AVX-512 and AVX2 besides the baseline and
  * picked at run time (DESIGN §6), at -O3 so that they vectorise. */
@@ -31,37 +26,10 @@
 
 /* ------------------------------------------------------------- threading */
 
-static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
-static eng_cpu_pool *pool;
-
-/* The shared training pool (created on first use); NULL if it cannot be made. */
-static eng_cpu_pool *train_pool(int threads)
-{
-    pthread_mutex_lock(&pool_mu);
-    if (!pool && threads > 1)
-        pool = eng_cpu_pool_new(threads);
-    eng_cpu_pool *p = pool;
-    pthread_mutex_unlock(&pool_mu);
-    return p;
-}
-
 /* Threads worth using for `work` units of about a nanosecond each (>= 20 us per thread). */
 static int threads_for(const eng_backend *be, double work)
 {
-    int by_work = (int)(work / 20000.0);
-    int nt = be->threads < by_work ? be->threads : by_work;
-    return nt < 1 ? 1 : nt;
-}
-
-static void run(eng_backend *be, eng_cpu_task_fn fn, void *arg, int nt)
-{
-    eng_cpu_pool *p = nt > 1 ? train_pool(be->threads) : NULL;
-    if (!p) {
-        fn(arg, 0, 1);
-        return;
-    }
-    int size = eng_cpu_pool_size(p);
-    eng_cpu_pool_run(p, fn, arg, nt < size ? nt : size);
+    return eng_cpu_threads_for(be, work, 20000.0);
 }
 
 /* [*lo, *hi) of n items for thread tid of nt, in multiples of align. */
@@ -142,7 +110,7 @@ void eng_cpu_gemm_ex(eng_backend *be, int trans_a, int trans_b, int M, int N, in
         else
             nt = 1;
     }
-    run(be, gemm_task, &g, nt);
+    eng_backend_cpu_run(be, gemm_task, &g, nt);
 }
 
 /* ------------------------------------------------------- rows of elements */
@@ -284,7 +252,7 @@ void eng_cpu_bias_act_train(eng_backend *be, float *pre, float *post, const floa
         return;
     rows_job j = {.k = kernels(be), .op = R_BIAS_ACT, .rows = rows, .cols = cols, .act = act,
                   .out = pre, .out2 = post, .vec = bias};
-    run(be, rows_task, &j, rows_threads(be, rows, cols, 0.6));
+    eng_backend_cpu_run(be, rows_task, &j, rows_threads(be, rows, cols, 0.6));
 }
 
 void eng_cpu_act_backward(eng_backend *be, float *dx, const float *dy, const float *pre,
@@ -294,7 +262,7 @@ void eng_cpu_act_backward(eng_backend *be, float *dx, const float *dy, const flo
         return;
     rows_job j = {.k = kernels(be), .op = R_ACT_BWD, .rows = rows, .cols = cols, .act = act,
                   .out = dx, .in = dy, .in2 = pre};
-    run(be, rows_task, &j, rows_threads(be, rows, cols, 1.0));
+    eng_backend_cpu_run(be, rows_task, &j, rows_threads(be, rows, cols, 1.0));
 }
 
 void eng_cpu_layernorm_backward(eng_backend *be, float *dx, float *dgamma, float *dbeta,
@@ -316,7 +284,7 @@ void eng_cpu_layernorm_backward(eng_backend *be, float *dx, float *dgamma, float
     }
     rows_job j = {.op = R_LN_BWD, .rows = rows, .cols = cols, .eps = eps, .out = dx,
                   .dg = part, .in = dout, .in2 = x, .in3 = res, .vec = gamma};
-    run(be, rows_task, &j, nt);
+    eng_backend_cpu_run(be, rows_task, &j, nt);
     for (int t = 0; t < nt; t++)
         for (size_t c = 0; c < C; c++) {
             dgamma[c] += part[(size_t)t * 2 * C + c];
@@ -365,7 +333,7 @@ void eng_cpu_embed_backward(eng_backend *be, float *dword, float *dpos, float *d
     int nt = threads_for(be, (double)ntok * dim * 0.5);
     if (nt > (dim + 15) / 16)
         nt = (dim + 15) / 16;
-    run(be, embed_task, &j, nt);
+    eng_backend_cpu_run(be, embed_task, &j, nt);
 }
 
 /* --------------------------------------------------------------- attention */
@@ -533,7 +501,7 @@ static void attn_run(eng_backend *be, attn_job *j, eng_cpu_task_fn fn, int per_n
     }
     atomic_init(&j->next, 0);
     if (j->scratch)
-        run(be, fn, j, nt);
+        eng_backend_cpu_run(be, fn, j, nt);
     free(j->scratch);
     j->scratch = NULL;
 }
@@ -660,7 +628,7 @@ static void vec_run(eng_backend *be, vec_job *j, double ns_per_elem)
     int nt = threads_for(be, (double)j->n * ns_per_elem);
     if (nt > 64)
         nt = 64;
-    run(be, vec_task, j, nt);
+    eng_backend_cpu_run(be, vec_task, j, nt);
 }
 
 void eng_cpu_dropout(eng_backend *be, float *y, const float *x, size_t n, float p,
@@ -742,7 +710,7 @@ void eng_cpu_sum_rows(eng_backend *be, float *db, const float *dy, int rows, int
     int nt = threads_for(be, (double)rows * cols * 0.3);
     if (nt > (cols + 15) / 16)
         nt = (cols + 15) / 16;
-    run(be, sum_rows_task, &j, nt);
+    eng_backend_cpu_run(be, sum_rows_task, &j, nt);
     free(ones);
 }
 
