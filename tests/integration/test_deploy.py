@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from conftest import MAX_BODY, NGINX, NLPD_BIN, ROOT, SITE_CONF, Nginx, free_port
+from conftest import MAX_BODY, NGINX, ROOT, SITE_CONF, Nginx, free_port
 
 
 def site():
