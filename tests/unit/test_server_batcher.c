@@ -320,6 +320,18 @@ static tjob *gate_hold(fixture *f)
 
 static void submit_ok(fixture *f, tjob *j) { assert_int_equal(srv_batcher_submit(f->b, &j->job), 0); }
 
+static void submit_all(fixture *f, tjob **jobs, int n)
+{
+    for (int i = 0; i < n; i++)
+        submit_ok(f, jobs[i]);
+}
+
+static void free_all(tjob **jobs, int n)
+{
+    for (int i = 0; i < n; i++)
+        job_free(jobs[i]);
+}
+
 /* ------------------------------------------------------------------ tests */
 
 static void test_model_slot(void **state)
@@ -445,8 +457,7 @@ static void test_concurrent_invariance(void **state)
         assert_true(batched);
         for (int b = 0; b < f.t.nb && b < 512; b++)
             assert_true(f.t.b_tok[b] <= o.max_batch_tokens);
-        for (int i = 0; i < N; i++)
-            job_free(jobs[i]);
+        free_all(jobs, N);
         fx_close(&f);
     }
 }
@@ -492,8 +503,7 @@ static void test_budget_padding_and_order(void **state)
     assert_int_equal(f.t.b_tok[3], 62);
     for (int i = 0; i < N; i++)
         expect_same(f.ctx, f.m, &jobs[i]->job);
-    for (int i = 0; i < N; i++)
-        job_free(jobs[i]);
+    free_all(jobs, N);
     job_free(g);
     fx_close(&f);
 }
@@ -518,8 +528,7 @@ static void test_max_batch_size_and_oversize(void **state)
     const int four[4] = {5, 5, 5, 5};
     jobs[10] = job_new(&f.t, SRV_JOB_CLASSIFY, 4, four, 10);
     jobs[11] = job1(&f.t, SRV_JOB_CLASSIFY, 120, 11);       /* 120 tokens > budget 100 */
-    for (int i = 0; i < N; i++)
-        submit_ok(&f, jobs[i]);
+    submit_all(&f, jobs, N);
     gate_release(&f.t);
     assert_true(wait_for(&f.t, &f.t.done, N + 1));
     for (int i = 0; i < 10; i++) {
@@ -555,15 +564,13 @@ static void test_oldest_goes_first(void **state)
     jobs[0] = job1(&f.t, SRV_JOB_CLASSIFY, 30, 0);
     for (int i = 1; i < N; i++)
         jobs[i] = job1(&f.t, SRV_JOB_CLASSIFY, 4, i);
-    for (int i = 0; i < N; i++)
-        submit_ok(&f, jobs[i]);
+    submit_all(&f, jobs, N);
     gate_release(&f.t);
     assert_true(wait_for(&f.t, &f.t.done, N + 1));
     /* First batch after the gate: the 30-token job (alone: 2 x 30 > 40). */
     assert_ptr_equal(f.t.order[1], &jobs[0]->job);
     assert_int_equal(jobs[0]->job.batch_size, 1);
-    for (int i = 0; i < N; i++)
-        job_free(jobs[i]);
+    free_all(jobs, N);
     job_free(g);
     fx_close(&f);
 }
@@ -605,8 +612,7 @@ static void test_delay_collects_batch(void **state)
     tjob *jobs[N];
     for (int i = 0; i < N; i++)
         jobs[i] = job1(&f.t, SRV_JOB_CLASSIFY, 5 + i, i);
-    for (int i = 0; i < N; i++)
-        submit_ok(&f, jobs[i]);
+    submit_all(&f, jobs, N);
     assert_true(wait_for(&f.t, &f.t.done, N));
     int64_t first = jobs[0]->job.enqueued_ns;
     if (jobs[N - 1]->job.enqueued_ns - first < 250 * 1000000LL) { /* submits were quick */
@@ -639,8 +645,7 @@ static void test_full_batch_no_wait(void **state)
     }
     assert_true(wait_for(&f.t, &f.t.done, 4));
     assert_int_equal(f.t.b_seqs[0], 4);
-    for (int i = 0; i < 4; i++)
-        job_free(jobs[i]);
+    free_all(jobs, 4);
     fx_close(&f);
 }
 
@@ -773,8 +778,7 @@ static void test_stop_drain(void **state)
     assert_int_equal(srv_batcher_submit(f.b, &late->job), SRV_ESTOPPED);
     srv_batcher_stop(f.b, 1, 0); /* again: nothing happens */
     assert_int_equal(late->completions, 0);
-    for (int i = 0; i < N; i++)
-        job_free(jobs[i]);
+    free_all(jobs, N);
     job_free(late);
     fx_close(&f);
 }
@@ -815,8 +819,7 @@ static void test_stop_no_drain(void **state)
     assert_int_equal(g->job.status, SRV_JOB_OK);
     tjob *late = job1(&f.t, SRV_JOB_CLASSIFY, 5, 99);
     assert_int_equal(srv_batcher_submit(f.b, &late->job), SRV_ESTOPPED);
-    for (int i = 0; i < N; i++)
-        job_free(jobs[i]);
+    free_all(jobs, N);
     job_free(late);
     job_free(g);
     fx_close(&f);
@@ -908,8 +911,7 @@ static void test_bad_job_isolated(void **state)
     for (int i = 0; i < 4; i++)
         jobs[i] = job1(&f.t, SRV_JOB_CLASSIFY, 6 + i, i);
     jobs[2]->enc[0].ids[2] = 999999;
-    for (int i = 0; i < 4; i++)
-        submit_ok(&f, jobs[i]);
+    submit_all(&f, jobs, 4);
     gate_release(&f.t);
     assert_true(wait_for(&f.t, &f.t.done, 5));
     assert_int_equal(jobs[2]->job.status, SRV_JOB_FAILED);
@@ -922,8 +924,7 @@ static void test_bad_job_isolated(void **state)
         if (i != 2)
             expect_same(f.ctx, f.m, &jobs[i]->job);
     }
-    for (int i = 0; i < 4; i++)
-        job_free(jobs[i]);
+    free_all(jobs, 4);
     job_free(g);
     fx_close(&f);
 }
@@ -1168,8 +1169,7 @@ static void test_translate_jobs(void **state)
     assert_memory_equal(&a->score, &b->score, sizeof a->score);
 
     job_free(alone);
-    for (int i = 0; i < N; i++)
-        job_free(jobs[i]);
+    free_all(jobs, N);
     job_free(gate);
     cJSON_Delete(g);
     fx_close(&f);
@@ -1207,8 +1207,7 @@ static void test_translate_opts_grouping(void **state)
     const char *t1 = "Hello world!", *t2 = "The cat sat on the mat.";
     tjob *jobs[4] = {mt_job(&f, &t1, 1, 1, 24), mt_job(&f, &t2, 1, 1, 9),
                      mt_job(&f, &t2, 1, 1, 24), mt_job(&f, &t1, 1, 1, 9)};
-    for (int i = 0; i < 4; i++)
-        submit_ok(&f, jobs[i]);
+    submit_all(&f, jobs, 4);
     gate_release(&f.t);
     assert_true(wait_for(&f.t, &f.t.done, 5));
     for (int i = 0; i < 4; i++) {
@@ -1216,8 +1215,7 @@ static void test_translate_opts_grouping(void **state)
         expect_same_translation(&f, &jobs[i]->job);
     }
     assert_int_equal(f.t.nb, 3);
-    for (int i = 0; i < 4; i++)
-        job_free(jobs[i]);
+    free_all(jobs, 4);
     job_free(gate);
     fx_close(&f);
 }
