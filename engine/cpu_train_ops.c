@@ -352,6 +352,7 @@ typedef struct attn_job {
     float *scratch; /* 2 * max_n^2 floats per thread */
     size_t scratch_per;
     atomic_int next;
+    void (*item)(struct attn_job *j, int s, int h, float *scratch);
 } attn_job;
 
 /* dst = src * keep / (1 - p) over the n x n block whose first element has index base. */
@@ -452,7 +453,8 @@ static void attn_bwd_item(attn_job *j, int s, int h, float *scratch)
                 0.0f, dK, (int)dld);
 }
 
-static void attn_fwd_task(void *arg, int tid, int nt)
+/* Runs j->item on (sequence, head) items taken in turn until none is left. */
+static void attn_task(void *arg, int tid, int nt)
 {
     attn_job *j = arg;
     (void)nt;
@@ -461,28 +463,17 @@ static void attn_fwd_task(void *arg, int tid, int nt)
         int it = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         if (it >= total)
             return;
-        attn_fwd_item(j, it / j->heads, it % j->heads, scratch);
+        j->item(j, it / j->heads, it % j->heads, scratch);
     }
 }
 
-static void attn_bwd_task(void *arg, int tid, int nt)
-{
-    attn_job *j = arg;
-    (void)nt;
-    float *scratch = j->scratch + (size_t)tid * j->scratch_per;
-    for (int total = j->nseq * j->heads;;) {
-        int it = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        if (it >= total)
-            return;
-        attn_bwd_item(j, it / j->heads, it % j->heads, scratch);
-    }
-}
-
-/* Runs an attention job over (sequence, head) items with per-thread scratch of
+/* Runs item over an attention job's (sequence, head) pairs with per-thread scratch of
  * `per_n2` n x n blocks; without scratch memory, items run on this thread with a
  * scratch of their own (a failed allocation then skips nothing but speed). */
-static void attn_run(eng_backend *be, attn_job *j, eng_cpu_task_fn fn, int per_n2)
+static void attn_run(eng_backend *be, attn_job *j,
+                     void (*item)(attn_job *j, int s, int h, float *scratch), int per_n2)
 {
+    j->item = item;
     int max_n = 0;
     double work = 0;
     for (int s = 0; s < j->nseq; s++) {
@@ -501,7 +492,7 @@ static void attn_run(eng_backend *be, attn_job *j, eng_cpu_task_fn fn, int per_n
     }
     atomic_init(&j->next, 0);
     if (j->scratch)
-        eng_backend_cpu_run(be, fn, j, nt);
+        eng_backend_cpu_run(be, attn_task, j, nt);
     free(j->scratch);
     j->scratch = NULL;
 }
@@ -518,7 +509,7 @@ void eng_cpu_attention_train(eng_backend *be, float *out, int out_ld, float *pro
                   .p_off = p_off, .seq_off = seq_off, .out_ld = out_ld, .qkv_ld = qkv_ld,
                   .nseq = nseq, .heads = heads, .hd = head_dim, .scale = scale,
                   .p = dropout_p, .seed = seed};
-    attn_run(be, &j, attn_fwd_task, 1);
+    attn_run(be, &j, attn_fwd_item, 1);
 }
 
 void eng_cpu_attention_backward(eng_backend *be, float *dq, float *dk, float *dv, int dqkv_ld,
@@ -535,7 +526,7 @@ void eng_cpu_attention_backward(eng_backend *be, float *dq, float *dk, float *dv
                   .qkv_ld = qkv_ld, .dqkv_ld = dqkv_ld, .dout_ld = dout_ld, .nseq = nseq,
                   .heads = heads, .hd = head_dim, .scale = scale, .p = dropout_p,
                   .seed = seed};
-    attn_run(be, &j, attn_bwd_task, 2);
+    attn_run(be, &j, attn_bwd_item, 2);
 }
 
 /* ------------------------------------------------------ flat vector ops */
