@@ -73,6 +73,20 @@ extern "C" int eng_spm_encode(const eng_spm *spm, const char *text, size_t len,
     }
 }
 
+/* Hand s to C as a malloc'd NUL-terminated copy in *out (length in *out_len). */
+static int copy_out(const std::string &s, char **out, size_t *out_len)
+{
+    char *buf = static_cast<char *>(std::malloc(s.size() + 1));
+    if (!buf)
+        return ENG_ENOMEM;
+    std::memcpy(buf, s.data(), s.size());
+    buf[s.size()] = 0;
+    *out = buf;
+    if (out_len)
+        *out_len = s.size();
+    return ENG_OK;
+}
+
 extern "C" int eng_spm_decode(const eng_spm *spm, const char *const *pieces, const size_t *lens,
                               int n, char **out, size_t *out_len)
 {
@@ -85,15 +99,7 @@ extern "C" int eng_spm_decode(const eng_spm *spm, const char *const *pieces, con
         std::string text;
         if (!spm->sp.Decode(v, &text).ok())
             return ENG_EINVAL;
-        char *buf = static_cast<char *>(std::malloc(text.size() + 1));
-        if (!buf)
-            return ENG_ENOMEM;
-        std::memcpy(buf, text.data(), text.size());
-        buf[text.size()] = 0;
-        *out = buf;
-        if (out_len)
-            *out_len = text.size();
-        return ENG_OK;
+        return copy_out(text, out, out_len);
     } catch (const std::bad_alloc &) {
         return ENG_ENOMEM;
     } catch (...) {
@@ -117,15 +123,7 @@ extern "C" int eng_spm_normalize(const eng_spm *spm, const char *text, size_t le
         std::string norm;
         for (const std::string &p : pieces)
             norm += p;
-        char *buf = static_cast<char *>(std::malloc(norm.size() + 1));
-        if (!buf)
-            return ENG_ENOMEM;
-        std::memcpy(buf, norm.data(), norm.size());
-        buf[norm.size()] = 0;
-        *out = buf;
-        if (out_len)
-            *out_len = norm.size();
-        return ENG_OK;
+        return copy_out(norm, out, out_len);
     } catch (const std::bad_alloc &) {
         return ENG_ENOMEM;
     } catch (...) {
