@@ -473,6 +473,16 @@ static int wp_json_bool(const cJSON *o, const char *key, int dflt)
     return cJSON_IsBool(v) ? cJSON_IsTrue(v) : dflt;
 }
 
+/* ENG_WP_LOWER / _STRIP / _CJK from o's lowercase and Chinese-characters keys (both
+ * default true) and strip_accents (defaults to the lowercase setting). */
+static unsigned wp_case_flags(const cJSON *o, const char *lower_key, const char *cjk_key)
+{
+    int lower = wp_json_bool(o, lower_key, 1);
+    return (wp_json_bool(o, cjk_key, 1) ? ENG_WP_CJK : 0) |
+           (wp_json_bool(o, "strip_accents", lower) ? ENG_WP_STRIP : 0) |
+           (lower ? ENG_WP_LOWER : 0);
+}
+
 static int wp_parse_json(const char *path, char **buf, cJSON **out, eng_error *err)
 {
     size_t len;
@@ -602,11 +612,8 @@ static int wp_parse_normalizer(eng_tokenizer *t, const cJSON *n, const char *fil
         return eng_fail(err, ENG_EUNSUPPORTED,
                         "%s: normalizer %s is not supported (only BertNormalizer)", file,
                         cJSON_IsString(type) ? type->valuestring : "(missing type)");
-    int lower = wp_json_bool(n, "lowercase", 1);
     t->flags = ENG_WP_BERT | (wp_json_bool(n, "clean_text", 1) ? ENG_WP_CLEAN : 0) |
-               (wp_json_bool(n, "handle_chinese_chars", 1) ? ENG_WP_CJK : 0) |
-               (wp_json_bool(n, "strip_accents", lower) ? ENG_WP_STRIP : 0) |
-               (lower ? ENG_WP_LOWER : 0);
+               wp_case_flags(n, "lowercase", "handle_chinese_chars");
     return ENG_OK;
 }
 
@@ -620,11 +627,8 @@ static void wp_config_overrides(eng_tokenizer *t, const cJSON *cfg)
     if (!(t->flags & ENG_WP_BERT) ||
         (cJSON_IsString(cls) && strcmp(cls->valuestring, "PreTrainedTokenizerFast") == 0))
         return;
-    int lower = wp_json_bool(cfg, "do_lower_case", 1);
     t->flags = (t->flags & (ENG_WP_CLEAN | ENG_WP_BERT)) |
-               (wp_json_bool(cfg, "tokenize_chinese_chars", 1) ? ENG_WP_CJK : 0) |
-               (wp_json_bool(cfg, "strip_accents", lower) ? ENG_WP_STRIP : 0) |
-               (lower ? ENG_WP_LOWER : 0);
+               wp_case_flags(cfg, "do_lower_case", "tokenize_chinese_chars");
 }
 
 static int wp_load_json(eng_tokenizer *t, const char *path, const cJSON *cfg, eng_error *err)
