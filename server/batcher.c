@@ -86,7 +86,7 @@ struct srv_batcher {
     worker *w;
 };
 
-static int64_t now_ns(void)
+int64_t srv_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -143,7 +143,7 @@ static void finish(srv_job *j, srv_job_status st, int64_t t)
 /* Complete a list linked through next (read before complete: the job may be freed). */
 static void finish_list(srv_job *j, srv_job_status st)
 {
-    int64_t t = now_ns();
+    int64_t t = srv_now_ns();
     while (j) {
         srv_job *next = j->next;
         j->next = NULL;
@@ -184,7 +184,7 @@ int srv_batcher_submit(srv_batcher *b, srv_job *job)
         pthread_mutex_unlock(&b->mu);
         return SRV_EQUEUE_FULL;
     }
-    job->enqueued_ns = now_ns();
+    job->enqueued_ns = srv_now_ns();
     job->prev = b->tail;
     if (b->tail)
         b->tail->next = job;
@@ -396,7 +396,7 @@ static int run_batch(srv_batcher *b, worker *w, srv_job **jobs, int n, eng_model
     }
     w->enc_cap = (int)enc_cap;
 
-    int64_t t0 = now_ns();
+    int64_t t0 = srv_now_ns();
     if (!rc) {
         int e = 0;
         for (int i = 0; i < n; i++)
@@ -413,7 +413,7 @@ static int run_batch(srv_batcher *b, worker *w, srv_job **jobs, int n, eng_model
         else
             rc = eng_run_qa_logits(w->ctx, m, w->enc, seqs, w->scratch, w->scratch + ntok, err);
     }
-    int64_t t1 = now_ns();
+    int64_t t1 = srv_now_ns();
 
     /* A bad input fails the whole engine call: the caller isolates it. */
     if (rc && n > 1 && (rc == ENG_EINVAL || rc == ENG_ETOOLONG) && task_of(kind) == info->task)
@@ -475,7 +475,7 @@ static int run_batch(srv_batcher *b, worker *w, srv_job **jobs, int n, eng_model
 /* Outside the lock: drop, compute and complete the batch in w->cands[0..nsel). */
 static void process(srv_batcher *b, worker *w, int nsel)
 {
-    int64_t t = now_ns();
+    int64_t t = srv_now_ns();
     int n = 0;
     for (int i = 0; i < nsel; i++) {
         srv_job *j = w->cands[i].job;
@@ -515,7 +515,7 @@ static void *worker_main(void *arg)
             pthread_cond_wait(&b->work, &b->mu);
             continue;
         }
-        int64_t t = now_ns();
+        int64_t t = srv_now_ns();
         if (!b->draining && !queue_fills_batch(b)) {
             int64_t until = b->head->enqueued_ns + (int64_t)b->o.max_delay_us * 1000;
             if (t < until) {
@@ -682,7 +682,7 @@ void srv_batcher_stop(srv_batcher *b, int drain, int64_t deadline_ns)
                 pthread_cond_wait(&b->drained, &b->mu);
                 continue;
             }
-            if (now_ns() >= deadline_ns)
+            if (srv_now_ns() >= deadline_ns)
                 break;
             struct timespec ts = to_ts(deadline_ns);
             pthread_cond_timedwait(&b->drained, &b->mu, &ts);

@@ -52,6 +52,9 @@ typedef enum srv_job_status {
 
 typedef struct srv_job srv_job;
 
+/* CLOCK_MONOTONIC in ns: the clock of deadline_ns and the job timestamps. */
+int64_t srv_now_ns(void);
+
 struct srv_job {
     /* --- set by the submitter --- */
     srv_job_kind kind;

@@ -32,13 +32,6 @@ struct srv_http {
     uint64_t rid_seed, rid_count;
 };
 
-int64_t srv_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 void srv_req_error(srv_req *r, int status, const char *code, const char *fmt, ...)
 {
     free(r->resp);

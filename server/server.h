@@ -133,9 +133,6 @@ struct srv_req {
     srv_req *live_prev, *live_next; /* every request not yet freed (loop thread) */
 };
 
-/* CLOCK_MONOTONIC in ns. */
-int64_t srv_now_ns(void);
-
 /* Set an error response (status, code, formatted message). */
 void srv_req_error(srv_req *r, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
