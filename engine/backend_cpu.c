@@ -788,6 +788,11 @@ eng_cpu_isa eng_backend_cpu_isa(const eng_backend *be)
     return ((const cpu_backend *)be)->isa;
 }
 
+const eng_cpu_kernels *eng_backend_cpu_kernels(const eng_backend *be)
+{
+    return ((const cpu_backend *)be)->k;
+}
+
 void eng_backend_cpu_run(eng_backend *be, eng_cpu_task_fn fn, void *arg, int nt)
 {
     eng_cpu_pool_run(cb_of(be)->pool, fn, arg, nt);

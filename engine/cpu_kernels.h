@@ -103,6 +103,8 @@ const char *eng_cpu_isa_name(eng_cpu_isa isa);
 eng_backend *eng_backend_cpu_new_isa(int threads, eng_cpu_isa isa);
 /* The ISA a CPU backend runs. */
 eng_cpu_isa eng_backend_cpu_isa(const eng_backend *be);
+/* The kernel table a CPU backend runs. */
+const eng_cpu_kernels *eng_backend_cpu_kernels(const eng_backend *be);
 /* Runs fn on nt threads of the CPU backend's pool (inline when nt <= 1); the op
  * files beside backend_cpu.c share it. */
 void eng_backend_cpu_run(eng_backend *be, eng_cpu_task_fn fn, void *arg, int nt);

@@ -32,12 +32,6 @@ static void split(int n, int tid, int nt, int *lo, int *hi)
     *hi = *lo + per + (tid < extra ? 1 : 0);
 }
 
-static const eng_cpu_kernels *kernels(const eng_backend *be)
-{
-    const eng_cpu_kernels *k = eng_cpu_kernels_get(eng_backend_cpu_isa(be));
-    return k ? k : &eng_cpu_kernels_scalar;
-}
-
 /* --------------------------------------------------------- vector helpers */
 
 typedef float v4f __attribute__((vector_size(16)));
@@ -223,7 +217,7 @@ void eng_cpu_attention_kv(eng_backend *be, float *out, int out_ld, const float *
     if (nseq <= 0 || heads <= 0 || head_dim <= 0)
         return;
     akv_job j = {out, q, k, v, q_off, kv_start, kv_len, out_ld, q_ld, k_ld, v_ld, nseq,
-                 heads, head_dim, causal, scale, 0, 0, kernels(be)};
+                 heads, head_dim, causal, scale, 0, 0, eng_backend_cpu_kernels(be)};
     double work = 0;
     for (int s = 0; s < nseq; s++) {
         j.max_kv = kv_len[s] > j.max_kv ? kv_len[s] : j.max_kv;
@@ -316,7 +310,7 @@ void eng_cpu_log_softmax(eng_backend *be, float *x, int rows, int cols, int ld)
 {
     if (rows <= 0 || cols <= 0)
         return;
-    lsm_job j = {x, rows, cols, ld, kernels(be)};
+    lsm_job j = {x, rows, cols, ld, eng_backend_cpu_kernels(be)};
     eng_backend_cpu_run(be, lsm_task, &j, threads_for(be, (double)rows * cols * 1.5, rows));
 }
 
@@ -422,6 +416,6 @@ void eng_cpu_bias_silu(eng_backend *be, float *x, const float *bias, int rows, i
 {
     if (rows <= 0 || cols <= 0)
         return;
-    silu_job j = {x, bias, rows, cols, kernels(be)};
+    silu_job j = {x, bias, rows, cols, eng_backend_cpu_kernels(be)};
     eng_backend_cpu_run(be, silu_task, &j, threads_for(be, (double)rows * cols * 1.0, rows));
 }

@@ -43,12 +43,6 @@ static void split(size_t n, size_t align, int tid, int nt, size_t *lo, size_t *h
     *hi = u1 * align < n ? u1 * align : n;
 }
 
-static const eng_cpu_kernels *kernels(const eng_backend *be)
-{
-    const eng_cpu_kernels *k = eng_cpu_kernels_get(eng_backend_cpu_isa(be));
-    return k ? k : &eng_cpu_kernels_scalar;
-}
-
 /* -------------------------------------------------------------------- GEMM */
 
 typedef struct gemm_job {
@@ -250,8 +244,8 @@ void eng_cpu_bias_act_train(eng_backend *be, float *pre, float *post, const floa
 {
     if (rows <= 0 || cols <= 0)
         return;
-    rows_job j = {.k = kernels(be), .op = R_BIAS_ACT, .rows = rows, .cols = cols, .act = act,
-                  .out = pre, .out2 = post, .vec = bias};
+    rows_job j = {.k = eng_backend_cpu_kernels(be), .op = R_BIAS_ACT, .rows = rows,
+                  .cols = cols, .act = act, .out = pre, .out2 = post, .vec = bias};
     eng_backend_cpu_run(be, rows_task, &j, rows_threads(be, rows, cols, 0.6));
 }
 
@@ -260,8 +254,8 @@ void eng_cpu_act_backward(eng_backend *be, float *dx, const float *dy, const flo
 {
     if (rows <= 0 || cols <= 0)
         return;
-    rows_job j = {.k = kernels(be), .op = R_ACT_BWD, .rows = rows, .cols = cols, .act = act,
-                  .out = dx, .in = dy, .in2 = pre};
+    rows_job j = {.k = eng_backend_cpu_kernels(be), .op = R_ACT_BWD, .rows = rows,
+                  .cols = cols, .act = act, .out = dx, .in = dy, .in2 = pre};
     eng_backend_cpu_run(be, rows_task, &j, rows_threads(be, rows, cols, 1.0));
 }
 
@@ -505,8 +499,9 @@ void eng_cpu_attention_train(eng_backend *be, float *out, int out_ld, float *pro
 {
     if (nseq <= 0 || heads <= 0 || head_dim <= 0)
         return;
-    attn_job j = {.k = kernels(be), .out = out, .probs = probs, .q = q, .kk = k, .v = v,
-                  .p_off = p_off, .seq_off = seq_off, .out_ld = out_ld, .qkv_ld = qkv_ld,
+    attn_job j = {.k = eng_backend_cpu_kernels(be), .out = out, .probs = probs, .q = q,
+                  .kk = k, .v = v, .p_off = p_off, .seq_off = seq_off, .out_ld = out_ld,
+                  .qkv_ld = qkv_ld,
                   .nseq = nseq, .heads = heads, .hd = head_dim, .scale = scale,
                   .p = dropout_p, .seed = seed};
     attn_run(be, &j, attn_fwd_item, 1);
@@ -521,8 +516,9 @@ void eng_cpu_attention_backward(eng_backend *be, float *dq, float *dk, float *dv
 {
     if (nseq <= 0 || heads <= 0 || head_dim <= 0)
         return;
-    attn_job j = {.k = kernels(be), .probs = (float *)probs, .dq = dq, .dk = dk, .dv = dv,
-                  .dout = dout, .q = q, .kk = k, .v = v, .p_off = p_off, .seq_off = seq_off,
+    attn_job j = {.k = eng_backend_cpu_kernels(be), .probs = (float *)probs, .dq = dq,
+                  .dk = dk, .dv = dv, .dout = dout, .q = q, .kk = k, .v = v, .p_off = p_off,
+                  .seq_off = seq_off,
                   .qkv_ld = qkv_ld, .dqkv_ld = dqkv_ld, .dout_ld = dout_ld, .nseq = nseq,
                   .heads = heads, .hd = head_dim, .scale = scale, .p = dropout_p,
                   .seed = seed};
