@@ -31,6 +31,17 @@ static void qa_cleanup(srv_req *r)
     r->n_enc = 0;
 }
 
+void srv_qa_opts_for_model(const eng_model_info *info, eng_qa_opts *o)
+{
+    /* The pipeline's defaults (384-token windows, stride 128), capped by the
+     * model; the stride never exceeds half a window. */
+    eng_qa_opts_default(o);
+    if (o->max_seq_len > info->max_seq_len)
+        o->max_seq_len = info->max_seq_len;
+    if (o->doc_stride > o->max_seq_len / 2)
+        o->doc_stride = o->max_seq_len / 2;
+}
+
 static int qa_encode(srv_req *r, eng_model *m)
 {
     const eng_model_info *info = eng_model_get_info(m);
@@ -44,13 +55,7 @@ static int qa_encode(srv_req *r, eng_model *m)
     st->tok_off = calloc((size_t)st->n_items, sizeof *st->tok_off);
     if (!st->win || !st->tok_off)
         goto oom;
-    eng_qa_opts_default(&st->opts);
-    /* The pipeline's defaults (384-token windows, stride 128), capped by the
-     * model; the stride never exceeds half a window. */
-    if (st->opts.max_seq_len > info->max_seq_len)
-        st->opts.max_seq_len = info->max_seq_len;
-    if (st->opts.doc_stride > st->opts.max_seq_len / 2)
-        st->opts.doc_stride = st->opts.max_seq_len / 2;
+    srv_qa_opts_for_model(info, &st->opts);
     if (r->api.top_k > 0)
         st->opts.top_k = r->api.top_k;
     if (r->api.max_answer_length > 0)

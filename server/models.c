@@ -141,9 +141,7 @@ static int warm_up(srv_model *m, const char **why)
     int rc = -1;
     if (m->conf->task == SRV_TASK_QA) {
         eng_qa_opts o;
-        eng_qa_opts_default(&o);
-        o.max_seq_len = m->info->max_seq_len < o.max_seq_len ? m->info->max_seq_len : o.max_seq_len;
-        o.doc_stride = o.doc_stride > o.max_seq_len / 2 ? o.max_seq_len / 2 : o.doc_stride;
+        srv_qa_opts_for_model(m->info, &o);
         if (eng_qa_windows_make(tok, "Is it warm?", 11, "It is warm.", 11, &o, &qw, &e) || qw.n < 1) {
             *why = "cannot tokenize the warm-up input";
             goto done;

@@ -133,6 +133,10 @@ struct srv_req {
     srv_req *live_prev, *live_next; /* every request not yet freed (loop thread) */
 };
 
+/* QA windowing options for a model (handle_qa.c): the pipeline's defaults,
+ * windows capped by its max_seq_len, stride at most half a window. */
+void srv_qa_opts_for_model(const eng_model_info *info, eng_qa_opts *o);
+
 /* Set an error response (status, code, formatted message). */
 void srv_req_error(srv_req *r, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
