@@ -10,6 +10,9 @@ PKGS=(build-essential pkg-config libcjson-dev libutf8proc-dev libopenblas-dev li
       python3-venv python3-numpy unzip python3-pytest nginx wrk clang libclang-rt-14-dev)
 REF_PKGS=(python3-torch)
 REF_VENV=${NLPD_REF_VENV:-/opt/nlpd-ref}
+# Python packages the tests drive as real peers (tests/requirements.txt), in a
+# venv of their own so that Debian's python stays untouched.
+TEST_VENV=${NLPD_TEST_VENV:-/opt/nlpd-test}
 
 want=("${PKGS[@]}")
 [[ "${1:-}" == "--ref" ]] && want+=("${REF_PKGS[@]}")
@@ -24,6 +27,15 @@ if ((${#missing[@]})); then
     echo "install_deps: installing ${missing[*]}"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+REQ="$ROOT/tests/requirements.txt"
+stamp="$TEST_VENV/.requirements"
+if [[ -f "$REQ" ]] && ! cmp -s "$REQ" "$stamp"; then
+    [[ -x "$TEST_VENV/bin/python" ]] || /usr/bin/python3 -m venv --system-site-packages "$TEST_VENV"
+    "$TEST_VENV/bin/pip" install -q -r "$REQ"
+    cp "$REQ" "$stamp"
 fi
 
 if [[ "${1:-}" == "--ref" ]]; then
