@@ -153,8 +153,9 @@ static void shape_str(char *buf, size_t cap, const int64_t *shape, int ndim)
         snprintf(buf + w, cap - w, "]");
 }
 
-static int load_entry(eng_bert *b, const eng_safetensors *st, const plan_entry *e,
-                      eng_error *err)
+/* The tensor of entry e, present with the planned shape; else ENG_EFORMAT. */
+static int check_entry(const eng_safetensors *st, const plan_entry *e,
+                       const eng_st_tensor **out, eng_error *err)
 {
     int64_t want[2] = {e->rows, e->cols};
     int want_dims = e->cols ? 2 : 1;
@@ -169,6 +170,17 @@ static int load_entry(eng_bert *b, const eng_safetensors *st, const plan_entry *
         return eng_fail(err, ENG_EFORMAT, "%s: tensor '%s' has shape %s, expected %s", st->path,
                         t->name, hs, ws);
     }
+    *out = t;
+    return ENG_OK;
+}
+
+static int load_entry(eng_bert *b, const eng_safetensors *st, const plan_entry *e,
+                      eng_error *err)
+{
+    const eng_st_tensor *t;
+    int rc = check_entry(st, e, &t, err);
+    if (rc)
+        return rc;
     if (eng_st_to_f32(t, b->block + e->off) != ENG_OK)
         return eng_fail(err, ENG_EUNSUPPORTED, "%s: tensor '%s' has dtype %s, expected F32, F16 "
                         "or BF16", st->path, t->name, t->dtype_name);
@@ -210,6 +222,13 @@ int eng_bert_load(eng_bert *b, const eng_model_config *c, const eng_safetensors 
     if (p.fail) {
         rc = eng_fail(err, ENG_ENOMEM, "out of memory");
         goto fail;
+    }
+    /* Every tensor present with its shape before the block is allocated: the
+     * config alone cannot make us allocate more than the file holds. */
+    for (int i = 0; i < p.n; i++) {
+        const eng_st_tensor *t;
+        if ((rc = check_entry(st, &p.e[i], &t, err)))
+            goto fail;
     }
     b->block_floats = p.floats;
     b->block = aligned_alloc(64, (p.floats * sizeof(float) + 63) / 64 * 64);

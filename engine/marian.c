@@ -243,6 +243,7 @@ typedef struct mm_entry {
     size_t off;
     const float **dst;
     int optional;       /* absent: zeros (final_logits_bias) or computed (positions) */
+    const eng_st_tensor *t; /* resolved and checked before anything is allocated */
 } mm_entry;
 
 typedef struct mm_plan {
@@ -394,15 +395,14 @@ static int load_weights(eng_marian *m, const eng_safetensors *st, eng_error *err
         rc = eng_fail(err, ENG_ENOMEM, "out of memory");
         goto done;
     }
-    m->block = aligned_alloc(64, (p.floats * sizeof(float) + 63) / 64 * 64);
-    if (!m->block) {
-        rc = eng_fail(err, ENG_ENOMEM, "out of memory for %zu MB of weights",
-                      p.floats * sizeof(float) >> 20);
-        goto done;
-    }
+    /* Pass 1: every tensor present with its shape (and the computed ones bounded)
+     * before the block is allocated or a sinusoid computed: a hostile config.json
+     * cannot make us allocate or compute more than the file itself holds. */
+    size_t file_floats = 0, derived_floats = 0;
     for (int i = 0; i < p.n; i++) {
         mm_entry *e = &p.e[i];
         const eng_st_tensor *t = NULL;
+        e->t = NULL;
         if (i == 0) { /* encoder (or shared) embeddings */
             snprintf(name, sizeof name, "%sshared.weight", pre);
             snprintf(alt, sizeof alt, "%s.embed_tokens.weight", enc_pre);
@@ -420,12 +420,7 @@ static int load_weights(eng_marian *m, const eng_safetensors *st, eng_error *err
             t = eng_st_find(st, e->name);
         }
         if (!t && e->optional) {
-            float *dst = m->block + e->off;
-            if (e->dst == &m->final_bias)
-                memset(dst, 0, sizeof(float) * (size_t)e->rows);
-            else
-                sinusoid(dst, (int)e->rows, (int)D);
-            *e->dst = dst;
+            derived_floats += (size_t)e->rows * (size_t)(e->cols ? e->cols : 1);
             continue;
         }
         char shape[64];
@@ -448,9 +443,46 @@ static int load_weights(eng_marian *m, const eng_safetensors *st, eng_error *err
                           shape);
             goto done;
         }
-        if (eng_st_to_f32(t, m->block + e->off) != ENG_OK) {
+        if (t->dtype != ENG_ST_F32 && t->dtype != ENG_ST_F16 && t->dtype != ENG_ST_BF16 &&
+            t->dtype != ENG_ST_F64) {
             rc = eng_fail(err, ENG_EUNSUPPORTED, "%s: tensor '%s' has dtype %s, expected F32, "
                           "F16 or BF16", st->path, t->name, t->dtype_name);
+            goto done;
+        }
+        e->t = t;
+        file_floats += (size_t)t->numel;
+    }
+    /* Computed tables (sinusoidal positions, zero biases) may not outweigh the
+     * checkpoint: max_position_embeddings x d_model is what a config asks for. */
+    if (derived_floats > file_floats && derived_floats > ((size_t)1 << 20)) {
+        rc = eng_fail(err, ENG_EFORMAT, "%s: the computed tensors (max_position_embeddings %d x "
+                      "d_model %d) would be %zu floats, more than the %zu floats of the "
+                      "checkpoint itself", st->path, m->max_pos, m->d, derived_floats, file_floats);
+        goto done;
+    }
+    m->block = aligned_alloc(64, (p.floats * sizeof(float) + 63) / 64 * 64);
+    if (!m->block) {
+        rc = eng_fail(err, ENG_ENOMEM, "out of memory for %zu MB of weights",
+                      p.floats * sizeof(float) >> 20);
+        goto done;
+    }
+    /* Pass 2: convert and compute. */
+    for (int i = 0; i < p.n; i++) {
+        mm_entry *e = &p.e[i];
+        if (i < n_special && e->rows == 0)
+            continue;
+        if (!e->t) { /* optional and absent */
+            float *dst = m->block + e->off;
+            if (e->dst == &m->final_bias)
+                memset(dst, 0, sizeof(float) * (size_t)e->rows);
+            else
+                sinusoid(dst, (int)e->rows, (int)D);
+            *e->dst = dst;
+            continue;
+        }
+        if (eng_st_to_f32(e->t, m->block + e->off) != ENG_OK) {
+            rc = eng_fail(err, ENG_EUNSUPPORTED, "%s: tensor '%s' has dtype %s, expected F32, "
+                          "F16 or BF16", st->path, e->t->name, e->t->dtype_name);
             goto done;
         }
         if (e->dst)

@@ -2,6 +2,7 @@
 #include "marian_tok.h"
 
 #include <cjson/cJSON.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,8 @@
 #include "wordpiece.h" /* eng_wp_utf8_invalid_at */
 
 #define MT_MAX_ADDED 64
+/* Added tokens are matched at every byte of a text: their length bounds that cost. */
+#define MT_MAX_ADDED_LEN 256
 
 /* A token written literally in texts and never split (HF "added tokens"). */
 typedef struct mt_added {
@@ -80,7 +83,7 @@ static int load_vocab(eng_marian_tok *t, const char *dir, eng_error *err)
     char path[4096], *text;
     if (eng_path_join(path, sizeof path, dir, "vocab.json"))
         return eng_fail(err, ENG_EINVAL, "%s: path too long", dir);
-    int rc = eng_read_file(path, &text, NULL, err);
+    int rc = eng_read_file_max(path, ENG_MAX_TOKENIZER_BYTES, &text, NULL, err);
     if (rc)
         return rc;
     cJSON *root = cJSON_Parse(text);
@@ -170,6 +173,9 @@ static int add_token(eng_marian_tok *t, const char *content, int32_t id, int spe
         return eng_fail(err, ENG_EUNSUPPORTED, "more than %d added tokens", MT_MAX_ADDED);
     if (!*content)
         return eng_fail(err, ENG_EFORMAT, "an added token is empty");
+    if (strlen(content) > MT_MAX_ADDED_LEN)
+        return eng_fail(err, ENG_EUNSUPPORTED, "an added token is longer than %d bytes",
+                        MT_MAX_ADDED_LEN);
     a = &t->added[t->n_added];
     if (!(a->content = strdup(content)))
         return eng_fail(err, ENG_ENOMEM, "out of memory");
@@ -392,18 +398,37 @@ static size_t py_rstrip_len(const char *s, size_t n)
     return end;
 }
 
-/* End of a match of >>.+<< starting at s[i], or 0 when none ('.' is any
- * character but '\n'; greedy: the last "<<" on the line). */
-static size_t code_match(const char *s, size_t n, size_t i)
+/* Language codes ">>.+<<" ('.' is any character but '\n'; greedy: a match from
+ * ">>" at i ends at the last "<<" of the line that starts at i + 3 or later).
+ * The last "<<" of the current line is found once per line and kept in a
+ * code_scan, so scanning a text costs O(n) whatever it holds (it used to look
+ * for "<<" from every ">>" to the end of the line: O(n^2) on ">>>>...").
+ * Positions must be asked in increasing order. */
+typedef struct code_scan {
+    size_t line_end; /* end of the line the cache describes (0: none yet) */
+    size_t last_ll;  /* position of its last "<<", or SIZE_MAX */
+    int valid;
+} code_scan;
+
+static size_t code_match(const char *s, size_t n, size_t i, code_scan *cs)
 {
     if (i + 5 > n || s[i] != '>' || s[i + 1] != '>')
         return 0;
-    const char *nl = memchr(s + i + 2, '\n', n - i - 2);
-    size_t line_end = nl ? (size_t)(nl - s) : n;
-    for (size_t p = line_end >= 2 ? line_end - 2 : 0; p >= i + 3 && p + 2 <= line_end; p--)
-        if (s[p] == '<' && s[p + 1] == '<')
-            return p + 2;
-    return 0;
+    if (!cs->valid || i >= cs->line_end) {
+        const char *nl = memchr(s + i + 2, '\n', n - i - 2);
+        size_t line_end = nl ? (size_t)(nl - s) : n;
+        ENG_TOK_STEP(line_end - i);
+        cs->line_end = line_end;
+        cs->last_ll = SIZE_MAX;
+        for (size_t p = line_end; p >= i + 2 + 2; p--) /* s[p-2], s[p-1] */
+            if (s[p - 2] == '<' && s[p - 1] == '<') {
+                cs->last_ll = p - 2;
+                break;
+            }
+        cs->valid = 1;
+    }
+    ENG_TOK_STEP(1);
+    return cs->last_ll != SIZE_MAX && cs->last_ll >= i + 3 ? cs->last_ll + 2 : 0;
 }
 
 typedef struct piece_sink {
@@ -416,7 +441,8 @@ typedef struct piece_sink {
 static int encode_chunk(const eng_marian_tok *t, int target, const char *s, size_t n,
                         eng_marian_piece_fn fn, void *user)
 {
-    size_t code_end = code_match(s, n, 0);
+    code_scan scan = {0, 0, 0};
+    size_t code_end = code_match(s, n, 0, &scan);
     int rc;
     if (code_end && (rc = fn(s, code_end, user)))
         return rc;
@@ -425,7 +451,7 @@ static int encode_chunk(const eng_marian_tok *t, int target, const char *s, size
         return ENG_ENOMEM;
     size_t w = 0;
     for (size_t i = 0; i < n;) {
-        size_t e = code_match(s, n, i);
+        size_t e = code_match(s, n, i, &scan);
         if (e) {
             i = e;
         } else {
@@ -441,9 +467,10 @@ static int encode_chunk(const eng_marian_tok *t, int target, const char *s, size
 static const mt_added *added_at(const eng_marian_tok *t, const char *s, size_t n, size_t i)
 {
     const mt_added *best = NULL;
+    ENG_TOK_STEP(t->n_added);
     for (int k = 0; k < t->n_added; k++) {
         const mt_added *a = &t->added[k];
-        if (a->len <= n - i && memcmp(s + i, a->content, a->len) == 0 &&
+        if (a->len <= n - i && s[i] == a->content[0] && memcmp(s + i, a->content, a->len) == 0 &&
             (!best || a->len > best->len))
             best = a;
     }

@@ -53,7 +53,7 @@ static cJSON *read_json(const char *dir, const char *name, int *rc, eng_error *e
     *rc = ENG_OK;
     if (eng_path_join(path, sizeof path, dir, name) || access(path, F_OK) != 0)
         return NULL;
-    if ((*rc = eng_read_file(path, &text, NULL, err)))
+    if ((*rc = eng_read_file_max(path, ENG_MAX_CONFIG_BYTES, &text, NULL, err)))
         return NULL;
     cJSON *j = cJSON_Parse(text);
     free(text);

@@ -175,13 +175,31 @@ typedef struct eng_qa_opts {
     int top_k;             /* answers returned (default 1) */
     int handle_impossible_answer; /* also rank the empty answer (start = end = 0) (default 0) */
     int align_to_words;    /* widen answers to whole words (default 1) */
+    /* Cost bounds (DESIGN §6), checked by eng_qa_windows_make before any window is
+     * built, and by eng_qa_decode; beyond them: ENG_ETOOLONG with the reason. */
+    int max_windows;       /* windows per item: at most min(max_windows, 1 + ceil(context
+                              tokens / (max_seq_len / 2))), i.e. a long question cannot
+                              shrink the stride to a few tokens (0: ENG_QA_MAX_WINDOWS) */
+    long max_tokens;       /* tokens over the item's windows (0: max_windows * max_seq_len);
+                              a caller bounding a whole request passes what is left of it */
+    long max_decode_work;  /* windows x window tokens x min(max_answer_len, window) x top_k,
+                              the span search's worst case (0: ENG_QA_MAX_DECODE_WORK) */
 } eng_qa_opts;
+
+#define ENG_QA_MAX_WINDOWS 64
+#define ENG_QA_MAX_DECODE_WORK (1L << 26)
 
 void eng_qa_opts_default(eng_qa_opts *o);
 
+/* Defaults for model info: max_seq_len capped by the model's, doc_stride at most half
+ * a window, the cost bounds as above. */
+void eng_qa_opts_for_model(const eng_model_info *info, eng_qa_opts *o);
+
 /* The windows of one (question, context) pair: [CLS] q [SEP] ctx-chunk [SEP],
  * consecutive chunks overlapping by doc_stride tokens (the question is never
- * truncated, as in transformers' pipeline with a fast tokenizer). */
+ * truncated, as in transformers' pipeline with a fast tokenizer). ENG_ETOOLONG
+ * (with the numbers in err) when the pair needs more windows, tokens or decoding
+ * work than o allows, before any window is built; ENG_EINVAL for bad options. */
 typedef struct eng_qa_windows {
     eng_encoding *win;
     int n;
@@ -199,6 +217,7 @@ typedef struct eng_qa_answer {
 
 /* Best spans from the logits of all windows (start/end packed per window, in
  * window order). Writes up to o->top_k answers sorted by score; *n_out their count.
+ * ENG_ETOOLONG when the span search would exceed o->max_decode_work; ENG_ENOMEM.
  * tok: the tokenizer that made the windows (answers are widened to whole words). */
 int eng_qa_decode(const eng_tokenizer *tok, const eng_qa_windows *w, const float *start,
                   const float *end, const eng_qa_opts *o, eng_qa_answer *out, int *n_out);

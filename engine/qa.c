@@ -19,6 +19,35 @@ void eng_qa_opts_default(eng_qa_opts *o)
     o->top_k = 1;
     o->handle_impossible_answer = 0;
     o->align_to_words = 1;
+    o->max_windows = 0;     /* ENG_QA_MAX_WINDOWS */
+    o->max_tokens = 0;      /* max_windows * max_seq_len */
+    o->max_decode_work = 0; /* ENG_QA_MAX_DECODE_WORK */
+}
+
+void eng_qa_opts_for_model(const eng_model_info *info, eng_qa_opts *o)
+{
+    /* The pipeline's defaults (384-token windows, stride 128), capped by the
+     * model; the stride never exceeds half a window. */
+    eng_qa_opts_default(o);
+    if (info && info->max_seq_len > 0 && o->max_seq_len > info->max_seq_len)
+        o->max_seq_len = info->max_seq_len;
+    if (o->doc_stride > o->max_seq_len / 2)
+        o->doc_stride = o->max_seq_len / 2;
+}
+
+/* Worst-case span-search work of eng_qa_decode: every window's start positions
+ * x the answer lengths tried x the top-k insertion. In double: no overflow. */
+static double decode_work(int nwin, int win_len, const eng_qa_opts *o)
+{
+    int k = o->top_k > 0 ? o->top_k : 1, maxlen = o->max_answer_len > 0 ? o->max_answer_len : 1;
+    if (maxlen > win_len)
+        maxlen = win_len;
+    return (double)nwin * win_len * maxlen * k;
+}
+
+static long max_decode_work(const eng_qa_opts *o)
+{
+    return o->max_decode_work > 0 ? o->max_decode_work : ENG_QA_MAX_DECODE_WORK;
 }
 
 void eng_qa_windows_free(eng_qa_windows *w)
@@ -74,6 +103,34 @@ int eng_qa_windows_make(const eng_tokenizer *tok, const char *question, size_t q
     }
     int step = room - o->doc_stride;
     int nwin = c.n <= room ? 1 : 1 + (c.n - room + step - 1) / step;
+    /* Bounds, before anything is built: windows per item (a fair stride of half
+     * a window, capped), tokens over the windows, span-search work. */
+    int cap_w = o->max_windows > 0 ? o->max_windows : ENG_QA_MAX_WINDOWS;
+    long half = o->max_seq_len / 2 > 0 ? o->max_seq_len / 2 : 1;
+    long fair = 1 + ((long)c.n + half - 1) / half;
+    long allowed = fair < cap_w ? fair : cap_w;
+    int win_len = q.n + 3 + (c.n < room ? c.n : room);
+    long max_tokens = o->max_tokens > 0 ? o->max_tokens : (long)cap_w * o->max_seq_len;
+    if (nwin > allowed) {
+        rc = eng_fail(err, ENG_ETOOLONG, "the question (%d tokens) leaves %d context tokens per "
+                      "%d-token window, so the context's %d tokens would need %d windows; at "
+                      "most %ld are allowed: shorten the question or the context", q.n, room,
+                      o->max_seq_len, c.n, nwin, allowed);
+        goto done;
+    }
+    if ((long)nwin * win_len > max_tokens) {
+        rc = eng_fail(err, ENG_ETOOLONG, "the question and context need %d windows of %d tokens "
+                      "(%ld tokens); at most %ld are allowed", nwin, win_len,
+                      (long)nwin * win_len, max_tokens);
+        goto done;
+    }
+    if (decode_work(nwin, win_len, o) > (double)max_decode_work(o)) {
+        rc = eng_fail(err, ENG_ETOOLONG, "top_k %d x max_answer_length %d over %d windows of %d "
+                      "tokens is more span search than allowed (%ld): lower top_k or "
+                      "max_answer_length", o->top_k, o->max_answer_len, nwin, win_len,
+                      max_decode_work(o));
+        goto done;
+    }
     out->win = calloc((size_t)nwin, sizeof *out->win);
     if (!out->win) {
         rc = eng_fail(err, ENG_ENOMEM, "out of memory");
@@ -162,6 +219,10 @@ int eng_qa_decode(const eng_tokenizer *tok, const eng_qa_windows *w, const float
     int maxn = 0;
     for (int i = 0; i < w->n; i++)
         maxn = w->win[i].n > maxn ? w->win[i].n : maxn;
+    if (decode_work(w->n, maxn, o) > (double)max_decode_work(o))
+        return ENG_ETOOLONG;
+    if (maxlen > maxn)
+        maxlen = maxn > 0 ? maxn : 1;
     cand *all = malloc(sizeof(cand) * ((size_t)k * (size_t)w->n + 1)), *best = malloc(sizeof(cand) * (size_t)k);
     float *ps = malloc(sizeof(float) * (size_t)maxn), *pe = malloc(sizeof(float) * (size_t)maxn);
     if (!all || !best || !ps || !pe) {
@@ -227,7 +288,8 @@ int eng_qa(eng_ctx *ctx, eng_model *m, const char *question, const char *context
     else
         rc = eng_run_qa_logits(ctx, m, enc, w.n, logits, logits + ntok, err);
     if (!rc && (rc = eng_qa_decode(tok, &w, logits, logits + ntok, o, out, n_out)))
-        rc = eng_fail(err, rc, "out of memory");
+        rc = eng_fail(err, rc, rc == ENG_ETOOLONG ? "the span search is over max_decode_work"
+                                                  : "out of memory");
     free(logits);
     free(enc);
     eng_qa_windows_free(&w);

@@ -113,6 +113,18 @@ static int parse_tensor(const eng_safetensors *st, const cJSON *entry, size_t da
     return ENG_OK;
 }
 
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp((*(const eng_st_tensor *const *)a)->name, (*(const eng_st_tensor *const *)b)->name);
+}
+
+static int cmp_offset(const void *a, const void *b)
+{
+    const char *x = (*(const eng_st_tensor *const *)a)->data;
+    const char *y = (*(const eng_st_tensor *const *)b)->data;
+    return x < y ? -1 : x > y;
+}
+
 static int parse_header(eng_safetensors *st, const char *json, size_t json_len,
                         const char *base, size_t data_len, eng_error *err)
 {
@@ -135,15 +147,39 @@ static int parse_header(eng_safetensors *st, const char *json, size_t json_len,
     for (const cJSON *e = root->child; e; e = e->next) {
         if (strcmp(e->string, "__metadata__") == 0)
             continue;
-        if (eng_st_find(st, e->string)) {
-            rc = eng_fail(err, ENG_EFORMAT, "%s: tensor '%s' appears twice", st->path, e->string);
-            goto done;
-        }
         rc = parse_tensor(st, e, data_len, &st->tensors[st->count], base, err);
         st->count++; /* counted even on failure so close() frees its name */
         if (rc)
             goto done;
     }
+    /* One sort by name (duplicates become neighbours; lookups binary search)
+     * and one by offset (overlaps become neighbours): O(n log n), not O(n^2). */
+    st->by_name = malloc(sizeof *st->by_name * (n ? (size_t)n : 1));
+    const eng_st_tensor **by_off = malloc(sizeof *by_off * (n ? (size_t)n : 1));
+    if (!st->by_name || !by_off) {
+        free(by_off);
+        rc = eng_fail(err, ENG_ENOMEM, "%s: out of memory", st->path);
+        goto done;
+    }
+    for (int i = 0; i < st->count; i++)
+        st->by_name[i] = by_off[i] = &st->tensors[i];
+    qsort(st->by_name, (size_t)st->count, sizeof *st->by_name, cmp_name);
+    qsort(by_off, (size_t)st->count, sizeof *by_off, cmp_offset);
+    for (int i = 1; i < st->count && !rc; i++)
+        if (strcmp(st->by_name[i - 1]->name, st->by_name[i]->name) == 0)
+            rc = eng_fail(err, ENG_EFORMAT, "%s: tensor '%s' appears twice", st->path,
+                          st->by_name[i]->name);
+    const eng_st_tensor *prev = NULL;
+    for (int i = 0; i < st->count && !rc; i++) {
+        const eng_st_tensor *t = by_off[i];
+        if (t->nbytes == 0)
+            continue;
+        if (prev && (const char *)t->data < (const char *)prev->data + prev->nbytes)
+            rc = eng_fail(err, ENG_EFORMAT, "%s: tensors '%s' and '%s' overlap in the data block",
+                          st->path, prev->name, t->name);
+        prev = t;
+    }
+    free(by_off);
 done:
     cJSON_Delete(root);
     return rc;
@@ -158,7 +194,7 @@ int eng_st_open(const char *path, eng_safetensors **out, eng_error *err)
         free(st);
         return eng_fail(err, ENG_ENOMEM, "%s: out of memory", path);
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* a FIFO must not block */
     if (fd < 0) {
         rc = eng_fail(err, ENG_EIO, "%s: %s", path, strerror(errno));
         goto fail_close;
@@ -213,6 +249,7 @@ void eng_st_close(eng_safetensors *st)
     for (int i = 0; i < st->count; i++)
         free(st->tensors[i].name);
     free(st->tensors);
+    free(st->by_name);
     if (st->map)
         munmap(st->map, st->map_len);
     free(st->path);
@@ -221,9 +258,19 @@ void eng_st_close(eng_safetensors *st)
 
 const eng_st_tensor *eng_st_find(const eng_safetensors *st, const char *name)
 {
-    for (int i = 0; i < st->count; i++)
-        if (st->tensors[i].name && strcmp(st->tensors[i].name, name) == 0)
-            return &st->tensors[i];
+    if (!st->by_name)
+        return NULL;
+    int lo = 0, hi = st->count;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        int c = strcmp(st->by_name[mid]->name, name);
+        if (c == 0)
+            return st->by_name[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
     return NULL;
 }
 

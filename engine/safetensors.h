@@ -33,16 +33,20 @@ typedef struct eng_safetensors {
     char *path;
     void *map;
     size_t map_len;
-    eng_st_tensor *tensors;
+    eng_st_tensor *tensors; /* in header order */
     int count;
+    const eng_st_tensor **by_name; /* sorted by name (eng_st_find: binary search) */
 } eng_safetensors;
 
-/* Open and validate a file: header bounds, JSON, dtypes, shapes vs byte sizes,
- * offsets inside the data block. Errors name the file and the tensor. */
+/* Open and validate a file: a regular file (a FIFO is refused without blocking),
+ * header bounds, JSON, dtypes, shapes vs byte sizes, offsets inside the data
+ * block, no two tensors with one name or overlapping data (so the tensors'
+ * bytes add up to at most the file's). Errors name the file and the tensor.
+ * Cost O(header log header). */
 int eng_st_open(const char *path, eng_safetensors **out, eng_error *err);
 void eng_st_close(eng_safetensors *st);
 
-/* Tensor by name, or NULL. */
+/* Tensor by name, or NULL (O(log count)). */
 const eng_st_tensor *eng_st_find(const eng_safetensors *st, const char *name);
 
 /* Bytes per element of a dtype (0 for unknown). */

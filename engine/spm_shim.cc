@@ -11,6 +11,10 @@
 #include <string>
 #include <vector>
 
+extern "C" {
+#include "util.h" /* eng_read_file_max */
+}
+
 struct eng_spm {
     sentencepiece::SentencePieceProcessor sp;
 };
@@ -28,12 +32,17 @@ extern "C" int eng_spm_load(const char *path, eng_spm **out, eng_error *err)
 {
     *out = nullptr;
     try {
-        FILE *f = std::fopen(path, "rb");
-        if (!f)
-            return fail(err, ENG_EIO, path, "cannot open the SentencePiece model");
-        std::fclose(f);
+        /* Read by us, capped and regular files only (a FIFO must not block), then
+         * parsed from memory: the library's own Load() would read any size. */
+        char *bytes = nullptr;
+        size_t n = 0;
+        int rc = eng_read_file_max(path, ENG_MAX_TOKENIZER_BYTES, &bytes, &n, err);
+        if (rc)
+            return rc;
+        std::string proto(bytes, n);
+        std::free(bytes);
         eng_spm *s = new eng_spm;
-        auto st = s->sp.Load(path);
+        auto st = s->sp.LoadFromSerializedProto(proto);
         if (!st.ok()) {
             std::string why = "not a valid SentencePiece model (" + st.ToString() + ")";
             delete s;

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h" /* ENG_TOK_STEP */
+
 typedef struct ug_piece {
     const char *s; /* owned by the eng_spm */
     uint32_t len;
@@ -29,15 +31,21 @@ static uint64_t hash_bytes(const char *s, size_t n)
     return h;
 }
 
-static const ug_piece *find(const eng_unigram *u, const char *s, size_t n)
+/* The piece s[0, n) whose hash_bytes() is h, or NULL. */
+static const ug_piece *find_h(const eng_unigram *u, const char *s, size_t n, uint64_t h)
 {
     size_t mask = u->nslot - 1;
-    for (size_t i = hash_bytes(s, n) & mask; u->slot[i]; i = (i + 1) & mask) {
+    for (size_t i = h & mask; u->slot[i]; i = (i + 1) & mask) {
         const ug_piece *p = &u->pieces[u->slot[i] - 1];
         if (p->len == n && memcmp(p->s, s, n) == 0)
             return p;
     }
     return NULL;
+}
+
+static const ug_piece *find(const eng_unigram *u, const char *s, size_t n)
+{
+    return find_h(u, s, n, hash_bytes(s, n));
 }
 
 int eng_unigram_new(const eng_spm *spm, eng_unigram **out)
@@ -116,8 +124,13 @@ int eng_unigram_segment(const eng_unigram *u, const char *norm, size_t n, eng_sp
         float till = best[at].score;
         int single = 0;
         size_t lim = u->max_len < n - at ? u->max_len : n - at;
+        /* FNV-1a extends byte by byte: one hash for all lengths from this
+         * position, O(max_len) per position instead of O(max_len^2). */
+        uint64_t h = 0xcbf29ce484222325ULL;
+        ENG_TOK_STEP(lim);
         for (size_t len = 1; len <= lim; len++) {
-            const ug_piece *p = find(u, norm + at, len);
+            h = (h ^ (unsigned char)norm[at + len - 1]) * 0x100000001b3ULL;
+            const ug_piece *p = find_h(u, norm + at, len, h);
             if (!p)
                 continue;
             ug_node *t = &best[at + len];

@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <utf8proc.h>
 
 #include "util.h"
@@ -320,6 +321,9 @@ struct eng_tokenizer {
     int max_len;
 };
 
+#define WP_MAX_ADDED 4096
+#define WP_MAX_ADDED_LEN 256
+
 #define FNV_OFFSET 0xcbf29ce484222325ULL
 #define FNV_PRIME 0x100000001b3ULL
 
@@ -332,13 +336,13 @@ static uint64_t wp_hash(uint64_t h, const char *s, size_t n)
     return h;
 }
 
-/* Id of prefix (when cont) + s[0, n), or -1. */
-static int32_t wp_lookup(const eng_tokenizer *t, int cont, const char *s, size_t n)
+/* Id of prefix (when cont) + s[0, n) whose wp_hash is h, or -1. */
+static int32_t wp_lookup_h(const eng_tokenizer *t, int cont, const char *s, size_t n,
+                           uint64_t h)
 {
     size_t plen = cont ? t->prefix_len : 0;
     if (n + plen > t->max_tok_len)
         return -1;
-    uint64_t h = wp_hash(cont ? t->prefix_hash : FNV_OFFSET, s, n);
     for (size_t i = (size_t)h & t->mask;; i = (i + 1) & t->mask) {
         const wp_slot *sl = &t->table[i];
         if (!sl->s)
@@ -347,6 +351,15 @@ static int32_t wp_lookup(const eng_tokenizer *t, int cont, const char *s, size_t
             memcmp(sl->s + plen, s, n) == 0)
             return sl->id;
     }
+}
+
+/* Id of prefix (when cont) + s[0, n), or -1. */
+static int32_t wp_lookup(const eng_tokenizer *t, int cont, const char *s, size_t n)
+{
+    size_t plen = cont ? t->prefix_len : 0;
+    if (n + plen > t->max_tok_len)
+        return -1;
+    return wp_lookup_h(t, cont, s, n, wp_hash(cont ? t->prefix_hash : FNV_OFFSET, s, n));
 }
 
 /* ----------------------------------------------------------------- loading */
@@ -429,6 +442,10 @@ static int wp_add_added(eng_tokenizer *t, const char *s, int32_t id)
     size_t len = strlen(s);
     if (!len)
         return ENG_OK;
+    /* Every added token is tried at every byte of a text whose byte starts one
+     * (and checked against the others here): their count and length bound it. */
+    if (t->nadded >= WP_MAX_ADDED || len > WP_MAX_ADDED_LEN)
+        return ENG_EUNSUPPORTED;
     for (int i = 0; i < t->nadded; i++)
         if (t->added[i].len == len && memcmp(t->added[i].s, s, len) == 0)
             return ENG_OK;
@@ -483,10 +500,11 @@ static unsigned wp_case_flags(const cJSON *o, const char *lower_key, const char 
            (lower ? ENG_WP_LOWER : 0);
 }
 
-static int wp_parse_json(const char *path, char **buf, cJSON **out, eng_error *err)
+static int wp_parse_json(const char *path, size_t max_bytes, char **buf, cJSON **out,
+                         eng_error *err)
 {
     size_t len;
-    int rc = eng_read_file(path, buf, &len, err);
+    int rc = eng_read_file_max(path, max_bytes, buf, &len, err);
     if (rc)
         return rc;
     const char *end = NULL;
@@ -510,9 +528,9 @@ static int wp_read_config(eng_tokenizer *t, const char *dir, cJSON **cfg, char *
     t->max_len = WP_DEFAULT_MAX_LEN;
     if (eng_path_join(path, sizeof path, dir, "tokenizer_config.json"))
         return eng_fail(err, ENG_EINVAL, "%s: path too long", dir);
-    int rc = wp_parse_json(path, buf, cfg, err);
-    if (rc == ENG_EIO)
-        return ENG_OK; /* absent: defaults */
+    if (access(path, F_OK) != 0)
+        return ENG_OK; /* absent: defaults (present but unreadable, or not a regular file: refused) */
+    int rc = wp_parse_json(path, ENG_MAX_CONFIG_BYTES, buf, cfg, err);
     if (rc)
         return rc;
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(*cfg, "model_max_length");
@@ -636,7 +654,7 @@ static int wp_load_json(eng_tokenizer *t, const char *path, const cJSON *cfg, en
     char *buf = NULL;
     cJSON *root = NULL;
     wp_entries ents = {0};
-    int rc = wp_parse_json(path, &buf, &root, err);
+    int rc = wp_parse_json(path, ENG_MAX_TOKENIZER_BYTES, &buf, &root, err);
     if (rc)
         return rc;
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
@@ -721,7 +739,11 @@ static int wp_load_json(eng_tokenizer *t, const char *path, const cJSON *cfg, en
     return ENG_OK;
 
 fail_oom:
-    rc = eng_fail(err, ENG_ENOMEM, "%s: out of memory", path);
+    if (rc == ENG_EUNSUPPORTED)
+        rc = eng_fail(err, rc, "%s: more than %d added tokens, or one over %d bytes", path,
+                      WP_MAX_ADDED, WP_MAX_ADDED_LEN);
+    else
+        rc = eng_fail(err, ENG_ENOMEM, "%s: out of memory", path);
 fail_ents:
     free(ents.v);
 fail_parse:
@@ -737,7 +759,7 @@ static int wp_load_txt(eng_tokenizer *t, const char *path, const cJSON *cfg, eng
     char *buf = NULL;
     size_t len;
     wp_entries ents = {0};
-    int rc = eng_read_file(path, &buf, &len, err);
+    int rc = eng_read_file_max(path, ENG_MAX_TOKENIZER_BYTES, &buf, &len, err);
     if (rc)
         return rc;
     if (eng_wp_utf8_invalid_at(buf, len) >= 0) {
@@ -802,7 +824,11 @@ static int wp_load_txt(eng_tokenizer *t, const char *path, const cJSON *cfg, eng
     return ENG_OK;
 
 fail_oom:
-    rc = eng_fail(err, ENG_ENOMEM, "%s: out of memory", path);
+    if (rc == ENG_EUNSUPPORTED)
+        rc = eng_fail(err, rc, "%s: more than %d added tokens, or one over %d bytes", path,
+                      WP_MAX_ADDED, WP_MAX_ADDED_LEN);
+    else
+        rc = eng_fail(err, ENG_ENOMEM, "%s: out of memory", path);
 fail_ents:
     free(ents.v);
 fail_buf:
@@ -954,22 +980,52 @@ static int wp_word_flush(const eng_tokenizer *t, wp_word *w, eng_encoding *out, 
     const wp_wchar *ch = w->ch;
     int first = out->n;
     if (n <= t->max_chars) {
+        /* Cost O(n * L) for a word of n characters and a longest vocabulary entry
+         * of L bytes: candidates start at the longest one that can fit (binary
+         * search) and their hashes are extended byte by byte, not recomputed. */
+        uint64_t hbuf[65], *hs = hbuf;
+        if (n + 1 > 65 && !(hs = malloc(sizeof *hs * ((size_t)n + 1))))
+            return ENG_ENOMEM;
         int start = 0;
         while (start < n) {
-            int end = n;
+            size_t plen = start > 0 ? t->prefix_len : 0;
+            const char *base = w->buf + ch[start].boff;
+            int lo = start, hi = n; /* the largest end whose piece fits in max_tok_len */
+            while (lo < hi) {
+                int mid = lo + (hi - lo + 1) / 2;
+                if (ch[mid].boff - ch[start].boff + plen <= t->max_tok_len)
+                    lo = mid;
+                else
+                    hi = mid - 1;
+            }
+            uint64_t h = start > 0 ? t->prefix_hash : FNV_OFFSET;
+            size_t done = 0;
+            for (int e = start + 1; e <= lo; e++) {
+                size_t upto = ch[e].boff - ch[start].boff;
+                h = wp_hash(h, base + done, upto - done);
+                done = upto;
+                hs[e - start] = h;
+            }
+            ENG_TOK_STEP(2 * (lo - start) + 1);
+            int end = lo;
             int32_t id = -1;
             for (; end > start; end--) {
-                id = wp_lookup(t, start > 0, w->buf + ch[start].boff, ch[end].boff - ch[start].boff);
+                id = wp_lookup_h(t, start > 0, base, ch[end].boff - ch[start].boff, hs[end - start]);
                 if (id >= 0)
                     break;
             }
             if (id < 0)
                 break;
             int rc = eng_encoding_push(out, id, type, seq, ch[start].start, ch[end - 1].end);
-            if (rc)
+            if (rc) {
+                if (hs != hbuf)
+                    free(hs);
                 return rc;
+            }
             start = end;
         }
+        if (hs != hbuf)
+            free(hs);
         if (start == n)
             return ENG_OK;
         out->n = first; /* a piece is missing: the whole word is unknown */
@@ -1018,6 +1074,7 @@ static const wp_added *wp_match_added(const eng_tokenizer *t, const char *s, siz
                                       size_t len)
 {
     const wp_added *best = NULL;
+    ENG_TOK_STEP(t->nadded);
     for (int k = 0; k < t->nadded; k++) {
         const wp_added *a = &t->added[k];
         if (a->len <= len - i && (!best || a->len > best->len) &&
