@@ -142,10 +142,7 @@ static void test_minilm_mixed_lengths(void **state)
 {
     (void)state;
     const char *dir = tu_path("%s/models/all-MiniLM-L6-v2", tu_root());
-    if (!tu_exists(tu_path("%s/model.safetensors", dir))) {
-        printf("[ SKIPPED  ] MiniLM batch invariance: needs %s (make models)\n", dir);
-        skip();
-    }
+    tu_require(tu_path("%s/model.safetensors", dir), "make models");
     static const char *const words[] = {
         "the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "service", "was",
         "terrible", "wonderful", "movie", "an", "unexpected", "delight", "batching", "never",

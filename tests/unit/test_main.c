@@ -1,14 +1,20 @@
 /* test_main.c - runs every cmocka group listed in groups.def and prints the
- * closing line "N passed, N failed" for CI. NLPD_TEST_GROUP=name runs one group. */
+ * closing line "unit: N passed, N failed, N skipped" for CI. NLPD_TEST_GROUP=name
+ * runs one group (a name that is no group fails). A group listed but not linked
+ * fails, and so does a TEST_GROUP in tests/unit that groups.def does not list. */
 #include "test_util.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
-/* Weak, so a test binary built from a subset of the test files skips the rest. */
+/* Weak, so that a group missing from the link is reported (as a failure), not a
+ * link error that hides the others. */
 #define GROUP(name) const struct CMUnitTest *name##_group(size_t *n) __attribute__((weak));
 #include "groups.def"
 #undef GROUP
@@ -74,6 +80,44 @@ char *tu_read_file(const char *path, size_t *len)
     return buf;
 }
 
+int tu_skipped;
+
+static void _fail_msg_required(const char *path, const char *how, const char *file, int line)
+{
+    print_error("%s:%d: required %s is missing (%s); a required resource never skips "
+                   "(NLPD_TEST_ALLOW_SKIP=1 only for a partial checkout)\n", file, line, path,
+                   how);
+    _fail(file, line);
+}
+
+static int allow_skip(void)
+{
+    const char *a = getenv("NLPD_TEST_ALLOW_SKIP");
+    return a && strcmp(a, "1") == 0;
+}
+
+void tu_require_(const char *path, const char *how, const char *file, int line)
+{
+    if (tu_exists(path))
+        return;
+    if (allow_skip()) {
+        printf("[ SKIPPED  ] %s:%d: required %s is missing (%s); NLPD_TEST_ALLOW_SKIP=1\n", file,
+               line, path, how);
+        tu_skipped++;
+        _skip(file, line);
+    }
+    _fail_msg_required(path, how, file, line);
+}
+
+void tu_optional_(const char *path, const char *how, const char *file, int line)
+{
+    if (tu_exists(path))
+        return;
+    printf("[ SKIPPED  ] %s:%d: optional %s is missing (%s)\n", file, line, path, how);
+    tu_skipped++;
+    _skip(file, line);
+}
+
 float tu_max_abs_diff(const float *a, const float *b, size_t n)
 {
     float m = 0;
@@ -94,9 +138,84 @@ static void test_harness_paths(void **state)
     assert_true(isinf(tu_max_abs_diff(a, b, 2)));
 }
 
+static int group_listed(const char *name)
+{
+    for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++)
+        if (strcmp(groups[i].name, name) == 0)
+            return 1;
+    return 0;
+}
+
+/* Every TEST_GROUP(name) in tests/unit/test_*.c is listed in groups.def (an
+ * unlisted group would never run and never be missed). */
+static void test_harness_groups_listed(void **state)
+{
+    (void)state;
+    char dir[4096]; /* not a tu_path slot: the loop below reuses them */
+    snprintf(dir, sizeof dir, "%s/tests/unit", tu_root());
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int files = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        size_t l = strlen(e->d_name);
+        if (strncmp(e->d_name, "test_", 5) != 0 || l < 3 || strcmp(e->d_name + l - 2, ".c") != 0)
+            continue;
+        char *text = tu_read_file(tu_path("%s/%s", dir, e->d_name), NULL);
+        assert_non_null(text);
+        files++;
+        for (const char *p = text; (p = strstr(p, "\nTEST_GROUP(")) != NULL; p++) {
+            const char *b = p + 12, *end = strchr(b, ')');
+            assert_non_null(end);
+            char name[128];
+            snprintf(name, sizeof name, "%.*s", (int)(end - b), b);
+            if (!group_listed(name)) {
+                free(text);
+                closedir(d);
+                fail_msg("%s defines TEST_GROUP(%s), which groups.def does not list", e->d_name,
+                         name);
+            }
+        }
+        free(text);
+    }
+    closedir(d);
+    assert_true(files > 10);
+}
+
+/* tu_require fails (does not skip) on a missing path. */
+static void require_missing(void **state)
+{
+    (void)state;
+    tu_require("/nonexistent/nlpd/required", "a test of the harness");
+}
+
+static void test_harness_require_fails(void **state)
+{
+    (void)state;
+    if (allow_skip())
+        return; /* the developer asked for skips; nothing to check */
+    /* In a child process: cmocka's state is global, a group cannot run inside a test. */
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        const struct CMUnitTest t[] = {cmocka_unit_test(require_missing)};
+        printf("(the next group must report 1 failed test, none skipped)\n");
+        int f = _cmocka_run_group_tests("harness_require", t, 1, NULL, NULL);
+        fflush(stdout);
+        _exit(f == 1 && tu_skipped == 0 ? 0 : 1);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 TEST_GROUP(harness)
 {
-    static const struct CMUnitTest t[] = {cmocka_unit_test(test_harness_paths)};
+    static const struct CMUnitTest t[] = {cmocka_unit_test(test_harness_paths),
+                                          cmocka_unit_test(test_harness_groups_listed),
+                                          cmocka_unit_test(test_harness_require_fails)};
     TEST_GROUP_RETURN(t);
 }
 
@@ -104,21 +223,31 @@ int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0); /* keep our lines in order with cmocka's */
     const char *only = getenv("NLPD_TEST_GROUP");
-    size_t passed = 0, failed = 0;
+    size_t passed = 0, failed = 0, skipped = 0, ran = 0;
     for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) {
         if (only && *only && strcmp(only, groups[i].name) != 0)
             continue;
+        ran++;
         if (!groups[i].get) {
-            printf("[ SKIPPED  ] group %s: not linked into this binary\n", groups[i].name);
+            printf("[  FAILED  ] group %s: listed in groups.def but not linked into this binary\n",
+                   groups[i].name);
+            failed++;
             continue;
         }
         size_t n = 0;
         const struct CMUnitTest *t = groups[i].get(&n);
+        int s0 = tu_skipped;
         int f = _cmocka_run_group_tests(groups[i].name, t, n, NULL, NULL);
+        size_t s = (size_t)(tu_skipped - s0);
         failed += (size_t)f;
-        passed += n - (size_t)f;
+        skipped += s;
+        passed += n - (size_t)f - s;
+    }
+    if (only && *only && !ran) {
+        printf("[  FAILED  ] NLPD_TEST_GROUP=%s: no such group (tests/unit/groups.def)\n", only);
+        failed++;
     }
     fflush(stderr);
-    printf("unit: %zu passed, %zu failed\n", passed, failed);
+    printf("unit: %zu passed, %zu failed, %zu skipped\n", passed, failed, skipped);
     return failed ? 1 : 0;
 }

@@ -60,10 +60,8 @@ static void test_minilm_sst2_embeddings(void **state)
     (void)state;
     const char *model_dir = tu_path("%s/models/all-MiniLM-L6-v2", tu_root());
     const char *tsv = tu_path("%s/data/sst2/glue_sst2_dev.tsv", tu_shared());
-    if (!tu_exists(tu_path("%s/model.safetensors", model_dir)) || !tu_exists(tsv)) {
-        printf("[ SKIPPED  ] MiniLM parity: needs %s (make models) and %s\n", model_dir, tsv);
-        skip();
-    }
+    tu_require(tu_path("%s/model.safetensors", model_dir), "make models");
+    tu_require(tsv, "the shared data folder, NLPD_SHARED");
     char *meta_text = tu_read_file(tu_path("%s/tests/fixtures/minilm/sst2_dev_meta.json", tu_root()), NULL);
     size_t elen, hlen;
     float *want = (float *)tu_read_file(tu_path("%s/tests/fixtures/minilm/sst2_dev_embeddings.f32", tu_root()), &elen);

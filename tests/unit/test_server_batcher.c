@@ -955,8 +955,8 @@ static void test_wrong_task(void **state)
 /* ------------------------------------------------------------ translation */
 
 /* A runnable Marian folder in f->mdir: tests/fixtures/marian/<model> plus the
- * shared OPUS-MT tokenizer files (not in the repository), linked. 0, or -1
- * when the tokenizer files are missing (the test is skipped). */
+ * shared OPUS-MT tokenizer files (not in the repository), linked. 0; the
+ * tokenizer files are required (the test fails without them). */
 static int marian_dir(fixture *f, const char *model)
 {
     static const char *const files[] = {"config.json", "generation_config.json",
@@ -965,8 +965,7 @@ static int marian_dir(fixture *f, const char *model)
                                         "special_tokens_map.json"};
     char tok[4096], src[4200], dst[200];
     snprintf(tok, sizeof tok, "%s/tokenizers/opus-mt-tc-big-en-pt", tu_shared());
-    if (!tu_exists(tu_path("%s/source.spm", tok)))
-        return -1;
+    tu_require(tu_path("%s/source.spm", tok), "the shared OPUS-MT tokenizer, NLPD_SHARED");
     snprintf(f->mdir, sizeof f->mdir, "/tmp/nlpd_batcher_mt_XXXXXX");
     assert_non_null(mkdtemp(f->mdir));
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
@@ -1112,10 +1111,7 @@ static void test_translate_jobs(void **state)
     srv_batch_opts_default(&o);
     o.max_delay_us = 0;
     fixture f;
-    if (fx_open_marian(&f, "marian_a", &o)) {
-        print_message("shared OPUS-MT tokenizer missing: skipped\n");
-        skip();
-    }
+    assert_int_equal(fx_open_marian(&f, "marian_a", &o), 0);
     cJSON *g = mt_golden("marian_a");
     mt_case c[12];
     int nc = mt_cases(g, c, 12);
@@ -1199,10 +1195,7 @@ static void test_translate_opts_grouping(void **state)
     srv_batch_opts_default(&o);
     o.max_delay_us = 0;
     fixture f;
-    if (fx_open_marian(&f, "marian_b", &o)) {
-        print_message("shared OPUS-MT tokenizer missing: skipped\n");
-        skip();
-    }
+    assert_int_equal(fx_open_marian(&f, "marian_b", &o), 0);
     tjob *gate = gate_hold(&f);
     const char *t1 = "Hello world!", *t2 = "The cat sat on the mat.";
     tjob *jobs[4] = {mt_job(&f, &t1, 1, 1, 24), mt_job(&f, &t2, 1, 1, 9),

@@ -28,4 +28,20 @@ char *tu_read_file(const char *path, size_t *len);
 /* max |a[i] - b[i]| */
 float tu_max_abs_diff(const float *a, const float *b, size_t n);
 
+/* Skips are counted and printed ("unit: N passed, N failed, N skipped"); a test
+ * must never pass by skipping. skip() is redefined to count. */
+extern int tu_skipped;
+#undef skip
+#define skip() do { tu_skipped++; _skip(__FILE__, __LINE__); } while (0)
+
+/* A REQUIRED resource (fixture, model from `make models`, tokenizer or data in
+ * ../shared): when `path` does not exist the test FAILS, naming it and how to get
+ * it. Only NLPD_TEST_ALLOW_SKIP=1 (a developer's partial checkout; never make test
+ * or CI, which scripts/run_tests.sh enforces) turns this into a counted skip. */
+#define tu_require(path, how) tu_require_((path), (how), __FILE__, __LINE__)
+void tu_require_(const char *path, const char *how, const char *file, int line);
+/* An OPTIONAL resource: a counted skip, with the reason printed, when absent. */
+#define tu_optional(path, how) tu_optional_((path), (how), __FILE__, __LINE__)
+void tu_optional_(const char *path, const char *how, const char *file, int line);
+
 #endif
