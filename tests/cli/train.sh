@@ -43,5 +43,5 @@ check unknown-label-skip 0 'dev_unknown\.csv:4: unknown label .maybe. .*\(row sk
 check missing-base 1 'config\.json' "$TRAIN" --base "$T/nothing" --train "$T/train.csv" --out "$T/m6"
 check nothing-left 0 '^0$' bash -c "ls -A '$T' | grep -c 'tmp-' || true"
 
-echo "cli-train: ${pass} passed, ${fail} failed"
+echo "cli-train: ${pass} passed, ${fail} failed, ${skipped} skipped"
 [[ $fail -eq 0 ]]

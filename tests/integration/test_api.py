@@ -2,6 +2,7 @@
 golden values of the tiny fixture models and against nlpd-cli (the engine's own
 front end). Runs directly and through nginx (the `api` fixture)."""
 import http.client
+import itertools
 import json
 import math
 import re
@@ -9,7 +10,7 @@ import struct
 
 import pytest
 
-from conftest import (FIXTURES, ROOT, ModelSpec, cli_json, golden, have_minilm, json_error,
+from conftest import (FIXTURES, ROOT, ModelSpec, cli_json, golden, have_minilm, json_error, require,
                       same_result, sst2_sentences)
 
 TOL = 1e-4
@@ -79,7 +80,7 @@ def test_sentiment_list_matches_golden(api):
     j = ok(api.post("/v1/sentiment", {"texts": [c["text"] for c in cases], "model": "tiny-sentiment"}))
     assert "result" not in j, "a list must answer with 'results'"
     assert len(j["results"]) == len(cases), f"{len(j['results'])} results for {len(cases)} texts"
-    for res, case in zip(j["results"], cases):
+    for res, case in zip(j["results"], cases, strict=True):
         check_sentiment(res, case, labels)
 
 
@@ -97,7 +98,7 @@ def check_classify(res, probs, labels, top_k):
     got = res["labels"]
     assert [x["label"] for x in got] == [labels[i] for i in order], \
         f"labels {got} want top {top_k} {[labels[i] for i in order]}"
-    for x, i in zip(got, order):
+    for x, i in zip(got, order, strict=True):
         assert close(x["score"], probs[i]), f"{x} vs {probs[i]}"
 
 
@@ -109,7 +110,7 @@ def test_classify_top_k(api):
                                          "model": "tiny-classify", "top_k": k}))
         assert j["model"] == "tiny-classify"
         assert len(j["results"]) == len(cases)
-        for res, c in zip(j["results"], cases):
+        for res, c in zip(j["results"], cases, strict=True):
             check_classify(res, c["probs"], labels, k)
     j = ok(api.post("/v1/classify", {"text": cases[0]["text"], "model": "tiny-classify", "top_k": 1}))
     check_classify(j["result"], cases[0]["probs"], labels, 1)
@@ -131,7 +132,7 @@ def test_classify_distilbert(api):
     cases = single_cases("distilbert_cls")
     j = ok(api.post("/v1/classify", {"texts": [c["text"] for c in cases], "model": "tiny-distil",
                                      "top_k": 2}))
-    for res, c in zip(j["results"], cases):
+    for res, c in zip(j["results"], cases, strict=True):
         check_classify(res, c["probs"], labels, 2)
 
 
@@ -144,13 +145,13 @@ def test_classify_multilabel_threshold(api, threshold):
         body["threshold"] = threshold
     j = ok(api.post("/v1/classify", body))
     th = 0.5 if threshold is None else threshold
-    for res, c in zip(j["results"], cases):
+    for res, c in zip(j["results"], cases, strict=True):
         p = c["probs"]
         want = sorted((i for i in range(len(p)) if p[i] > th), key=lambda i: -p[i])
         got = res["labels"]
         assert [x["label"] for x in got] == [labels[i] for i in want], \
             f"{c['text']!r} threshold {th}: labels {got}, want {[labels[i] for i in want]} (probs {p})"
-        for x, i in zip(got, want):
+        for x, i in zip(got, want, strict=True):
             assert close(x["score"], p[i]), f"{x} vs sigmoid {p[i]}"
         best = max(range(len(p)), key=lambda i: p[i])
         if want:
@@ -165,10 +166,10 @@ def test_embed_tiny_matches_golden(api):
     j = ok(api.post("/v1/embed", {"texts": [c["text"] for c in cases], "model": "tiny-embed"}))
     assert j["model"] == "tiny-embed"
     assert len(j["results"]) == len(cases)
-    for res, c in zip(j["results"], cases):
+    for res, c in zip(j["results"], cases, strict=True):
         e = res["embedding"]
         assert len(e) == len(c["pooled"]), f"dim {len(e)} want {len(c['pooled'])}"
-        d = max(abs(a - b) for a, b in zip(e, c["pooled"]))
+        d = max(abs(a - b) for a, b in zip(e, c["pooled"], strict=True))
         assert d <= TOL, f"{c['text']!r}: max |diff| {d:.3g} vs golden pooled"
         assert close(math.sqrt(sum(x * x for x in e)), 1.0, 1e-4), "embedding not L2-normalised"
     one = ok(api.post("/v1/embed", {"text": cases[0]["text"], "model": "tiny-embed"}))
@@ -182,17 +183,17 @@ def minilm_golden_rows(idx):
     return [list(struct.unpack_from(f"<{dim}f", raw, i * dim * 4)) for i in idx]
 
 
-@pytest.mark.skipif(not have_minilm(), reason="models/all-MiniLM-L6-v2 missing (make models)")
 def test_embed_minilm_matches_golden(api):
+    require(have_minilm(), "models/all-MiniLM-L6-v2 (make models)")
     sents = sst2_sentences()
-    if not sents:
-        pytest.skip("SST-2 dev sentences not found (NLPD_SHARED)")
+    require(sents, "SST-2 dev sentences (NLPD_SHARED/data/sst2)")
     idx = [0, 1, 2, 3, 17, 100, 400, 871]
     j = ok(api.post("/v1/embed", {"texts": [sents[i] for i in idx], "model": "minilm"}))
-    for res, want, i in zip(j["results"], minilm_golden_rows(idx), idx):
+    assert len(j["results"]) == len(idx), f"{len(j['results'])} results for {len(idx)} texts"
+    for res, want, i in zip(j["results"], minilm_golden_rows(idx), idx, strict=True):
         e = res["embedding"]
         assert len(e) == 384
-        d = max(abs(a - b) for a, b in zip(e, want))
+        d = max(abs(a - b) for a, b in zip(e, want, strict=True))
         assert d <= TOL, f"SST-2 dev #{i}: max |diff| {d:.3g} vs sentence-transformers golden"
 
 
@@ -234,7 +235,7 @@ def test_qa_matches_cli(api, top_k):
         j = ok(api.post("/v1/qa", {"question": q, "context": c, "top_k": top_k, "model": "tiny-qa"}))
         res = j["result"]
         assert len(res["answers"]) == len(want), f"{len(res['answers'])} answers, cli {len(want)}"
-        for got, w in zip(res["answers"], want):
+        for got, w in zip(res["answers"], want, strict=True):
             check_answer(got, w, c)
         check_answer(res, want[0], c)
 
@@ -245,7 +246,10 @@ def test_qa_max_answer_length_matches_cli(api):
                     "--max-answer-length", 3, "--top-k", 2)
     j = ok(api.post("/v1/qa", {"question": q, "context": c, "model": "tiny-qa",
                                "max_answer_length": 3, "top_k": 2}))
-    for got, w in zip(j["result"]["answers"], want):
+    assert len(want) >= 1, f"the CLI gave no answer: {want}"
+    assert len(j["result"]["answers"]) == len(want), \
+        f"{len(j['result']['answers'])} answers, cli {len(want)}"
+    for got, w in zip(j["result"]["answers"], want, strict=True):
         check_answer(got, w, c)
 
 
@@ -253,7 +257,7 @@ def test_qa_items_list(api):
     items = [{"question": q, "context": c} for q, c in QA_ITEMS]
     j = ok(api.post("/v1/qa", {"items": items, "model": "tiny-qa"}))
     assert len(j["results"]) == len(items)
-    for res, (q, c) in zip(j["results"], QA_ITEMS):
+    for res, (q, c) in zip(j["results"], QA_ITEMS, strict=True):
         alone = ok(api.post("/v1/qa", {"question": q, "context": c, "model": "tiny-qa"}))["result"]
         check_answer(res, alone, c)
 
@@ -338,7 +342,7 @@ def test_model_detail(api):
 
 
 def test_version_matches_models(api):
-    ms = models_list(api.get("/v1/models").json())
+    ms = models_list(api.get("/v1/models").ok().json())
     for name, path, body in [("tiny-embed", "/v1/embed", {"text": "x"}),
                              ("tiny-sentiment", "/v1/sentiment", {"text": "x"}),
                              ("tiny-classify", "/v1/classify", {"text": "x"}),
@@ -480,10 +484,10 @@ def test_metrics(api):
         assert metric_present(s2, h + "_sum", **key), f"{h}{key}_sum missing"
         buckets = sorted((float(lab_["le"]), v) for n, lab_, v in s2
                          if n == h + "_bucket" and all(lab_.get(k) == x for k, x in key.items()))
-        assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:])), \
+        assert all(a[1] <= b[1] for a, b in itertools.pairwise(buckets)), \
             f"{h}{key}: buckets not cumulative: {buckets}"
 
-    ms = models_list(api.get("/v1/models").json())
+    ms = models_list(api.get("/v1/models").ok().json())
     for name in EXPECTED_MODELS:
         assert metric_present(s2, "nlpd_queue_depth", model=name), f"nlpd_queue_depth{{{name}}} missing"
         task, arch, _ = EXPECTED_MODELS[name]
@@ -513,7 +517,7 @@ def test_pipelined_requests(api):
             status, headers, body = read_response(f)
             assert status == 200, f"pipelined request {i}: {status} {body[:200]!r}"
             assert headers.get("x-request-id") == f"pipe-{i}", "pipelined responses out of order"
-            want = api.post("/v1/embed", json.loads(b))
+            want = api.post("/v1/embed", json.loads(b)).ok()
             assert json.loads(body)["result"] == want.json()["result"]
     finally:
         s.close()

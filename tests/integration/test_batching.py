@@ -6,19 +6,17 @@ import threading
 
 import pytest
 
-from conftest import have_minilm, metric, same_result, scrape, sst2_sentences
+from conftest import have_minilm, metric, require, same_result, scrape, sst2_sentences
 
 N = 64
 
 
 def texts_64():
     s = sst2_sentences()
-    if s:
-        # Varied lengths: short and long sentences interleaved.
-        by_len = sorted(s, key=len)
-        return [by_len[(i * 137) % len(by_len)] for i in range(N)]
-    words = "the service was quick but the staff forgot my order and I waited".split()
-    return [" ".join(words[: 2 + (i * 7) % len(words)] * (1 + i % 5)) + f" #{i}" for i in range(N)]
+    require(s, "SST-2 dev sentences (NLPD_SHARED/data/sst2)")
+    # Varied lengths: short and long sentences interleaved.
+    by_len = sorted(s, key=len)
+    return [by_len[(i * 137) % len(by_len)] for i in range(N)]
 
 
 def qa_64():
@@ -59,8 +57,8 @@ CASES = [
 
 @pytest.mark.parametrize("path,model,kind", CASES, ids=[c[1] for c in CASES])
 def test_batching_invariance(api, path, model, kind):
-    if model == "minilm" and not have_minilm():
-        pytest.skip("models/all-MiniLM-L6-v2 missing")
+    if model == "minilm":
+        require(have_minilm(), "models/all-MiniLM-L6-v2 (make models)")
     if kind == "qa":
         bodies = [dict(q, model=model, top_k=2) for q in qa_64()]
     else:
@@ -75,7 +73,7 @@ def test_batching_invariance(api, path, model, kind):
     s1 = scrape(api)
 
     bitwise = 0
-    for i, (a, t) in enumerate(zip(alone, together)):
+    for i, (a, t) in enumerate(zip(alone, together, strict=True)):
         assert a[1] == t[1], f"version changed: {a[1]} vs {t[1]}"
         d = same_result(a[0], t[0])
         assert d is None, f"{model} input #{i}: result alone differs from the burst: {d}"
@@ -92,9 +90,9 @@ def test_batching_invariance(api, path, model, kind):
 def test_list_equals_singles(api):
     """{"texts": [...]} answers each text exactly as a single request does."""
     texts = texts_64()[:16]
-    j = api.post("/v1/embed", {"texts": texts, "model": "tiny-embed"}).json()
-    for t, res in zip(texts, j["results"]):
-        one = api.post("/v1/embed", {"text": t, "model": "tiny-embed"}).json()["result"]
+    j = api.post("/v1/embed", {"texts": texts, "model": "tiny-embed"}).ok().json()
+    for t, res in zip(texts, j["results"], strict=True):
+        one = api.post("/v1/embed", {"text": t, "model": "tiny-embed"}).ok().json()["result"]
         d = same_result(one, res)
         assert d is None, f"{t!r}: list and single results differ: {d}"
 

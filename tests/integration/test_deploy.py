@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from conftest import MAX_BODY, NGINX, ROOT, SITE_CONF, Nginx, free_port
+from conftest import MAX_BODY, NGINX, ROOT, SITE_CONF, Nginx, free_port, require
 
 
 def site():
@@ -15,8 +15,8 @@ def strip_comments(text):
     return "\n".join(ln.split("#", 1)[0] for ln in text.splitlines())
 
 
-@pytest.mark.skipif(not NGINX, reason="nginx not installed")
 def test_nginx_config_valid(tmp_path):
+    require(NGINX, "nginx (scripts/install_deps.sh)")
     n = Nginx(tmp_path, free_port())
     n.write_conf(free_port())
     r = subprocess.run(n.cmd("-t"), capture_output=True, text=True, timeout=30)

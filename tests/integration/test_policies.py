@@ -105,7 +105,7 @@ def test_queue_full(spawn):
     # The queue drains; the daemon serves again.
     r = t.post("/v1/embed", {"text": "after the burst"})
     assert r.status == 200, r
-    m = t.get("/metrics").body.decode()
+    m = t.get("/metrics").ok().body.decode()
     assert "429" in m, "/metrics does not count the 429 responses"
 
 

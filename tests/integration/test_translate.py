@@ -9,11 +9,13 @@ import json
 
 import pytest
 
-from conftest import (MARIAN, cli_json, have_marian, json_error, marian_folder, metric,
+from conftest import (MARIAN, cli_json, have_marian, json_error, marian_folder, metric, require,
                       same_result, scrape)
 from test_batching import burst
 
-pytestmark = pytest.mark.skipif(not have_marian(), reason="shared OPUS-MT tokenizer missing")
+@pytest.fixture(autouse=True)
+def _needs_marian():
+    require(have_marian(), "shared OPUS-MT tokenizer (NLPD_SHARED/tokenizers/opus-mt-tc-big-en-pt)")
 
 MODELS = {"tiny-mt-a": "marian_a", "tiny-mt-b": "marian_b", "tiny-mt-c": "marian_c"}
 PAIRS = {"tiny-mt-a": ("en", "pt"), "tiny-mt-b": ("en", "es"), "tiny-mt-c": ("de", "pt")}
@@ -69,7 +71,7 @@ def test_list_equals_singles(api):
     assert j["model"] == "tiny-mt-b"
     assert isinstance(j["translations"], list) and len(j["translations"]) == len(texts)
     assert "translation" not in j
-    for t, got in zip(texts, j["translations"]):
+    for t, got in zip(texts, j["translations"], strict=True):
         one = ok(api.post("/v1/translate", {"text": t, "source": "en", "target": "es"}))
         assert one["translation"] == got, f"{t!r}: list and single differ"
 
@@ -79,7 +81,7 @@ def test_model_by_name(api, model):
     j = ok(api.post("/v1/translate", {"text": "Hello world!", "model": model}))
     assert j["model"] == model
     assert (j["source"], j["target"]) == PAIRS[model]
-    ms = {m["name"]: m for m in api.get("/v1/models").json()["models"]}
+    ms = {m["name"]: m for m in api.get("/v1/models").ok().json()["models"]}
     assert j["version"] == ms[model]["version"]
 
 
@@ -103,7 +105,7 @@ def test_language_token_target(api):
     assert j["model"] == "tiny-mt-a" and j["target"] == "por"
     by_hand = ok(api.post("/v1/translate", {"text": ">>por<< " + text, "model": "tiny-mt-a"}))
     assert j["translation"] == by_hand["translation"]
-    m = api.get("/v1/models/tiny-mt-a").json()
+    m = api.get("/v1/models/tiny-mt-a").ok().json()
     pairs = m["translation"]["pairs"]
     assert pairs[0] == {"source": "en", "target": "pt"}, pairs
     assert {"source": "en", "target": "por", "token": ">>por<<"} in pairs
@@ -124,7 +126,7 @@ def test_unsupported_pair(api):
 
 
 def test_models_show_pairs(api):
-    ms = {m["name"]: m for m in api.get("/v1/models").json()["models"]}
+    ms = {m["name"]: m for m in api.get("/v1/models").ok().json()["models"]}
     for name, (s, t) in PAIRS.items():
         m = ms[name]
         assert m["task"] == "translate" and m["architecture"] == "MarianMTModel"
@@ -161,12 +163,12 @@ def test_generate_goldens(api, mt_dir, model, key, req, cli):
     folder = MODELS[model]
     cases = [c for c in golden(folder)["cases"] if c["text"]]
     want = cli_translations(folder, mt_dir, *cli)
-    for c, w in zip(cases, want):
+    for c, w in zip(cases, want, strict=True):
         assert w["ids"] == c[key], f"nlpd-cli ids for {c['text']!r} differ from the golden {key}"
     j = ok(api.post("/v1/translate", dict(req, texts=[c["text"] for c in cases], model=model)))
     got = j["translations"]
     assert len(got) == len(cases)
-    bad = [(c["text"], g, w["translation"]) for c, g, w in zip(cases, got, want)
+    bad = [(c["text"], g, w["translation"]) for c, g, w in zip(cases, got, want, strict=True)
            if g != w["translation"]]
     assert not bad, f"{len(bad)} of {len(cases)} translations differ from generate(), e.g. {bad[:2]}"
 
@@ -200,7 +202,7 @@ def test_batching_invariance(api):
     s0 = scrape(api)
     together = [ok(r) for r in burst(api, "/v1/translate", bodies)]
     s1 = scrape(api)
-    for i, (a, t) in enumerate(zip(alone, together)):
+    for i, (a, t) in enumerate(zip(alone, together, strict=True)):
         d = same_result(a, t)
         assert d is None, f"request #{i} ({bodies[i]}): alone differs from the burst: {d}"
     batches = metric(s1, "nlpd_batch_size_count", model="tiny-mt-a") - \
