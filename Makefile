@@ -4,6 +4,7 @@
 #   make run        install deps, fetch the model, build, serve config/nlpd.json on :8080
 #   make models     fetch the pretrained encoder into models/
 #   make bench      run the benchmarks in bench/
+#   make fuzz       run every libFuzzer target (tests/fuzz) for FUZZ_SECONDS each
 #   CUDA=auto|0|1   build cuda/ with nvcc when present (auto), never, or always
 
 CC      ?= cc
@@ -71,7 +72,7 @@ TRAINER_LIB  := $(BUILD)/libnlpd_trainer.a
 TEST_SRCS := $(wildcard tests/unit/*.c)
 TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/%.o)
 
-.PHONY: all deps ref-deps models test unit bench clean default-models run
+.PHONY: all deps ref-deps models test unit bench clean default-models run fuzz
 all: $(BUILD)/nlpd-cli $(BUILD)/nlpd $(BUILD)/nlpd-train
 
 deps:
@@ -157,6 +158,14 @@ test: deps models
 	@$(MAKE) --no-print-directory SAN=1 BUILD=build/san build/san/test_unit build/san/nlpd-cli \
 		build/san/nlpd-train build/san/nlpd
 	@scripts/run_tests.sh build/san
+
+# Every fuzz target (tests/fuzz/fuzz_*.c) for FUZZ_SECONDS each, one after another, under
+# clang with ASan/UBSan; prints execs, coverage and slow units per target. `make test`
+# runs the same script briefly (NLPD_FUZZ_SECONDS, 12 s a target). FUZZ_TARGETS: a subset.
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS ?=
+fuzz:
+	@tests/fuzz/run.sh build/san $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # All benchmarks, one after another (each prints ratios against its peers).
 bench: all

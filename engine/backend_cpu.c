@@ -244,7 +244,8 @@ static void gemm_task(void *arg, int tid, int nt)
 static void packed_task(void *arg, int tid, int nt)
 {
     gemm_job *g = arg;
-    float *bp = g->buf + (size_t)tid * g->buf_per;
+    /* no buffer with prepacked weights: NULL + 0 is undefined behaviour in C */
+    float *bp = g->buf ? g->buf + (size_t)tid * g->buf_per : NULL;
     int packed = -1, lo, hi;
     (void)nt;
     while (chunker_next(&g->ch, &lo, &hi))

@@ -5,10 +5,17 @@
 #include <stdint.h>
 #include <string.h>
 
+#if defined(__clang__) /* clang has no GCC target pragma: the same as an attribute */
+#pragma clang attribute push(__attribute__((target("avx,avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl"))), apply_to = function)
+#else
 #pragma GCC target("avx,avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")
+#endif
 #define CPU_SIMD_AVX512 1
 #define KN_NAME "avx512"
 #include "cpu_kernels_impl.h"
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
 #else
 typedef int eng_cpu_kernels_avx512_unused; /* not an x86-64 build */
 #endif

@@ -46,7 +46,8 @@ run_suite() {  # name command...: runs a suite whose last counts line is "N pass
 run_suite unit "$BUILD/test_unit"
 run_suite cli tests/cli/run.sh "$BUILD"
 run_suite cli-train tests/cli/train.sh "$BUILD"
-# Request parsing under libFuzzer (clang), briefly: NLPD_FUZZ_SECONDS (default 45).
+# Every libFuzzer target (clang), briefly: NLPD_FUZZ_SECONDS each (default 12; six
+# targets, about 90 s in all with their seeds). `make fuzz` runs them long.
 run_suite fuzz tests/fuzz/run.sh "$BUILD"
 # The real daemon over HTTP, directly and behind nginx (tests/integration); conftest
 # fails every test when $NLPD_BIN does not exist.

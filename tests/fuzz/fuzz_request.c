@@ -131,6 +131,7 @@ static void check_text(const char *what, int i, const char *s, size_t len,
 {
     CHECK(s != NULL, "%s[%d] is NULL", what, i);
     CHECK(len > 0, "%s[%d] is empty but accepted", what, i);
+    CHECK(strlen(s) == len, "%s[%d]: length %zu but a NUL at %zu", what, i, len, strlen(s));
     CHECK(len <= lim->max_text_bytes, "%s[%d] is %zu bytes, limit %zu", what, i, len,
           lim->max_text_bytes);
     CHECK(memchr(s, 0, len) == NULL, "%s[%d] contains NUL within its length", what, i);
@@ -153,6 +154,12 @@ static void fuzz_parse(srv_endpoint ep, const uint8_t *d, size_t n, const srv_ap
         CHECK(n <= lim->max_body_bytes, "body of %zu bytes accepted over the limit %zu", n,
               lim->max_body_bytes);
         CHECK(ref_utf8_valid(d, n), "a body that is not valid UTF-8 was accepted%s", "");
+        /* Independent of the parser's own lengths (which come from strlen and so can
+         * never contain a NUL): JSON allows no raw control character, so a body with a
+         * raw 0x00 byte must be refused; accepting it cuts the text at the NUL
+         * ("good\0 awful" scored as "good"). */
+        CHECK(memchr(d, 0, n) == NULL, "a body with a raw NUL byte (at %zu of %zu) was accepted",
+              (size_t)((const uint8_t *)memchr(d, 0, n) - d), n);
         if (ep == SRV_EP_QA) {
             CHECK(req.items != NULL, "QA request without items%s", "");
             for (int i = 0; i < req.n; i++) {
@@ -172,7 +179,7 @@ static void fuzz_parse(srv_endpoint ep, const uint8_t *d, size_t n, const srv_ap
               "handle_impossible_answer %d", req.handle_impossible_answer);
         CHECK(req.threshold < 0 || (req.threshold >= 0 && req.threshold <= 1),
               "threshold %g", req.threshold);
-        if (req.model)
+        if (req.model) /* the body has no NUL (checked above): strlen is the whole name */
             CHECK(strlen(req.model) > 0, "empty model name accepted%s", "");
     } else {
         CHECK(rc == -1, "srv_api_parse returned %d", rc);
@@ -239,7 +246,7 @@ static void fuzz_auth(const uint8_t *d, size_t n)
     if (nl) {
         *nl = 0;
         x = nl + 1;
-        char *nl2 = strchr(x, '\n');
+        char *nl2 = memchr(x, '\n', n - (size_t)(x - buf));
         if (nl2) {
             *nl2 = 0;
             file = nl2 + 1;
@@ -257,7 +264,9 @@ static void fuzz_auth(const uint8_t *d, size_t n)
         srv_auth *au = NULL;
         char err[256];
         err[0] = 0;
-        size_t flen = strlen(file);
+        /* The key file by its length (NUL bytes included), not strlen: a file is
+         * read by length and a NUL inside must not hide the rest from the check. */
+        size_t flen = n - (size_t)(file - buf);
         if (srv_auth_parse(file, flen, &au, err, sizeof err) == 0) {
             CHECK(au != NULL, "parse ok without a table%s", "");
             int cnt = srv_auth_count(au);
@@ -269,8 +278,9 @@ static void fuzz_auth(const uint8_t *d, size_t n)
                 int ok = srv_auth_check(au, key, klen);
                 if (ok) {
                     int found = 0;
-                    for (const char *p = file; (p = strcasestr(p, hex)) != NULL; p++)
-                        found = 1;
+                    for (size_t p = 0; !found && p + 64 <= flen; p++)
+                        found = strncasecmp(file + p, hex, 64) == 0 &&
+                                memchr(file + p, 0, 64) == NULL;
                     CHECK(found, "a key whose hash is not in the file was accepted%s", "");
                 }
             }
