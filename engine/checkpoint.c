@@ -203,9 +203,17 @@ int eng_ckpt_write(eng_ckpt *c, const char *name, const void *data, size_t len, 
 int eng_ckpt_copy(eng_ckpt *c, const char *src_path, const char *name, eng_error *err)
 {
     char path[PATH_MAX], buf[1 << 16];
-    int in = open(src_path, O_RDONLY | O_CLOEXEC);
+    int in = open(src_path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* a FIFO must not block */
     if (in < 0)
         return eng_fail(err, ENG_EIO, "%s: %s", src_path, strerror(errno));
+    struct stat sb;
+    if (fstat(in, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(in);
+        return eng_fail(err, ENG_EIO, "%s: not a regular file", src_path);
+    }
+    int fl = fcntl(in, F_GETFL);
+    if (fl >= 0)
+        (void)fcntl(in, F_SETFL, fl & ~O_NONBLOCK);
     int fd = open_out(c, name, path, sizeof path, err);
     if (fd < 0) {
         close(in);

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cJSON.h>
 
@@ -933,10 +934,8 @@ int eng_trainer_save(eng_trainer *t, const char *dir, const eng_file_out *extra,
             rc = eng_fail(err, ENG_EINVAL, "%s: path too long", t->base_dir);
             goto fail;
         }
-        FILE *f = fopen(src, "rb");
-        if (!f)
+        if (access(src, F_OK) != 0) /* not fopen: a FIFO would block */
             continue; /* optional: the tokenizer loaded from what exists */
-        fclose(f);
         if ((rc = eng_ckpt_copy(ck, src, tok_files[i], err)))
             goto fail;
     }

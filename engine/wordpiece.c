@@ -853,17 +853,15 @@ int eng_tokenizer_load(const char *model_dir, eng_tokenizer **out, eng_error *er
     int rc = wp_read_config(t, model_dir, &cfg, &cfgbuf, err);
     if (rc)
         goto fail_tok;
-    FILE *f = fopen(jpath, "rb");
-    if (f) {
-        fclose(f);
+    /* Presence only (opening to probe would block on a FIFO); the reader refuses
+     * what is not a regular file, with its name. */
+    if (access(jpath, F_OK) == 0) {
         rc = wp_load_json(t, jpath, cfg, err);
     } else {
-        f = fopen(tpath, "rb");
-        if (!f) {
+        if (access(tpath, F_OK) != 0) {
             rc = eng_fail(err, ENG_EIO, "%s: no tokenizer.json or vocab.txt", model_dir);
             goto fail_cfg;
         }
-        fclose(f);
         rc = wp_load_txt(t, tpath, cfg, err);
     }
     if (rc)

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "marian_tok.h"
+#include "util.h" /* eng_tok_steps */
 #include "nlpd_engine.h"
 
 #define FIX "%s/tests/fixtures/marian_tok/%s"
@@ -331,12 +332,56 @@ static void test_api(void **state)
     rmdir(dir);
 }
 
+/* Tokenizer work counted (eng_tok_steps), not timed: text of `n` bytes made by
+ * repeating `unit`; returns the steps of one encode (which must succeed). */
+static unsigned long long marian_steps(const eng_marian_tok *t, const char *unit, size_t n)
+{
+    size_t ul = strlen(unit);
+    n -= n % ul; /* whole units: multibyte ones stay valid UTF-8 */
+    char *text = malloc(n + 1);
+    assert_non_null(text);
+    for (size_t i = 0; i < n; i++)
+        text[i] = unit[i % ul];
+    eng_encoding e;
+    eng_encoding_init(&e);
+    eng_error err = {0};
+    unsigned long long s0 = eng_tok_steps;
+    if (eng_marian_tok_encode(t, 0, text, n, 0, &e, &err))
+        fail_msg("encode %zu bytes of '%s': %s", n, unit, err.msg);
+    unsigned long long steps = eng_tok_steps - s0;
+    eng_encoding_free(&e);
+    free(text);
+    return steps;
+}
+
+/* Cost linear in the text (issue 12 item 5): the ">>xx<<" scan looked for "<<"
+ * from every ">>" to the end of the line, so 1 MiB of '>' took ~10^12 steps.
+ * Per pattern: doubling the text at most doubles the work, and 1 MiB costs at
+ * most a constant per byte. */
+static void test_linear_cost(void **state)
+{
+    (void)state;
+    eng_marian_tok *t = load_ok();
+    static const char *const units[] = {">", ">>a", ">>x<< ", ">>\n", "<<>>", "a </s> <unk> ",
+                                        "\xc3\xa9\xe6\x9d\xb1 "};
+    for (size_t u = 0; u < sizeof units / sizeof *units; u++) {
+        unsigned long long a = marian_steps(t, units[u], 128 << 10);
+        unsigned long long b = marian_steps(t, units[u], 256 << 10);
+        unsigned long long c = marian_steps(t, units[u], 1 << 20);
+        if (b > 5 * a / 2 + 4096 || c > 1024ULL << 20)
+            fail_msg("'%s' x n: %llu steps at 128 KiB, %llu at 256 KiB, %llu at 1 MiB: not linear",
+                     units[u], a, b, c);
+    }
+    eng_marian_tok_free(t);
+}
+
 TEST_GROUP(marian_tok)
 {
     static const struct CMUnitTest t[] = {
         cmocka_unit_test(test_awkward),
         cmocka_unit_test(test_corpora),
         cmocka_unit_test(test_api),
+        cmocka_unit_test(test_linear_cost),
     };
     TEST_GROUP_RETURN(t);
 }

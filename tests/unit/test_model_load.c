@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cJSON.h>
@@ -235,10 +236,132 @@ static void test_misuse(void **state)
     eng_model_unref(m);
 }
 
+/* dir/name becomes a FIFO (a regular file is replaced). */
+static void make_fifo(const char *dir, const char *name)
+{
+    const char *p = tu_path("%s/%s", dir, name);
+    unlink(p);
+    assert_int_equal(mkfifo(p, 0600), 0);
+}
+
+/* dir/name becomes a sparse file of `bytes` zero bytes. */
+static void make_sparse(const char *dir, const char *name, off_t bytes)
+{
+    const char *p = tu_path("%s/%s", dir, name);
+    unlink(p);
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    assert_int_equal(ftruncate(fileno(f), bytes), 0);
+    fclose(f);
+}
+
+/* A Marian folder in a temp dir: the marian_a fixture, the shared OPUS-MT
+ * tokenizer linked (tokenizer_config.json copied, so a case can edit it). */
+static const char *make_marian_copy(void)
+{
+    static char dir[256];
+    char tok[4096]; /* not a tu_path slot: the calls below reuse them */
+    snprintf(tok, sizeof tok, "%s/tokenizers/opus-mt-tc-big-en-pt", tu_shared());
+    tu_require(tu_path("%s/source.spm", tok), "the shared OPUS-MT tokenizer, NLPD_SHARED");
+    snprintf(dir, sizeof dir, "/tmp/nlpd_test_model_mt_%d", (int)getpid());
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", dir, dir);
+    assert_int_equal(system(cmd), 0);
+    static const char *const own[] = {"config.json", "generation_config.json", "model.safetensors"};
+    for (size_t i = 0; i < sizeof own / sizeof *own; i++)
+        copy_file(tu_path("%s/tests/fixtures/marian/marian_a/%s", tu_root(), own[i]),
+                  tu_path("%s/%s", dir, own[i]));
+    static const char *const shared[] = {"source.spm", "target.spm", "vocab.json",
+                                         "special_tokens_map.json"};
+    for (size_t i = 0; i < sizeof shared / sizeof *shared; i++) {
+        char *abs = realpath(tu_path("%s/%s", tok, shared[i]), NULL);
+        assert_non_null(abs);
+        assert_int_equal(symlink(abs, tu_path("%s/%s", dir, shared[i])), 0);
+        free(abs);
+    }
+    copy_file(tu_path("%s/tokenizer_config.json", tok), tu_path("%s/tokenizer_config.json", dir));
+    return dir;
+}
+
+/* Issue 12 item 10: a hostile folder cannot make the loader hang, read or
+ * allocate without bound, or compute derived tensors before the file's own
+ * tensors are checked. */
+static void test_hostile_folders(void **state)
+{
+    (void)state;
+    const char *dir;
+    alarm(120); /* a FIFO that blocks fails the run instead of hanging it */
+    static const char *const fifos[] = {"config.json", "tokenizer.json", "tokenizer_config.json",
+                                        "model.safetensors"};
+    for (size_t i = 0; i < sizeof fifos / sizeof *fifos; i++) {
+        dir = make_copy();
+        make_fifo(dir, fifos[i]);
+        expect_load_fails(dir, ENG_EIO, fifos[i], "not a regular file");
+    }
+    dir = make_copy();
+    unlink(tu_path("%s/tokenizer.json", dir));
+    unlink(tu_path("%s/vocab.txt", dir));
+    assert_int_equal(symlink("/dev/zero", tu_path("%s/vocab.txt", dir)), 0);
+    expect_load_fails(dir, ENG_EIO, "vocab.txt", "not a regular file");
+    alarm(0);
+
+    /* Capped reads: a 17 MiB config.json, a 129 MiB tokenizer.json (sparse files). */
+    dir = make_copy();
+    make_sparse(dir, "config.json", (off_t)17 << 20);
+    expect_load_fails(dir, ENG_EFORMAT, "config.json", "limit");
+    dir = make_copy();
+    make_sparse(dir, "tokenizer.json", (off_t)129 << 20);
+    expect_load_fails(dir, ENG_EFORMAT, "tokenizer.json", "limit");
+
+    /* A config asking for ~10^14 floats of weights the file does not have: the
+     * tensors are checked first (before, the block was allocated first). */
+    dir = make_copy();
+    edit_config(dir, "hidden_size", "8192");
+    edit_config(dir, "intermediate_size", "1048576");
+    edit_config(dir, "num_hidden_layers", "1000");
+    expect_load_fails(dir, ENG_EFORMAT, "model.safetensors", "expected");
+
+    /* Marian: sinusoidal positions for max_position_embeddings 2^20 x d_model would be
+     * far more than the checkpoint holds: refused before any is computed. */
+    dir = make_marian_copy();
+    edit_config(dir, "max_position_embeddings", "1048576");
+    expect_load_fails(dir, ENG_EFORMAT, "computed tensors", "max_position_embeddings");
+    /* ... and a missing tensor is found before the sinusoids are computed. */
+    dir = make_marian_copy();
+    edit_config(dir, "max_position_embeddings", "1048576");
+    edit_tensor(dir, "model.decoder.layers.1.fc2.weight", NULL);
+    expect_load_fails(dir, ENG_EFORMAT, "model.decoder.layers.1.fc2.weight", "missing");
+    /* An added token of 1,000 bytes (tried at every byte of every text). */
+    dir = make_marian_copy();
+    {
+        const char *p = tu_path("%s/tokenizer_config.json", dir);
+        char *text = tu_read_file(p, NULL);
+        cJSON *c = cJSON_Parse(text);
+        free(text);
+        char longtok[1001];
+        memset(longtok, 'x', 1000);
+        longtok[1000] = 0;
+        cJSON *arr = cJSON_CreateArray();
+        cJSON_AddItemToArray(arr, cJSON_CreateString(longtok));
+        cJSON_DeleteItemFromObject(c, "additional_special_tokens");
+        cJSON_AddItemToObject(c, "additional_special_tokens", arr);
+        char *out = cJSON_Print(c);
+        write_bytes(p, out, strlen(out));
+        free(out);
+        cJSON_Delete(c);
+    }
+    expect_load_fails(dir, ENG_EUNSUPPORTED, "longer than", NULL);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    remove_copy(make_copy());
+}
+
 TEST_GROUP(model_load)
 {
     static const struct CMUnitTest t[] = {
         cmocka_unit_test(test_refused_folders),
+        cmocka_unit_test(test_hostile_folders),
         cmocka_unit_test(test_sentence_transformers_modules),
         cmocka_unit_test(test_misuse),
     };

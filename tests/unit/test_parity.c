@@ -305,6 +305,90 @@ static void check_qa(const char *name)
 static void test_bert_qa_pipeline(void **s) { (void)s; check_qa("bert_qa"); }
 static void test_distilbert_qa_pipeline(void **s) { (void)s; check_qa("distilbert_qa"); }
 
+static char *repeat(const char *unit, int times)
+{
+    size_t ul = strlen(unit);
+    char *s = malloc(ul * (size_t)times + 1);
+    assert_non_null(s);
+    for (int i = 0; i < times; i++)
+        memcpy(s + ul * (size_t)i, unit, ul);
+    s[ul * (size_t)times] = 0;
+    return s;
+}
+
+/* Issue 12 item 1: a question that leaves doc_stride + 1 context tokens per
+ * window made the stride 1 (a window per context token); now the pair is
+ * refused with ENG_ETOOLONG before any window is built, as are pairs over the
+ * token budget or with too much span search (top_k x max_answer_length). */
+static void test_qa_bounds(void **state)
+{
+    (void)state;
+    eng_model *m;
+    eng_error err = {0};
+    if (eng_model_load(tu_path("%s/tests/fixtures/models/bert_qa", tu_root()), &m, &err))
+        fail_msg("load: %s", err.msg);
+    const eng_tokenizer *tok = eng_model_tokenizer(m);
+    eng_qa_opts o;
+    eng_qa_opts_for_model(eng_model_get_info(m), &o);
+    assert_int_equal(o.max_seq_len, eng_model_get_info(m)->max_seq_len);
+    assert_true(o.doc_stride <= o.max_seq_len / 2);
+    /* A question of exactly max_seq_len - 3 - doc_stride - 1 tokens: step 1. */
+    int qn = o.max_seq_len - 3 - o.doc_stride - 1;
+    char *q = repeat("what ", qn);
+    eng_encoding e;
+    eng_encoding_init(&e);
+    assert_int_equal(eng_tokenizer_encode_raw(tok, q, strlen(q), &e, &err), ENG_OK);
+    assert_int_equal(e.n, qn);
+    eng_encoding_free(&e);
+    char *ctx = repeat("the bank opened a branch in town. ", 300); /* ~2400 tokens */
+    eng_qa_windows w = {0};
+    int rc = eng_qa_windows_make(tok, q, strlen(q), ctx, strlen(ctx), &o, &w, &err);
+    if (rc != ENG_ETOOLONG || !strstr(err.msg, "windows"))
+        fail_msg("step-1 windows: rc %d (%d windows), '%s'", rc, w.n, err.msg);
+    assert_null(w.win);
+    /* A short question over the same context: allowed, at most the bound. */
+    rc = eng_qa_windows_make(tok, "who?", 4, ctx, strlen(ctx), &o, &w, &err);
+    assert_int_equal(rc, ENG_ETOOLONG); /* ~2400 tokens need more than 64 windows of 128 */
+    char *mid = repeat("the bank opened a branch in town. ", 40); /* ~320 tokens */
+    if (eng_qa_windows_make(tok, "who?", 4, mid, strlen(mid), &o, &w, &err))
+        fail_msg("a normal pair refused: %s", err.msg);
+    assert_true(w.n >= 2 && w.n <= ENG_QA_MAX_WINDOWS);
+    int nwin = w.n;
+    eng_qa_windows_free(&w);
+    /* The caller's token budget (what is left of a request's). */
+    eng_qa_opts small = o;
+    small.max_tokens = (long)nwin * o.max_seq_len / 2;
+    rc = eng_qa_windows_make(tok, "who?", 4, mid, strlen(mid), &small, &w, &err);
+    if (rc != ENG_ETOOLONG || !strstr(err.msg, "tokens"))
+        fail_msg("token budget: rc %d, '%s'", rc, err.msg);
+    /* Span search: top_k 1000 x max_answer_length 4096 over the windows. */
+    eng_qa_opts big = o;
+    big.top_k = 1000;
+    big.max_answer_len = 4096;
+    big.max_decode_work = 1L << 20;
+    rc = eng_qa_windows_make(tok, "who?", 4, mid, strlen(mid), &big, &w, &err);
+    if (rc != ENG_ETOOLONG || !strstr(err.msg, "top_k"))
+        fail_msg("decode work: rc %d, '%s'", rc, err.msg);
+    /* eng_qa_decode checks the same bound itself. */
+    assert_int_equal(eng_qa_windows_make(tok, "who?", 4, mid, strlen(mid), &o, &w, &err), ENG_OK);
+    int total = 0;
+    for (int i = 0; i < w.n; i++)
+        total += w.win[i].n;
+    float *z = calloc((size_t)total, sizeof *z);
+    eng_qa_answer *ans = calloc(1000, sizeof *ans);
+    int na = -1;
+    assert_int_equal(eng_qa_decode(tok, &w, z, z, &big, ans, &na), ENG_ETOOLONG);
+    assert_int_equal(eng_qa_decode(tok, &w, z, z, &o, ans, &na), ENG_OK);
+    assert_int_equal(na, 1);
+    free(z);
+    free(ans);
+    eng_qa_windows_free(&w);
+    free(q);
+    free(ctx);
+    free(mid);
+    eng_model_unref(m);
+}
+
 TEST_GROUP(parity)
 {
     static const struct CMUnitTest t[] = {
@@ -320,6 +404,7 @@ TEST_GROUP(parity)
         cmocka_unit_test(test_distilbert_qa),
         cmocka_unit_test(test_bert_qa_pipeline),
         cmocka_unit_test(test_distilbert_qa_pipeline),
+        cmocka_unit_test(test_qa_bounds),
     };
     TEST_GROUP_RETURN(t);
 }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "safetensors.h"
@@ -95,6 +96,11 @@ static void test_corrupt_files(void **state)
     expect_refused("huge_shape",
                    "{\"w\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],"
                    "\"data_offsets\":[0,4]}}", 16, 0, ENG_EFORMAT, "'w'");
+    /* Tensors sharing bytes: their sizes could add up to more than the file. */
+    expect_refused("overlap",
+                   "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                   "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+                   16, 0, ENG_EFORMAT, "overlap");
     /* A file shorter than the length prefix itself. */
     const char *p = tu_path("/tmp/nlpd_test_st_%d_tiny", (int)getpid());
     FILE *f = fopen(p, "wb");
@@ -141,12 +147,64 @@ static void test_half_conversions(void **state)
     unlink(p);
 }
 
+/* Issue 12 item 10: a FIFO (or device) in place of the weights is refused at once,
+ * not waited on; many tensors cost O(n log n) to check (the duplicate check and
+ * eng_st_find were linear per tensor: 50,000 tensors were 10^9 string compares). */
+static void test_hostile_files(void **state)
+{
+    (void)state;
+    const char *fifo = tu_path("/tmp/nlpd_test_st_%d_fifo", (int)getpid());
+    unlink(fifo);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    alarm(60); /* a regression hangs here: fail loudly instead */
+    eng_safetensors *st = (eng_safetensors *)1;
+    eng_error err = {0};
+    assert_int_equal(eng_st_open(fifo, &st, &err), ENG_EIO);
+    assert_non_null(strstr(err.msg, "not a regular file"));
+    assert_null(st);
+    assert_int_equal(eng_st_open("/dev/zero", &st, &err), ENG_EIO);
+    alarm(0);
+    unlink(fifo);
+
+    enum { N = 50000 };
+    size_t cap = (size_t)N * 80 + 16, w = 0;
+    char *h = malloc(cap);
+    assert_non_null(h);
+    w += (size_t)snprintf(h + w, cap - w, "{");
+    for (int i = 0; i < N; i++)
+        w += (size_t)snprintf(h + w, cap - w, "%s\"t%d\":{\"dtype\":\"F32\",\"shape\":[1],"
+                              "\"data_offsets\":[%d,%d]}", i ? "," : "", N - 1 - i, 4 * i,
+                              4 * i + 4);
+    snprintf(h + w, cap - w, "}");
+    float *data = calloc(N, sizeof *data);
+    for (int i = 0; i < N; i++)
+        data[i] = (float)(N - 1 - i);
+    const char *p = write_st("many", h, data, sizeof(float) * N, 0);
+    assert_int_equal(eng_st_open(p, &st, &err), ENG_OK);
+    assert_int_equal(st->count, N);
+    for (int i = 0; i < N; i += 997) {
+        char name[16];
+        snprintf(name, sizeof name, "t%d", i);
+        const eng_st_tensor *t = eng_st_find(st, name);
+        assert_non_null(t);
+        float v;
+        assert_int_equal(eng_st_to_f32(t, &v), ENG_OK);
+        assert_true(v == (float)i);
+    }
+    assert_null(eng_st_find(st, "t-1"));
+    eng_st_close(st);
+    unlink(p);
+    free(h);
+    free(data);
+}
+
 TEST_GROUP(safetensors)
 {
     static const struct CMUnitTest t[] = {
         cmocka_unit_test(test_valid_file),
         cmocka_unit_test(test_corrupt_files),
         cmocka_unit_test(test_half_conversions),
+        cmocka_unit_test(test_hostile_files),
     };
     TEST_GROUP_RETURN(t);
 }

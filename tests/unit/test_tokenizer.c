@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "nlpd_engine.h"
+#include "util.h" /* eng_tok_steps */
 
 #define FIX "%s/tests/fixtures/tokenizer/%s"
 #define NO_TRUNC (1 << 30)
@@ -951,6 +952,45 @@ static void test_threads(void **state)
     corpus_free(&c);
 }
 
+static unsigned long long wp_steps(const eng_tokenizer *t, const char *unit, size_t n)
+{
+    size_t ul = strlen(unit);
+    n -= n % ul; /* whole units: multibyte ones stay valid UTF-8 */
+    char *text = malloc(n + 1);
+    assert_non_null(text);
+    for (size_t i = 0; i < n; i++)
+        text[i] = unit[i % ul];
+    eng_encoding e;
+    eng_encoding_init(&e);
+    eng_error err = {0};
+    unsigned long long s0 = eng_tok_steps;
+    if (eng_tokenizer_encode_raw(t, text, n, &e, &err))
+        fail_msg("encode %zu bytes of '%s': %s", n, unit, err.msg);
+    unsigned long long steps = eng_tok_steps - s0;
+    eng_encoding_free(&e);
+    free(text);
+    return steps;
+}
+
+/* Cost linear in the text (issue 12 item 5), counted by eng_tok_steps: words up
+ * to max_input_chars_per_word long, added-token prefixes at every byte. */
+static void test_linear_cost(void **state)
+{
+    const eng_tokenizer *t = *state;
+    static const char *const units[] = {"a", "unaffable ", "[", "[CLS]", "[[SEP", "##",
+                                        "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcd"
+                                        "efghijklmnopqrstuvwxyzabcdefghijklmnopqrstuv ",
+                                        "\xe6\x9d\xb1"};
+    for (size_t u = 0; u < sizeof units / sizeof *units; u++) {
+        unsigned long long a = wp_steps(t, units[u], 128 << 10);
+        unsigned long long b = wp_steps(t, units[u], 256 << 10);
+        unsigned long long c = wp_steps(t, units[u], 1 << 20);
+        if (b > 5 * a / 2 + 4096 || c > 512ULL << 20)
+            fail_msg("'%s' x n: %llu steps at 128 KiB, %llu at 256 KiB, %llu at 1 MiB: not linear",
+                     units[u], a, b, c);
+    }
+}
+
 TEST_GROUP(tokenizer)
 {
     static const struct CMUnitTest t[] = {
@@ -961,6 +1001,7 @@ TEST_GROUP(tokenizer)
         cmocka_unit_test_setup_teardown(test_unknown_and_long_words, setup_tok, teardown_tok),
         cmocka_unit_test_setup_teardown(test_offsets_and_raw, setup_tok, teardown_tok),
         cmocka_unit_test_setup_teardown(test_truncation_and_pairs, setup_tok, teardown_tok),
+        cmocka_unit_test_setup_teardown(test_linear_cost, setup_tok, teardown_tok),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_small_vocab_txt),
         cmocka_unit_test_setup_teardown(test_threads, setup_tok, teardown_tok),
