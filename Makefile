@@ -21,7 +21,7 @@ ARCH_FLAGS := $(if $(filter x86_64,$(shell uname -m)),-march=x86-64-v2 -mtune=ge
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fno-math-errno $(ARCH_FLAGS) \
            -Iengine $(PKG_CFLAGS) -MMD -MP
-LDLIBS  += $(PKG_LIBS) -lpthread -lm
+LDLIBS  += $(PKG_LIBS) -lcrypto -lpthread -lm
 # SentencePiece (C++) behind engine/spm_shim.cc, the engine's only C++ file.
 CXX      ?= g++
 CXXFLAGS ?= -O2 -g
@@ -51,7 +51,7 @@ else
   CU_OBJS :=
 endif
 
-ENGINE_SRCS := $(wildcard engine/*.c)
+ENGINE_SRCS := $(wildcard engine/*.c) $(wildcard engine/repo/*.c)
 ENGINE_OBJS := $(ENGINE_SRCS:%.c=$(BUILD)/%.o) $(patsubst %.cc,$(BUILD)/%.o,$(wildcard engine/*.cc))
 ENGINE_LIB  := $(BUILD)/libnlpd_engine.a
 
