@@ -10,7 +10,7 @@
 #include <openssl/evp.h>
 
 #include "repo_int.h"
-#include "util.h"
+#include "core/util.h"
 
 #define BAD(...) eng_fail(err, ENG_EFORMAT, __VA_ARGS__)
 

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "repo_int.h"
-#include "util.h"
+#include "core/util.h"
 
 int repo_read_small(const char *path, size_t max, int follow, char **out, size_t *len,
                     int *missing, eng_error *err)

@@ -11,7 +11,7 @@
 #include <openssl/pem.h>
 
 #include "repo_int.h"
-#include "util.h"
+#include "core/util.h"
 
 /* Never prompt for a passphrase on the terminal: encrypted keys are refused. */
 static int no_password(char *buf, int size, int rwflag, void *u)

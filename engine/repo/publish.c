@@ -17,7 +17,7 @@
 #include <openssl/evp.h>
 
 #include "repo_int.h"
-#include "util.h"
+#include "core/util.h"
 
 int repo_publish_no_renameat2; /* tests: force the fallback */
 

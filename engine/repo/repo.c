@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "repo_int.h"
-#include "util.h"
+#include "core/util.h"
 
 /* snprintf that may truncate (messages). */
 static void fmt(char *buf, size_t cap, const char *f, ...) __attribute__((format(printf, 3, 4)));

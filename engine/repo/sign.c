@@ -8,7 +8,7 @@
 #include <openssl/evp.h>
 
 #include "repo_int.h"
-#include "util.h"
+#include "core/util.h"
 
 int repo_sign_ents(const char *dir, const repo_ent *ents, size_t n, const char *subject,
                    EVP_PKEY *key, const char *hint, eng_error *err)

@@ -10,7 +10,7 @@
 #include <openssl/evp.h>
 
 #include "repo_int.h"
-#include "util.h"
+#include "core/util.h"
 
 static int ent_strcmp(const void *a, const void *b)
 {

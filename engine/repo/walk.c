@@ -12,7 +12,7 @@
 #include <openssl/evp.h>
 
 #include "repo_int.h"
-#include "util.h"
+#include "core/util.h"
 
 const char *const repo_ignore_paths[5] = {ENG_REPO_SIG_FILE, ".git", ".github", ".gitignore",
                                           ".gitattributes"};
