@@ -9,9 +9,9 @@
  * eng_tok_steps is linear in the input (the ">>xx<<" scan was quadratic). */
 #include "fuzz_common.h"
 
-#include "marian_tok.h"
+#include "tokenizers/marian_tok.h"
 #include "nlpd_engine.h"
-#include "wordpiece.h" /* eng_wp_utf8_invalid_at */
+#include "tokenizers/wordpiece.h" /* eng_wp_utf8_invalid_at */
 
 static eng_marian_tok *mt;
 

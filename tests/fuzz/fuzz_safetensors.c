@@ -9,7 +9,7 @@
 #include "fuzz_common.h"
 
 #include "nlpd_engine.h"
-#include "safetensors.h"
+#include "core/safetensors.h"
 
 static char path[4096];
 

@@ -13,7 +13,7 @@
 #include "fuzz_common.h"
 
 #include "nlpd_engine.h"
-#include "wordpiece.h" /* eng_wp_utf8_invalid_at */
+#include "tokenizers/wordpiece.h" /* eng_wp_utf8_invalid_at */
 
 static eng_tokenizer *tok;
 

@@ -78,7 +78,7 @@ for t in "${TARGETS[@]}"; do
     # shellcheck disable=SC2046
     if ! "$CC" -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
             -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined \
-            -Iserver -Iengine -Itests/fuzz $(pkg-config --cflags libcjson) -c "$src" \
+            -Iserver -Iengine -Iengine/include -Itests/fuzz $(pkg-config --cflags libcjson) -c "$src" \
             -o "$OUT/fuzz_$t.o" >"$OUT/fuzz_$t.build.log" 2>&1 ||
        ! "$CXX" -fsanitize=fuzzer,address,undefined "$OUT/fuzz_$t.o" "$LIB/libnlpd_server.a" \
             "$LIB/libnlpd_engine.a" "${LIBS[@]}" -lsentencepiece -lpthread -lm -o "$bin" \

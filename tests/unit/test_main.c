@@ -200,7 +200,9 @@ static void test_harness_require_fails(void **state)
     assert_true(pid >= 0);
     if (pid == 0) {
         const struct CMUnitTest t[] = {cmocka_unit_test(require_missing)};
-        printf("(the next group must report 1 failed test, none skipped)\n");
+        /* quiet: its expected "FAILED" lines would only confuse a reader of the log */
+        if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr))
+            _exit(2);
         int f = _cmocka_run_group_tests("harness_require", t, 1, NULL, NULL);
         fflush(stdout);
         _exit(f == 1 && tu_skipped == 0 ? 0 : 1);

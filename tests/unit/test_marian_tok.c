@@ -11,8 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "marian_tok.h"
-#include "util.h" /* eng_tok_steps */
+#include "tokenizers/marian_tok.h"
+#include "core/util.h" /* eng_tok_steps */
 #include "nlpd_engine.h"
 
 #define FIX "%s/tests/fixtures/marian_tok/%s"

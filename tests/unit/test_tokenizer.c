@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "nlpd_engine.h"
-#include "util.h" /* eng_tok_steps */
+#include "core/util.h" /* eng_tok_steps */
 
 #define FIX "%s/tests/fixtures/tokenizer/%s"
 #define NO_TRUNC (1 << 30)
