@@ -258,8 +258,12 @@ void eng_st_close(eng_safetensors *st)
 
 const eng_st_tensor *eng_st_find(const eng_safetensors *st, const char *name)
 {
-    if (!st->by_name)
+    if (!st->by_name) { /* a set built by hand (the trainer's): in order, first match */
+        for (int i = 0; i < st->count; i++)
+            if (st->tensors[i].name && strcmp(st->tensors[i].name, name) == 0)
+                return &st->tensors[i];
         return NULL;
+    }
     int lo = 0, hi = st->count;
     while (lo < hi) {
         int mid = lo + (hi - lo) / 2;

@@ -35,7 +35,8 @@ typedef struct eng_safetensors {
     size_t map_len;
     eng_st_tensor *tensors; /* in header order */
     int count;
-    const eng_st_tensor **by_name; /* sorted by name (eng_st_find: binary search) */
+    const eng_st_tensor **by_name; /* sorted by name (eng_st_find: binary search); NULL in a
+                                      set built by hand: eng_st_find scans, first match wins */
 } eng_safetensors;
 
 /* Open and validate a file: a regular file (a FIFO is refused without blocking),
@@ -46,7 +47,7 @@ typedef struct eng_safetensors {
 int eng_st_open(const char *path, eng_safetensors **out, eng_error *err);
 void eng_st_close(eng_safetensors *st);
 
-/* Tensor by name, or NULL (O(log count)). */
+/* Tensor by name, or NULL (O(log count); O(count) without by_name). */
 const eng_st_tensor *eng_st_find(const eng_safetensors *st, const char *name);
 
 /* Bytes per element of a dtype (0 for unknown). */

@@ -283,6 +283,7 @@ static int load_weights(eng_trainer *t, const eng_model_config *base, const char
     if ((rc = eng_st_open(path, &st, err)))
         return rc;
     eng_safetensors aug = *st;
+    aug.by_name = NULL; /* built by hand below: eng_st_find scans it, first match wins */
     aug.tensors = calloc((size_t)st->count + 6, sizeof *aug.tensors);
     if (!aug.tensors) {
         eng_st_close(st);
