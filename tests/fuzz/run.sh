@@ -7,7 +7,7 @@
 #   tests/fuzz/run.sh [BUILD_DIR] [SECONDS_PER_TARGET] [TARGET...]
 #       defaults: build/san, $NLPD_FUZZ_SECONDS or 12, every target
 #   make fuzz FUZZ_SECONDS=600                the long runs (build/fuzz-long)
-#   NLPD_FUZZ_RUNS=N                          stop each target after N executions instead
+#   NLPD_FUZZ_RUNS=N                          stop each target after N executions (or the time)
 #   NLPD_FUZZ_NICE=19                         run the fuzzers under nice (shared machines)
 #
 # Targets: request (server/api.c, auth.c), safetensors (engine header parser),
@@ -101,7 +101,7 @@ for t in "${TARGETS[@]}"; do
     fi
     # 2. Bounded fuzzing from the seeds (one process: cores are shared).
     new="$WORK/corpus-$t"; mkdir -p "$new"
-    limit=(-max_total_time="$SECS"); [[ -n ${NLPD_FUZZ_RUNS:-} ]] && limit=(-runs="$NLPD_FUZZ_RUNS")
+    limit=(-max_total_time="$SECS"); [[ -n ${NLPD_FUZZ_RUNS:-} ]] && limit+=(-runs="$NLPD_FUZZ_RUNS")
     start=$(date +%s)
     "${NICE[@]}" "$bin" "${limit[@]}" -timeout=10 -report_slow_units="$SLOW" -rss_limit_mb=2048 \
         -max_len="${MAXLEN[$t]:-65536}" "${dict[@]}" -artifact_prefix="$OUT/artifacts/$t-" \

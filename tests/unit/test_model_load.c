@@ -106,9 +106,9 @@ static void edit_tensor(const char *dir, const char *name, const char *new_shape
     FILE *f = fopen(path, "wb");
     for (int i = 0; i < 8; i++)
         fputc((int)((uint64_t)nlen >> (8 * i)) & 0xff, f);
-    fwrite(nh, 1, nlen, f);
-    fwrite(d + 8 + hlen, 1, len - 8 - hlen, f);
-    fclose(f);
+    assert_int_equal(fwrite(nh, 1, nlen, f), nlen);
+    assert_int_equal(fwrite(d + 8 + hlen, 1, len - 8 - hlen, f), len - 8 - hlen);
+    assert_int_equal(fclose(f), 0);
     free(nh);
     cJSON_Delete(h);
     free(d);
@@ -174,13 +174,13 @@ static void test_refused_folders(void **state)
     expect_load_fails(dir, ENG_EFORMAT, "model.safetensors", "truncated");
 
     dir = make_copy();
-    unlink(tu_path("%s/model.safetensors", dir));
+    assert_int_equal(unlink(tu_path("%s/model.safetensors", dir)), 0);
     write_bytes(tu_path("%s/pytorch_model.bin", dir), "x", 1);
     expect_load_fails(dir, ENG_EIO, "model.safetensors", "pytorch_model.bin");
 
     dir = make_copy();
-    unlink(tu_path("%s/tokenizer.json", dir));
-    unlink(tu_path("%s/vocab.txt", dir));
+    assert_int_equal(unlink(tu_path("%s/tokenizer.json", dir)), 0);
+    assert_int_equal(unlink(tu_path("%s/vocab.txt", dir)), 0);
     expect_load_fails(dir, ENG_EIO, NULL, NULL);
     remove_copy(dir);
 }
@@ -224,7 +224,7 @@ static void test_misuse(void **state)
     assert_int_equal(eng_run_classify(ctx, m, &p, 1, out, NULL, &err), ENG_EINVAL);
     eng_encoding_free(&e);
     for (int i = 0; i < 200; i++)
-        eng_encoding_push(&e, 1000, 0, 0, 0, 0);
+        assert_int_equal(eng_encoding_push(&e, 1000, 0, 0, 0, 0), ENG_OK);
     assert_int_equal(eng_run_classify(ctx, m, &p, 1, out, NULL, &err), ENG_ETOOLONG);
     assert_non_null(strstr(err.msg, "128"));
     eng_encoding_free(&e);
@@ -299,8 +299,8 @@ static void test_hostile_folders(void **state)
         expect_load_fails(dir, ENG_EIO, fifos[i], "not a regular file");
     }
     dir = make_copy();
-    unlink(tu_path("%s/tokenizer.json", dir));
-    unlink(tu_path("%s/vocab.txt", dir));
+    assert_int_equal(unlink(tu_path("%s/tokenizer.json", dir)), 0);
+    assert_int_equal(unlink(tu_path("%s/vocab.txt", dir)), 0);
     assert_int_equal(symlink("/dev/zero", tu_path("%s/vocab.txt", dir)), 0);
     expect_load_fails(dir, ENG_EIO, "vocab.txt", "not a regular file");
     alarm(0);

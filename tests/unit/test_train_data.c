@@ -121,8 +121,8 @@ static void test_unknown_labels(void **s)
     (void)s;
     const char *p = write_file("u.csv", "text,label\nhello,x\nworld,z\n");
     trn_labels l = {0};
-    trn_labels_add(&l, "x");
-    trn_labels_add(&l, "y");
+    assert_true(trn_labels_add(&l, "x") >= 0);
+    assert_true(trn_labels_add(&l, "y") >= 0);
     l.fixed = 1;
     trn_data_opts o = {0};
     trn_dataset d;
