@@ -236,3 +236,19 @@ def test_deeply_nested_json(api):
         assert r.status in (400, 422), f"nested JSON: {r!r}"
         assert r.error_code in ("malformed_json", "invalid_field"), r
     assert api.post("/v1/sentiment", {"text": "still alive"}).status == 200
+
+
+def test_qa_window_bound(api):
+    """Issue 12 item 1: a question that leaves doc_stride + 1 context tokens per window
+    made a window per context token (16 KiB became ~16,000 windows). tiny-qa has
+    128-token windows and stride 64: a 60-token question leaves 64 + 1."""
+    question = "what " * 60
+    context = "the bank opened a branch in town. " * 200
+    r = api.post("/v1/qa", {"question": question, "context": context, "model": "tiny-qa"})
+    assert r.status in (413, 422), f"want a refusal, got {r!r}"
+    body = r.json()
+    assert body["error"]["code"] in ("invalid_field", "text_too_long", "payload_too_large"), body
+    assert "windows" in body["error"]["message"], body
+    # A short question over the same context is answered.
+    r = api.post("/v1/qa", {"question": "who?", "context": context[:2000], "model": "tiny-qa"})
+    assert r.status == 200, r
