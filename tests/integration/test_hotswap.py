@@ -282,7 +282,7 @@ def test_swaps_under_load_zero_failures(repo_env):
     for (m, v), fragment in rejected.items():
         e = state_of(versions(t, m), v)
         assert e["state"] == "rejected" and fragment in e["reason"], e
-    _, samples = parse_metrics(t.get("/metrics").body.decode())
+    _, samples = parse_metrics(t.get("/metrics").ok().body.decode())
     for m in ("s", "e"):
         assert metric(samples, "nlpd_model_reloads_total", model=m, result="rejected") >= 4
         assert metric(samples, "nlpd_model_reloads_total", model=m, result="success") >= 4
@@ -427,13 +427,13 @@ def test_fixed_folder_reloads_when_its_content_changes(tmp_path):
              extra={"reload": {"rescan_interval_s": 0}})
     d.start()
     t = Target("127.0.0.1", d.port, "direct", d)
-    v1 = t.post("/v1/sentiment", {"text": "good"}).json()["version"]
+    v1 = t.post("/v1/sentiment", {"text": "good"}).ok().json()["version"]
     changed = variant(FIXTURES / "bert_cls", tmp_path / "m2", 3)
     tmp = folder / "model.safetensors.tmp"
     shutil.copy(changed / "model.safetensors", tmp)
     os.rename(tmp, folder / "model.safetensors")
     d.signal(signal.SIGHUP)
-    wait_until(lambda: t.post("/v1/sentiment", {"text": "good"}).json()["version"] != v1,
+    wait_until(lambda: t.post("/v1/sentiment", {"text": "good"}).ok().json()["version"] != v1,
                SWAP_TIMEOUT, "the new content version")
     json_error(t.post("/v1/admin/models/s/activate", {"version": "v000001"}), 409,
                "not_a_repository")
