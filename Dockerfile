@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # nlpd container image (README.md "Deployment"): a build stage compiles nlpd and
 # nlpd-train; the runtime stage holds the two binaries, the shared libraries they
 # link and nothing else, and runs as an unprivileged user.
