@@ -12,7 +12,6 @@
 #include <cJSON.h>
 
 #include "metrics.h"
-#include "util.h" /* eng_fail, eng_read_file */
 
 void trn_opts_default(trn_opts *o)
 {
