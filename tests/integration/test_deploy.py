@@ -416,9 +416,6 @@ def test_compose_config_rejects_a_typo(tmp_path):
 # (xfail, counted in the closing line): never passed, never skipped. Once served,
 # it is checked like every other metric (labels included).
 PENDING_METRICS = {
-    "nlpd_model_reloads_total": ("issue 8 (hot swap)", {"model", "result"}),
-    "nlpd_model_load_seconds": ("issue 8 (hot swap)", set()),
-    "nlpd_model_warmup_seconds": ("issue 8 (hot swap)", set()),
     "nlpd_feedback_items_total": ("issue 9 (feedback)", {"model"}),
 }
 HIST_SUFFIXES = ("_bucket", "_sum", "_count")
