@@ -200,7 +200,7 @@ static void gemm_case(int trans_b, int M, int N, int K, int pad, float alpha, fl
     {
         eng_backend *be = be_new(c);
         float *C = dupv(C0, (size_t)M * ldc);
-        be->ops->gemm(be, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        be->ops->core->gemm(be, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         for (int i = 0; i < M; i++)
             for (int j = 0; j < ldc; j++) {
                 size_t ix = (size_t)i * ldc + j;
@@ -271,7 +271,7 @@ static void invariance_case(int N, int K, const int *ms, int nm, float alpha, fl
             for (int i = 0; i < maxm; i++) {
                 float *ci = C + (size_t)i * ldc;
                 memcpy(ci, C0 + (size_t)i * ldc, (size_t)N * sizeof(float));
-                b1->ops->gemm(b1, 1, 1, N, K, alpha, A + (size_t)i * lda, lda, B, K + 1, beta, ci,
+                b1->ops->core->gemm(b1, 1, 1, N, K, alpha, A + (size_t)i * lda, lda, B, K + 1, beta, ci,
                               ldc);
                 memcpy(alone + (size_t)i * N, ci, (size_t)N * sizeof(float));
             }
@@ -281,7 +281,7 @@ static void invariance_case(int N, int K, const int *ms, int nm, float alpha, fl
         for (int mi = 0; mi < nm; mi++) {
             int M = ms[mi], off = M < maxm ? (mi * 7) % (maxm - M + 1) : 0;
             memcpy(C, C0, (size_t)maxm * ldc * sizeof(float));
-            be->ops->gemm(be, 1, M, N, K, alpha, A + (size_t)off * lda, lda, B, K + 1, beta,
+            be->ops->core->gemm(be, 1, M, N, K, alpha, A + (size_t)off * lda, lda, B, K + 1, beta,
                           C + (size_t)off * ldc, ldc);
             for (int i = off; i < off + M; i++)
                 if (memcmp(C + (size_t)i * ldc, alone + (size_t)i * N, (size_t)N * sizeof(float)))
@@ -333,7 +333,7 @@ static void prepacked_case(int N, int K, int pad, float alpha, float beta, int a
     FOR_EACH_CFG(c)
     {
         eng_backend *be = be_new(c);
-        void *h = be->ops->pack_weight(be, B, N, K, ldb);
+        void *h = be->ops->core->pack_weight(be, B, N, K, ldb);
         assert_non_null(h);
         /* used by every configuration: its own ISA at every M, others (the fallback
          * to B) at a few */
@@ -346,8 +346,8 @@ static void prepacked_case(int N, int K, int pad, float alpha, float beta, int a
                     continue;
                 memcpy(want, C0, csz);
                 memcpy(got, C0, csz);
-                bu->ops->gemm(bu, 1, M, N, K, alpha, A, lda, B, ldb, beta, want, ldc);
-                bu->ops->gemm_prepacked(bu, M, N, K, alpha, A, lda, h, beta, got, ldc);
+                bu->ops->core->gemm(bu, 1, M, N, K, alpha, A, lda, B, ldb, beta, want, ldc);
+                bu->ops->core->gemm_prepacked(bu, M, N, K, alpha, A, lda, h, beta, got, ldc);
                 if (memcmp(want, got, csz))
                     fail_msg("gemm_prepacked M %d N %d K %d differs from gemm [packed %s/%d, "
                              "run %s/%d]", M, N, K, eng_cpu_isa_name(c.isa), c.threads,
@@ -355,8 +355,8 @@ static void prepacked_case(int N, int K, int pad, float alpha, float beta, int a
             }
             bu->ops->destroy(bu);
         }
-        be->ops->free_packed(be, h);
-        be->ops->free_packed(be, NULL);
+        be->ops->core->free_packed(be, h);
+        be->ops->core->free_packed(be, NULL);
         be->ops->destroy(be);
     }
     free(A);
@@ -407,7 +407,7 @@ static void bias_act_case(int rows, int cols, int with_bias, eng_act act)
     {
         eng_backend *be = be_new(c);
         float *x = dupv(x0, n);
-        be->ops->bias_act(be, x, bias, rows, cols, act);
+        be->ops->core->bias_act(be, x, bias, rows, cols, act);
         for (size_t i = 0; i < n; i++) {
             float in = bias ? x0[i] + bias[i % cols] : x0[i]; /* the add is in float */
             double want = act_ref(in, act);
@@ -454,7 +454,7 @@ static void ln_case(int rows, int cols, int mode, float eps)
         float *x = dupv(x0, n), *r = dupv(r0, n), *o = malloc(n * sizeof *o);
         assert_non_null(o);
         float *out = mode == LN_ALIAS_X ? x : mode == LN_ALIAS_RES ? r : o;
-        be->ops->add_layernorm(be, out, x, mode == LN_NO_RES ? NULL : r, g, b, rows, cols,
+        be->ops->core->add_layernorm(be, out, x, mode == LN_NO_RES ? NULL : r, g, b, rows, cols,
                                eps);
         for (int i = 0; i < rows; i++) {
             double mean = 0, var = 0;
@@ -503,7 +503,7 @@ static void test_add_layernorm(void **state)
         b[i] = (float)i * 0.25f;
     }
     eng_backend *be = eng_backend_cpu_new(1);
-    be->ops->add_layernorm(be, o, x, NULL, g, b, 1, 8, 1e-12f);
+    be->ops->core->add_layernorm(be, o, x, NULL, g, b, 1, 8, 1e-12f);
     for (int i = 0; i < 8; i++)
         assert_true(fabsf(o[i] - b[i]) < 1e-6f);
     be->ops->destroy(be);
@@ -527,7 +527,7 @@ static void embed_case(int ntok, int dim, int with_type)
     {
         eng_backend *be = be_new(c);
         float *out = malloc((size_t)ntok * dim * sizeof *out);
-        be->ops->embed(be, out, w, p, with_type ? t : NULL, ids, pids, with_type ? tids : NULL,
+        be->ops->core->embed(be, out, w, p, with_type ? t : NULL, ids, pids, with_type ? tids : NULL,
                        ntok, dim);
         for (int i = 0; i < ntok; i++)
             for (int d = 0; d < dim; d++) {
@@ -627,7 +627,7 @@ static void attn_run(const attn_case *ac)
         float *out = malloc((size_t)(nq ? nq : 1) * o_ld * sizeof *out);
         for (size_t i = 0; i < (size_t)nq * o_ld; i++)
             out[i] = 12345.0f;
-        be->ops->attention(be, out, o_ld, q, q_ld, k, kv_ld, v, kv_ld, qo, ko, ac->nseq, H, hd,
+        be->ops->core->attention(be, out, o_ld, q, q_ld, k, kv_ld, v, kv_ld, qo, ko, ac->nseq, H, hd,
                            (float)scale, ac->causal);
         for (int i = 0; i < nq; i++)
             for (int e = 0; e < o_ld; e++) {
@@ -696,7 +696,7 @@ static void test_mean_pool(void **state)
             {
                 eng_backend *be = be_new(c);
                 float *out = malloc((size_t)nseq * dim * sizeof *out);
-                be->ops->mean_pool(be, out, x, off, nseq, dim, norm);
+                be->ops->core->mean_pool(be, out, x, off, nseq, dim, norm);
                 for (int s = 0; s < nseq; s++) {
                     double m[384], ss = 0;
                     for (int d = 0; d < dim; d++) {
@@ -730,7 +730,7 @@ static void test_gather_rows(void **state)
     float *x = randv(10 * (size_t)dim, 1.0f), out[3 * 19];
     eng_backend *be = eng_backend_cpu_new(2);
     for (int row = 0; row < 3; row++) {
-        be->ops->gather_rows(be, out, x, off, 3, row, dim);
+        be->ops->core->gather_rows(be, out, x, off, 3, row, dim);
         for (int s = 0; s < 3; s++)
             assert_memory_equal(out + s * dim, x + (size_t)(off[s] + row) * dim,
                                 dim * sizeof(float));

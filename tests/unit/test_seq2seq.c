@@ -43,7 +43,7 @@ static void test_embed_scaled(void **state)
         table[i] = frand() * 3;
     for (int i = 0; i < P * D; i++)
         pos[i] = frand();
-    be->ops->embed_scaled(be, out, table, 2.8284271f, pos, ids, pids, T, D);
+    be->ops->gen->embed_scaled(be, out, table, 2.8284271f, pos, ids, pids, T, D);
     for (int t = 0; t < T; t++)
         for (int c = 0; c < D; c++) {
             float e = table[ids[t] * D + c] * 2.8284271f;
@@ -94,7 +94,7 @@ static void test_attention_kv(void **state)
         k[i] = frand() * 2;
     for (int causal = 0; causal < 2; causal++) {
         /* k and v interleaved in one buffer (row stride 2D), as the cross K/V */
-        be->ops->attention_kv(be, out, D, q, D, k, 2 * D, k + D, 2 * D, q_off, kv_start, kv_len,
+        be->ops->gen->attention_kv(be, out, D, q, D, k, 2 * D, k + D, 2 * D, q_off, kv_start, kv_len,
                               NS, H, HD, 0.29f, causal);
         for (int s = 0; s < NS; s++)
             for (int h = 0; h < H; h++)
@@ -119,13 +119,13 @@ static void test_copy_rows(void **state)
     for (int i = 0; i < 72; i++)
         dst[i] = -1;
     int32_t d_rows[3] = {5, 0, 2}, s_rows[3] = {1, 4, 4};
-    be->ops->copy_rows(be, dst, 12, d_rows, src, 10, s_rows, 3, 7);
+    be->ops->gen->copy_rows(be, dst, 12, d_rows, src, 10, s_rows, 3, 7);
     for (int i = 0; i < 3; i++)
         for (int j = 0; j < 12; j++)
             assert_true(dst[d_rows[i] * 12 + j] == (j < 7 ? src[s_rows[i] * 10 + j] : -1));
     assert_true(dst[1 * 12] == -1 && dst[3 * 12] == -1);
     /* NULL index arrays: row i to row i */
-    be->ops->copy_rows(be, dst, 12, NULL, src, 10, NULL, 2, 10);
+    be->ops->gen->copy_rows(be, dst, 12, NULL, src, 10, NULL, 2, 10);
     assert_true(dst[12 + 9] == src[19] && dst[0] == 0);
     be->ops->destroy(be);
 }
@@ -144,7 +144,7 @@ static void test_log_softmax(void **state)
         x[2 * LD + c] = -INFINITY; /* row 2 entirely masked */
     float *ref = malloc(sizeof(float) * R * LD);
     memcpy(ref, x, sizeof(float) * R * LD);
-    be->ops->log_softmax(be, x, R, C, LD);
+    be->ops->gen->log_softmax(be, x, R, C, LD);
     for (int r = 0; r < 2; r++) {
         double mx = -1e300, sum = 0;
         for (int c = 0; c < C; c++)
@@ -179,7 +179,7 @@ static void test_topk(void **state)
         add[r] = r % 2 ? 0.5f : 0.0f;
     float vals[G * K];
     int32_t idx[G * K];
-    be->ops->topk(be, x, G, RPG, C, C, add, K, vals, idx);
+    be->ops->gen->topk(be, x, G, RPG, C, C, add, K, vals, idx);
     for (int g = 0; g < G; g++) {
         /* reference: selection by (value desc, index asc) */
         int taken[RPG * C] = {0};
@@ -198,7 +198,7 @@ static void test_topk(void **state)
     }
     /* k = 1 per row, no row_add: argmax, first index of the maximum */
     float row[6] = {1, 5, 2, 5, -INFINITY, 0};
-    be->ops->topk(be, row, 1, 1, 6, 6, NULL, 1, vals, idx);
+    be->ops->gen->topk(be, row, 1, 1, 6, 6, NULL, 1, vals, idx);
     assert_int_equal(idx[0], 1);
     free(x);
     be->ops->destroy(be);
@@ -219,7 +219,7 @@ static void test_bias_silu(void **state)
     }
     x[0] = 100.0f, ref[0] = 100.0f + b[0];
     x[1] = -100.0f, ref[1] = 0.0f;
-    be->ops->bias_silu(be, x, b, R, C);
+    be->ops->gen->bias_silu(be, x, b, R, C);
     for (int i = 0; i < R * C; i++)
         assert_true(fabsf(x[i] - ref[i]) <= 2e-6f * (1 + fabsf(ref[i])));
     be->ops->destroy(be);

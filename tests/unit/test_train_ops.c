@@ -80,7 +80,7 @@ static eng_backend *backend(void)
 {
     eng_backend *be = eng_backend_cpu_new(2);
     assert_non_null(be);
-    assert_non_null(be->ops->gemm_ex);
+    assert_non_null(be->ops->train->gemm_ex);
     return be;
 }
 
@@ -104,7 +104,7 @@ static void test_gemm_ex(void **s)
                                (tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
                     want[(size_t)i * N + j] = (float)(0.5 * acc + 2.0 * C[(size_t)i * N + j]);
                 }
-            be->ops->gemm_ex(be, ta, tb, M, N, K, 0.5f, A, lda, B, ldb, 2.0f, C, N);
+            be->ops->train->gemm_ex(be, ta, tb, M, N, K, 0.5f, A, lda, B, ldb, 2.0f, C, N);
             float d = tu_max_abs_diff(C, want, (size_t)M * N);
             if (!(d <= 1e-4f))
                 fail_msg("gemm_ex(trans_a %d, trans_b %d) differs by %g", ta, tb, d);
@@ -127,7 +127,7 @@ static double act_loss(void *v)
     act_ctx *c = v;
     size_t n = (size_t)c->rows * c->cols;
     memcpy(c->tmp, c->pre, n * sizeof(float));
-    c->be->ops->bias_act_train(c->be, c->tmp, c->post, NULL, c->rows, c->cols, c->act);
+    c->be->ops->train->bias_act_train(c->be, c->tmp, c->post, NULL, c->rows, c->cols, c->act);
     return dot(c->w, c->post, n);
 }
 
@@ -148,19 +148,19 @@ static void test_act_backward(void **s)
                 if (fabsf(c.pre[i]) < 0.05f)
                     c.pre[i] = 0.5f;
         float *dx = zeros(n);
-        be->ops->act_backward(be, dx, c.w, c.pre, R, C, acts[a].act);
+        be->ops->train->act_backward(be, dx, c.w, c.pre, R, C, acts[a].act);
         fd_check(acts[a].name, act_loss, &c, c.pre, dx, n, 200);
         /* In place (dx aliasing dy) gives the same. */
         float *dy = malloc(n * sizeof(float));
         memcpy(dy, c.w, n * sizeof(float));
-        be->ops->act_backward(be, dy, dy, c.pre, R, C, acts[a].act);
+        be->ops->train->act_backward(be, dy, dy, c.pre, R, C, acts[a].act);
         assert_true(tu_max_abs_diff(dy, dx, n) == 0.0f);
         /* bias_act_train: pre gets the bias, post = act(pre), as bias_act computes it. */
         float *bias = rnd((size_t)C, 1), *p2 = malloc(n * sizeof(float)), *ref = malloc(n * sizeof(float));
         memcpy(p2, c.pre, n * sizeof(float));
         memcpy(ref, c.pre, n * sizeof(float));
-        be->ops->bias_act_train(be, p2, c.post, bias, R, C, acts[a].act);
-        be->ops->bias_act(be, ref, bias, R, C, acts[a].act);
+        be->ops->train->bias_act_train(be, p2, c.post, bias, R, C, acts[a].act);
+        be->ops->core->bias_act(be, ref, bias, R, C, acts[a].act);
         assert_true(tu_max_abs_diff(c.post, ref, n) == 0.0f);
         for (int i = 0; i < R * C; i++)
             assert_true(p2[i] == c.pre[i] + bias[i % C]);
@@ -181,7 +181,7 @@ typedef struct ln_ctx {
 static double ln_loss(void *v)
 {
     ln_ctx *c = v;
-    c->be->ops->add_layernorm(c->be, c->out, c->x, c->res, c->g, c->b, c->rows, c->cols, 1e-5f);
+    c->be->ops->core->add_layernorm(c->be, c->out, c->x, c->res, c->g, c->b, c->rows, c->cols, 1e-5f);
     return dot(c->w, c->out, (size_t)c->rows * c->cols);
 }
 
@@ -198,7 +198,7 @@ static void test_layernorm_backward(void **s)
         /* dgamma/dbeta accumulate: start from 1 and subtract it again. */
         for (int i = 0; i < C; i++)
             dg[i] = db[i] = 1.0f;
-        be->ops->layernorm_backward(be, dx, dg, db, c.w, c.x, c.res, c.g, R, C, 1e-5f);
+        be->ops->train->layernorm_backward(be, dx, dg, db, c.w, c.x, c.res, c.g, R, C, 1e-5f);
         for (int i = 0; i < C; i++)
             dg[i] -= 1.0f, db[i] -= 1.0f;
         fd_check(with_res ? "layernorm_backward dx (+res)" : "layernorm_backward dx", ln_loss,
@@ -229,7 +229,7 @@ static void test_embed_backward(void **s)
     float *dout = rnd((size_t)T * D, 1);
     float *dw = zeros((size_t)V * D), *dp = zeros((size_t)P * D), *dt = zeros((size_t)Ty * D);
     float *ww = zeros((size_t)V * D), *wp = zeros((size_t)P * D), *wt = zeros((size_t)Ty * D);
-    be->ops->embed_backward(be, dw, dp, dt, dout, ids, pos, types, T, D);
+    be->ops->train->embed_backward(be, dw, dp, dt, dout, ids, pos, types, T, D);
     for (int t = 0; t < T; t++)
         for (int d = 0; d < D; d++) {
             float g = dout[(size_t)t * D + d];
@@ -260,7 +260,7 @@ static double attn_loss(void *v)
 {
     attn_ctx *c = v;
     int H = c->heads * c->hd;
-    c->be->ops->attention_train(c->be, c->out, H, c->probs, c->p_off, c->qkv, c->qkv + H,
+    c->be->ops->train->attention_train(c->be, c->out, H, c->probs, c->p_off, c->qkv, c->qkv + H,
                                 c->qkv + 2 * H, 3 * H, c->seq_off, c->nseq, c->heads, c->hd,
                                 0.35f, c->p, c->seed);
     return dot(c->w, c->out, (size_t)c->T * H);
@@ -289,7 +289,7 @@ static void test_attention_backward(void **s)
         attn_loss(&c);
         if (!drop) { /* same result as the inference op */
             float *ref = zeros((size_t)c.T * H);
-            be->ops->attention(be, ref, H, c.qkv, 3 * H, c.qkv + H, 3 * H, c.qkv + 2 * H, 3 * H,
+            be->ops->core->attention(be, ref, H, c.qkv, 3 * H, c.qkv + H, 3 * H, c.qkv + 2 * H, 3 * H,
                                c.seq_off, c.seq_off, c.nseq, c.heads, c.hd, 0.35f, 0);
             float d = tu_max_abs_diff(ref, c.out, (size_t)c.T * H);
             if (!(d <= 1e-5f))
@@ -297,7 +297,7 @@ static void test_attention_backward(void **s)
             free(ref);
         }
         float *dqkv = zeros((size_t)c.T * 3 * H);
-        be->ops->attention_backward(be, dqkv, dqkv + H, dqkv + 2 * H, 3 * H, c.w, H, c.probs,
+        be->ops->train->attention_backward(be, dqkv, dqkv + H, dqkv + 2 * H, 3 * H, c.w, H, c.probs,
                                     c.p_off, c.qkv, c.qkv + H, c.qkv + 2 * H, 3 * H, c.seq_off,
                                     c.nseq, c.heads, c.hd, 0.35f, c.p, c.seed);
         fd_check(drop ? "attention_backward dq dk dv (dropout)" : "attention_backward dq dk dv",
@@ -315,8 +315,8 @@ static void test_dropout(void **s)
     eng_backend *be = backend();
     size_t n = 200000;
     float *x = rnd(n, 1), *y = zeros(n), *y2 = zeros(n);
-    be->ops->dropout(be, y, x, n, 0.25f, 7);
-    be->ops->dropout(be, y2, x, n, 0.25f, 7);
+    be->ops->train->dropout(be, y, x, n, 0.25f, 7);
+    be->ops->train->dropout(be, y2, x, n, 0.25f, 7);
     assert_true(memcmp(y, y2, n * sizeof(float)) == 0); /* a function of (seed, index) */
     size_t dropped = 0;
     for (size_t i = 0; i < n; i++) {
@@ -328,12 +328,12 @@ static void test_dropout(void **s)
     double rate = (double)dropped / n;
     if (!(fabs(rate - 0.25) < 0.01))
         fail_msg("dropout rate %.4f, expected 0.25", rate);
-    be->ops->dropout(be, y2, x, n, 0.25f, 8);
+    be->ops->train->dropout(be, y2, x, n, 0.25f, 8);
     assert_true(memcmp(y, y2, n * sizeof(float)) != 0); /* another seed, another mask */
-    be->ops->dropout(be, y2, x, n, 0.0f, 7);            /* p = 0 copies */
+    be->ops->train->dropout(be, y2, x, n, 0.0f, 7);            /* p = 0 copies */
     assert_true(memcmp(x, y2, n * sizeof(float)) == 0);
     memcpy(y2, x, n * sizeof(float));
-    be->ops->dropout(be, y2, y2, n, 0.25f, 7); /* in place */
+    be->ops->train->dropout(be, y2, y2, n, 0.25f, 7); /* in place */
     assert_true(memcmp(y, y2, n * sizeof(float)) == 0);
     free(x), free(y), free(y2);
     be->ops->destroy(be);
@@ -352,7 +352,7 @@ static double ce_loss(void *v)
 {
     loss_ctx *c = v;
     float loss;
-    c->be->ops->cross_entropy(c->be, &loss, c->d, c->logits, c->labels, c->n, c->L, 1.0f);
+    c->be->ops->train->cross_entropy(c->be, &loss, c->d, c->logits, c->labels, c->n, c->L, 1.0f);
     return loss;
 }
 
@@ -360,7 +360,7 @@ static double bce_loss(void *v)
 {
     loss_ctx *c = v;
     float loss;
-    c->be->ops->bce_logits(c->be, &loss, c->d, c->logits, c->targets, c->n, c->L, 1.0f);
+    c->be->ops->train->bce_logits(c->be, &loss, c->d, c->logits, c->targets, c->n, c->L, 1.0f);
     return loss;
 }
 
@@ -373,7 +373,7 @@ static void test_losses(void **s)
     for (int i = 0; i < 30; i++)
         c.targets[i] = (float)(i % 3 == 0);
     float loss, *grad = zeros(30);
-    be->ops->cross_entropy(be, &loss, grad, c.logits, labels, 6, 5, 1.0f);
+    be->ops->train->cross_entropy(be, &loss, grad, c.logits, labels, 6, 5, 1.0f);
     /* the mean of -log softmax[label], computed directly */
     double want = 0;
     for (int i = 0; i < 6; i++) {
@@ -385,10 +385,10 @@ static void test_losses(void **s)
     assert_true(fabs(loss - want / 6) <= 1e-5 * fabs(want / 6));
     fd_check("cross_entropy dlogits", ce_loss, &c, c.logits, grad, 30, 30);
     float g2[30];
-    be->ops->cross_entropy(be, &loss, g2, c.logits, labels, 6, 5, 0.25f); /* scale */
+    be->ops->train->cross_entropy(be, &loss, g2, c.logits, labels, 6, 5, 0.25f); /* scale */
     for (int i = 0; i < 30; i++)
         assert_true(fabsf(g2[i] - 0.25f * grad[i]) <= 1e-7f);
-    be->ops->bce_logits(be, &loss, grad, c.logits, c.targets, 6, 5, 1.0f);
+    be->ops->train->bce_logits(be, &loss, grad, c.logits, c.targets, 6, 5, 1.0f);
     fd_check("bce_logits dlogits", bce_loss, &c, c.logits, grad, 30, 30);
     free(c.logits), free(c.d), free(c.targets), free(grad);
     be->ops->destroy(be);
@@ -403,7 +403,7 @@ static void test_small_ops(void **s)
     const int R = 13, C = 70;
     float *dy = rnd((size_t)R * C, 1), *db = rnd((size_t)C, 1), *db0 = malloc(sizeof(float) * C);
     memcpy(db0, db, sizeof(float) * C);
-    be->ops->sum_rows(be, db, dy, R, C);
+    be->ops->train->sum_rows(be, db, dy, R, C);
     for (int c = 0; c < C; c++) {
         double acc = db0[c];
         for (int r = 0; r < R; r++)
@@ -412,21 +412,21 @@ static void test_small_ops(void **s)
     }
     int32_t off[4] = {0, 4, 5, 13};
     float *dx = zeros((size_t)R * C), *src = rnd((size_t)3 * C, 1);
-    be->ops->scatter_rows(be, dx, src, off, 3, 0, C);
-    be->ops->scatter_rows(be, dx, src, off, 3, 0, C); /* accumulates */
+    be->ops->train->scatter_rows(be, dx, src, off, 3, 0, C);
+    be->ops->train->scatter_rows(be, dx, src, off, 3, 0, C); /* accumulates */
     for (int sq = 0; sq < 3; sq++)
         for (int c = 0; c < C; c++)
             assert_true(dx[(size_t)off[sq] * C + c] == 2 * src[(size_t)sq * C + c]);
     float *y = rnd(1000, 1), *y0 = malloc(sizeof(float) * 1000), *x = rnd(1000, 1);
     memcpy(y0, y, sizeof(float) * 1000);
-    be->ops->axpy(be, y, -0.5f, x, 1000);
+    be->ops->train->axpy(be, y, -0.5f, x, 1000);
     double ss = 0;
     for (int i = 0; i < 1000; i++) {
         assert_true(fabsf(y[i] - (y0[i] - 0.5f * x[i])) <= 1e-6f);
         ss += (double)x[i] * x[i];
     }
     float got;
-    be->ops->sum_squares(be, &got, x, 1000);
+    be->ops->train->sum_squares(be, &got, x, 1000);
     assert_true(fabs(got - ss) <= 1e-5 * ss);
     be->ops->zero(be, y, 1000 * sizeof(float));
     for (int i = 0; i < 1000; i++)
@@ -453,7 +453,7 @@ static void test_adamw(void **s)
         double gi = g[i] * gs, mi = b1 * m[i] + (1 - b1) * gi, vi = b2 * v[i] + (1 - b2) * gi * gi;
         pp[i] = p[i] * (1 - lr * wd) - lr / bc1 * mi / (sqrt(vi) / sqrt(bc2) + eps);
     }
-    be->ops->adamw(be, p, g, m, v, n, (float)lr, (float)b1, (float)b2, (float)eps, (float)wd,
+    be->ops->train->adamw(be, p, g, m, v, n, (float)lr, (float)b1, (float)b2, (float)eps, (float)wd,
                    (float)bc1, (float)bc2, (float)gs);
     for (size_t i = 0; i < n; i++) {
         if (!(fabs(p[i] - pp[i]) <= 1e-6))
