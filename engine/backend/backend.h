@@ -291,6 +291,11 @@ int eng_backend_reg_count(void);
 const eng_backend_reg *eng_backend_reg_get(int i);
 const eng_backend_reg *eng_backend_reg_find(const char *name);
 
+/* Adds a kind at run time (test-only backends such as the emulated CUDA backend):
+ * before any backend is created, from one thread. ENG_EINVAL when the table is full,
+ * the entry incomplete or the name taken. */
+int eng_backend_register(const eng_backend_reg *r);
+
 /* A backend from a spec: "cpu", "cuda" (device 0), "cuda:N", or "auto" (the first
  * non-CPU kind that has a device, else the CPU). ENG_EUNSUPPORTED naming the kinds
  * this build has when the kind is unknown; ENG_EINVAL for a malformed spec. */

@@ -25,14 +25,30 @@ static const eng_backend_reg cpu_reg = {"cpu", cpu_device_count, cpu_create};
 extern const eng_backend_reg eng_cuda_backend_reg; /* cuda/backend_cuda.cu */
 #endif
 
-static const eng_backend_reg *const regs[] = {
+#define MAX_KINDS 8
+
+static const eng_backend_reg *regs[MAX_KINDS] = {
     &cpu_reg,
 #ifdef NLPD_WITH_CUDA
     &eng_cuda_backend_reg,
 #endif
 };
+static int n_regs = 1
+#ifdef NLPD_WITH_CUDA
+                    + 1
+#endif
+    ;
 
-int eng_backend_reg_count(void) { return (int)(sizeof regs / sizeof *regs); }
+int eng_backend_reg_count(void) { return n_regs; }
+
+int eng_backend_register(const eng_backend_reg *r)
+{
+    if (!r || !r->name || !r->device_count || !r->create || n_regs == MAX_KINDS ||
+        eng_backend_reg_find(r->name))
+        return ENG_EINVAL;
+    regs[n_regs++] = r;
+    return ENG_OK;
+}
 
 const eng_backend_reg *eng_backend_reg_get(int i)
 {
