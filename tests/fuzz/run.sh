@@ -64,7 +64,8 @@ fi
 # shellcheck disable=SC2207
 LIBS=($(pkg-config --libs libcjson libutf8proc openblas libmicrohttpd libuv libcrypto 2>/dev/null))
 
-WORK=$(mktemp -d)
+# Scratch in memory when there is a tmpfs (the targets write files on every input).
+WORK=$(mktemp -d -p "$( [[ -d /dev/shm && -w /dev/shm ]] && echo /dev/shm || echo "${TMPDIR:-/tmp}")")
 trap 'rm -rf "$WORK"' EXIT
 export TMPDIR="$WORK"   # the targets' scratch folders go away with it
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}:abort_on_error=0
