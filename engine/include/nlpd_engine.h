@@ -188,16 +188,20 @@ typedef struct eng_qa_opts {
     int align_to_words;    /* widen answers to whole words (default 1) */
     /* Cost bounds (DESIGN §6), checked by eng_qa_windows_make before any window is
      * built, and by eng_qa_decode; beyond them: ENG_ETOOLONG with the reason. */
-    int max_windows;       /* windows per item: at most min(max_windows, 1 + ceil(context
-                              tokens / (max_seq_len / 2))), i.e. a long question cannot
-                              shrink the stride to a few tokens (0: ENG_QA_MAX_WINDOWS) */
+    int max_context_tokens; /* tokens of one context (0: ENG_QA_MAX_CONTEXT_TOKENS) */
+    int max_windows;       /* windows per item (0: ceil(max_context_tokens / (max_seq_len / 2)),
+                              at most ENG_QA_MAX_WINDOWS). Besides, an item gets at most
+                              1 + ceil(context tokens / fair step) windows, the fair step
+                              being (max_seq_len - 3 - doc_stride) / 2: a long question
+                              cannot shrink the stride to a few tokens */
     long max_tokens;       /* tokens over the item's windows (0: max_windows * max_seq_len);
                               a caller bounding a whole request passes what is left of it */
     long max_decode_work;  /* windows x window tokens x min(max_answer_len, window) x top_k,
                               the span search's worst case (0: ENG_QA_MAX_DECODE_WORK) */
 } eng_qa_opts;
 
-#define ENG_QA_MAX_WINDOWS 64
+#define ENG_QA_MAX_CONTEXT_TOKENS 16384 /* the server's max_text_bytes: <= 1 token a byte */
+#define ENG_QA_MAX_WINDOWS 256
 #define ENG_QA_MAX_DECODE_WORK (1L << 26)
 
 void eng_qa_opts_default(eng_qa_opts *o);

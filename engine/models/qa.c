@@ -19,7 +19,8 @@ void eng_qa_opts_default(eng_qa_opts *o)
     o->top_k = 1;
     o->handle_impossible_answer = 0;
     o->align_to_words = 1;
-    o->max_windows = 0;     /* ENG_QA_MAX_WINDOWS */
+    o->max_context_tokens = 0; /* ENG_QA_MAX_CONTEXT_TOKENS */
+    o->max_windows = 0;     /* from max_context_tokens and max_seq_len */
     o->max_tokens = 0;      /* max_windows * max_seq_len */
     o->max_decode_work = 0; /* ENG_QA_MAX_DECODE_WORK */
 }
@@ -103,14 +104,26 @@ int eng_qa_windows_make(const eng_tokenizer *tok, const char *question, size_t q
     }
     int step = room - o->doc_stride;
     int nwin = c.n <= room ? 1 : 1 + (c.n - room + step - 1) / step;
-    /* Bounds, before anything is built: windows per item (a fair stride of half
-     * a window, capped), tokens over the windows, span-search work. */
-    int cap_w = o->max_windows > 0 ? o->max_windows : ENG_QA_MAX_WINDOWS;
+    /* Bounds, before anything is built: context tokens, windows per item (a fair
+     * step, so that a long question cannot make a window per context token), tokens
+     * over the windows, span-search work. */
+    int max_ctx = o->max_context_tokens > 0 ? o->max_context_tokens : ENG_QA_MAX_CONTEXT_TOKENS;
     long half = o->max_seq_len / 2 > 0 ? o->max_seq_len / 2 : 1;
-    long fair = 1 + ((long)c.n + half - 1) / half;
+    long cap_w = o->max_windows > 0 ? o->max_windows : (max_ctx + half - 1) / half;
+    if (cap_w > ENG_QA_MAX_WINDOWS && o->max_windows <= 0)
+        cap_w = ENG_QA_MAX_WINDOWS;
+    long fair_step = (o->max_seq_len - 3 - o->doc_stride) / 2;
+    if (fair_step < 1)
+        fair_step = 1;
+    long fair = 1 + ((long)c.n + fair_step - 1) / fair_step;
     long allowed = fair < cap_w ? fair : cap_w;
     int win_len = q.n + 3 + (c.n < room ? c.n : room);
-    long max_tokens = o->max_tokens > 0 ? o->max_tokens : (long)cap_w * o->max_seq_len;
+    long max_tokens = o->max_tokens > 0 ? o->max_tokens : cap_w * o->max_seq_len;
+    if (c.n > max_ctx) {
+        rc = eng_fail(err, ENG_ETOOLONG, "the context has %d tokens; at most %d are allowed",
+                      c.n, max_ctx);
+        goto done;
+    }
     if (nwin > allowed) {
         rc = eng_fail(err, ENG_ETOOLONG, "the question (%d tokens) leaves %d context tokens per "
                       "%d-token window, so the context's %d tokens would need %d windows; at "

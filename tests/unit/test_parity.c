@@ -346,9 +346,23 @@ static void test_qa_bounds(void **state)
     if (rc != ENG_ETOOLONG || !strstr(err.msg, "windows"))
         fail_msg("step-1 windows: rc %d (%d windows), '%s'", rc, w.n, err.msg);
     assert_null(w.win);
-    /* A short question over the same context: allowed, at most the bound. */
+    /* A short question over the same context is answered (~45 windows of 128 tokens),
+     * unless the caller allows fewer windows or context tokens. */
     rc = eng_qa_windows_make(tok, "who?", 4, ctx, strlen(ctx), &o, &w, &err);
-    assert_int_equal(rc, ENG_ETOOLONG); /* ~2400 tokens need more than 64 windows of 128 */
+    if (rc)
+        fail_msg("a short question over ~2400 tokens refused: %s", err.msg);
+    assert_true(w.n > 16 && w.n <= ENG_QA_MAX_WINDOWS);
+    eng_qa_windows_free(&w);
+    eng_qa_opts few = o;
+    few.max_windows = 16;
+    rc = eng_qa_windows_make(tok, "who?", 4, ctx, strlen(ctx), &few, &w, &err);
+    if (rc != ENG_ETOOLONG || !strstr(err.msg, "windows"))
+        fail_msg("max_windows 16: rc %d, '%s'", rc, err.msg);
+    few = o;
+    few.max_context_tokens = 1000;
+    rc = eng_qa_windows_make(tok, "who?", 4, ctx, strlen(ctx), &few, &w, &err);
+    if (rc != ENG_ETOOLONG || !strstr(err.msg, "context has"))
+        fail_msg("max_context_tokens 1000: rc %d, '%s'", rc, err.msg);
     char *mid = repeat("the bank opened a branch in town. ", 40); /* ~320 tokens */
     if (eng_qa_windows_make(tok, "who?", 4, mid, strlen(mid), &o, &w, &err))
         fail_msg("a normal pair refused: %s", err.msg);
