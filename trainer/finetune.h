@@ -92,6 +92,9 @@ typedef struct trn_result {
  * when *stop). */
 int trn_finetune(const trn_opts *o, trn_result *res, eng_error *err);
 
+/* feedback_until (unix ms) in a version folder's nlpd-version.json; 0 when absent. */
+int64_t trn_version_feedback_until(const char *version_dir);
+
 /* The gate (README "Gate"): fills r->reason; 1 publish, 0 refuse. has_feedback:
  * feedback was given (then r->feedback_holdout items were held aside). */
 int trn_gate_decide(trn_result *r, int has_feedback, double max_dev_drop);
