@@ -32,30 +32,6 @@ struct srv_http {
     uint64_t rid_seed, rid_count;
 };
 
-void srv_req_error(srv_req *r, int status, const char *code, const char *fmt, ...)
-{
-    free(r->resp);
-    r->resp = NULL;
-    r->resp_len = 0;
-    r->resp_type = NULL;
-    r->status = status;
-    r->err.status = status;
-    r->err.code = code;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(r->err.message, sizeof r->err.message, fmt, ap);
-    va_end(ap);
-}
-
-void srv_req_respond(srv_req *r, int status, char *body, size_t len, const char *type)
-{
-    free(r->resp);
-    r->status = status;
-    r->resp = body;
-    r->resp_len = len;
-    r->resp_type = type;
-}
-
 /* ------------------------------------------------------------ requests */
 
 static void req_free(srv_req *r)
