@@ -20,12 +20,18 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 ARCH_FLAGS := $(if $(filter x86_64,$(shell uname -m)),-march=x86-64-v2 -mtune=generic,)
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fno-math-errno $(ARCH_FLAGS) \
-           -Iengine $(PKG_CFLAGS) -MMD -MP
+           $(PKG_CFLAGS) -MMD -MP
+# Include paths per folder make the DESIGN §2 boundary a compile error: engine/ sources
+# (and white-box engine tests) see the whole engine tree and include its headers by
+# folder ("core/util.h"); server/, trainer/, engine/cli/, bench/ and the other tests see
+# only the public API in engine/include/.
+PUBLIC_INC := -Iengine/include
+ENGINE_INC := -Iengine -Iengine/include
 LDLIBS  += $(PKG_LIBS) -lpthread -lm
-# SentencePiece (C++) behind engine/spm_shim.cc, the engine's only C++ file.
+# SentencePiece (C++) behind engine/tokenizers/spm_shim.cc, the engine's only C++ file.
 CXX      ?= g++
 CXXFLAGS ?= -O2 -g
-CXXFLAGS += -std=c++17 -Wall -Wextra -Werror $(ARCH_FLAGS) -Iengine -MMD -MP
+CXXFLAGS += -std=c++17 -Wall -Wextra -Werror $(ARCH_FLAGS) $(ENGINE_INC) -MMD -MP
 LDLIBS   += -lsentencepiece -lstdc++
 
 ifeq ($(SAN),1)
@@ -51,8 +57,10 @@ else
   CU_OBJS :=
 endif
 
-ENGINE_SRCS := $(wildcard engine/*.c)
-ENGINE_OBJS := $(ENGINE_SRCS:%.c=$(BUILD)/%.o) $(patsubst %.cc,$(BUILD)/%.o,$(wildcard engine/*.cc))
+# Every engine subfolder (core/, backend/, cpu/, models/, repo/, ...) but cli/, the tool.
+ENGINE_SRCS := $(filter-out engine/cli/%,$(wildcard engine/*/*.c))
+ENGINE_OBJS := $(ENGINE_SRCS:%.c=$(BUILD)/%.o) \
+               $(patsubst %.cc,$(BUILD)/%.o,$(filter-out engine/cli/%,$(wildcard engine/*/*.cc)))
 ENGINE_LIB  := $(BUILD)/libnlpd_engine.a
 
 # The daemon: every server/*.c but main.c goes into a library the tests link.
@@ -70,6 +78,10 @@ TRAINER_LIB  := $(BUILD)/libnlpd_trainer.a
 
 TEST_SRCS := $(wildcard tests/unit/*.c)
 TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/%.o)
+# White-box engine tests: they include engine-internal headers (backend, kernels,
+# tokenizer and model internals). Every other test sees only engine/include/.
+ENGINE_TESTS := backend_cpu checkpoint marian marian_tok safetensors seq2seq train_grad train_ops
+ENGINE_TEST_OBJS := $(ENGINE_TESTS:%=$(BUILD)/tests/unit/test_%.o)
 
 .PHONY: all deps ref-deps models test unit bench clean default-models run
 all: $(BUILD)/nlpd-cli $(BUILD)/nlpd $(BUILD)/nlpd-train
@@ -83,26 +95,40 @@ ref-deps:
 models:
 	@scripts/fetch_models.sh
 
+# Default (server/ helpers, trainer/, bench/, public-API tests): the public API only.
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(PUBLIC_INC) -c $< -o $@
+
+# The engine itself sees its whole tree; engine/cli/ (a tool) only the public API.
+$(BUILD)/engine/%.o: engine/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(ENGINE_INC) -c $< -o $@
+
+$(BUILD)/engine/cli/%.o: engine/cli/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PUBLIC_INC) -c $< -o $@
 
 $(BUILD)/engine/%.o: engine/%.cc
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -c $< -o $@
 
-# server/ (and its tests) may include only engine/nlpd_engine.h from the engine.
+$(ENGINE_TEST_OBJS): $(BUILD)/tests/unit/%.o: tests/unit/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(ENGINE_INC) -c $< -o $@
+
+# server/ (and its tests) may include only engine/include/ from the engine.
 $(BUILD)/server/%.o: server/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Iserver $(SERVER_CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(PUBLIC_INC) -Iserver $(SERVER_CFLAGS) -c $< -o $@
 
 $(BUILD)/tests/unit/test_server_%.o: tests/unit/test_server_%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Iserver $(SERVER_CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(PUBLIC_INC) -Iserver $(SERVER_CFLAGS) -c $< -o $@
 
 $(BUILD)/cuda/%.o: cuda/%.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) -O2 -Xcompiler -fPIC,-Wall -Iengine -c $< -o $@
+	$(NVCC) -O2 -Xcompiler -fPIC,-Wall $(ENGINE_INC) -c $< -o $@
 
 $(ENGINE_LIB): $(ENGINE_OBJS) $(CU_OBJS)
 	@rm -f $@

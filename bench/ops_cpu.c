@@ -3,10 +3,11 @@
  * tokens) and batch 1 x seq 16, to see where an encoder layer's time goes.
  *
  * Build (from the repository root):
- *   gcc -std=c11 -D_GNU_SOURCE -O2 -march=x86-64-v2 -Iengine $(pkg-config --cflags openblas) \
- *       bench/ops_cpu.c engine/backend_cpu.c engine/cpu_*.c \
+ *   gcc -std=c11 -D_GNU_SOURCE -O2 -march=x86-64-v2 -Iengine -Iengine/include \
+ *       $(pkg-config --cflags openblas) bench/ops_cpu.c engine/cpu/*.c \
  *       $(pkg-config --libs openblas) -lpthread -lm -o build/ops_cpu
- * (engine/cpu_*.c: the pool, the kernels of each ISA, the training and seq2seq ops.)
+ * (engine/cpu/*.c: the pool, the kernels of each ISA, the training and seq2seq ops.)
+ * A white-box benchmark: unlike the rest of bench/ it includes engine-internal headers.
  * Run:  build/ops_cpu [threads] [reps]      (threads <= 0: online cores)
  * Env:  NLPD_CPU_ISA=scalar|avx2|avx512 forces a kernel path;
  *       NLPD_CPU_GEMM=blas runs every GEMM on OpenBLAS with its own threads instead of
@@ -19,8 +20,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "backend.h"
-#include "cpu_kernels.h"
+#include "backend/backend.h"
+#include "cpu/cpu_kernels.h"
 
 static double now_s(void)
 {

@@ -7,15 +7,16 @@
 #include "server.h"
 
 typedef struct srv_infer_ops {
-    srv_job_kind kind;
-    /* Optional (NULL: srv_models_find by r->api.model): pick r's model. NULL
-     * with r's error response set. */
+    const srv_job_type *job_type;
+    /* Optional (NULL: srv_models_find by r->api.model): pick r's model and,
+     * unless r->ver is already set (warm-up), take its current version into
+     * r->ver. NULL with r's error response set. */
     srv_model *(*resolve)(srv_req *r);
     /* Tokenize r->api with model m into r->enc / r->n_enc (and r->task_state).
      * 0, or -1 with r's error response set. */
     int (*encode)(srv_req *r, eng_model *m);
     /* Append the JSON object for input i (text or QA item) to b, from
-     * r->job.out; info/tok: the version that ran the job. 0 or -1.
+     * r->job.out; info/tok: r's version. 0 or -1.
      * Unused (may be NULL) when render is set. */
     int (*render_one)(srv_req *r, srv_buf *b, int i, const eng_model_info *info,
                       const eng_tokenizer *tok);
@@ -42,5 +43,13 @@ void srv_free_texts(srv_req *r);
 
 /* Map an engine error on client input to r's error response. */
 void srv_req_engine_error(srv_req *r, const eng_error *e, const char *what);
+
+/* For job types with one row of `per` floats per sequence (classify, embed):
+ * give each of jobs[0..n) its rows of all (a batch's output, sequences in job
+ * order) as out / out_len. 0 or ENG_ENOMEM (then no job keeps output). */
+int srv_jobs_take_rows(srv_job *const *jobs, int n, const float *all, size_t per,
+                       eng_error *err);
+
+extern const srv_job_type srv_job_classify, srv_job_embed, srv_job_qa, srv_job_translate;
 
 #endif

@@ -15,8 +15,6 @@
 
 #include <cJSON.h>
 
-#include "util.h" /* eng_fail */
-
 /* ------------------------------------------------------------------ labels */
 
 int trn_labels_find(const trn_labels *l, const char *name)

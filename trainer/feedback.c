@@ -11,7 +11,6 @@
 
 #include <cJSON.h>
 
-#include "util.h" /* eng_fail */
 
 static int push(trn_feedback *fb, const char *text, const char *label, int64_t time)
 {

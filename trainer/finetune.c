@@ -19,7 +19,13 @@
 #include "feedback.h"
 #include "metrics.h"
 #include "nlpd_repo.h"
-#include "util.h" /* eng_fail, eng_read_file, eng_read_json, eng_path_join */
+
+/* dir + "/" + name into buf; -1 when it does not fit. */
+static int path_join(char *buf, size_t cap, const char *dir, const char *name)
+{
+    int w = snprintf(buf, cap, "%s/%s", dir, name);
+    return w < 0 || (size_t)w >= cap ? -1 : 0;
+}
 
 void trn_opts_default(trn_opts *o)
 {
@@ -364,10 +370,19 @@ static int interrupted(const run *r)
 static int labels_from_model(const char *dir, trn_labels *l, int *found, eng_error *err)
 {
     *found = 0;
-    int rc = ENG_OK;
-    cJSON *c = eng_read_json(dir, "config.json", 0, &rc, err);
-    if (!c)
+    char path[4200], *text = NULL;
+    size_t len;
+    if (path_join(path, sizeof path, dir, "config.json"))
+        return eng_fail(err, ENG_EINVAL, "%s: path too long", dir);
+    int rc = eng_read_file(path, &text, &len, err);
+    if (rc)
         return rc;
+    cJSON *c = cJSON_Parse(text);
+    free(text);
+    if (!cJSON_IsObject(c)) {
+        cJSON_Delete(c);
+        return eng_fail(err, ENG_EFORMAT, "%s: not a JSON object", path);
+    }
     const cJSON *arch = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(c, "architectures"), 0);
     const cJSON *id2 = cJSON_GetObjectItemCaseSensitive(c, "id2label");
     if (cJSON_IsString(arch) && strstr(arch->valuestring, "ForSequenceClassification") &&
@@ -404,7 +419,7 @@ static int resolve_base(run *r, eng_error *err)
     if (rc)
         return rc;
     snprintf(r->res->base_version, sizeof r->res->base_version, "%s", ver);
-    if (eng_path_join(r->base, sizeof r->base, o->from_repository, ver))
+    if (path_join(r->base, sizeof r->base, o->from_repository, ver))
         return eng_fail(err, ENG_EINVAL, "%s: path too long", o->from_repository);
     fprintf(r->log, "base: %s (the version %s serves)\n", r->base, o->from_repository);
     return ENG_OK;
@@ -1144,7 +1159,7 @@ static int served_version(run *r, char *ver, size_t vcap, char *dir, size_t dcap
         return 0;
     if ((rc = eng_repo_current(repo, r->o->public_key, ver, vcap, err)))
         return rc; /* versions exist but none verifies: do not publish blindly */
-    if (eng_path_join(dir, dcap, repo, ver))
+    if (path_join(dir, dcap, repo, ver))
         return eng_fail(err, ENG_EINVAL, "%s: path too long", repo);
     return 1;
 }

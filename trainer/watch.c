@@ -12,7 +12,6 @@
 
 #include "feedback.h"
 #include "nlpd_repo.h"
-#include "util.h" /* eng_fail, eng_path_join */
 
 
 void trn_watch_opts_default(trn_watch_opts *w)
@@ -107,7 +106,7 @@ int trn_watch(const trn_watch_opts *w, FILE *log, eng_error *err)
             nap(w, w->interval);
             continue;
         }
-        if (eng_path_join(dir, sizeof dir, o->repository, ver))
+        if (snprintf(dir, sizeof dir, "%s/%s", o->repository, ver) >= (int)sizeof dir)
             return eng_fail(err, ENG_EINVAL, "%s: path too long", o->repository);
         int64_t since = trn_version_feedback_until(dir);
         if (tried_until > since)

@@ -27,7 +27,7 @@ SRCS=(tests/fuzz/fuzz_request.c server/api.c server/auth.c)
 # shellcheck disable=SC2046
 if ! "$CC" -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
         -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-        -Iserver -Iengine $(pkg-config --cflags libcjson) "${SRCS[@]}" \
+        -Iserver -Iengine/include $(pkg-config --cflags libcjson) "${SRCS[@]}" \
         $(pkg-config --libs libcjson) -lcrypto -lm -o "$BIN"; then
     echo "fuzz: build failed" >&2
     result 0 1

@@ -10,9 +10,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "backend.h"
-#include "cpu_kernels.h"
-#include "cpu_pool.h"
+#include "backend/backend.h"
+#include "cpu/cpu_kernels.h"
+#include "cpu/cpu_pool.h"
 
 /* ---------------------------------------------------------------- helpers */
 

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "marian.h"
+#include "models/marian.h"
 #include "nlpd_engine.h"
 
 #define TOL 1e-4f

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "marian_tok.h"
+#include "tokenizers/marian_tok.h"
 #include "nlpd_engine.h"
 
 #define FIX "%s/tests/fixtures/marian_tok/%s"

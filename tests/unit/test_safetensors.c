@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "safetensors.h"
+#include "core/safetensors.h"
 
 /* Write a file: 8-byte length, header, data. hlen_override != 0 lies about the length. */
 static const char *write_st(const char *name, const char *header, const void *data,

@@ -1,6 +1,6 @@
 /* test_seq2seq.c - the decoding ops of the backend (each against a naive
  * reference), transformers' BeamHypotheses bookkeeping, and the search
- * (engine/beam.c) on a toy decoder: a hand-worked case where greedy and beam
+ * (engine/generate/beam.c) on a toy decoder: a hand-worked case where greedy and beam
  * search differ, and random cases against an independent slot-free beam search
  * (which checks the KV-slot handoffs and copies), alone and batched. */
 #include "test_util.h"
@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "beam.h"
+#include "backend/backend.h"
+#include "generate/beam.h"
 
 static uint64_t rng_state = 88172645463325252ULL;
 

@@ -12,10 +12,10 @@
 
 #include <cJSON.h>
 
-#include "model_config.h"
+#include "core/model_config.h"
 #include "nlpd_engine.h"
-#include "safetensors.h"
-#include "train.h"
+#include "core/safetensors.h"
+#include "train/train.h"
 
 /* Relative tolerance per tensor: max |ours - torch| / max |torch|. */
 #define GRAD_RTOL 1e-4f

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "cpu_kernels.h"
+#include "backend/backend.h"
+#include "cpu/cpu_kernels.h"
 
 /* Finite differences in fp32: step 1e-2 (rounding of the loss, ~1e-7 relative,
  * stays below 1e-4 of it) and a tolerance of 1e-2 of the largest gradient. */

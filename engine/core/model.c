@@ -1,0 +1,427 @@
+/* model.c - model versions (config + tokenizer + weights, refcounted), compute
+ * contexts, and the public run API. */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+
+#include "core/arena.h"
+#include "backend/backend.h"
+#include "models/bert.h"
+#include "models/marian.h"
+#include "core/model_config.h"
+#include "nlpd_engine.h"
+#include "core/safetensors.h"
+#include "core/util.h"
+
+struct eng_model {
+    atomic_int refs;
+    eng_model_config cfg;
+    eng_model_info info;
+    eng_tokenizer *tok;
+    eng_bert bert;
+    int cls_pooling; /* sentence-transformers CLS pooling instead of mean */
+    eng_marian *marian; /* MarianMTModel folders (translate.c); the rest unused then */
+};
+
+struct eng_ctx {
+    eng_backend *be;
+    eng_arena arena;
+};
+
+const char *eng_task_name(eng_task t)
+{
+    switch (t) {
+    case ENG_TASK_EMBED: return "embed";
+    case ENG_TASK_CLASSIFY: return "classify";
+    case ENG_TASK_QA: return "qa";
+    case ENG_TASK_TRANSLATE: return "translate";
+    }
+    return "unknown";
+}
+
+/* ------------------------------------------------- sentence-transformers */
+
+static cJSON *read_json(const char *dir, const char *name, int *rc, eng_error *err)
+{
+    char path[4096];
+    char *text;
+    *rc = ENG_OK;
+    if (eng_path_join(path, sizeof path, dir, name) || access(path, F_OK) != 0)
+        return NULL;
+    if ((*rc = eng_read_file(path, &text, NULL, err)))
+        return NULL;
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    if (!j)
+        *rc = eng_fail(err, ENG_EFORMAT, "%s: not valid JSON", path);
+    return j;
+}
+
+static int flag(const cJSON *o, const char *key)
+{
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, key));
+}
+
+static int load_pooling(eng_model *m, const char *dir, const char *sub, eng_error *err)
+{
+    char name[512];
+    int rc;
+    snprintf(name, sizeof name, "%s/config.json", sub);
+    cJSON *pc = read_json(dir, name, &rc, err);
+    if (rc)
+        return rc;
+    if (!pc) /* sentence-transformers' default: mean pooling */
+        return ENG_OK;
+    if (flag(pc, "pooling_mode_cls_token") + flag(pc, "pooling_mode_mean_tokens") +
+            flag(pc, "pooling_mode_max_tokens") + flag(pc, "pooling_mode_mean_sqrt_len_tokens") +
+            flag(pc, "pooling_mode_weightedmean_tokens") + flag(pc, "pooling_mode_lasttoken") != 1 ||
+        !(flag(pc, "pooling_mode_mean_tokens") || flag(pc, "pooling_mode_cls_token")))
+        rc = eng_fail(err, ENG_EUNSUPPORTED, "%s/%s: only a single mean or CLS pooling mode is "
+                      "supported", dir, name);
+    m->cls_pooling = flag(pc, "pooling_mode_cls_token");
+    cJSON_Delete(pc);
+    return rc;
+}
+
+/* modules.json + 1_Pooling + Normalize + sentence_bert_config.json. */
+static int load_sentence_transformers(eng_model *m, const char *dir, eng_error *err)
+{
+    int rc;
+    cJSON *mods = read_json(dir, "modules.json", &rc, err);
+    if (rc || !mods)
+        return rc;
+    if (!cJSON_IsArray(mods)) {
+        cJSON_Delete(mods);
+        return eng_fail(err, ENG_EFORMAT, "%s/modules.json: not a list of modules", dir);
+    }
+    const cJSON *mod;
+    cJSON_ArrayForEach(mod, mods) {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(mod, "type");
+        const cJSON *path = cJSON_GetObjectItemCaseSensitive(mod, "path");
+        const char *t = cJSON_IsString(type) ? type->valuestring : "";
+        if (strstr(t, ".Transformer"))
+            continue;
+        if (strstr(t, ".Pooling")) {
+            if ((rc = load_pooling(m, dir, cJSON_IsString(path) ? path->valuestring : "", err)))
+                break;
+        } else if (strstr(t, ".Normalize")) {
+            m->info.normalize = 1;
+        } else {
+            rc = eng_fail(err, ENG_EUNSUPPORTED, "%s/modules.json: module type '%s' is not "
+                          "supported (Transformer, Pooling, Normalize)", dir, t);
+            break;
+        }
+    }
+    cJSON_Delete(mods);
+    if (rc)
+        return rc;
+    cJSON *sb = read_json(dir, "sentence_bert_config.json", &rc, err);
+    const cJSON *msl = cJSON_GetObjectItemCaseSensitive(sb, "max_seq_length");
+    if (cJSON_IsNumber(msl) && msl->valueint > 0 && msl->valueint < m->info.max_seq_len)
+        m->info.max_seq_len = msl->valueint;
+    cJSON_Delete(sb);
+    return rc;
+}
+
+/* ------------------------------------------------------------ load/free */
+
+static void fill_info(eng_model *m, const char *dtype)
+{
+    const eng_model_config *c = &m->cfg;
+    eng_model_info *i = &m->info;
+    i->architecture = c->architecture;
+    i->model_type = c->model_type;
+    i->task = c->task;
+    i->hidden = c->hidden;
+    i->layers = c->layers;
+    i->heads = c->heads;
+    i->intermediate = c->intermediate;
+    i->vocab = c->vocab;
+    i->max_positions = c->max_positions;
+    i->num_labels = c->task == ENG_TASK_EMBED ? 0 : c->num_labels;
+    i->multi_label = c->multi_label;
+    i->labels = (const char *const *)c->labels;
+    i->file_dtype = dtype;
+    int tmax = eng_tokenizer_model_max_length(m->tok);
+    i->max_seq_len = tmax > 0 && tmax < c->max_positions ? tmax : c->max_positions;
+}
+
+static const char *dominant_dtype(const eng_safetensors *st)
+{
+    for (int i = 0; i < st->count; i++) {
+        switch (st->tensors[i].dtype) {
+        case ENG_ST_F16: return "F16";
+        case ENG_ST_BF16: return "BF16";
+        case ENG_ST_F32: return "F32";
+        default: break;
+        }
+    }
+    return "F32";
+}
+
+/* Pre-packs the inference weights for the CPU backend of eng_ctx_new (same kernels:
+ * the layout depends on the ISA only, not on threads). A one-thread backend does the
+ * packing; the handles outlive it. Skipped under NLPD_CPU_GEMM=blas, which never uses
+ * them; on failure the model simply runs on plain gemm. */
+static void pack_weights(eng_model *m)
+{
+    const char *gm = getenv("NLPD_CPU_GEMM");
+    if (gm && strcmp(gm, "blas") == 0)
+        return;
+    eng_backend *be = eng_backend_cpu_new(1);
+    if (!be)
+        return;
+    if (m->marian)
+        eng_marian_pack(m->marian, be);
+    else
+        eng_bert_pack(&m->bert, be);
+    be->ops->destroy(be);
+}
+
+int eng_model_load(const char *dir, eng_model **out, eng_error *err)
+{
+    char path[4096];
+    eng_safetensors *st = NULL;
+    int rc;
+    *out = NULL;
+    eng_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return eng_fail(err, ENG_ENOMEM, "out of memory");
+    atomic_init(&m->refs, 1);
+    if (eng_marian_is_folder(dir)) {
+        if ((rc = eng_marian_load(dir, &m->marian, err)))
+            goto fail_model;
+        eng_marian_fill_info(m->marian, &m->info);
+        m->cfg.task = ENG_TASK_TRANSLATE; /* the BERT entry points refuse it */
+        snprintf(m->cfg.architecture, sizeof m->cfg.architecture, "MarianMTModel");
+        pack_weights(m);
+        *out = m;
+        return ENG_OK;
+    }
+    if ((rc = eng_model_config_load(dir, &m->cfg, err)))
+        goto fail_model;
+    if ((rc = eng_tokenizer_load(dir, &m->tok, err)))
+        goto fail_config;
+    if (eng_path_join(path, sizeof path, dir, "model.safetensors")) {
+        rc = eng_fail(err, ENG_EINVAL, "%s: path too long", dir);
+        goto fail_tok;
+    }
+    if (access(path, F_OK) != 0) {
+        char bin[4096];
+        int has_bin = !eng_path_join(bin, sizeof bin, dir, "pytorch_model.bin") &&
+                      access(bin, F_OK) == 0;
+        rc = eng_fail(err, ENG_EIO, "%s: missing%s", path,
+                      has_bin ? " (the folder has only pytorch_model.bin: convert it to "
+                                "safetensors, e.g. with scripts/fetch_models.sh's converter)"
+                              : "");
+        goto fail_tok;
+    }
+    if ((rc = eng_st_open(path, &st, err)))
+        goto fail_tok;
+    if ((rc = eng_bert_load(&m->bert, &m->cfg, st, err)))
+        goto fail_st;
+    fill_info(m, dominant_dtype(st));
+    eng_st_close(st); /* weights were copied into the model's block */
+    st = NULL;
+    if (m->cfg.task == ENG_TASK_EMBED && (rc = load_sentence_transformers(m, dir, err)))
+        goto fail_bert;
+    pack_weights(m);
+    *out = m;
+    return ENG_OK;
+fail_bert:
+    eng_bert_free(&m->bert);
+fail_st:
+    eng_st_close(st);
+fail_tok:
+    eng_tokenizer_free(m->tok);
+fail_config:
+    eng_model_config_free(&m->cfg);
+fail_model:
+    free(m);
+    return rc;
+}
+
+eng_model *eng_model_ref(eng_model *m)
+{
+    atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+    return m;
+}
+
+void eng_model_unref(eng_model *m)
+{
+    if (!m || atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    eng_marian_free(m->marian);
+    eng_bert_free(&m->bert);
+    eng_tokenizer_free(m->tok);
+    eng_model_config_free(&m->cfg);
+    free(m);
+}
+
+const eng_model_info *eng_model_get_info(const eng_model *m) { return &m->info; }
+eng_marian *eng_model_marian(const eng_model *m) { return m->marian; }
+const eng_tokenizer *eng_model_tokenizer(const eng_model *m) { return m->tok; }
+
+/* --------------------------------------------------------------- contexts */
+
+int eng_ctx_new(const eng_ctx_opts *opts, eng_ctx **out, eng_error *err)
+{
+    const char *name = opts && opts->backend ? opts->backend : "cpu";
+    int threads = opts ? opts->threads : 0;
+    *out = NULL;
+    if (strcmp(name, "cpu") != 0 && strcmp(name, "auto") != 0)
+        return eng_fail(err, ENG_EUNSUPPORTED, "backend '%s' is not available (this build has: "
+                        "cpu)", name);
+    eng_ctx *c = calloc(1, sizeof *c);
+    if (!c || !(c->be = eng_backend_cpu_new(threads))) {
+        free(c);
+        return eng_fail(err, ENG_ENOMEM, "out of memory creating the cpu backend");
+    }
+    eng_arena_init(&c->arena, c->be);
+    *out = c;
+    return ENG_OK;
+}
+
+void eng_ctx_free(eng_ctx *c)
+{
+    if (!c)
+        return;
+    eng_arena_close(&c->arena);
+    c->be->ops->destroy(c->be);
+    free(c);
+}
+
+const char *eng_ctx_backend_name(const eng_ctx *c) { return c->be->ops->name; }
+eng_backend *eng_ctx_backend(eng_ctx *c) { return c->be; }
+
+/* -------------------------------------------------------------------- run */
+
+static int check_task(const eng_model *m, eng_task want, const char *what, eng_error *err)
+{
+    if (m->cfg.task == want)
+        return ENG_OK;
+    return eng_fail(err, ENG_EINVAL, "%s needs a model of task '%s'; %s has task '%s'", what,
+                    eng_task_name(want), m->cfg.architecture, eng_task_name(m->cfg.task));
+}
+
+/* Encoder forward for a batch; *hidden is the packed last hidden state. */
+static int forward(eng_ctx *ctx, eng_model *m, const eng_encoding *const *enc, int n,
+                   eng_bert_batch *bt, float **hidden, eng_error *err)
+{
+    if (!ctx || !m || !enc)
+        return eng_fail(err, ENG_EINVAL, "NULL argument");
+    if (m->marian)
+        return eng_fail(err, ENG_EINVAL, "MarianMTModel is a translation model (eng_translate)");
+    int ntok = 0;
+    for (int i = 0; i < n; i++)
+        ntok += enc[i] ? enc[i]->n : 0;
+    int rc = eng_bert_prepare(&m->bert, &ctx->arena, enc, n,
+                              eng_bert_head_bytes(&m->bert, n, ntok), bt, err);
+    if (rc)
+        return rc;
+    *hidden = eng_bert_encode(&m->bert, ctx->be, &ctx->arena, bt);
+    return ENG_OK;
+}
+
+static int fetch(eng_ctx *ctx, float *dst, const float *src, size_t count, eng_error *err)
+{
+    eng_backend *be = ctx->be;
+    if (be->ops->download(be, dst, src, count * sizeof(float)) || be->ops->synchronize(be))
+        return eng_fail(err, ENG_EBACKEND, "%s backend failed", be->ops->name);
+    return ENG_OK;
+}
+
+int eng_run_classify(eng_ctx *ctx, eng_model *m, const eng_encoding *const *enc, int n,
+                     float *probs, float *logits, eng_error *err)
+{
+    eng_bert_batch bt;
+    float *hidden;
+    int rc = check_task(m, ENG_TASK_CLASSIFY, "classify", err);
+    if (rc || (rc = forward(ctx, m, enc, n, &bt, &hidden, err)))
+        return rc;
+    int L = m->cfg.num_labels;
+    float *dev = eng_bert_classify(&m->bert, ctx->be, &ctx->arena, &bt, hidden);
+    float *raw = logits ? logits : probs;
+    if ((rc = fetch(ctx, raw, dev, (size_t)n * L, err)))
+        return rc;
+    for (int i = 0; i < n && probs; i++) {
+        const float *z = raw + (size_t)i * L;
+        float *p = probs + (size_t)i * L;
+        if (m->cfg.multi_label) {
+            for (int j = 0; j < L; j++)
+                p[j] = 1.0f / (1.0f + expf(-z[j]));
+            continue;
+        }
+        float mx = z[0], sum = 0;
+        for (int j = 1; j < L; j++)
+            mx = z[j] > mx ? z[j] : mx;
+        for (int j = 0; j < L; j++)
+            sum += (p[j] = expf(z[j] - mx));
+        for (int j = 0; j < L; j++)
+            p[j] /= sum;
+    }
+    return ENG_OK;
+}
+
+int eng_run_hidden(eng_ctx *ctx, eng_model *m, const eng_encoding *const *enc, int n,
+                   float *out, eng_error *err)
+{
+    eng_bert_batch bt;
+    float *hidden;
+    int rc = forward(ctx, m, enc, n, &bt, &hidden, err);
+    return rc ? rc : fetch(ctx, out, hidden, (size_t)bt.ntok * m->cfg.hidden, err);
+}
+
+int eng_run_embed(eng_ctx *ctx, eng_model *m, const eng_encoding *const *enc, int n,
+                  float *out, eng_error *err)
+{
+    eng_bert_batch bt;
+    float *hidden;
+    int rc = check_task(m, ENG_TASK_EMBED, "embed", err);
+    if (rc || (rc = forward(ctx, m, enc, n, &bt, &hidden, err)))
+        return rc;
+    int H = m->cfg.hidden;
+    if (m->cls_pooling) {
+        float *cls = eng_arena_alloc(&ctx->arena, sizeof(float) * (size_t)n * H);
+        ctx->be->ops->gather_rows(ctx->be, cls, hidden, bt.seq_off, n, 0, H);
+        if ((rc = fetch(ctx, out, cls, (size_t)n * H, err)))
+            return rc;
+        for (int i = 0; i < n && m->info.normalize; i++) {
+            float *v = out + (size_t)i * H, ss = 0;
+            for (int j = 0; j < H; j++)
+                ss += v[j] * v[j];
+            float inv = 1.0f / fmaxf(sqrtf(ss), 1e-12f);
+            for (int j = 0; j < H; j++)
+                v[j] *= inv;
+        }
+        return ENG_OK;
+    }
+    float *pooled = eng_bert_pool(&m->bert, ctx->be, &ctx->arena, &bt, hidden, m->info.normalize);
+    return fetch(ctx, out, pooled, (size_t)n * H, err);
+}
+
+int eng_run_qa_logits(eng_ctx *ctx, eng_model *m, const eng_encoding *const *enc, int n,
+                      float *start, float *end, eng_error *err)
+{
+    eng_bert_batch bt;
+    float *hidden;
+    int rc = check_task(m, ENG_TASK_QA, "qa", err);
+    if (rc || (rc = forward(ctx, m, enc, n, &bt, &hidden, err)))
+        return rc;
+    float *dev = eng_bert_qa(&m->bert, ctx->be, &ctx->arena, &bt, hidden);
+    float *both = malloc(sizeof(float) * (size_t)bt.ntok * 2);
+    if (!both)
+        return eng_fail(err, ENG_ENOMEM, "out of memory");
+    rc = fetch(ctx, both, dev, (size_t)bt.ntok * 2, err);
+    for (int t = 0; !rc && t < bt.ntok; t++) {
+        start[t] = both[2 * t];
+        end[t] = both[2 * t + 1];
+    }
+    free(both);
+    return rc;
+}

@@ -1,0 +1,436 @@
+/* bert.c - BERT / DistilBERT weights and forward pass.
+ * Both families are post-norm encoders with the same computation; they differ
+ * in tensor names, token types and the classification head. */
+#include "models/bert.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+
+/* ---------------------------------------------------------------- loading */
+
+/* One tensor to copy into the block. `fused` entries follow the previous one
+ * without alignment padding, so query|key|value form one [3H, H] matrix. */
+typedef struct plan_entry {
+    char name[160];
+    const char *alt_suffix; /* old checkpoints: LayerNorm.gamma/.beta */
+    int64_t rows, cols;     /* cols 0: a vector of `rows` */
+    size_t off;
+    const float **dst;
+} plan_entry;
+
+typedef struct plan {
+    plan_entry *e;
+    int n, cap;
+    size_t floats;
+    int fail;
+} plan;
+
+static void plan_add(plan *p, const float **dst, int fused, int64_t rows, int64_t cols,
+                     const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+static void plan_add(plan *p, const float **dst, int fused, int64_t rows, int64_t cols,
+                     const char *fmt, ...)
+{
+    if (p->n == p->cap) {
+        int cap = p->cap ? p->cap * 2 : 64;
+        plan_entry *e = realloc(p->e, (size_t)cap * sizeof *e);
+        if (!e) {
+            p->fail = 1;
+            return;
+        }
+        p->e = e;
+        p->cap = cap;
+    }
+    plan_entry *e = &p->e[p->n++];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->name, sizeof e->name, fmt, ap);
+    va_end(ap);
+    e->alt_suffix = NULL;
+    e->rows = rows;
+    e->cols = cols;
+    e->dst = dst;
+    if (!fused)
+        p->floats = (p->floats + 15) / 16 * 16;
+    e->off = p->floats;
+    p->floats += (size_t)(rows * (cols ? cols : 1));
+}
+
+/* Layer norm weights: "X.weight"/"X.bias", or "X.gamma"/"X.beta" in old files. */
+static void plan_ln(plan *p, const float **g, const float **b, int64_t h, const char *base)
+{
+    plan_add(p, g, 0, h, 0, "%s.weight", base);
+    if (p->n)
+        p->e[p->n - 1].alt_suffix = "gamma";
+    plan_add(p, b, 0, h, 0, "%s.bias", base);
+    if (p->n)
+        p->e[p->n - 1].alt_suffix = "beta";
+}
+
+static void plan_linear(plan *p, const float **w, const float **b, int64_t out, int64_t in,
+                        const char *base)
+{
+    plan_add(p, w, 0, out, in, "%s.weight", base);
+    plan_add(p, b, 0, out, 0, "%s.bias", base);
+}
+
+/* Tensor names of one family, relative to the model prefix ("bert." ...). */
+typedef struct family_names {
+    const char *layer;                 /* printf format of a layer's prefix, %d = index */
+    const char *query, *key, *value;   /* within a layer */
+    const char *attn_out, *ln1, *ffn_in, *ffn_out, *ln2;
+} family_names;
+
+static const family_names bert_names = {
+    "encoder.layer.%d", "attention.self.query", "attention.self.key", "attention.self.value",
+    "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense",
+    "output.dense", "output.LayerNorm",
+};
+
+static const family_names distilbert_names = {
+    "transformer.layer.%d", "attention.q_lin", "attention.k_lin", "attention.v_lin",
+    "attention.out_lin", "sa_layer_norm", "ffn.lin1", "ffn.lin2", "output_layer_norm",
+};
+
+static void plan_encoder(plan *p, eng_bert *b, const eng_model_config *c, const char *pre,
+                         const family_names *fn)
+{
+    int64_t H = c->hidden, I = c->intermediate;
+    char base[128], lp[96];
+    plan_add(p, &b->word, 0, c->vocab, H, "%sembeddings.word_embeddings.weight", pre);
+    plan_add(p, &b->pos, 0, c->max_positions, H, "%sembeddings.position_embeddings.weight", pre);
+    if (c->type_vocab)
+        plan_add(p, &b->type, 0, c->type_vocab, H, "%sembeddings.token_type_embeddings.weight",
+                 pre);
+    snprintf(base, sizeof base, "%sembeddings.LayerNorm", pre);
+    plan_ln(p, &b->emb_ln_g, &b->emb_ln_b, H, base);
+    for (int l = 0; l < c->layers; l++) {
+        eng_bert_layer *L = &b->layers[l];
+        int w = snprintf(lp, sizeof lp, "%s", pre);
+        snprintf(lp + w, sizeof lp - (size_t)w, fn->layer, l);
+        /* query | key | value land next to each other: one fused [3H, H] matrix. */
+        plan_add(p, &L->qkv_w, 0, H, H, "%s.%s.weight", lp, fn->query);
+        plan_add(p, NULL, 1, H, H, "%s.%s.weight", lp, fn->key);
+        plan_add(p, NULL, 1, H, H, "%s.%s.weight", lp, fn->value);
+        plan_add(p, &L->qkv_b, 0, H, 0, "%s.%s.bias", lp, fn->query);
+        plan_add(p, NULL, 1, H, 0, "%s.%s.bias", lp, fn->key);
+        plan_add(p, NULL, 1, H, 0, "%s.%s.bias", lp, fn->value);
+        snprintf(base, sizeof base, "%s.%s", lp, fn->attn_out);
+        plan_linear(p, &L->ao_w, &L->ao_b, H, H, base);
+        snprintf(base, sizeof base, "%s.%s", lp, fn->ln1);
+        plan_ln(p, &L->ln1_g, &L->ln1_b, H, base);
+        snprintf(base, sizeof base, "%s.%s", lp, fn->ffn_in);
+        plan_linear(p, &L->in_w, &L->in_b, I, H, base);
+        snprintf(base, sizeof base, "%s.%s", lp, fn->ffn_out);
+        plan_linear(p, &L->out_w, &L->out_b, H, I, base);
+        snprintf(base, sizeof base, "%s.%s", lp, fn->ln2);
+        plan_ln(p, &L->ln2_g, &L->ln2_b, H, base);
+    }
+}
+
+static const eng_st_tensor *find_tensor(const eng_safetensors *st, const plan_entry *e)
+{
+    const eng_st_tensor *t = eng_st_find(st, e->name);
+    if (t || !e->alt_suffix)
+        return t;
+    char alt[200];
+    const char *dot = strrchr(e->name, '.');
+    snprintf(alt, sizeof alt, "%.*s.%s", (int)(dot - e->name), e->name, e->alt_suffix);
+    return eng_st_find(st, alt);
+}
+
+static void shape_str(char *buf, size_t cap, const int64_t *shape, int ndim)
+{
+    size_t w = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < ndim && w < cap; i++)
+        w += (size_t)snprintf(buf + w, cap - w, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (w < cap)
+        snprintf(buf + w, cap - w, "]");
+}
+
+static int load_entry(eng_bert *b, const eng_safetensors *st, const plan_entry *e,
+                      eng_error *err)
+{
+    int64_t want[2] = {e->rows, e->cols};
+    int want_dims = e->cols ? 2 : 1;
+    char ws[64], hs[64];
+    shape_str(ws, sizeof ws, want, want_dims);
+    const eng_st_tensor *t = find_tensor(st, e);
+    if (!t)
+        return eng_fail(err, ENG_EFORMAT, "%s: tensor '%s' is missing (expected a float tensor "
+                        "of shape %s)", st->path, e->name, ws);
+    if (t->ndim != want_dims || t->shape[0] != want[0] || (want_dims == 2 && t->shape[1] != want[1])) {
+        shape_str(hs, sizeof hs, t->shape, t->ndim);
+        return eng_fail(err, ENG_EFORMAT, "%s: tensor '%s' has shape %s, expected %s", st->path,
+                        t->name, hs, ws);
+    }
+    if (eng_st_to_f32(t, b->block + e->off) != ENG_OK)
+        return eng_fail(err, ENG_EUNSUPPORTED, "%s: tensor '%s' has dtype %s, expected F32, F16 "
+                        "or BF16", st->path, t->name, t->dtype_name);
+    return ENG_OK;
+}
+
+/* Checkpoints of *Model classes store names without the family prefix. */
+static const char *detect_prefix(const eng_safetensors *st, const char *family_prefix)
+{
+    char name[128];
+    snprintf(name, sizeof name, "%sembeddings.word_embeddings.weight", family_prefix);
+    return eng_st_find(st, name) ? family_prefix : "";
+}
+
+int eng_bert_load(eng_bert *b, const eng_model_config *c, const eng_safetensors *st,
+                  eng_error *err)
+{
+    int rc = ENG_OK;
+    plan p = {0};
+    memset(b, 0, sizeof *b);
+    b->cfg = c;
+    b->layers = calloc((size_t)c->layers, sizeof *b->layers);
+    if (!b->layers)
+        return eng_fail(err, ENG_ENOMEM, "out of memory");
+    int bert = c->family == ENG_FAMILY_BERT;
+    const char *pre = detect_prefix(st, bert ? "bert." : "distilbert.");
+    plan_encoder(&p, b, c, pre, bert ? &bert_names : &distilbert_names);
+    if (c->task == ENG_TASK_CLASSIFY) {
+        char pooler[64];
+        snprintf(pooler, sizeof pooler, "%spooler.dense", pre);
+        if (bert) /* BERT: tanh pooler on [CLS]; DistilBERT: pre_classifier + ReLU */
+            plan_linear(&p, &b->pool_w, &b->pool_b, c->hidden, c->hidden, pooler);
+        else
+            plan_linear(&p, &b->pre_w, &b->pre_b, c->hidden, c->hidden, "pre_classifier");
+        plan_linear(&p, &b->cls_w, &b->cls_b, c->num_labels, c->hidden, "classifier");
+    }
+    else if (c->task == ENG_TASK_QA)
+        plan_linear(&p, &b->qa_w, &b->qa_b, 2, c->hidden, "qa_outputs");
+    if (p.fail) {
+        rc = eng_fail(err, ENG_ENOMEM, "out of memory");
+        goto fail;
+    }
+    b->block_floats = p.floats;
+    b->block = aligned_alloc(64, (p.floats * sizeof(float) + 63) / 64 * 64);
+    if (!b->block) {
+        rc = eng_fail(err, ENG_ENOMEM, "out of memory for %zu MB of weights",
+                      p.floats * sizeof(float) >> 20);
+        goto fail;
+    }
+    for (int i = 0; i < p.n; i++) {
+        if ((rc = load_entry(b, st, &p.e[i], err)))
+            goto fail;
+        if (p.e[i].dst)
+            *p.e[i].dst = b->block + p.e[i].off;
+    }
+    free(p.e);
+    return ENG_OK;
+fail:
+    free(p.e);
+    eng_bert_free(b);
+    return rc;
+}
+
+/* A packing of w [n, k], adding its bytes to *bytes; NULL when declined. */
+static void *pack_one(eng_backend *be, const float *w, int n, int k, size_t *bytes)
+{
+    void *h = w ? be->ops->pack_weight(be, w, n, k, k) : NULL;
+    if (h) /* panels of up to 16 rows, K padded to 4 (the CPU layout; an estimate elsewhere) */
+        *bytes += ((size_t)n + 15) / 16 * 16 * (((size_t)k + 3) / 4 * 4) * sizeof(float);
+    return h;
+}
+
+void eng_bert_pack(eng_bert *b, eng_backend *be)
+{
+    const eng_model_config *c = b->cfg;
+    int H = c->hidden, I = c->intermediate;
+    if (!be || !be->ops->pack_weight || !be->ops->gemm_prepacked || !be->ops->free_packed ||
+        b->pack_ops)
+        return;
+    b->pack_ops = be->ops;
+    for (int l = 0; l < c->layers; l++) {
+        eng_bert_layer *L = &b->layers[l];
+        L->qkv_p = pack_one(be, L->qkv_w, 3 * H, H, &b->packed_bytes);
+        L->ao_p = pack_one(be, L->ao_w, H, H, &b->packed_bytes);
+        L->in_p = pack_one(be, L->in_w, I, H, &b->packed_bytes);
+        L->out_p = pack_one(be, L->out_w, H, I, &b->packed_bytes);
+    }
+    /* the [CLS] heads' square layers; the classifier / QA outputs (a few rows of W)
+     * gain nothing from a packing */
+    b->pool_p = pack_one(be, b->pool_w, H, H, &b->packed_bytes);
+    b->pre_p = pack_one(be, b->pre_w, H, H, &b->packed_bytes);
+}
+
+/* Frees the packings (the handles do not need the backend that made them). */
+static void unpack(eng_bert *b)
+{
+    const eng_backend_ops *o = b->pack_ops;
+    if (!o)
+        return;
+    for (int l = 0; b->layers && l < b->cfg->layers; l++) {
+        eng_bert_layer *L = &b->layers[l];
+        void **h[] = {&L->qkv_p, &L->ao_p, &L->in_p, &L->out_p};
+        for (size_t i = 0; i < sizeof h / sizeof *h; i++) {
+            o->free_packed(NULL, *h[i]);
+            *h[i] = NULL;
+        }
+    }
+    o->free_packed(NULL, b->pool_p);
+    o->free_packed(NULL, b->pre_p);
+    b->pool_p = b->pre_p = NULL;
+    b->pack_ops = NULL;
+    b->packed_bytes = 0;
+}
+
+void eng_bert_free(eng_bert *b)
+{
+    unpack(b);
+    free(b->block);
+    free(b->layers);
+    b->block = NULL;
+    b->layers = NULL;
+}
+
+/* ---------------------------------------------------------------- forward */
+
+static size_t forward_bytes(const eng_model_config *c, int n, int ntok)
+{
+    size_t H = (size_t)c->hidden, I = (size_t)c->intermediate, T = (size_t)ntok;
+    return eng_arena_need(sizeof(int32_t) * ((size_t)n + 1)) +
+           3 * eng_arena_need(sizeof(int32_t) * T) + /* ids, pos, types */
+           eng_arena_need(sizeof(float) * T * H) +   /* x */
+           eng_arena_need(sizeof(float) * T * 3 * H) + /* qkv */
+           eng_arena_need(sizeof(float) * T * H) +   /* attention context */
+           eng_arena_need(sizeof(float) * T * (I > H ? I : H)); /* ffn / projections */
+}
+
+size_t eng_bert_head_bytes(const eng_bert *b, int n, int ntok)
+{
+    size_t H = (size_t)b->cfg->hidden, L = (size_t)b->cfg->num_labels;
+    return 2 * eng_arena_need(sizeof(float) * (size_t)n * H) +
+           eng_arena_need(sizeof(float) * (size_t)n * (L ? L : 1)) +
+           eng_arena_need(sizeof(float) * (size_t)ntok * 2);
+}
+
+int eng_bert_prepare(const eng_bert *b, eng_arena *ar, const eng_encoding *const *enc, int n,
+                     size_t extra_bytes, eng_bert_batch *bt, eng_error *err)
+{
+    const eng_model_config *c = b->cfg;
+    if (n <= 0)
+        return eng_fail(err, ENG_EINVAL, "empty batch");
+    long long ntok = 0;
+    for (int i = 0; i < n; i++) {
+        if (enc[i]->n <= 0)
+            return eng_fail(err, ENG_EINVAL, "input %d has no tokens", i);
+        if (enc[i]->n > c->max_positions)
+            return eng_fail(err, ENG_ETOOLONG, "input %d has %d tokens; the model accepts at "
+                            "most %d", i, enc[i]->n, c->max_positions);
+        for (int t = 0; t < enc[i]->n; t++) {
+            if (enc[i]->ids[t] < 0 || enc[i]->ids[t] >= c->vocab)
+                return eng_fail(err, ENG_EINVAL, "input %d: token id %d outside the vocabulary "
+                                "(%d)", i, enc[i]->ids[t], c->vocab);
+            /* DistilBERT has no token types: they are ignored, as transformers does. */
+            int ty = enc[i]->type_ids && c->type_vocab ? enc[i]->type_ids[t] : 0;
+            if (ty < 0 || (c->type_vocab && ty >= c->type_vocab))
+                return eng_fail(err, ENG_EINVAL, "input %d: token type %d not supported by "
+                                "the model", i, ty);
+        }
+        ntok += enc[i]->n;
+    }
+    if (ntok > (1 << 24))
+        return eng_fail(err, ENG_ETOOLONG, "batch of %lld tokens is too large", ntok);
+    if (eng_arena_reserve(ar, forward_bytes(c, n, (int)ntok) + extra_bytes) != ENG_OK)
+        return eng_fail(err, ENG_ENOMEM, "out of memory for a batch of %lld tokens", ntok);
+    bt->n = n;
+    bt->ntok = (int)ntok;
+    bt->seq_off = eng_arena_alloc(ar, sizeof(int32_t) * ((size_t)n + 1));
+    bt->ids = eng_arena_alloc(ar, sizeof(int32_t) * (size_t)ntok);
+    bt->pos = eng_arena_alloc(ar, sizeof(int32_t) * (size_t)ntok);
+    bt->types = eng_arena_alloc(ar, sizeof(int32_t) * (size_t)ntok);
+    /* The layout is built on the host; a device backend receives it by upload. */
+    int32_t *off = bt->seq_off;
+    off[0] = 0;
+    for (int i = 0; i < n; i++) {
+        off[i + 1] = off[i] + enc[i]->n;
+        for (int t = 0; t < enc[i]->n; t++) {
+            bt->ids[off[i] + t] = enc[i]->ids[t];
+            bt->pos[off[i] + t] = t;
+            bt->types[off[i] + t] = enc[i]->type_ids ? enc[i]->type_ids[t] : 0;
+        }
+    }
+    return ENG_OK;
+}
+
+/* y[T, out] = x[T, in] W^T + bias, then act; wp: W pre-packed for backends with
+ * b->pack_ops (the same values, bitwise), or NULL. */
+static void linear(const eng_bert *b, eng_backend *be, float *y, const float *x, const float *w,
+                   const void *wp, const float *bias, int T, int out, int in, eng_act act)
+{
+    if (wp && be->ops == b->pack_ops)
+        be->ops->gemm_prepacked(be, T, out, in, 1.0f, x, in, wp, 0.0f, y, out);
+    else
+        be->ops->gemm(be, 1, T, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+    be->ops->bias_act(be, y, bias, T, out, act);
+}
+
+float *eng_bert_encode(const eng_bert *b, eng_backend *be, eng_arena *ar,
+                       const eng_bert_batch *bt)
+{
+    const eng_model_config *c = b->cfg;
+    const eng_backend_ops *o = be->ops;
+    int T = bt->ntok, H = c->hidden, I = c->intermediate, hd = H / c->heads;
+    float *x = eng_arena_alloc(ar, sizeof(float) * (size_t)T * H);
+    float *qkv = eng_arena_alloc(ar, sizeof(float) * (size_t)T * 3 * H);
+    float *ctx = eng_arena_alloc(ar, sizeof(float) * (size_t)T * H);
+    float *tmp = eng_arena_alloc(ar, sizeof(float) * (size_t)T * (I > H ? I : H));
+    float scale = 1.0f / sqrtf((float)hd);
+
+    o->embed(be, x, b->word, b->pos, b->type, bt->ids, bt->pos, b->type ? bt->types : NULL, T, H);
+    o->add_layernorm(be, x, x, NULL, b->emb_ln_g, b->emb_ln_b, T, H, c->ln_eps);
+    for (int l = 0; l < c->layers; l++) {
+        const eng_bert_layer *L = &b->layers[l];
+        linear(b, be, qkv, x, L->qkv_w, L->qkv_p, L->qkv_b, T, 3 * H, H, ENG_ACT_NONE);
+        o->attention(be, ctx, H, qkv, 3 * H, qkv + H, 3 * H, qkv + 2 * H, 3 * H, bt->seq_off,
+                     bt->seq_off, bt->n, c->heads, hd, scale, 0);
+        linear(b, be, tmp, ctx, L->ao_w, L->ao_p, L->ao_b, T, H, H, ENG_ACT_NONE);
+        o->add_layernorm(be, x, tmp, x, L->ln1_g, L->ln1_b, T, H, c->ln_eps);
+        linear(b, be, tmp, x, L->in_w, L->in_p, L->in_b, T, I, H, c->act);
+        linear(b, be, ctx, tmp, L->out_w, L->out_p, L->out_b, T, H, I, ENG_ACT_NONE);
+        o->add_layernorm(be, x, ctx, x, L->ln2_g, L->ln2_b, T, H, c->ln_eps);
+    }
+    return x;
+}
+
+float *eng_bert_classify(const eng_bert *b, eng_backend *be, eng_arena *ar,
+                         const eng_bert_batch *bt, const float *hidden)
+{
+    const eng_model_config *c = b->cfg;
+    int n = bt->n, H = c->hidden;
+    float *cls = eng_arena_alloc(ar, sizeof(float) * (size_t)n * H);
+    float *mid = eng_arena_alloc(ar, sizeof(float) * (size_t)n * H);
+    float *logits = eng_arena_alloc(ar, sizeof(float) * (size_t)n * c->num_labels);
+    be->ops->gather_rows(be, cls, hidden, bt->seq_off, n, 0, H);
+    if (c->family == ENG_FAMILY_BERT)
+        linear(b, be, mid, cls, b->pool_w, b->pool_p, b->pool_b, n, H, H, ENG_ACT_TANH);
+    else
+        linear(b, be, mid, cls, b->pre_w, b->pre_p, b->pre_b, n, H, H, ENG_ACT_RELU);
+    linear(b, be, logits, mid, b->cls_w, NULL, b->cls_b, n, c->num_labels, H, ENG_ACT_NONE);
+    return logits;
+}
+
+float *eng_bert_qa(const eng_bert *b, eng_backend *be, eng_arena *ar, const eng_bert_batch *bt,
+                   const float *hidden)
+{
+    float *out = eng_arena_alloc(ar, sizeof(float) * (size_t)bt->ntok * 2);
+    linear(b, be, out, hidden, b->qa_w, NULL, b->qa_b, bt->ntok, 2, b->cfg->hidden, ENG_ACT_NONE);
+    return out;
+}
+
+float *eng_bert_pool(const eng_bert *b, eng_backend *be, eng_arena *ar, const eng_bert_batch *bt,
+                     const float *hidden, int normalize)
+{
+    float *out = eng_arena_alloc(ar, sizeof(float) * (size_t)bt->n * b->cfg->hidden);
+    be->ops->mean_pool(be, out, hidden, bt->seq_off, bt->n, b->cfg->hidden, normalize);
+    return out;
+}

@@ -1,0 +1,70 @@
+/* marian.h - Marian (OPUS-MT) encoder-decoder translation models, as
+ * transformers' MarianMTModel, written against the backend interface.
+ *
+ * Architecture (post-norm Transformer): inputs = embed(ids) * embed_scale
+ * (sqrt(d_model) when scale_embedding) + sinusoidal positions (sin in the first
+ * half of each vector, cos in the second: MarianSinusoidalPositionalEmbedding);
+ * each layer: x = LN(x + SelfAttn(x)); decoder: x = LN(x + CrossAttn(x, enc));
+ * x = LN(x + fc2(act(fc1(x)))); logits = x . lm_head^T + final_logits_bias.
+ * Embeddings are shared by encoder and decoder when share_encoder_decoder_
+ * embeddings, and lm_head is the decoder's embedding when tie_word_embeddings.
+ * Cross-attention keys/values are computed once per source; the decoder's self-
+ * attention keeps a KV cache per hypothesis (slots assigned by beam.c). */
+#ifndef NLPD_MARIAN_H
+#define NLPD_MARIAN_H
+
+#include <stdint.h>
+
+#include "backend/backend.h"
+#include "generate/beam.h"
+#include "tokenizers/marian_tok.h"
+#include "nlpd_engine.h"
+
+typedef struct eng_marian eng_marian;
+
+/* 1 if dir/config.json names a MarianMTModel (architectures or model_type "marian"). */
+int eng_marian_is_folder(const char *dir);
+
+/* Load config.json, generation_config.json (else the generation keys of
+ * config.json, as transformers does), the tokenizer and the weights (F32/F16/BF16,
+ * converted to one fp32 block). Unsupported options are refused, naming the key. */
+int eng_marian_load(const char *dir, eng_marian **out, eng_error *err);
+void eng_marian_free(eng_marian *m);
+
+/* Pre-pack every projection and the lm head with be's pack_weight (when it has one)
+ * for backends of the same kind: results are bitwise those of gemm; freed by
+ * eng_marian_free. eng_marian_packed_bytes: the packings' extra memory. */
+void eng_marian_pack(eng_marian *m, eng_backend *be);
+size_t eng_marian_packed_bytes(const eng_marian *m);
+
+/* Fills the model-info fields (architecture, task ENG_TASK_TRANSLATE, sizes). */
+void eng_marian_fill_info(const eng_marian *m, eng_model_info *info);
+const eng_marian_tok *eng_marian_tokenizer(const eng_marian *m);
+/* The folder's generation settings (generation_config.json). */
+const eng_search_opts *eng_marian_generation(const eng_marian *m);
+/* Longest source accepted, in tokens with </s> (tokenizer and position limits). */
+int eng_marian_max_source(const eng_marian *m);
+int eng_marian_max_positions(const eng_marian *m);
+int eng_marian_d_model(const eng_marian *m);
+int eng_marian_vocab(const eng_marian *m); /* target vocabulary (logits per step) */
+
+/* Encoder last hidden states of n sources, packed: out[(sum of src[i]->n) * d_model]. */
+int eng_marian_encode(const eng_marian *m, eng_backend *be, const eng_encoding *const *src, int n,
+                      float *out, eng_error *err);
+
+/* Teacher forcing: the logits [vocab] at the last position after feeding
+ * prefix[0..n_prefix) (prefix[0] = decoder start) with source src, one token at a
+ * time through the KV cache. */
+int eng_marian_logits(const eng_marian *m, eng_backend *be, const eng_encoding *src,
+                      const int32_t *prefix, int n_prefix, float *out, eng_error *err);
+
+/* Translate n sources (ids with </s>) with the search settings o: out[n]. */
+int eng_marian_generate(const eng_marian *m, eng_backend *be, const eng_encoding *const *src,
+                        int n, const eng_search_opts *o, eng_search_result *out,
+                        eng_error *err);
+
+/* model.c's accessors for translate.c (internal). */
+eng_marian *eng_model_marian(const eng_model *m); /* NULL unless a translation model */
+eng_backend *eng_ctx_backend(eng_ctx *ctx);
+
+#endif
