@@ -11,6 +11,7 @@
 
 #include "finetune.h"
 #include "nlpd_engine.h"
+#include "repo_cmd.h"
 #include "watch.h"
 
 static void usage(FILE *f)
@@ -21,6 +22,9 @@ static void usage(FILE *f)
         "                  --repository DIR [--key PRIVATE.pem] [--public-key PUBLIC.pem] [options]\n"
         "       nlpd-train watch --repository DIR --feedback DIR [--min-new N] [--interval S]\n"
         "                  [training options]   (the sidecar; see nlpd-train watch --help)\n"
+        "       nlpd-train publish SRC_DIR --repository DIR [--key PRIVATE.pem] [--metadata FILE]\n"
+        "       nlpd-train verify VERSION_DIR [--public-key KEY.pub]\n"
+        "       nlpd-train pin --repository DIR [VERSION | --unpin]\n"
         "\n"
         "Fine-tunes a BERT-family encoder (a Hugging Face BERT/DistilBERT folder, or a\n"
         "sentence-transformers folder such as all-MiniLM-L6-v2) with a classification head\n"
@@ -137,7 +141,7 @@ enum {
     O_THREADS, O_EVAL_BATCH, O_NO_EVAL_EPOCH, O_DEV_SPLIT, O_FORMAT, O_TEXT_COL, O_PAIR_COL,
     O_LABEL_COL, O_LABELS, O_LABEL_MAP, O_MULTI, O_BAD, O_FORCE, O_PROGRESS, O_VERSION,
     O_HEAD_ONLY, O_FEEDBACK, O_FB_HOLDOUT, O_BASE_RATIO, O_FROM_REPO, O_PUBKEY, O_REPO, O_KEY,
-    O_MAX_DEV_DROP, O_MIN_NEW, O_INTERVAL,
+    O_MAX_DEV_DROP, O_MIN_NEW, O_INTERVAL, O_VERBOSE,
 };
 
 static const struct option long_opts[] = {
@@ -183,6 +187,7 @@ static const struct option long_opts[] = {
     {"max-dev-drop", required_argument, 0, O_MAX_DEV_DROP},
     {"min-new", required_argument, 0, O_MIN_NEW},
     {"interval", required_argument, 0, O_INTERVAL},
+    {"verbose", no_argument, 0, O_VERBOSE},
     {"help", no_argument, 0, 'h'},
     {"version", no_argument, 0, O_VERSION},
     {0, 0, 0, 0},
@@ -362,6 +367,13 @@ static int parse_args(int argc, char **argv, trn_opts *o, trn_watch_opts *w, con
             if (num(optarg, "--interval", 0.05, 86400, &v)) return -1;
             w->interval = v;
             break;
+        case O_VERBOSE:
+            if (!w) {
+                fprintf(stderr, "nlpd-train: --verbose belongs to nlpd-train watch\n");
+                return -1;
+            }
+            w->verbose = 1;
+            break;
         case 'h': usage(stdout); return 1;
         case O_VERSION: printf("nlpd-train %s\n", ENG_VERSION); return 1;
         default:
@@ -448,7 +460,8 @@ static void usage_watch(FILE *f)
         "passes (see nlpd-train --help). A refused run is not retried until --min-new newer\n"
         "items arrive. It runs at low priority (SCHED_BATCH, nice 10) with --threads CPU\n"
         "threads. SIGTERM/SIGINT stop it; a training run in progress is abandoned and\n"
-        "nothing is published. One plain line per event goes to stderr.\n"
+        "nothing is published. One plain line per event goes to stderr (--verbose: also\n"
+        "each training run's own lines).\n"
         "Exit status: 0 stopped cleanly, 1 could not start, 2 bad usage.\n",
         f);
 }
@@ -504,6 +517,9 @@ int trn_watch_main(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    trn_cmd_fn sub = trn_repo_cmd(argc, argv); /* model repository subcommands */
+    if (sub)
+        return sub(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "watch") == 0)
         return trn_watch_main(argc - 1, argv + 1);
     trn_opts o;

@@ -96,6 +96,9 @@ int trn_watch(const trn_watch_opts *w, FILE *log, eng_error *err)
     long last_count = -1;
     char last_ver[ENG_REPO_NAME_MAX + 1] = "";
     int runs = 0;
+    FILE *quiet = w->verbose ? NULL : fopen("/dev/null", "w");
+    if (!w->verbose && !quiet)
+        return eng_fail(err, ENG_EIO, "/dev/null: cannot open");
     while (!stopped(w) && (!w->max_runs || runs < w->max_runs)) {
         char ver[ENG_REPO_NAME_MAX + 1], dir[4096];
         eng_error e = {0};
@@ -107,7 +110,11 @@ int trn_watch(const trn_watch_opts *w, FILE *log, eng_error *err)
             continue;
         }
         if (snprintf(dir, sizeof dir, "%s/%s", o->repository, ver) >= (int)sizeof dir)
+        {
+            if (quiet)
+                fclose(quiet);
             return eng_fail(err, ENG_EINVAL, "%s: path too long", o->repository);
+        }
         int64_t since = trn_version_feedback_until(dir);
         if (tried_until > since)
             since = tried_until;
@@ -137,6 +144,8 @@ int trn_watch(const trn_watch_opts *w, FILE *log, eng_error *err)
         trn_opts run = *o;
         run.from_repository = o->repository;
         run.base = NULL;
+        if (!w->verbose)
+            run.log = quiet; /* the run's details; the outcome is one line below */
         trn_result res;
         runs++;
         rc = trn_finetune(&run, &res, &e);
@@ -157,5 +166,7 @@ int trn_watch(const trn_watch_opts *w, FILE *log, eng_error *err)
         nap(w, w->interval);
     }
     stamp(log, "stopped");
+    if (quiet)
+        fclose(quiet);
     return ENG_OK;
 }

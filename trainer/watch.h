@@ -16,6 +16,7 @@ typedef struct trn_watch_opts {
     double interval;  /* seconds between checks (60) */
     int low_priority; /* nice 10 and SCHED_BATCH (1) */
     int max_runs;     /* stop after this many training runs (0: no limit; for tests) */
+    int verbose;      /* also log each run's own lines (data, model, evaluation) */
 } trn_watch_opts;
 
 void trn_watch_opts_default(trn_watch_opts *w);
