@@ -299,7 +299,7 @@ typedef struct run {
     trn_feedback fb;         /* feedback items, deduplicated */
     trn_dataset fbtrain, fbhold; /* feedback as examples: trained on / held aside */
     int fb_unknown, base_relabelled;
-    encoded etr, edev, ehold; /* etr: [0, n_base) base items, then feedback items */
+    encoded etr, edev;       /* etr: [0, n_base) base items, then feedback items */
     int n_base;
     eng_trainer *t;
     eng_train_opts eo;
@@ -347,7 +347,6 @@ static void run_close(run *r)
     free(r->fbatch);
     encoded_free(&r->etr);
     encoded_free(&r->edev);
-    encoded_free(&r->ehold);
     eng_trainer_free(r->t);
     trn_dataset_free(&r->train);
     trn_dataset_free(&r->dev);
@@ -625,9 +624,10 @@ static int step_model(run *r, eng_error *err)
     if ((r->train.n && (rc = encode_all(tok, &r->train, &r->oo, &r->etr, r->log, err))))
         return rc;
     r->n_base = r->etr.n;
-    if ((r->fbtrain.n && (rc = encode_all(tok, &r->fbtrain, &r->oo, &r->etr, r->log, err))) ||
-        (rc = encode_all(tok, &r->dev, &r->oo, &r->edev, r->log, err)) ||
-        (r->fbhold.n && (rc = encode_all(tok, &r->fbhold, &r->oo, &r->ehold, r->log, err))))
+    trn_opts fo = r->oo; /* a feedback text the tokenizer refuses is skipped, never fatal */
+    fo.data.bad_rows = TRN_BAD_SKIP;
+    if ((r->fbtrain.n && (rc = encode_all(tok, &r->fbtrain, &fo, &r->etr, r->log, err))) ||
+        (rc = encode_all(tok, &r->dev, &r->oo, &r->edev, r->log, err)))
         return rc;
     if (!r->etr.n)
         return eng_fail(err, ENG_EFORMAT, "no usable training examples");
@@ -1019,18 +1019,21 @@ int trn_gate_decide(trn_result *r, int has_feedback, double max_dev_drop)
     return 1;
 }
 
-/* Accuracy of a model folder on e, through the inference path the daemon serves
- * with (eng_model_load + eng_run_classify); labels matched by name. */
-static int folder_accuracy(run *r, const char *dir, const encoded *e, double *acc,
+/* Accuracy of a model folder on the examples of d, through the inference path the
+ * daemon serves with (eng_model_load, its own tokenizer, eng_run_classify); labels
+ * matched by name. Inputs its tokenizer refuses count as wrong. */
+static int folder_accuracy(run *r, const char *dir, const trn_dataset *d, double *acc,
                            eng_error *err)
 {
     *acc = 0;
-    if (!e->n)
+    if (!d->n)
         return ENG_OK;
     eng_model *m = NULL;
     eng_ctx *ctx = NULL;
     float *logits = NULL;
-    int *map = NULL, rc;
+    int *map = NULL, *gold = NULL, rc, n = 0, correct = 0;
+    eng_encoding *enc = NULL;
+    const eng_encoding **ptr = NULL;
     eng_ctx_opts co = {.backend = NULL, .threads = r->o->threads};
     if ((rc = eng_model_load(dir, &m, err)))
         return rc;
@@ -1040,31 +1043,51 @@ static int folder_accuracy(run *r, const char *dir, const encoded *e, double *ac
                       dir);
         goto done;
     }
-    int L = info->num_labels, batch = r->o->eval_batch, correct = 0;
+    int L = info->num_labels, batch = r->o->eval_batch;
+    int maxlen = r->oo.max_length < info->max_seq_len ? r->oo.max_length : info->max_seq_len;
     if ((rc = eng_ctx_new(&co, &ctx, err)))
         goto done;
     logits = malloc(sizeof *logits * (size_t)batch * L);
     map = malloc(sizeof *map * (size_t)L);
-    if (!logits || !map) {
+    enc = calloc((size_t)d->n, sizeof *enc);
+    ptr = calloc((size_t)d->n, sizeof *ptr);
+    gold = calloc((size_t)d->n, sizeof *gold);
+    if (!logits || !map || !enc || !ptr || !gold) {
         rc = eng_fail(err, ENG_ENOMEM, "out of memory");
         goto done;
     }
     for (int c = 0; c < L; c++)
         map[c] = trn_labels_find(&r->labels, info->labels[c]);
-    for (int i = 0; i < e->n; i += batch) {
-        int nb = e->n - i < batch ? e->n - i : batch;
-        if ((rc = eng_run_classify(ctx, m, e->ptr + i, nb, NULL, logits, err)))
+    for (int i = 0; i < d->n; i++) {
+        const trn_example *x = &d->ex[i];
+        eng_encoding_init(&enc[n]);
+        if (eng_tokenizer_encode(eng_model_tokenizer(m), x->text, strlen(x->text), x->pair,
+                                 x->pair ? strlen(x->pair) : 0, maxlen, &enc[n], NULL)) {
+            eng_encoding_free(&enc[n]);
+            continue;
+        }
+        ptr[n] = &enc[n];
+        gold[n++] = x->label;
+    }
+    for (int i = 0; i < n; i += batch) {
+        int nb = n - i < batch ? n - i : batch;
+        if ((rc = eng_run_classify(ctx, m, ptr + i, nb, NULL, logits, err)))
             goto done;
         for (int k = 0; k < nb; k++) {
             int best = 0;
             for (int c = 1; c < L; c++)
                 if (logits[(size_t)k * L + c] > logits[(size_t)k * L + best])
                     best = c;
-            correct += map[best] == e->label[i + k];
+            correct += map[best] == gold[i + k];
         }
     }
-    *acc = (double)correct / e->n;
+    *acc = (double)correct / d->n;
 done:
+    for (int i = 0; enc && i < n; i++)
+        eng_encoding_free(&enc[i]);
+    free(enc);
+    free(ptr);
+    free(gold);
     free(logits);
     free(map);
     eng_ctx_free(ctx);
@@ -1082,9 +1105,12 @@ static char *version_metadata(const run *r, int64_t base_until)
     cJSON *j = cJSON_CreateObject();
     if (!j)
         return NULL;
+    char src[4300];
+    snprintf(src, sizeof src, "nlpd-train %s from %s", r->o->head_only ? "head-only" : "fine-tune",
+             r->base);
     cJSON_AddStringToObject(j, "trainer", "nlpd-train " ENG_VERSION);
-    cJSON_AddNumberToObject(j, "published", (double)time(NULL) * 1000.0);
-    cJSON_AddStringToObject(j, "source", r->base);
+    cJSON_AddStringToObject(j, "source", src); /* else the work folder's path, soon gone */
+    cJSON_AddStringToObject(j, "base", r->base);
     if (res->base_version[0])
         cJSON_AddStringToObject(j, "base_version", res->base_version);
     else
@@ -1098,7 +1124,7 @@ static char *version_metadata(const run *r, int64_t base_until)
         else
             cJSON_AddNullToObject(dev, "old");
         cJSON_AddNumberToObject(dev, "new", res->dev_new);
-        cJSON_AddNumberToObject(dev, "n", r->edev.n);
+        cJSON_AddNumberToObject(dev, "n", r->dev.n);
         cJSON_AddStringToObject(dev, "metric", "accuracy");
     }
     if (sc && r->o->n_feedback) {
@@ -1217,13 +1243,13 @@ static int step_publish(run *r, eng_error *err)
     res->has_old = has;
     if (has) {
         fprintf(r->log, "gate: evaluating the served version %s and the new model on %d dev "
-                "and %d held-aside feedback items\n", ver, r->edev.n, r->ehold.n);
-        if ((rc = folder_accuracy(r, old, &r->edev, &res->dev_old, err)) ||
-            (rc = folder_accuracy(r, old, &r->ehold, &res->fb_old, err)))
+                "and %d held-aside feedback items\n", ver, r->dev.n, r->fbhold.n);
+        if ((rc = folder_accuracy(r, old, &r->dev, &res->dev_old, err)) ||
+            (rc = folder_accuracy(r, old, &r->fbhold, &res->fb_old, err)))
             goto kept;
     }
-    if ((rc = folder_accuracy(r, saved, &r->edev, &res->dev_new, err)) ||
-        (rc = folder_accuracy(r, saved, &r->ehold, &res->fb_new, err)))
+    if ((rc = folder_accuracy(r, saved, &r->dev, &res->dev_new, err)) ||
+        (rc = folder_accuracy(r, saved, &r->fbhold, &res->fb_new, err)))
         goto kept;
     int pass = trn_gate_decide(res, o->n_feedback > 0, o->max_dev_drop);
     fprintf(r->log, "gate: %s: %s\n", pass ? "publish" : "refused", res->reason);
