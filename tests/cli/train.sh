@@ -86,7 +86,7 @@ gen "$T/flipped.jsonl" 60 3 feedback 1000 flip
 check gate-refuses 3 '"result": "refused".*"reason": "worse on dev' \
     "$TRAIN" "${rc_[@]}" --from-repository "$T/repo1" --repository "$T/repo1" \
     --feedback "$T/flipped.jsonl" --dev "$T/rdev.jsonl" --epochs 6 --lr 2e-3
-check gate-refused-nothing-published 0 '^v000001$' ls "$T/repo1"
+check gate-refused-nothing-published 0 '^v000001 $' bash -c "ls -A '$T/repo1' | tr '\n' ' '"
 check gate-refused-no-work-left 0 '^0$' bash -c "ls -A '$T/repo1' | grep -vc '^v000001$' || true"
 # A weak served version (an untrained head) and correct feedback -> published v000002
 # with both scores and feedback_until in its metadata.
@@ -146,7 +146,7 @@ wait_for "$T/watch4.log" 'training from v000001' 60
 kill -TERM $WPID; wait $WPID; wrc=$?
 check watch-term-exit 0 "^0$" echo $wrc
 check watch-term-logged 0 'stopped during training: nothing published' cat "$T/watch4.log"
-check watch-term-no-version 0 '^v000001$' ls "$T/repo4"
+check watch-term-no-version 0 '^v000001 $' bash -c "ls -A '$T/repo4' | tr '\n' ' '"
 check watch-term-no-partial 0 '^0$' bash -c "ls -A '$T/repo4' | grep -vc '^v000001$' || true"
 check nothing-left 0 '^0$' bash -c "ls -A '$T' | grep -c 'tmp-' || true"
 
