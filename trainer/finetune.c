@@ -16,9 +16,8 @@
 
 #include <cJSON.h>
 
-#include "feedback.h"
-#include "metrics.h"
 #include "nlpd_repo.h"
+#include "run.h"
 
 /* dir + "/" + name into buf; -1 when it does not fit. */
 static int path_join(char *buf, size_t cap, const char *dir, const char *name)
@@ -158,16 +157,6 @@ static int sort_labels(trn_labels *l, trn_dataset *d, int multi, eng_error *err)
 
 /* ---------------------------------------------------------------- encoding */
 
-typedef struct encoded {
-    eng_encoding *enc;
-    const eng_encoding **ptr;
-    int *label;
-    uint64_t *bits;
-    int n;
-    long tokens;
-    int truncated;
-} encoded;
-
 static void encoded_free(encoded *e)
 {
     for (int i = 0; e->enc && i < e->n; i++)
@@ -279,47 +268,14 @@ static void progress_break(progress *p)
 }
 
 /* --------------------------------------------------------------- the run
- * trn_finetune is a sequence of steps over one `run`, each owning a part of it:
- *   step_data      labels, base training data, dev data, feedback (+ held-aside part)
- *   step_model     the trainer on the base folder; tokenized data; head-only features
- *   step_schedule  epoch composition (the feedback mix), optimizer steps, warmup
- *   step_loop      the epochs
- *   step_evaluate  the final dev evaluation and the run's record
- *   step_publish   save the folder (--out, or a work folder), gate, publish
+ * trn_finetune is a sequence of steps over one `run` (run.h), each owning a part:
+ *   step_data         labels, base training data, dev data, feedback (+ held-aside part)
+ *   step_model        the trainer on the base folder; tokenized data; head-only features
+ *   step_schedule     epoch composition (the feedback mix), optimizer steps, warmup
+ *   step_loop         the epochs
+ *   step_evaluate     the final dev evaluation and the run's record
+ *   trn_step_publish  save the folder (--out, or a work folder), gate, publish (publish.c)
  * run_close frees whatever the steps made. */
-
-typedef struct run {
-    const trn_opts *o;
-    trn_opts oo;             /* o with the max length the model allows */
-    FILE *log;
-    trn_result *res;
-    char base[4096];         /* the base model folder */
-    trn_labels labels;
-    trn_dataset train, dev;  /* --train (may be empty with feedback) and dev data */
-    trn_feedback fb;         /* feedback items, deduplicated */
-    trn_dataset fbtrain, fbhold; /* feedback as examples: trained on / held aside */
-    int fb_unknown, base_relabelled;
-    encoded etr, edev;       /* etr: [0, n_base) base items, then feedback items */
-    int n_base;
-    eng_trainer *t;
-    eng_train_opts eo;
-    int H;                   /* head-only: feature size */
-    float *ftr, *fdev, *fbatch; /* head-only: cached features of etr and edev, a batch */
-    /* schedule */
-    int per_step, epoch_n, base_per_epoch;
-    long steps_per_epoch, total, warm;
-    int *order, *base_perm;
-    int32_t *blab;
-    float *btgt;
-    /* loop */
-    cJSON *history;
-    long step, examples;
-    double t_train, first_sum, last_sum;
-    long first_n, last_n;
-    trn_metrics m;
-    char work[4096];         /* a work folder holding the model until it is published */
-    int keep_work;           /* the model in it could not be published: keep it */
-} run;
 
 static int rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
 {
@@ -328,7 +284,7 @@ static int rm_entry(const char *path, const struct stat *sb, int type, struct FT
     return type == FTW_DP ? rmdir(path) : unlink(path);
 }
 
-static void rm_tree(const char *path)
+void trn_rm_tree(const char *path)
 {
     if (path[0] && access(path, F_OK) == 0)
         nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
@@ -354,11 +310,13 @@ static void run_close(run *r)
     trn_dataset_free(&r->fbhold);
     trn_feedback_free(&r->fb);
     trn_labels_free(&r->labels);
+    free(r->metrics_json);
+    free(r->record);
     if (r->work[0] && !r->keep_work)
-        rm_tree(r->work);
+        trn_rm_tree(r->work);
 }
 
-static int interrupted(const run *r)
+int trn_run_interrupted(const run *r)
 {
     return r->o->stop && *r->o->stop;
 }
@@ -585,7 +543,7 @@ static int features(run *r, const encoded *e, float **out, eng_error *err)
         return eng_fail(err, ENG_ENOMEM, "out of memory");
     int batch = r->o->eval_batch;
     for (int i = 0; i < e->n; i += batch) {
-        if (interrupted(r))
+        if (trn_run_interrupted(r))
             return eng_fail(err, ENG_EINVAL, "interrupted while encoding: nothing was published");
         int nb = e->n - i < batch ? e->n - i : batch;
         int rc = eng_trainer_features(r->t, e->ptr + i, nb, *out + (size_t)i * r->H, err);
@@ -806,7 +764,7 @@ static int step_loop(run *r, eng_error *err)
         double t_ep = now_s(), ep_loss = 0;
         long ep_batches = 0;
         for (long s = 0; s < r->steps_per_epoch && r->step < r->total; s++) {
-            if (interrupted(r)) {
+            if (trn_run_interrupted(r)) {
                 progress_break(&pg);
                 return eng_fail(err, ENG_EINVAL, "interrupted at step %ld of %ld: nothing was "
                                 "published", r->step, r->total);
@@ -972,316 +930,11 @@ static int step_evaluate(run *r, eng_error *err)
     trn_metrics_print(&r->m, (const char *const *)r->labels.name, r->log);
     fprintf(r->log, "training: %ld steps, %ld examples in %s (%.1f examples/s)\n", r->step,
             r->examples, tsec, res->examples_per_second);
+    r->metrics_json = trn_metrics_json(&r->m, (const char *const *)r->labels.name, "dev");
+    r->record = run_record(r);
+    if (!r->metrics_json || !r->record)
+        return eng_fail(err, ENG_ENOMEM, "out of memory");
     return ENG_OK;
-}
-
-/* ---------------------------------------------------------------- gate */
-
-int trn_gate_decide(trn_result *r, int has_feedback, double max_dev_drop)
-{
-    double drop = 100.0 * (r->dev_old - r->dev_new);
-    if (!r->has_old) {
-        snprintf(r->reason, sizeof r->reason, "the repository serves no version yet: the first "
-                 "one is published (dev accuracy %.2f %%)", 100 * r->dev_new);
-        return 1;
-    }
-    if (drop > max_dev_drop + 1e-9) {
-        snprintf(r->reason, sizeof r->reason, "worse on dev: accuracy %.2f %% -> %.2f %% (a "
-                 "drop of %.2f points; --max-dev-drop %g)", 100 * r->dev_old, 100 * r->dev_new,
-                 drop, max_dev_drop);
-        return 0;
-    }
-    if (has_feedback) {
-        if (r->feedback_holdout < 1) {
-            snprintf(r->reason, sizeof r->reason, "no held-aside feedback to compare on (too "
-                     "few items for --feedback-holdout)");
-            return 0;
-        }
-        if (!(r->fb_new > r->fb_old)) {
-            snprintf(r->reason, sizeof r->reason, "not better on the %d held-aside feedback "
-                     "items: accuracy %.2f %% -> %.2f %%", r->feedback_holdout, 100 * r->fb_old,
-                     100 * r->fb_new);
-            return 0;
-        }
-        snprintf(r->reason, sizeof r->reason, "better on the %d held-aside feedback items "
-                 "(%.2f %% -> %.2f %%) and dev %.2f %% -> %.2f %% (allowed drop %g points)",
-                 r->feedback_holdout, 100 * r->fb_old, 100 * r->fb_new, 100 * r->dev_old,
-                 100 * r->dev_new, max_dev_drop);
-        return 1;
-    }
-    if (!(r->dev_new > r->dev_old)) {
-        snprintf(r->reason, sizeof r->reason, "without feedback the new version must be better "
-                 "on dev: accuracy %.2f %% -> %.2f %%", 100 * r->dev_old, 100 * r->dev_new);
-        return 0;
-    }
-    snprintf(r->reason, sizeof r->reason, "better on dev: accuracy %.2f %% -> %.2f %%",
-             100 * r->dev_old, 100 * r->dev_new);
-    return 1;
-}
-
-/* Accuracy of a model folder on the examples of d, through the inference path the
- * daemon serves with (eng_model_load, its own tokenizer, eng_run_classify); labels
- * matched by name. Inputs its tokenizer refuses count as wrong. */
-static int folder_accuracy(run *r, const char *dir, const trn_dataset *d, double *acc,
-                           eng_error *err)
-{
-    *acc = 0;
-    if (!d->n)
-        return ENG_OK;
-    eng_model *m = NULL;
-    eng_ctx *ctx = NULL;
-    float *logits = NULL;
-    int *map = NULL, *gold = NULL, rc, n = 0, correct = 0;
-    eng_encoding *enc = NULL;
-    const eng_encoding **ptr = NULL;
-    eng_ctx_opts co = {.backend = NULL, .threads = r->o->threads};
-    if ((rc = eng_model_load(dir, &m, err)))
-        return rc;
-    const eng_model_info *info = eng_model_get_info(m);
-    if (info->task != ENG_TASK_CLASSIFY || info->multi_label) {
-        rc = eng_fail(err, ENG_EUNSUPPORTED, "%s: the gate compares single-label classifiers",
-                      dir);
-        goto done;
-    }
-    int L = info->num_labels, batch = r->o->eval_batch;
-    int maxlen = r->oo.max_length < info->max_seq_len ? r->oo.max_length : info->max_seq_len;
-    if ((rc = eng_ctx_new(&co, &ctx, err)))
-        goto done;
-    logits = malloc(sizeof *logits * (size_t)batch * L);
-    map = malloc(sizeof *map * (size_t)L);
-    enc = calloc((size_t)d->n, sizeof *enc);
-    ptr = calloc((size_t)d->n, sizeof *ptr);
-    gold = calloc((size_t)d->n, sizeof *gold);
-    if (!logits || !map || !enc || !ptr || !gold) {
-        rc = eng_fail(err, ENG_ENOMEM, "out of memory");
-        goto done;
-    }
-    for (int c = 0; c < L; c++)
-        map[c] = trn_labels_find(&r->labels, info->labels[c]);
-    for (int i = 0; i < d->n; i++) {
-        const trn_example *x = &d->ex[i];
-        eng_encoding_init(&enc[n]);
-        if (eng_tokenizer_encode(eng_model_tokenizer(m), x->text, strlen(x->text), x->pair,
-                                 x->pair ? strlen(x->pair) : 0, maxlen, &enc[n], NULL)) {
-            eng_encoding_free(&enc[n]);
-            continue;
-        }
-        ptr[n] = &enc[n];
-        gold[n++] = x->label;
-    }
-    for (int i = 0; i < n; i += batch) {
-        int nb = n - i < batch ? n - i : batch;
-        if ((rc = eng_run_classify(ctx, m, ptr + i, nb, NULL, logits, err)))
-            goto done;
-        for (int k = 0; k < nb; k++) {
-            int best = 0;
-            for (int c = 1; c < L; c++)
-                if (logits[(size_t)k * L + c] > logits[(size_t)k * L + best])
-                    best = c;
-            correct += map[best] == gold[i + k];
-        }
-    }
-    *acc = (double)correct / d->n;
-done:
-    for (int i = 0; enc && i < n; i++)
-        eng_encoding_free(&enc[i]);
-    free(enc);
-    free(ptr);
-    free(gold);
-    free(logits);
-    free(map);
-    eng_ctx_free(ctx);
-    if (m)
-        eng_model_unref(m);
-    return rc;
-}
-
-/* -------------------------------------------------------------- publishing */
-
-/* The version's metadata (nlpd-version.json): base version, both scores, feedback. */
-static char *version_metadata(const run *r, int64_t base_until)
-{
-    const trn_result *res = r->res;
-    cJSON *j = cJSON_CreateObject();
-    if (!j)
-        return NULL;
-    char src[4300];
-    snprintf(src, sizeof src, "nlpd-train %s from %s", r->o->head_only ? "head-only" : "fine-tune",
-             r->base);
-    cJSON_AddStringToObject(j, "trainer", "nlpd-train " ENG_VERSION);
-    cJSON_AddStringToObject(j, "source", src); /* else the work folder's path, soon gone */
-    cJSON_AddStringToObject(j, "base", r->base);
-    if (res->base_version[0])
-        cJSON_AddStringToObject(j, "base_version", res->base_version);
-    else
-        cJSON_AddNullToObject(j, "base_version");
-    cJSON_AddStringToObject(j, "mode", r->o->head_only ? "head-only" : "full");
-    cJSON *sc = cJSON_AddObjectToObject(j, "scores");
-    cJSON *dev = sc ? cJSON_AddObjectToObject(sc, "dev") : NULL;
-    if (dev) {
-        if (res->has_old)
-            cJSON_AddNumberToObject(dev, "old", res->dev_old);
-        else
-            cJSON_AddNullToObject(dev, "old");
-        cJSON_AddNumberToObject(dev, "new", res->dev_new);
-        cJSON_AddNumberToObject(dev, "n", r->dev.n);
-        cJSON_AddStringToObject(dev, "metric", "accuracy");
-    }
-    if (sc && r->o->n_feedback) {
-        cJSON *f = cJSON_AddObjectToObject(sc, "feedback");
-        if (f) {
-            if (res->has_old)
-                cJSON_AddNumberToObject(f, "old", res->fb_old);
-            else
-                cJSON_AddNullToObject(f, "old");
-            cJSON_AddNumberToObject(f, "new", res->fb_new);
-            cJSON_AddNumberToObject(f, "n", res->feedback_holdout);
-            cJSON_AddStringToObject(f, "metric", "accuracy");
-        }
-    }
-    int64_t until = res->feedback_until > base_until ? res->feedback_until : base_until;
-    cJSON_AddNumberToObject(j, "feedback_until", (double)until);
-    cJSON_AddNumberToObject(j, "feedback_items", res->feedback_train);
-    cJSON_AddNumberToObject(j, "feedback_holdout", res->feedback_holdout);
-    cJSON_AddStringToObject(j, "gate", res->reason);
-    char *s = cJSON_Print(j);
-    cJSON_Delete(j);
-    return s;
-}
-
-/* feedback_until of a version folder's metadata (0 when absent). */
-int64_t trn_version_feedback_until(const char *version_dir)
-{
-    char *json = NULL;
-    eng_error e;
-    if (eng_repo_read_metadata(version_dir, &json, &e) || !json)
-        return 0;
-    cJSON *j = cJSON_Parse(json);
-    free(json);
-    const cJSON *u = cJSON_GetObjectItemCaseSensitive(j, "feedback_until");
-    int64_t v = cJSON_IsNumber(u) ? (int64_t)u->valuedouble : 0;
-    cJSON_Delete(j);
-    return v;
-}
-
-/* The version o->repository serves (the gate's "old"): 1 with dir filled, 0 when the
- * repository has no complete version yet. */
-static int served_version(run *r, char *ver, size_t vcap, char *dir, size_t dcap,
-                          eng_error *err)
-{
-    const char *repo = r->o->repository;
-    eng_repo_entry *list = NULL;
-    int n = 0, complete = 0;
-    struct stat st;
-    if (stat(repo, &st) != 0)
-        return 0;
-    int rc = eng_repo_list(repo, &list, &n, err);
-    if (rc)
-        return rc;
-    for (int i = 0; i < n; i++)
-        complete += list[i].has_sig;
-    free(list);
-    if (!complete)
-        return 0;
-    if ((rc = eng_repo_current(repo, r->o->public_key, ver, vcap, err)))
-        return rc; /* versions exist but none verifies: do not publish blindly */
-    if (path_join(dir, dcap, repo, ver))
-        return eng_fail(err, ENG_EINVAL, "%s: path too long", repo);
-    return 1;
-}
-
-static int step_publish(run *r, eng_error *err)
-{
-    const trn_opts *o = r->o;
-    trn_result *res = r->res;
-    int rc;
-    char *metrics_json = trn_metrics_json(&r->m, (const char *const *)r->labels.name, "dev");
-    char *record = run_record(r), *meta = NULL;
-    char saved[4200];
-    if (!metrics_json || !record) {
-        rc = eng_fail(err, ENG_ENOMEM, "out of memory");
-        goto done;
-    }
-    if (interrupted(r)) {
-        rc = eng_fail(err, ENG_EINVAL, "interrupted before publishing: nothing was written");
-        goto done;
-    }
-    /* The folder: --out, or a work folder inside the repository (ignored by readers:
-     * its name starts with '.') that is removed once the version is published. */
-    if (o->out) {
-        snprintf(saved, sizeof saved, "%s", o->out);
-    } else {
-        if (mkdir(o->repository, 0755) != 0 && errno != EEXIST) {
-            rc = eng_fail(err, ENG_EIO, "%s: %s", o->repository, strerror(errno));
-            goto done;
-        }
-        if (snprintf(r->work, sizeof r->work, "%s/.nlpd-train-%ld-XXXXXX", o->repository,
-                     (long)getpid()) >= (int)sizeof r->work || !mkdtemp(r->work)) {
-            rc = eng_fail(err, ENG_EIO, "%s: cannot make a work folder: %s", o->repository,
-                          strerror(errno));
-            r->work[0] = 0;
-            goto done;
-        }
-        snprintf(saved, sizeof saved, "%s/model", r->work);
-    }
-    eng_file_out extra[2] = {{"eval_results.json", metrics_json, strlen(metrics_json)},
-                             {"nlpd_train.json", record, strlen(record)}};
-    if ((rc = eng_trainer_save(r->t, saved, extra, 2, o->force, err)))
-        goto done;
-    fprintf(r->log, "saved: %s\n", saved);
-    if (!o->repository)
-        goto done;
-
-    /* The gate: the served version and the new one, same data, same inference path. */
-    char ver[ENG_REPO_NAME_MAX + 1] = "", old[4096] = "";
-    int has = served_version(r, ver, sizeof ver, old, sizeof old, err);
-    if (has < 0) {
-        rc = has;
-        goto kept;
-    }
-    res->gated = 1;
-    res->has_old = has;
-    if (has) {
-        fprintf(r->log, "gate: evaluating the served version %s and the new model on %d dev "
-                "and %d held-aside feedback items\n", ver, r->dev.n, r->fbhold.n);
-        if ((rc = folder_accuracy(r, old, &r->dev, &res->dev_old, err)) ||
-            (rc = folder_accuracy(r, old, &r->fbhold, &res->fb_old, err)))
-            goto kept;
-    }
-    if ((rc = folder_accuracy(r, saved, &r->dev, &res->dev_new, err)) ||
-        (rc = folder_accuracy(r, saved, &r->fbhold, &res->fb_new, err)))
-        goto kept;
-    int pass = trn_gate_decide(res, o->n_feedback > 0, o->max_dev_drop);
-    fprintf(r->log, "gate: %s: %s\n", pass ? "publish" : "refused", res->reason);
-    if (!pass) {
-        rc = TRN_REFUSED;
-        goto done;
-    }
-    if (interrupted(r)) {
-        rc = eng_fail(err, ENG_EINVAL, "interrupted before publishing: nothing was published");
-        goto done;
-    }
-    if (!(meta = version_metadata(r, has ? trn_version_feedback_until(old) : 0))) {
-        rc = eng_fail(err, ENG_ENOMEM, "out of memory");
-        goto kept;
-    }
-    if ((rc = eng_repo_publish(saved, o->repository, o->key, meta, res->version,
-                               sizeof res->version, err)))
-        goto kept;
-    fprintf(r->log, "published: %s/%s\n", o->repository, res->version);
-    goto done;
-kept:
-    /* Trained and saved, but not published: the model stays where it is. */
-    if (r->work[0]) {
-        r->keep_work = 1;
-        size_t l = strlen(err->msg);
-        snprintf(err->msg + l, sizeof err->msg - l, " (the trained model is kept at %s)", saved);
-    }
-done:
-    free(metrics_json);
-    free(record);
-    free(meta);
-    return rc;
 }
 
 /* ------------------------------------------------------------------- run */
@@ -1309,7 +962,7 @@ int trn_finetune(const trn_opts *o, trn_result *res, eng_error *err)
     if (!(rc = step_data(&r, err)) && !(rc = step_model(&r, err)) &&
         !(rc = step_schedule(&r, err)) && !(rc = step_loop(&r, err)) &&
         !(rc = step_evaluate(&r, err)))
-        rc = step_publish(&r, err);
+        rc = trn_step_publish(&r, err);
     run_close(&r);
     return rc;
 }
