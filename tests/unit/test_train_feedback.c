@@ -252,6 +252,81 @@ static void test_head_only(void **s)
     eng_model_unref(mn);
 }
 
+/* DistilBERT's head (pre_classifier + ReLU + classifier) through the same API on the
+ * tiny distilbert_cls: the loss falls on a small set, the saved folder serves the
+ * head's logits, and its encoder is the base's. */
+static void test_head_only_distilbert(void **s)
+{
+    (void)s;
+    char base[4096], out[300];
+    snprintf(base, sizeof base, "%s/tests/fixtures/models/distilbert_cls", tu_root());
+    snprintf(out, sizeof out, "%s/dhead", tmpdir);
+    eng_train_opts eo;
+    eng_train_opts_default(&eo);
+    const char *labs[2] = {"no", "yes"};
+    eo.num_labels = 2, eo.labels = labs, eo.head_only = 1, eo.threads = 1, eo.lr = 1e-2f;
+    eo.dropout = 0, eo.total_steps = 300, eo.schedule = ENG_LR_CONSTANT;
+    eng_trainer *t;
+    eng_error err;
+    if (eng_trainer_new(base, &eo, &t, &err))
+        fail_msg("%s", err.msg);
+    const char *texts[6] = {"yes indeed", "no way", "sure thing yes", "never no",
+                            "absolutely yes", "no no no"};
+    int32_t lab[6] = {1, 0, 1, 0, 1, 0};
+    eng_encoding enc[6];
+    const eng_encoding *ep[6];
+    for (int i = 0; i < 6; i++) {
+        eng_encoding_init(&enc[i]);
+        assert_int_equal(eng_tokenizer_encode(eng_trainer_tokenizer(t), texts[i],
+                                              strlen(texts[i]), NULL, 0, 0, &enc[i], &err), 0);
+        ep[i] = &enc[i];
+    }
+    int H = eng_trainer_hidden(t);
+    float *f = malloc(sizeof(float) * 6 * H);
+    assert_non_null(f);
+    assert_int_equal(eng_trainer_features(t, ep, 6, f, &err), 0);
+    float first = 0, last = 0;
+    for (int k = 0; k < 300; k++) {
+        float loss;
+        assert_int_equal(eng_trainer_head_backward(t, f, 6, lab, NULL, 1.0f, &loss, &err), 0);
+        assert_int_equal(eng_trainer_step(t, NULL, &err), 0);
+        if (k == 0)
+            first = loss;
+        last = loss;
+    }
+    printf("    head-only distilbert: loss %.4f -> %.4f\n", first, last);
+    assert_true(last < 0.5f * first);
+    float head[12], served[12], via_trainer[12];
+    assert_int_equal(eng_trainer_head_logits(t, f, 6, head, &err), 0);
+    assert_int_equal(eng_trainer_logits(t, ep, 6, via_trainer, &err), 0);
+    assert_true(tu_max_abs_diff(head, via_trainer, 12) < 1e-5f);
+    assert_int_equal(eng_trainer_save(t, out, NULL, 0, 0, &err), 0);
+    eng_model *mb, *mn;
+    eng_ctx *ctx;
+    eng_ctx_opts co = {.threads = 1};
+    assert_int_equal(eng_model_load(base, &mb, &err), 0);
+    assert_int_equal(eng_model_load(out, &mn, &err), 0);
+    assert_int_equal(eng_ctx_new(&co, &ctx, &err), 0);
+    assert_int_equal(eng_run_classify(ctx, mn, ep, 6, NULL, served, &err), 0);
+    assert_true(tu_max_abs_diff(head, served, 12) < 1e-5f);
+    int ntok = 0;
+    for (int i = 0; i < 6; i++)
+        ntok += enc[i].n;
+    float *hb = malloc(sizeof(float) * (size_t)ntok * H), *hn = malloc(sizeof(float) * (size_t)ntok * H);
+    assert_int_equal(eng_run_hidden(ctx, mb, ep, 6, hb, &err), 0);
+    assert_int_equal(eng_run_hidden(ctx, mn, ep, 6, hn, &err), 0);
+    assert_true(memcmp(hb, hn, sizeof(float) * (size_t)ntok * H) == 0);
+    free(hb);
+    free(hn);
+    free(f);
+    for (int i = 0; i < 6; i++)
+        eng_encoding_free(&enc[i]);
+    eng_ctx_free(ctx);
+    eng_model_unref(mb);
+    eng_model_unref(mn);
+    eng_trainer_free(t);
+}
+
 /* The mix: each epoch sees every feedback training item plus base_ratio times as
  * many base items; the holdout is a seeded 20 %; feedback relabels base rows. */
 static void test_mix_and_holdout(void **s)
@@ -365,6 +440,7 @@ TEST_GROUP(train_feedback)
     static const struct CMUnitTest t[] = {
         cmocka_unit_test_setup_teardown(test_reader, setup, teardown),
         cmocka_unit_test_setup_teardown(test_head_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_head_only_distilbert, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mix_and_holdout, setup, teardown),
         cmocka_unit_test(test_gate_rule),
     };
