@@ -102,6 +102,23 @@ check gate-meta-scores 0 '"base_version":[[:space:]]*"v000001"' cat "$T/repo2/v0
 check gate-meta-old 0 '"feedback":\{"old":0\.[0-9]+,"new":1,' \
     bash -c "tr -d ' \t\n' < '$T/repo2/v000002/nlpd-version.json'"
 
+# Signed versions: --key signs, --public-key verifies (the served version must verify).
+openssl ecparam -name prime256v1 -genkey -noout -out "$T/k.pem" 2>/dev/null
+openssl ec -in "$T/k.pem" -pubout -out "$T/k.pub" 2>/dev/null
+openssl ecparam -name prime256v1 -genkey -noout -out "$T/other.pem" 2>/dev/null
+openssl ec -in "$T/other.pem" -pubout -out "$T/other.pub" 2>/dev/null
+check signed-first 0 '"version": "v000001"' "$TRAIN" "${rc_[@]}" --base "$BASE" \
+    --labels negative,positive --head-only --max-steps 1 --train "$T/rtrain.jsonl" \
+    --dev "$T/rdev.jsonl" --repository "$T/repo5" --key "$T/k.pem"
+check signed-verifies 0 '' "$TRAIN" verify "$T/repo5/v000001" --public-key "$T/k.pub"
+check signed-gate 0 '"version": "v000002"' "$TRAIN" "${rc_[@]}" --from-repository "$T/repo5" \
+    --public-key "$T/k.pub" --repository "$T/repo5" --key "$T/k.pem" --feedback "$T/good.jsonl" \
+    --train "$T/rtrain.jsonl" --dev "$T/rdev.jsonl" --epochs 6 --lr 2e-3
+check signed-new-verifies 0 '' "$TRAIN" verify "$T/repo5/v000002" --public-key "$T/k.pub"
+check wrong-key-refused 1 '"result": "failed"' "$TRAIN" "${rc_[@]}" --from-repository "$T/repo5" \
+    --public-key "$T/other.pub" --repository "$T/repo5" --feedback "$T/good.jsonl" \
+    --dev "$T/rdev.jsonl"
+
 # watch: a weak served version, then 40 new feedback items -> one new version, then it
 # waits (the next checks see 0 new items) until SIGTERM, which stops it cleanly.
 "$TRAIN" "${rc_[@]}" --base "$BASE" --labels negative,positive --head-only --max-steps 1 \
