@@ -125,6 +125,9 @@ static int read_dir(const char *dir, int64_t after, FILE *log, trn_feedback *fb,
         n++;
     }
     closedir(d);
+    if (!rc && !n && log)
+        fprintf(log, "%s: no *.jsonl feedback logs in this folder (the daemon writes them to "
+                "<feedback.dir>/<model>/)\n", dir);
     if (!rc && n)
         qsort(names, (size_t)n, sizeof *names, cmp_name);
     for (int i = 0; !rc && i < n; i++) {

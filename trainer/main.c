@@ -429,13 +429,13 @@ static void print_result(const char *result, const trn_opts *o, const trn_result
                "\"train_examples_per_second\": %.2f", r->accuracy, r->macro_f1, r->train_seconds,
                r->examples_per_second);
     if (r->gated) {
-        printf(", \"gate\": {\"dev\": {\"old\": ");
-        printf(r->has_old ? "%.4f" : "null", r->dev_old);
-        printf(", \"new\": %.4f}", r->dev_new);
+        char old[32];
+        snprintf(old, sizeof old, r->has_old ? "%.4f" : "null", r->dev_old);
+        printf(", \"gate\": {\"dev\": {\"old\": %s, \"new\": %.4f}", old, r->dev_new);
         if (o->n_feedback) {
-            printf(", \"feedback\": {\"old\": ");
-            printf(r->has_old ? "%.4f" : "null", r->fb_old);
-            printf(", \"new\": %.4f, \"n\": %d}", r->fb_new, r->feedback_holdout);
+            snprintf(old, sizeof old, r->has_old ? "%.4f" : "null", r->fb_old);
+            printf(", \"feedback\": {\"old\": %s, \"new\": %.4f, \"n\": %d}", old, r->fb_new,
+                   r->feedback_holdout);
         }
         put_str(stdout, "reason", r->reason);
         printf("}");
