@@ -58,6 +58,13 @@ typedef struct srv_config {
     int connection_timeout_s;
     char *api_key_file;     /* NULL: no authentication */
     int drain_timeout_ms;
+    /* POST /v1/feedback (feedback.*) */
+    char *feedback_dir;     /* NULL: the endpoint answers 404 feedback_not_configured */
+    int feedback_max_items;
+    int recent_enabled;     /* remember recent requests' texts by request id */
+    int recent_max_requests;
+    int recent_max_bytes;
+    int recent_max_age_s;
     srv_model_conf *models;
     int n_models;
 } srv_config;

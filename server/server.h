@@ -51,6 +51,7 @@ struct srv_server {
     srv_api_limits limits;
     srv_auth *auth;             /* NULL: no authentication */
     srv_metrics *metrics;
+    struct srv_feedback *feedback; /* NULL: feedback.dir unset (feedback.h) */
     srv_model *models;
     int n_models;
     uv_loop_t *loop;
