@@ -236,7 +236,7 @@ def tiny_models(**batching):
 
 
 def render_config(port, models, api_key_file=None, threads=None, drain_timeout_ms=None,
-                  limits=None):
+                  limits=None, feedback=None):
     """The one place that knows nlpd's config file format (server/config.c, config/nlpd.json).
     ModelSpec.batching may hold timeout_ms / max_timeout_ms (model keys) and the
     batching.* keys (max_batch_tokens, max_batch_size, max_delay_us, queue_capacity,
@@ -255,6 +255,8 @@ def render_config(port, models, api_key_file=None, threads=None, drain_timeout_m
         cfg["drain_timeout_ms"] = drain_timeout_ms
     if api_key_file:
         cfg["auth"] = {"api_key_file": str(api_key_file)}
+    if feedback is not None:  # the "feedback" section: dir, max_items, recent {...}
+        cfg["feedback"] = feedback
     for m in models:
         e = {"name": m.name, "path": str(m.path), "task": m.task}
         b = dict(m.batching)
