@@ -58,6 +58,7 @@ typedef struct follow {
     char pinned[128];       /* "" when none */
     char serving[128];      /* "" when none yet */
     char error[512];        /* the last check's problem that is not a version's ("" none) */
+    long checks;            /* checks run (shows that a burst of events causes one) */
 
     uv_fs_event_t ev;       /* loop thread */
     uv_timer_t debounce;
@@ -479,6 +480,9 @@ static void check_folder(follow *f)
 
 static void check(follow *f)
 {
+    pthread_mutex_lock(&f->mu);
+    f->checks++;
+    pthread_mutex_unlock(&f->mu);
     if (f->repo)
         check_repo(f);
     else
@@ -843,6 +847,7 @@ void srv_reload_render_versions(srv_reload *rl, const srv_model *m, srv_buf *b)
         srv_buf_puts(b, ",\"error\":");
         put_str(b, f->error);
     }
+    srv_buf_printf(b, ",\"checks\":%ld", f->checks);
     srv_buf_puts(b, ",\"versions\":[");
     /* Newest first. */
     int *order = malloc((size_t)(f->n ? f->n : 1) * sizeof *order);

@@ -73,7 +73,8 @@ class Daemon:
 
     def __call__(self, feedback, models=None, **kw):
         self.n += 1
-        nlpd = Nlpd(self.base / f"d{self.n}", models or fb_models(), feedback=feedback, **kw)
+        nlpd = Nlpd(self.base / f"d{self.n}", models or fb_models(),
+                    extra={"feedback": feedback}, **kw)
         self.items.append(nlpd)
         nlpd.start()
         return Target("127.0.0.1", nlpd.port, "direct", nlpd)
@@ -104,7 +105,7 @@ def post_fb(t, body, **kw):
 
 def test_items_on_disk_in_the_log_format(spawn, tmp_path):
     fbdir = tmp_path / "fb"
-    t = spawn(fb_models(), feedback={"dir": str(fbdir)})
+    t = spawn(fb_models(), extra={"feedback": {"dir": str(fbdir)}})
     t0 = int(time.time() * 1000)
     texts = ["great service", 'said "no"\nthen left\ttab \\ back', "caf\u00e9 \u2603 \U0001F600"]
     r = post_fb(t, {"model": "tiny-sentiment",
