@@ -205,9 +205,14 @@ static int item_text(srv_req *r, const srv_feedback_item *it, const char *where,
     if (rc == -2 || (it->index < 0 && n_texts > 1)) {
         free(*owned);
         *owned = NULL;
-        srv_req_error(r, 422, "invalid_field",
-                      "%sindex: that request had %d texts: give index, 0 to %d", where, n_texts,
-                      n_texts - 1);
+        if (rc == -2)
+            srv_req_error(r, 422, "invalid_field",
+                          "%sindex must be below %d: that request had %d text%s", where, n_texts,
+                          n_texts, n_texts == 1 ? "" : "s");
+        else
+            srv_req_error(r, 422, "invalid_field",
+                          "%sindex is required: that request had %d texts (index 0 to %d)", where,
+                          n_texts, n_texts - 1);
         return -1;
     }
     *text = *owned;
