@@ -147,8 +147,11 @@ def test_feedback_sidecar_publish_swap(tmp_path):
             after, v = labels_of(t, "tiny", texts)
             assert v == "v000002"
             assert after == [target] * len(texts), (before, after)
-            # The version's metadata carries both scores (shown by the versions call).
-            meta = json.loads((repo / "v000002" / "nlpd-version.json").read_text())
+            # The version's metadata carries both scores, shown by the versions call.
+            meta = [v for v in versions(t, "tiny")["versions"]
+                    if v["version"] == "v000002"][0]["metadata"]
+            assert meta == json.loads((repo / "v000002" / "nlpd-version.json").read_text())
+            assert meta["scores"]["dev"]["new"] >= meta["scores"]["dev"]["old"] - 0.005
             assert meta["base_version"] == "v000001"
             assert meta["scores"]["feedback"]["new"] > meta["scores"]["feedback"]["old"]
             assert meta["feedback_until"] > 0
