@@ -264,8 +264,11 @@ int trn_step_publish(run *r, eng_error *err)
     }
     eng_file_out extra[2] = {{"eval_results.json", r->metrics_json, strlen(r->metrics_json)},
                              {"nlpd_train.json", r->record, strlen(r->record)}};
-    if ((rc = eng_trainer_save(r->t, saved, extra, 2, o->force, err)))
+    if ((rc = eng_trainer_save(r->t, saved, extra, 2, o->force, err))) {
+        if (strstr(err->msg, "kept at")) /* finished but not put in place: keep it */
+            r->keep_work = 1;
         goto done;
+    }
     fprintf(r->log, "saved: %s\n", saved);
     if (!o->repository)
         goto done;
