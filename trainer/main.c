@@ -459,7 +459,7 @@ static void usage_watch(FILE *f)
         "the held-aside feedback, and publishes a signed new version only when the gate\n"
         "passes (see nlpd-train --help). A refused run is not retried until --min-new newer\n"
         "items arrive. It runs at low priority (SCHED_BATCH, nice 10) with --threads CPU\n"
-        "threads. SIGTERM/SIGINT stop it; a training run in progress is abandoned and\n"
+        "threads (default 1 here). SIGTERM/SIGINT stop it; a training run in progress is abandoned and\n"
         "nothing is published. One plain line per event goes to stderr (--verbose: also\n"
         "each training run's own lines).\n"
         "Exit status: 0 stopped cleanly, 1 could not start, 2 bad usage.\n",

@@ -18,6 +18,7 @@ void trn_watch_opts_default(trn_watch_opts *w)
 {
     memset(w, 0, sizeof *w);
     trn_opts_default(&w->train);
+    w->train.threads = 1; /* a sidecar: leave the cores to the daemon unless told */
     w->min_new = 10;
     w->interval = 60;
     w->low_priority = 1;
