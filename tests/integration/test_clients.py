@@ -77,6 +77,7 @@ def test_openai_sdk(api):
         e = got[k]
         assert e and e["status"] == 422 and e["type"] == "UnprocessableEntityError", e
         assert "check_embedding_ctx_length=False" in e["message"], e
+        assert e["code"] == "unsupported_input" and e["error_type"] == "invalid_request_error", e
     assert got["unknown_model"]["status"] == 404, got["unknown_model"]
 
 

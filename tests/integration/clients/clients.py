@@ -34,7 +34,7 @@ def openai_client(base, model, texts):
         except openai.APIStatusError as e:
             body = e.body if isinstance(e.body, dict) else {}
             return {"status": e.status_code, "type": type(e).__name__, "message": e.message,
-                    "code": body.get("code")}
+                    "code": e.code, "error_type": e.type}
         return None
 
     out["dimensions_bad"] = error(input=texts[0], model=model, dimensions=dim // 2)
