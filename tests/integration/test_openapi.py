@@ -58,6 +58,21 @@ def test_document_matches_routes():
                     f"{path}: parameter {name} undeclared"
 
 
+def test_document_is_valid_openapi_31():
+    """openapi-spec-validator (tests/requirements.txt) checks the document against the
+    OpenAPI 3.1 specification and its JSON Schema dialect."""
+    py = VENV / "bin" / "python"
+    if not py.exists():
+        pytest.fail(f"{py} missing: run scripts/install_deps.sh (tests/requirements.txt)")
+    code = ("import json, sys\n"
+            "from openapi_spec_validator import validate\n"
+            "d = json.load(open(sys.argv[1]))\n"
+            "validate(d)\n"
+            "print('valid', d['openapi'])\n")
+    r = subprocess.run([str(py), "-c", code, str(DOC)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "valid 3.1" in r.stdout, f"{r.stdout}{r.stderr[-3000:]}"
+
+
 def test_served_document(api):
     r = api.get("/openapi.json")
     assert r.status == 200, r
