@@ -88,7 +88,8 @@ static int infer_prepare(srv_req *r)
 {
     srv_server *s = r->srv;
     srv_api_error e;
-    int rc = srv_api_parse(r->ep, r->body, r->body_len, &s->limits, &r->api, &e);
+    int rc = r->ops->parse ? r->ops->parse(r, &e)
+                           : srv_api_parse(r->ep, r->body, r->body_len, &s->limits, &r->api, &e);
     free(r->body);
     r->body = NULL;
     r->body_len = r->body_cap = 0;
@@ -196,12 +197,20 @@ static int infer_finished(srv_req *r)
     }
 }
 
+static void infer_render_response(srv_req *r);
+
 static void infer_render(srv_req *r)
 {
-    if (r->ops->render) {
+    if (r->ops->render)
         r->ops->render(r);
-        return;
-    }
+    else
+        infer_render_response(r);
+    if (r->ops->rendered && !r->warmup && r->status == 200)
+        r->ops->rendered(r);
+}
+
+static void infer_render_response(srv_req *r)
+{
     const eng_model_info *info = r->ver->info;
     const eng_tokenizer *tok = eng_model_tokenizer(r->ver->model);
     srv_buf b;

@@ -14,6 +14,7 @@
 
 #include <malloc.h>
 
+#include "feedback.h"
 #include "http.h"
 #include "log.h"
 #include "reload.h"
@@ -52,6 +53,7 @@ static void usage(FILE *f)
         "  --set KEY=VALUE         set any top-level key, e.g. --set limits.max_texts=16\n"
         "  --check-config          validate the configuration and model folders, then exit\n"
         "  --print-config-doc      print every configuration key with its default and exit\n"
+        "  --print-routes          print every route (METHOD PATH) and exit\n"
         "  --help, --version\n"
         "\n"
         "Signals: SIGTERM/SIGINT drain and exit 0 (a second one exits at once); SIGHUP checks\n"
@@ -85,6 +87,7 @@ static void finish(app *a, int graceful)
      * then ends. */
     srv_reload_stop(s->reload);
     srv_models_stop(s, graceful, srv_now_ns() + 1000000000);
+    srv_feedback_stop(s); /* answers what it queued: before the connections go */
     if (s->http)
         srv_http_stop(s->http);
     uv_timer_stop(&a->drain_timer);
@@ -206,6 +209,10 @@ int main(int argc, char **argv)
             srv_config_print_doc(stdout);
             return 0;
         }
+        if (strcmp(arg, "--print-routes") == 0) {
+            srv_routes_print(stdout);
+            return 0;
+        }
         if (strcmp(arg, "--check-config") == 0) {
             check_only = 1;
             continue;
@@ -315,6 +322,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "nlpd: out of memory\n");
         goto fail_server;
     }
+    if (srv_feedback_init(s, err, sizeof err)) {
+        fprintf(stderr, "nlpd: %s\n", err);
+        goto fail_server;
+    }
 
     /* libuv reads the pool size once, at its first use. */
     char pool[16];
@@ -364,6 +375,7 @@ fail_loop:
         uv_loop_close(&a->loop);
 fail_server:
     srv_reload_free(s->reload);
+    srv_feedback_free(s);
     srv_models_free(s);
     srv_metrics_free(s->metrics);
     srv_auth_free(s->auth);

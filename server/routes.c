@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "feedback.h"
 #include "handlers.h"
 #include "log.h"
 
@@ -21,6 +22,8 @@ static const srv_route routes[] = {
     {"POST", "/v1/translate", SRV_EP_TRANSLATE, SRV_ACCESS_DATA, NULL, &srv_infer_handler,
      &srv_translate_ops,
      "{\"model\":\"(the model warmed up)\",\"text\":\"warm up\",\"beam_size\":1,\"max_length\":4}"},
+    {"POST", "/v1/feedback", SRV_EP_FEEDBACK, SRV_ACCESS_DATA, NULL, &srv_feedback_handler, NULL,
+     NULL},
     {"GET", "/v1/models", SRV_EP_MODELS, SRV_ACCESS_DATA, srv_handle_models, NULL, NULL, NULL},
     {"GET", "/v1/models/{name}", SRV_EP_MODELS, SRV_ACCESS_DATA, srv_handle_models, NULL, NULL,
      NULL},
@@ -35,6 +38,18 @@ static const srv_route routes[] = {
     {"GET", "/healthz", SRV_EP_HEALTHZ, SRV_ACCESS_OPEN, srv_handle_healthz, NULL, NULL, NULL},
     {"GET", "/readyz", SRV_EP_READYZ, SRV_ACCESS_OPEN, srv_handle_readyz, NULL, NULL, NULL},
     {"GET", "/metrics", SRV_EP_METRICS, SRV_ACCESS_OPEN, srv_handle_metrics, NULL, NULL, NULL},
+    {"GET", "/openapi.json", SRV_EP_OPENAPI, SRV_ACCESS_OPEN, srv_handle_openapi, NULL, NULL,
+     NULL},
+    /* Compatible routes for existing clients (handle_compat.c); warm-up is the
+     * native route's. */
+    {"POST", "/v1/embeddings", SRV_EP_OPENAI_EMBEDDINGS, SRV_ACCESS_DATA, NULL,
+     &srv_infer_handler, &srv_openai_embed_ops, NULL},
+    {"POST", "/embed", SRV_EP_TEI_EMBED, SRV_ACCESS_DATA, NULL, &srv_infer_handler,
+     &srv_tei_embed_ops, NULL},
+    {"POST", "/predict", SRV_EP_TEI_PREDICT, SRV_ACCESS_DATA, NULL, &srv_infer_handler,
+     &srv_tei_predict_ops, NULL},
+    {"POST", "/tokenize", SRV_EP_TEI_TOKENIZE, SRV_ACCESS_DATA, NULL,
+     &srv_tei_tokenize_handler, NULL, NULL},
 };
 #define N_ROUTES (sizeof routes / sizeof *routes)
 
@@ -58,10 +73,16 @@ static int path_match(const char *pattern, const char *url, char *arg, size_t ca
     return 1;
 }
 
+void srv_routes_print(FILE *f)
+{
+    for (size_t i = 0; i < N_ROUTES; i++)
+        fprintf(f, "%s %s\n", routes[i].method, routes[i].path);
+}
+
 const srv_route *srv_route_for_task(srv_task t)
 {
     for (size_t i = 0; i < N_ROUTES; i++)
-        if (routes[i].task && srv_task_serves(t, routes[i].ep))
+        if (routes[i].task && routes[i].warmup_body && srv_task_serves(t, routes[i].ep))
             return &routes[i];
     return NULL;
 }
@@ -142,6 +163,11 @@ srv_route_action srv_route_request(srv_req *r, const char *url, const char *meth
     if (rt->task && !atomic_load(&s->ready)) {
         r->retry_after = 1;
         srv_req_error(r, 503, "not_ready", "models are still loading");
+        return SRV_ROUTE_RESPOND;
+    }
+    if (rt->ep == SRV_EP_FEEDBACK && !srv_feedback_enabled(s)) {
+        srv_req_error(r, 404, "feedback_not_configured",
+                      "this server records no feedback (feedback.dir is not set)");
         return SRV_ROUTE_RESPOND;
     }
     srv_api_error e;

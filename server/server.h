@@ -12,6 +12,7 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <uv.h>
 
 #include "api.h"
@@ -55,6 +56,7 @@ struct srv_server {
     srv_auth *admin_auth;       /* NULL: no admin keys (auth.admin_key_file) */
     struct srv_reload *reload;  /* following model sources (reload.h) */
     srv_metrics *metrics;
+    struct srv_feedback *feedback; /* NULL: feedback.dir unset (feedback.h) */
     srv_model *models;
     int n_models;
     uv_loop_t *loop;
@@ -182,6 +184,9 @@ typedef struct srv_route {
     const struct srv_infer_ops *task;
     const char *warmup_body;
 } srv_route;
+
+/* Print every route as "METHOD PATH" lines (nlpd --print-routes). */
+void srv_routes_print(FILE *f);
 
 /* The inference route whose task a model of task t serves first (its
  * warm-up), or NULL. */

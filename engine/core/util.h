@@ -42,4 +42,8 @@ extern _Thread_local unsigned long long eng_tok_steps;
 #endif
 #define ENG_TOK_STEP(n) (eng_tok_steps += (unsigned long long)(n))
 
+/* Test seam in checkpoint.c: the renameat2 eng_ckpt_commit calls. */
+extern int (*eng_ckpt_renameat2)(int olddirfd, const char *oldpath, int newdirfd,
+                                 const char *newpath, unsigned int flags);
+
 #endif

@@ -31,6 +31,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 SYSTEMD = ROOT / "systemd"
 K8S = ROOT / "deploy" / "kubernetes"
 COMPOSE = ROOT / "deploy" / "docker-compose.yml"
+COMPOSE_CONFIG = ROOT / "deploy" / "compose" / "nlpd.json"
 DASHBOARD = ROOT / "deploy" / "monitoring" / "grafana-dashboard.json"
 ALERTS = ROOT / "deploy" / "monitoring" / "alerts.yml"
 DEFAULT_CONFIG = ROOT / "config" / "nlpd.json"
@@ -362,9 +363,27 @@ def test_kubernetes_config_accepted_by_nlpd(tmp_path):
     cfg = json.loads(k8s_find("ConfigMap", "nlpd-config")["data"]["nlpd.json"])
     fixture = {"embed": "bert_st", "sentiment": "bert_cls", "classify": "bert_cls",
                "qa": "bert_qa"}
+    # The trained models come from repositories on the shared volume that every replica
+    # follows by rescanning (no inotify across machines), verified with the signing key
+    # that deployment.yaml mounts.
+    repos = {m["name"]: m["repository"] for m in cfg["models"] if "repository" in m}
+    assert {"sentiment", "intents"} <= set(repos), cfg["models"]
+    assert all(p.startswith("/var/lib/nlpd/repository/") for p in repos.values()), repos
+    assert cfg["reload"]["rescan_interval_s"] > 0
+    assert cfg["feedback"]["dir"] == "/var/lib/nlpd/feedback"
+    key = cfg["signing"]["public_key_file"]
+    spec = k8s_find("Deployment", "nlpd")["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
+    assert mounts.get(os.path.dirname(key)) == "signing-key", (key, mounts)
+    (tmp_path / "repository").mkdir()
     for m in cfg["models"]:
-        assert m["path"].startswith("/var/lib/nlpd/"), m["path"]
-        m["path"] = str(FIXTURES / fixture[m["task"]])
+        if "repository" in m:
+            m["repository"] = str(tmp_path / "repository" / m["name"])
+        else:
+            assert m["path"].startswith("/var/lib/nlpd/"), m["path"]
+            m["path"] = str(FIXTURES / fixture[m["task"]])
+    cfg["signing"]["public_key_file"] = str(tmp_path / "signing.pub")
+    cfg["feedback"]["dir"] = str(tmp_path / "feedback")
     f = tmp_path / "nlpd.json"
     f.write_text(json.dumps(cfg))
     r = run([str(NLPD_BIN), "--check-config", "--config", str(f)])
@@ -392,11 +411,39 @@ def test_compose_config():
     for name in ("repository", "feedback"):
         assert vols("nlpd")[name] == vols("trainer")[name] == f"/var/lib/nlpd/{name}"
     assert svc["trainer"]["command"][:2] == ["nlpd-train", "watch"]
+    # nlpd reads deploy/compose/nlpd.json and the repositories' signing key.
+    assert vols("nlpd")[str(COMPOSE_CONFIG)] == "/etc/nlpd/nlpd.json"
+    key = json.loads(COMPOSE_CONFIG.read_text())["signing"]["public_key_file"]
+    assert os.path.dirname(key) in vols("nlpd").values(), key
     # docker-compose prints durations normalised ("30s"); the drain fits.
     grace = svc["nlpd"]["stop_grace_period"]
     grace_s = float(grace[:-1]) if grace.endswith("s") else 60 * float(grace[:-1])
     drain_s = json.loads(DEFAULT_CONFIG.read_text()).get("drain_timeout_ms", 10000) / 1000
     assert grace_s >= drain_s + 5, f"stop_grace_period {grace} vs drain {drain_s} s"
+
+
+def test_compose_nlpd_config_accepted_by_nlpd(tmp_path):
+    """deploy/compose/nlpd.json serves sentiment and intents from the repository
+    volume, followed by rescanning, and passes the real daemon's --check-config."""
+    if not NLPD_BIN.exists():
+        pytest.fail(f"{NLPD_BIN} does not exist (build it)")
+    cfg = json.loads(COMPOSE_CONFIG.read_text())
+    repos = {m["name"]: m["repository"] for m in cfg["models"] if "repository" in m}
+    assert repos == {"sentiment": "/var/lib/nlpd/repository/sentiment",
+                     "intents": "/var/lib/nlpd/repository/intents"}, repos
+    assert cfg["reload"]["rescan_interval_s"] > 0
+    (tmp_path / "repository").mkdir()
+    for m in cfg["models"]:
+        if "repository" in m:
+            m["repository"] = str(tmp_path / "repository" / m["name"])
+        else:
+            m["path"] = str(FIXTURES / "bert_st")
+    cfg["signing"]["public_key_file"] = str(tmp_path / "signing.pub")
+    cfg["feedback"]["dir"] = str(tmp_path / "feedback")
+    f = tmp_path / "nlpd.json"
+    f.write_text(json.dumps(cfg))
+    r = run([str(NLPD_BIN), "--check-config", "--config", str(f)])
+    assert r.returncode == 0, f"nlpd --check-config: {r.stdout}{r.stderr}"
 
 
 def test_compose_config_rejects_a_typo(tmp_path):
