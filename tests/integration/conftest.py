@@ -76,6 +76,13 @@ def require(ok, what):
     pytest.fail(f"required {what} is missing; a required resource never skips", pytrace=False)
 
 
+def optional(ok, what):
+    """An OPTIONAL capability (e.g. mounting a tmpfs, which needs root): when missing
+    the test skips, and the closing line counts it as skipped, with the reason."""
+    if not ok:
+        pytest.skip(f"optional {what} is not available")
+
+
 def have_minilm():
     return (MINILM / "model.safetensors").exists()
 

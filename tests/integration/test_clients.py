@@ -47,7 +47,7 @@ def native(api, model, texts):
 
 def same(a, b, tol=TOL):
     assert len(a) == len(b), f"length {len(a)} vs {len(b)}"
-    worst = max(abs(x - y) for x, y in zip(a, b))
+    worst = max(abs(x - y) for x, y in zip(a, b, strict=True))
     assert worst <= tol, f"differs by {worst}"
 
 
@@ -95,7 +95,7 @@ def test_openai_raw_shapes(api):
         vec = struct.unpack(f"<{len(raw) // 4}f", raw)  # little-endian float32, as OpenAI
         same(vec, want[i])
     # usage counts the tokens embedded ([CLS] and [SEP] included), as nlpd /tokenize shows
-    t = api.post("/tokenize", {"inputs": TEXTS}).json()
+    t = api.post("/tokenize", {"inputs": TEXTS}).ok().json()
     assert j["usage"]["prompt_tokens"] == sum(len(x) for x in t)
     for body, code in (({"input": "x"}, "invalid_field"),                      # model missing
                        ({"input": [], "model": model}, "invalid_field"),
@@ -140,7 +140,7 @@ def test_tei_embed_shapes(api):
     assert r.status == 200, r
     j = r.json()
     assert isinstance(j, list) and len(j) == 1 and all(isinstance(x, float) for x in j[0])
-    j2 = api.post("/embed", {"inputs": ["hello", "world"], "normalize": True, "truncate": False}).json()
+    j2 = api.post("/embed", {"inputs": ["hello", "world"], "normalize": True, "truncate": False}).ok().json()
     assert len(j2) == 2 and j2[0] == j[0]
     long = " ".join(["word"] * 2000)
     json_error(api.post("/embed", {"inputs": long}), 413, "too_many_tokens")
@@ -154,7 +154,7 @@ def test_tei_embed_shapes(api):
 
 def test_tei_predict(api):
     texts = ["great service", "terrible, never again"]
-    nat = api.post("/v1/sentiment", {"texts": texts}).json()
+    nat = api.post("/v1/sentiment", {"texts": texts}).ok().json()
     r = api.post("/predict", {"inputs": texts[0]})
     assert r.status == 200, r
     single = r.json()
@@ -162,10 +162,10 @@ def test_tei_predict(api):
     assert single[0]["label"] == res["label"] and abs(single[0]["score"] - res["score"]) < 1e-6
     assert [p["score"] for p in single] == sorted((p["score"] for p in single), reverse=True)
     assert {p["label"]: p["score"] for p in single} == pytest.approx(res["scores"], abs=1e-6)
-    batch = api.post("/predict", {"inputs": [[texts[0]], [texts[1]]]}).json()
+    batch = api.post("/predict", {"inputs": [[texts[0]], [texts[1]]]}).ok().json()
     assert len(batch) == 2 and batch[0] == single
     assert batch[1][0]["label"] == nat["results"][1]["label"]
-    raw = api.post("/predict", {"inputs": texts[0], "raw_scores": True}).json()
+    raw = api.post("/predict", {"inputs": texts[0], "raw_scores": True}).ok().json()
     # softmax of the logits gives the probabilities
     z = sum(math.exp(p["score"]) for p in raw)
     assert {p["label"]: math.exp(p["score"]) / z for p in raw} == \
@@ -188,7 +188,7 @@ def test_tei_tokenize(api):
     for tok in t[1:-1]:
         assert not tok["special"]
         assert raw[tok["start"]:tok["stop"]].decode() == tok["text"], tok  # byte offsets, as TEI
-    nospec = api.post("/tokenize", {"inputs": [text, "ok"], "add_special_tokens": False}).json()
+    nospec = api.post("/tokenize", {"inputs": [text, "ok"], "add_special_tokens": False}).ok().json()
     assert len(nospec) == 2 and [x["id"] for x in nospec[0]] == [x["id"] for x in t[1:-1]]
     json_error(api.post("/tokenize", {"inputs": "x", "prompt_name": "query"}), 422,
                "invalid_field")

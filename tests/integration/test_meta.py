@@ -22,8 +22,9 @@ def test_every_zip_is_strict():
 
 
 def test_no_unconditional_skips():
-    """Skips go through conftest.require (a failure in make test and CI); a bare
-    pytest.skip / skipif / importorskip would let a test pass by not running."""
+    """Skips go through conftest.require (a failure in make test and CI) or
+    conftest.optional (a counted skip); a bare pytest.skip / skipif / importorskip
+    would let a test pass by not running, uncounted."""
     bad = []
     for p in sorted(HERE.glob("*.py")):
         if p.name in ("conftest.py", "test_meta.py"):
