@@ -56,8 +56,7 @@ typedef struct worker {
     eng_ctx *ctx;
     cand *cands;              /* window candidates, then the batch (sorted) */
     srv_job **batch;          /* jobs to compute after the drop checks */
-    const eng_encoding **enc; /* the batch's encodings, concatenated */
-    int enc_cap;
+    srv_scratch enc;          /* the batch's encodings, concatenated (const eng_encoding *) */
     srv_scratch scratch;      /* the type's output for the whole batch */
 } worker;
 
@@ -287,6 +286,8 @@ static int queue_fills_batch(const srv_batcher *b)
 
 void *srv_scratch_get(srv_scratch *s, size_t bytes)
 {
+    if (bytes > s->peak)
+        s->peak = bytes;
     if (bytes <= s->cap)
         return s->p;
     size_t n = s->cap ? s->cap : 4096;
@@ -298,6 +299,36 @@ void *srv_scratch_get(srv_scratch *s, size_t bytes)
     s->p = p;
     s->cap = n;
     return p;
+}
+
+void srv_scratch_trim(srv_scratch *s)
+{
+    s->recent[s->next] = s->peak;
+    s->next = (s->next + 1) % SRV_SCRATCH_WINDOW;
+    if (s->n_recent < SRV_SCRATCH_WINDOW)
+        s->n_recent++;
+    s->peak = 0;
+    size_t need = 0;
+    for (int i = 0; i < s->n_recent; i++)
+        need = s->recent[i] > need ? s->recent[i] : need;
+    if (!s->p || s->cap <= SRV_SCRATCH_KEEP || s->cap / 4 <= need)
+        return;
+    size_t n = 4096;
+    while (n < need)
+        n *= 2;
+    if (n < s->cap) {
+        void *p = realloc(s->p, n);
+        if (p) { /* a failed shrink keeps the larger block */
+            s->p = p;
+            s->cap = n;
+        }
+    }
+}
+
+void srv_scratch_free(srv_scratch *s)
+{
+    free(s->p);
+    memset(s, 0, sizeof *s);
 }
 
 void srv_job_free_output(srv_job *j)
@@ -322,21 +353,6 @@ static void set_error(srv_job *j, int code, const char *msg)
     j->error[len] = 0;
 }
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return 0;
-    size_t n = *cap ? *cap : 64;
-    while (n < need)
-        n *= 2;
-    void *q = realloc(*p, n * elem);
-    if (!q)
-        return ENG_ENOMEM;
-    *p = q;
-    *cap = n;
-    return 0;
-}
-
 /* Run jobs[0..n) as one batch on their model and fill their results
  * (status OK or FAILED); does not complete them. Returns 1, leaving the jobs
  * untouched, when the engine refused an input of a multi-job batch
@@ -353,26 +369,25 @@ static int run_batch(srv_batcher *b, worker *w, srv_job **jobs, int n, eng_error
         longest = jobs[i]->max_len > longest ? jobs[i]->max_len : longest;
     }
     int rc = 0;
-    size_t enc_cap = (size_t)w->enc_cap;
+    const eng_encoding **enc = NULL;
     err->code = 0;
     err->msg[0] = 0;
     if (type->task != info->task) {
         rc = ENG_EINVAL;
         snprintf(err->msg, sizeof err->msg, "the model does its task '%s', not '%s'",
                  eng_task_name(info->task), eng_task_name(type->task));
-    } else if (grow((void **)&w->enc, &enc_cap, (size_t)seqs, sizeof *w->enc)) {
+    } else if (!(enc = srv_scratch_get(&w->enc, (size_t)seqs * sizeof *enc))) {
         rc = ENG_ENOMEM;
         snprintf(err->msg, sizeof err->msg, "out of memory for a batch of %d sequences", seqs);
     }
-    w->enc_cap = (int)enc_cap;
 
     int64_t t0 = srv_now_ns();
     if (!rc) {
         int e = 0;
         for (int i = 0; i < n; i++)
             for (int s = 0; s < jobs[i]->n; s++)
-                w->enc[e++] = &jobs[i]->enc[s];
-        rc = type->run(w->ctx, m, jobs, n, w->enc, seqs, &w->scratch, err);
+                enc[e++] = &jobs[i]->enc[s];
+        rc = type->run(w->ctx, m, jobs, n, enc, seqs, &w->scratch, err);
     }
     int64_t t1 = srv_now_ns();
 
@@ -421,6 +436,11 @@ static void process(srv_batcher *b, worker *w, int nsel)
     }
     for (int i = 0; i < n; i++)
         w->batch[i]->complete(w->batch[i], w->batch[i]->arg);
+    /* After an unusually large batch, give the memory back. (The engine
+     * context's activation arena keeps its high-water mark: the engine has
+     * no public call to shrink it.) */
+    srv_scratch_trim(&w->scratch);
+    srv_scratch_trim(&w->enc);
 }
 
 static void *worker_main(void *arg)
@@ -632,8 +652,8 @@ void srv_batcher_free(srv_batcher *b)
         eng_ctx_free(w->ctx);
         free(w->cands);
         free(w->batch);
-        free(w->enc);
-        free(w->scratch.p);
+        srv_scratch_free(&w->enc);
+        srv_scratch_free(&w->scratch);
     }
     free(b->w);
     pthread_mutex_destroy(&b->mu);

@@ -46,14 +46,27 @@ typedef struct srv_job srv_job;
 /* CLOCK_MONOTONIC in ns: the clock of deadline_ns and the job timestamps. */
 int64_t srv_now_ns(void);
 
-/* A worker's reusable buffer for a batch's whole output. */
+/* A worker's reusable buffer (a batch's whole output, its encodings). It
+ * grows to what a batch needs and shrinks after an unusually large batch:
+ * srv_scratch_trim, called once per batch, remembers the largest request of
+ * each of the last SRV_SCRATCH_WINDOW batches and gives memory back when the
+ * capacity is over 4x the largest of them (and over SRV_SCRATCH_KEEP bytes). */
+enum { SRV_SCRATCH_WINDOW = 8, SRV_SCRATCH_KEEP = 1 << 16 };
 typedef struct srv_scratch {
     void *p;
     size_t cap;
+    size_t peak;                        /* largest srv_scratch_get since the last trim */
+    size_t recent[SRV_SCRATCH_WINDOW];  /* peaks of the last batches (ring) */
+    int n_recent, next;
 } srv_scratch;
 
-/* At least bytes of s (grown, never shrunk), or NULL when out of memory. */
+/* At least bytes of s (contents kept when it grows), or NULL when out of
+ * memory. Valid until the next srv_scratch_get or srv_scratch_trim. */
 void *srv_scratch_get(srv_scratch *s, size_t bytes);
+/* End of a batch: record its peak; shrink s (to a power of two >= 4 KiB that
+ * holds the recent peaks) when it is far above what recent batches used. */
+void srv_scratch_trim(srv_scratch *s);
+void srv_scratch_free(srv_scratch *s);
 
 /* What a job computes and how (one per handler: classify, embed, qa, translate). */
 typedef struct srv_job_type {

@@ -1245,6 +1245,48 @@ static void test_report_invariance(void **state)
     assert_true(g_bitwise == g_cmp);
 }
 
+/* Item 3 of the hardening issue: a worker's buffers give memory back after an
+ * unusually large batch instead of keeping the high-water mark. */
+static void test_scratch_shrinks(void **state)
+{
+    (void)state;
+    srv_scratch s = {0};
+    char *p = srv_scratch_get(&s, 64u << 20);
+    assert_non_null(p);
+    memset(p, 7, 64u << 20);
+    srv_scratch_trim(&s);
+    assert_true(s.cap >= (64u << 20)); /* the big batch is recent: kept */
+    /* Normal batches: still kept until the big one leaves the window... */
+    for (int i = 0; i < SRV_SCRATCH_WINDOW - 1; i++) {
+        assert_non_null(srv_scratch_get(&s, 3000));
+        srv_scratch_trim(&s);
+        assert_true(s.cap >= (64u << 20));
+    }
+    /* ...then shrunk to what recent batches used. */
+    p = srv_scratch_get(&s, 3000);
+    assert_non_null(p);
+    memset(p, 1, 3000);
+    srv_scratch_trim(&s);
+    assert_int_equal(s.cap, 4096);
+    /* Within 4x of the recent peaks, or under SRV_SCRATCH_KEEP: not reallocated. */
+    assert_non_null(srv_scratch_get(&s, 1u << 20));
+    srv_scratch_trim(&s);
+    for (int i = 0; i < SRV_SCRATCH_WINDOW; i++) {
+        assert_non_null(srv_scratch_get(&s, 300u << 10));
+        srv_scratch_trim(&s);
+    }
+    assert_int_equal(s.cap, 1u << 20);
+    for (int i = 0; i < SRV_SCRATCH_WINDOW; i++) {
+        assert_non_null(srv_scratch_get(&s, 100));
+        srv_scratch_trim(&s);
+    }
+    assert_int_equal(s.cap, 4096);
+    srv_scratch_free(&s);
+    assert_null(s.p);
+    srv_scratch_trim(&s); /* on an empty scratch: nothing to do */
+    assert_int_equal(s.cap, 0);
+}
+
 TEST_GROUP(server_batcher)
 {
     static const struct CMUnitTest t[] = {
@@ -1269,6 +1311,7 @@ TEST_GROUP(server_batcher)
         cmocka_unit_test(test_translate_jobs),
         cmocka_unit_test(test_translate_opts_grouping),
         cmocka_unit_test(test_report_invariance),
+        cmocka_unit_test(test_scratch_shrinks),
     };
     TEST_GROUP_RETURN(t);
 }
