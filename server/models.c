@@ -283,7 +283,9 @@ static int load_one(srv_model *m)
 int srv_models_load(srv_server *s)
 {
     for (int i = 0; i < s->n_models; i++)
-        if (load_one(&s->models[i])) {
+        if (atomic_load(&s->draining)) /* a signal: stop between models */
+            return SRV_MODELS_LOAD_STOPPED;
+        else if (load_one(&s->models[i])) {
             atomic_store_explicit(&s->models[i].status, SRV_MODEL_FAILED, memory_order_release);
             return -1;
         }

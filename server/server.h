@@ -215,7 +215,9 @@ void srv_handle_models(srv_req *r, const char *name /* NULL: list */);
  * model and the missing path in err. */
 int srv_models_init(srv_server *s, char *err, size_t cap);
 /* Load, version, start the batcher and warm up each model (blocking; run off
- * the loop thread). 0, or -1 (reason logged; the model is marked FAILED). */
+ * the loop thread). 0, or -1 (reason logged; the model is marked FAILED), or
+ * SRV_MODELS_LOAD_STOPPED when s->draining was set (a signal) before a model. */
+enum { SRV_MODELS_LOAD_STOPPED = 1 };
 int srv_models_load(srv_server *s);
 /* Stop every batcher: drain what is queued until deadline_ns when drain. */
 void srv_models_stop(srv_server *s, int drain, int64_t deadline_ns);
