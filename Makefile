@@ -27,7 +27,7 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fno-math-errno $(ARCH_F
 # only the public API in engine/include/.
 PUBLIC_INC := -Iengine/include
 ENGINE_INC := -Iengine -Iengine/include
-LDLIBS  += $(PKG_LIBS) -lpthread -lm
+LDLIBS  += $(PKG_LIBS) -lcrypto -lpthread -lm
 # SentencePiece (C++) behind engine/tokenizers/spm_shim.cc, the engine's only C++ file.
 CXX      ?= g++
 CXXFLAGS ?= -O2 -g

@@ -8,11 +8,15 @@
 
 #include "finetune.h"
 #include "nlpd_engine.h"
+#include "repo_cmd.h"
 
 static void usage(FILE *f)
 {
     fputs(
         "usage: nlpd-train --base MODEL_DIR --train FILE [--dev FILE] --out DIR [options]\n"
+        "       nlpd-train publish SRC_DIR --repository DIR [--key PRIVATE.pem] [--metadata FILE]\n"
+        "       nlpd-train verify VERSION_DIR [--public-key KEY.pub]\n"
+        "       nlpd-train pin --repository DIR [VERSION | --unpin]\n"
         "\n"
         "Fine-tunes a BERT-family encoder (a Hugging Face BERT/DistilBERT folder, or a\n"
         "sentence-transformers folder such as all-MiniLM-L6-v2) with a classification head\n"
@@ -157,6 +161,9 @@ static char *join_args(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    trn_cmd_fn sub = trn_repo_cmd(argc, argv); /* model repository subcommands */
+    if (sub)
+        return sub(argc - 1, argv + 1);
     trn_opts o;
     trn_opts_default(&o);
     double v;
