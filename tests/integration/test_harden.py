@@ -67,38 +67,39 @@ def test_second_signal_exits_during_a_batch(direct):
     """The loop thread joins the workers when it stops: a second SIGTERM must still
     end the process at once, not after the batch."""
     need_minilm()
-    t = direct([ModelSpec("big", MINILM, "embed", max_delay_us=0, max_batch_size=4096,
+    # A (256 texts) fills a batch by itself; B (1 text) queued behind it shows that A
+    # is computing: the queue holds exactly B only once the worker took A.
+    t = direct([ModelSpec("big", MINILM, "embed", max_delay_us=0, max_batch_size=256,
                           max_batch_tokens=1 << 22, workers=1, threads=1,
                           timeout_ms=600000, max_timeout_ms=600000)],
                limits={"max_texts": 512}, drain_timeout_ms=600000)
     text = " ".join(f"word{i} and more words" for i in range(80))
     holder = {}
 
-    def big():
+    def post(key, body):
         try:
-            holder["r"] = t.post("/v1/embed", {"texts": [text] * 256}, timeout=600)
+            holder[key] = t.post("/v1/embed", body, timeout=600)
         except OSError as e:
-            holder["e"] = e
+            holder[key] = e
 
-    th = threading.Thread(target=big, daemon=True)
-    th.start()
-
-    def computing():
-        s = scrape(t)
-        return (metric(s, "nlpd_requests_in_flight") >= 1 and
-                metric(s, "nlpd_queue_depth", model="big") == 0 and
-                "r" not in holder)
-    wait_until(computing, 30, "the big batch to start")
+    ths = [threading.Thread(target=post, args=("a", {"texts": [text] * 256}), daemon=True)]
+    ths[0].start()
+    wait_until(lambda: metric(scrape(t), "nlpd_requests_in_flight") >= 1, 30, "A to arrive")
+    ths.append(threading.Thread(target=post, args=("b", {"text": "behind"}), daemon=True))
+    ths[1].start()
+    wait_until(lambda: metric(scrape(t), "nlpd_queue_depth", model="big") == 1, 60,
+               "A computing with B queued behind it")
     t.nlpd.signal(signal.SIGTERM)
     wait_until(lambda: "draining" in t.nlpd.log(), 10, "the first SIGTERM to be handled")
-    assert "r" not in holder, "the batch finished before the second signal: make it bigger"
+    assert "a" not in holder, "the batch finished before the second signal: make it bigger"
     t0 = time.monotonic()
     t.nlpd.signal(signal.SIGTERM)
-    rc = t.nlpd.wait_exit(60)
+    rc = t.nlpd.wait_exit(120)
     took = time.monotonic() - t0
     assert took < 5, f"nlpd took {took:.1f}s to exit after a second SIGTERM during a batch"
     assert rc == 1, f"a forced exit must not report success: exit {rc}"
-    th.join(30)
+    for th in ths:
+        th.join(30)
 
 
 def test_signal_stops_model_loading(direct, tmp_path):
