@@ -104,6 +104,15 @@ static int infer_prepare(srv_req *r)
     }
     r->model = m;
     r->model_index = m->index;
+    /* Several models serve this endpoint: the body named this one; count it
+     * against its bound before tokenising. */
+    if (!r->held_model && !r->warmup) {
+        if (srv_model_admit(m)) {
+            srv_req_model_full(r, m);
+            return -1;
+        }
+        r->held_model = m;
+    }
     if (r->api.timeout_ms > m->conf->max_timeout_ms) {
         srv_req_error(r, 422, "invalid_field", "timeout_ms must be at most %d for model %s",
                       m->conf->max_timeout_ms, m->conf->name);

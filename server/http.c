@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,10 +29,33 @@ struct srv_http {
     srv_req *done_head, *done_tail;
     srv_req *live;          /* every request not yet freed */
     int port;
+    /* Every open connection (conn_rec), and connections per client address. */
+    struct conn_rec *conns;
+    struct client_count *clients[256];
+    uv_timer_t arrival_timer; /* limits.request_timeout_ms */
     void (*idle_cb)(void *);
     void *idle_arg;
     uint64_t rid_seed, rid_count;
 };
+
+/* One open connection (MHD's socket context). Loop thread only. */
+typedef struct conn_rec {
+    srv_http *h;
+    int fd;
+    unsigned char addr[16];
+    int alen;               /* 4 or 16; 0: unknown address (not counted) */
+    int64_t t_begin;        /* the current request began to arrive (connection opened, or the
+                               previous response was sent) */
+    srv_req *r;             /* the request on it, from its headers to its completion */
+    int refused;            /* answered by us on the socket: MHD only closes it */
+    struct conn_rec *prev, *next;
+} conn_rec;
+
+typedef struct client_count {
+    unsigned char addr[16];
+    int alen, n;
+    struct client_count *next;
+} client_count;
 
 /* ------------------------------------------------------------ requests */
 
@@ -45,6 +70,7 @@ static void req_free(srv_req *r)
         r->live_next->live_prev = r->live_prev;
     if (r->route && r->route->handler)
         r->route->handler->cleanup(r);
+    srv_req_release(r);
     free(r->body);
     free(r->resp);
     free(r);
@@ -104,9 +130,173 @@ static srv_req *req_new(srv_http *h, struct MHD_Connection *c, const char *url, 
     return r;
 }
 
-/* ------------------------------------------------------------ MHD driving */
-
 static void run_mhd(srv_http *h);
+
+/* ------------------------------------------------------------ connections */
+
+static conn_rec *conn_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* Answer on the socket ourselves, for refusals MHD cannot queue a response
+ * for (no request yet, or a body half read): a complete JSON error response
+ * with Connection: close, then the socket is shut down so MHD only closes it
+ * (on_access refuses anything more from it). Best effort: the socket is
+ * non-blocking and the response small. */
+static void conn_refuse(conn_rec *cr, int status, const char *reason, const char *code,
+                        const char *msg, int retry_after, const char *rid)
+{
+    if (cr->refused)
+        return;
+    cr->refused = 1;
+    srv_buf b;
+    srv_buf_init(&b);
+    srv_buf_puts(&b, "{\"error\":{\"code\":");
+    srv_buf_json_str(&b, code, strlen(code));
+    srv_buf_puts(&b, ",\"message\":");
+    srv_buf_json_str(&b, msg, strlen(msg));
+    srv_buf_puts(&b, "}}\n");
+    size_t blen = 0;
+    char *body = srv_buf_take(&b, &blen);
+    char head[512];
+    int hl = snprintf(head, sizeof head,
+                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                      "Cache-Control: no-store\r\nConnection: close\r\n",
+                      status, reason, body ? blen : 0);
+    if (retry_after > 0)
+        hl += snprintf(head + hl, sizeof head - (size_t)hl, "Retry-After: %d\r\n", retry_after);
+    if (rid)
+        hl += snprintf(head + hl, sizeof head - (size_t)hl, "X-Request-Id: %s\r\n", rid);
+    hl += snprintf(head + hl, sizeof head - (size_t)hl, "\r\n");
+    if (cr->fd >= 0) {
+        struct iovec iov[2] = {{head, (size_t)hl}, {body, body ? blen : 0}};
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+        ssize_t w = sendmsg(cr->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w;
+        shutdown(cr->fd, SHUT_RDWR);
+    }
+    free(body);
+}
+
+static client_count **client_slot(srv_http *h, const unsigned char *addr, int alen)
+{
+    unsigned hash = 2166136261u;
+    for (int i = 0; i < alen; i++)
+        hash = (hash ^ addr[i]) * 16777619u;
+    client_count **p = &h->clients[hash % (sizeof h->clients / sizeof *h->clients)];
+    while (*p && ((*p)->alen != alen || memcmp((*p)->addr, addr, (size_t)alen) != 0))
+        p = &(*p)->next;
+    return p;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    srv_http *h = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        conn_rec *cr = calloc(1, sizeof *cr);
+        if (!cr)
+            return; /* untracked: no per-client count, no arrival deadline */
+        cr->h = h;
+        cr->t_begin = srv_now_ns();
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        cr->fd = ci ? ci->connect_fd : -1;
+        ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+        if (sa && sa->sa_family == AF_INET) {
+            memcpy(cr->addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+            cr->alen = 4;
+        } else if (sa && sa->sa_family == AF_INET6) {
+            memcpy(cr->addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+            cr->alen = 16;
+        }
+        cr->next = h->conns;
+        if (h->conns)
+            h->conns->prev = cr;
+        h->conns = cr;
+        *socket_context = cr;
+        if (cr->alen) {
+            client_count **slot = client_slot(h, cr->addr, cr->alen);
+            if (!*slot && (*slot = calloc(1, sizeof **slot))) {
+                memcpy((*slot)->addr, cr->addr, (size_t)cr->alen);
+                (*slot)->alen = cr->alen;
+            }
+            if (!*slot) {
+                cr->alen = 0;
+                return;
+            }
+            int limit = h->srv->cfg->max_conns_per_client;
+            if (++(*slot)->n > limit && limit > 0) {
+                char msg[160];
+                snprintf(msg, sizeof msg,
+                         "this client has more than %d connections open "
+                         "(limits.max_connections_per_client)", limit);
+                conn_refuse(cr, 429, "Too Many Requests", "too_many_connections", msg, 1, NULL);
+                srv_log(SRV_LOG_INFO, NULL, "connection refused: %s", msg);
+            }
+        }
+        return;
+    }
+    conn_rec *cr = *socket_context;
+    (void)c;
+    if (!cr)
+        return;
+    *socket_context = NULL;
+    if (cr->alen) {
+        client_count **slot = client_slot(h, cr->addr, cr->alen);
+        if (*slot && --(*slot)->n <= 0) {
+            client_count *dead = *slot;
+            *slot = dead->next;
+            free(dead);
+        }
+    }
+    if (cr->prev)
+        cr->prev->next = cr->next;
+    else
+        h->conns = cr->next;
+    if (cr->next)
+        cr->next->prev = cr->prev;
+    free(cr);
+}
+
+/* limits.request_timeout_ms: a request still arriving (no complete header
+ * block yet, or its body incomplete) after that long since it began is cut
+ * off. A body gets 408 JSON; a connection without a request is closed
+ * silently (its client may be an idle keep-alive one, which must not read a
+ * stray response as the answer to its next request). */
+static void on_arrival_timer(uv_timer_t *t)
+{
+    srv_http *h = t->data;
+    int64_t limit = (int64_t)h->srv->cfg->request_timeout_ms * 1000000;
+    int64_t now = srv_now_ns();
+    int cut = 0;
+    for (conn_rec *cr = h->conns; cr; cr = cr->next) {
+        if (cr->refused || now - cr->t_begin <= limit)
+            continue;
+        srv_req *r = cr->r;
+        if (r && r->phase != SRV_REQ_BODY)
+            continue; /* arrived: working or answering */
+        if (r) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "the request did not arrive completely within %d ms "
+                     "(limits.request_timeout_ms)", h->srv->cfg->request_timeout_ms);
+            srv_req_error(r, 408, "request_timeout", "%s", msg);
+            r->phase = SRV_REQ_SENT; /* answered here; logged as 408 */
+            conn_refuse(cr, 408, "Request Timeout", "request_timeout", msg, 0, r->rid);
+        } else {
+            cr->refused = 1;
+            if (cr->fd >= 0)
+                shutdown(cr->fd, SHUT_RDWR);
+        }
+        cut++;
+    }
+    if (cut)
+        run_mhd(h);
+}
+
+/* ------------------------------------------------------------ MHD driving */
 
 static void on_timer(uv_timer_t *t)
 {
@@ -349,10 +539,15 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     (void)version;
     srv_http *h = cls;
     srv_req *r = *con_cls;
+    conn_rec *cr = conn_of(c);
+    if (cr && cr->refused)
+        return MHD_NO; /* answered on the socket already (conn_refuse) */
     if (!r) {
         if (!(r = req_new(h, c, url, method)))
             return MHD_NO;
         *con_cls = r;
+        if (cr)
+            cr->r = r;
         h->srv->in_flight++;
         long long cl = -1;
         const char *cls_h = get_header(c, "Content-Length");
@@ -367,11 +562,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
             r->phase = SRV_REQ_BODY;
             return MHD_YES;
         }
-        /* A body we refuse by its declared size is not read: answer now
-         * (MHD then closes the connection). Otherwise answer from the last
-         * call: MHD keeps a connection alive only for responses queued
+        /* A refusal decided from the headers (401, 404, 405, 413, 415, 429,
+         * 503...) does not read the body: when one is coming, answer now
+         * (MHD then closes the connection). Without a body, answer from the
+         * last call: MHD keeps a connection alive only for responses queued
          * after the request was read completely. */
-        if (r->status == 413)
+        if (cl > 0 || get_header(c, "Transfer-Encoding"))
             return send_response(h, r);
         r->phase = SRV_REQ_READY;
         return MHD_YES;
@@ -381,12 +577,23 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         if (*upload_size) {
             append_body(r, upload, *upload_size);
             *upload_size = 0;
-            return MHD_YES;
+            if (!r->body_too_large)
+                return MHD_YES;
         }
         if (r->body_too_large) {
+            /* Stop reading as soon as the body passes the limit (a chunked
+             * body declares no length). MHD 0.9.75 cannot queue a response
+             * while a body is arriving: answer on the socket ourselves. */
             srv_req_error(r, 413, "payload_too_large", "the body is over the limit of %zu bytes",
                           r->srv->limits.max_body_bytes);
-            return send_response(h, r);
+            if (*upload_size == 0 && send_response(h, r) == MHD_YES)
+                return MHD_YES;
+            r->phase = SRV_REQ_SENT;
+            if (!cr)
+                return MHD_NO;
+            conn_refuse(cr, 413, "Content Too Large", "payload_too_large", r->err.message, 0,
+                        r->rid);
+            return MHD_YES;
         }
         r->phase = SRV_REQ_WORKING;
         r->busy = 1;
@@ -423,9 +630,13 @@ static void on_idle_timer(uv_timer_t *t)
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)c;
     srv_http *h = cls;
     srv_req *r = *con_cls;
+    conn_rec *cr = conn_of(c);
+    if (cr) { /* the next request on this connection begins to arrive now */
+        cr->r = NULL;
+        cr->t_begin = srv_now_ns();
+    }
     if (!r)
         return;
     *con_cls = NULL;
@@ -491,6 +702,7 @@ srv_http *srv_http_start(srv_server *s, const char *host, int port, char *err, s
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
                             MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)c->connection_timeout_s,
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
@@ -509,9 +721,16 @@ srv_http *srv_http_start(srv_server *s, const char *host, int port, char *err, s
     }
     uv_timer_init(s->loop, &h->timer);
     uv_timer_init(s->loop, &h->idle_timer);
+    uv_timer_init(s->loop, &h->arrival_timer);
     uv_async_init(s->loop, &h->async, on_async);
     uv_poll_init(s->loop, &h->poll, di->epoll_fd);
     h->timer.data = h->idle_timer.data = h->async.data = h->poll.data = h;
+    h->arrival_timer.data = h;
+    if (c->request_timeout_ms > 0) {
+        uint64_t period = (uint64_t)c->request_timeout_ms / 4;
+        period = period < 20 ? 20 : period > 1000 ? 1000 : period;
+        uv_timer_start(&h->arrival_timer, on_arrival_timer, period, period);
+    }
     uv_poll_start(&h->poll, UV_READABLE, on_poll);
     run_mhd(h);
     return h;
@@ -571,6 +790,7 @@ void srv_http_stop(srv_http *h)
     uv_close((uv_handle_t *)&h->poll, NULL);
     uv_close((uv_handle_t *)&h->timer, NULL);
     uv_close((uv_handle_t *)&h->idle_timer, NULL);
+    uv_close((uv_handle_t *)&h->arrival_timer, NULL);
     uv_close((uv_handle_t *)&h->async, NULL);
 }
 

@@ -44,6 +44,7 @@ typedef struct srv_model {
     srv_model_slot *slot;
     srv_batcher *batcher;
     char device[16];
+    atomic_int in_flight;       /* requests admitted for this model (srv_model_admit) */
 } srv_model;
 
 struct srv_server {
@@ -58,6 +59,7 @@ struct srv_server {
     atomic_int ready;           /* every model loaded and warm, not draining */
     atomic_int draining;
     int in_flight;              /* requests received, not yet finished (loop thread) */
+    int infer_in_flight;        /* inference requests admitted, not yet freed (loop thread) */
     int exit_code;
 };
 
@@ -85,6 +87,8 @@ struct srv_req {
     srv_endpoint ep;
     int64_t t_start;            /* CLOCK_MONOTONIC ns at arrival */
     srv_req_phase phase;
+    int admitted;               /* counted in srv->infer_in_flight */
+    srv_model *held_model;      /* counted in held_model->in_flight */
 
     /* body */
     char *body;
@@ -192,6 +196,14 @@ typedef enum srv_route_action {
 srv_route_action srv_route_request(srv_req *r, const char *url, const char *method,
                            const char *(*get_header)(void *conn, const char *name),
                            long long content_length);
+
+/* Count a request against m's batching.max_in_flight: 0, or -1 when m is
+ * full (not counted). Any thread. */
+int srv_model_admit(srv_model *m);
+/* Loop thread, when r is freed: give back what admission counted. */
+void srv_req_release(srv_req *r);
+/* 429 queue_full with Retry-After for a model at its in-flight bound. */
+void srv_req_model_full(srv_req *r, const srv_model *m);
 
 /* ---- handle_infer.c: the inference pipeline (parse + tokenize on the pool,
  * the batcher, render on the pool), shared by every inference route. */

@@ -131,3 +131,192 @@ def test_signal_stops_model_loading(direct, tmp_path):
         assert "loading stopped" in n.log()
     finally:
         n.kill()
+
+
+# ------------------------------------------------------- 7: refuse early
+
+def head_only(t, head, timeout=5):
+    """Send a request's headers only (its body never comes); return the response,
+    which must arrive without the body."""
+    s = socket.create_connection((t.host, t.port), timeout=timeout)
+    try:
+        s.sendall(head)
+        return recv_response(s)
+    finally:
+        s.close()
+
+
+def test_header_refusals_do_not_wait_for_the_body(direct, tmp_path):
+    from conftest import api_key_file
+    kf = api_key_file(tmp_path / "keys", ["a-key-for-the-test"])
+    t = direct([tiny_embed()], api_key_file=kf)
+    auth = b"Authorization: Bearer a-key-for-the-test\r\n"
+    cases = [
+        (b"POST /v1/embed", b"Content-Type: application/json\r\n", 401, "unauthorized"),
+        (b"POST /v1/nowhere", auth + b"Content-Type: application/json\r\n", 404, "not_found"),
+        (b"PUT /v1/embed", auth + b"Content-Type: application/json\r\n", 405,
+         "method_not_allowed"),
+        (b"POST /v1/embed", auth + b"Content-Type: text/plain\r\n", 415, "unsupported_media_type"),
+    ]
+    for line, extra, status, code in cases:
+        for framing in (b"Content-Length: 5000\r\n", b"Transfer-Encoding: chunked\r\n"):
+            head = line + b" HTTP/1.1\r\nHost: x\r\n" + extra + framing + b"\r\n"
+            try:
+                r = head_only(t, head)
+            except socket.timeout:
+                pytest.fail(f"{line.decode()} ({framing.decode().strip()}): no {status} "
+                            f"before the body was sent")
+            json_error(r, status, code)
+    # Still serving.
+    r = t.post("/v1/embed", {"text": "after"}, headers={"Authorization": "Bearer a-key-for-the-test"})
+    assert r.status == 200, r
+
+
+def test_chunked_body_stops_at_the_limit(direct):
+    t = direct([tiny_embed()])
+    s = socket.create_connection((t.host, t.port), timeout=5)
+    try:
+        s.sendall(b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        chunk = b"a" * 65536
+        for _ in range(MAX_BODY // len(chunk) + 2):
+            s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        # The body never ends: the answer must come anyway.
+        try:
+            r = recv_response(s)
+        except socket.timeout:
+            pytest.fail("no 413 while a chunked body over the limit keeps coming")
+        json_error(r, 413, "payload_too_large")
+    finally:
+        s.close()
+    assert t.post("/v1/embed", {"text": "after"}).status == 200
+
+
+def test_request_must_arrive_within_a_total_time(direct):
+    t = direct([tiny_embed()], limits={"request_timeout_ms": 1000, "connection_timeout_s": 60})
+    # A body trickling in a byte at a time is never idle, yet it is cut off.
+    s = socket.create_connection((t.host, t.port), timeout=10)
+    t0 = time.monotonic()
+    try:
+        s.sendall(b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 1000\r\n\r\n{")
+        try:
+            for _ in range(100):
+                s.sendall(b" ")
+                time.sleep(0.05)  # the slow client being simulated, not a wait for nlpd
+        except OSError:
+            pass  # cut off
+        json_error(recv_response(s), 408, "request_timeout")
+    finally:
+        s.close()
+    assert time.monotonic() - t0 < 4.5, "the 408 came long after request_timeout_ms"
+    # Headers that never end: the connection is closed.
+    s = socket.create_connection((t.host, t.port), timeout=10)
+    t0 = time.monotonic()
+    try:
+        s.sendall(b"POST /v1/embed HTTP/1.1\r\nHost: x\r\n")
+        got = b""
+        try:
+            for _ in range(100):
+                s.sendall(b"X-Slow: 1\r\n")
+                time.sleep(0.05)
+        except OSError:
+            pass
+        try:
+            got = s.recv(4096)
+        except OSError:
+            got = b""
+        assert got == b"" or b"408" in got.split(b"\r\n")[0], got[:200]
+    finally:
+        s.close()
+    assert time.monotonic() - t0 < 4.5, "slow headers were not cut off"
+    assert t.post("/v1/embed", {"text": "after"}).status == 200
+
+
+def test_connections_per_client_bounded(direct):
+    t = direct([tiny_embed()], limits={"max_connections_per_client": 2})
+    held = [t.keepalive_conn(timeout=10) for _ in range(2)]
+    try:
+        for c in held:  # both accepted and served
+            c.request("GET", "/healthz")
+            r = c.getresponse()
+            r.read()
+            assert r.status == 200
+        s = socket.create_connection((t.host, t.port), timeout=5)
+        try:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            r = recv_response(s, "GET")
+        finally:
+            s.close()
+        json_error(r, 429, "too_many_connections")
+        assert r.headers.get("Retry-After")
+    finally:
+        for c in held:
+            c.close()
+    # Closed connections are given back.
+    wait_until(lambda: t.get("/healthz").status == 200, 10, "a new connection to be accepted")
+
+
+# ----------------------------------------------- 6: in-flight bounds at arrival
+
+def hold_body(t, path="/v1/embed"):
+    """A request whose headers arrived and whose body is still to come."""
+    s = socket.create_connection((t.host, t.port), timeout=10)
+    body = json.dumps({"text": "held"}).encode()
+    s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n" % (path.encode(), len(body)))
+    return s, body
+
+
+def test_in_flight_bounded_at_arrival(direct):
+    t = direct([tiny_embed()], limits={"max_in_flight": 1})
+    s, body = hold_body(t)
+    try:
+        wait_until(lambda: metric(scrape(t), "nlpd_requests_in_flight") >= 2, 10,
+                   "the held request to arrive")  # the held one and this scrape
+        try:
+            r = head_only(t, b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                             b"application/json\r\nContent-Length: 20\r\n\r\n")
+        except socket.timeout:
+            pytest.fail("the second request was not refused from its headers")
+        j = json_error(r, 429, "queue_full")
+        assert "max_in_flight" in j["error"]["message"]
+        assert r.headers.get("Retry-After", "").isdigit()
+        s.sendall(body)
+        assert recv_response(s).status == 200
+    finally:
+        s.close()
+    assert t.post("/v1/embed", {"text": "released"}).status == 200
+
+
+def test_model_in_flight_bounded(direct):
+    # One model for /v1/embed: its bound applies from the headers.
+    t = direct([tiny_embed(max_in_flight=1)])
+    s, body = hold_body(t)
+    try:
+        wait_until(lambda: metric(scrape(t), "nlpd_requests_in_flight") >= 2, 10,
+                   "the held request to arrive")
+        r = head_only(t, b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                         b"application/json\r\nContent-Length: 20\r\n\r\n")
+        j = json_error(r, 429, "queue_full")
+        assert "tiny-embed" in j["error"]["message"]
+        s.sendall(body)
+        assert recv_response(s).status == 200
+    finally:
+        s.close()
+
+
+def test_model_in_flight_bounded_when_named(direct):
+    # Two models serve /v1/embed: the body names one; its bound applies before tokenising.
+    t = direct([tiny_embed(max_in_flight=1, max_delay_us=5_000_000),
+                ModelSpec("other", FIXTURES / "bert_st", "embed")])
+    holder = {}
+    th = threading.Thread(target=lambda: holder.setdefault(
+        "r", t.post("/v1/embed", {"text": "queued", "model": "tiny-embed"}, timeout=60)))
+    th.start()
+    wait_until(lambda: metric(scrape(t), "nlpd_queue_depth", model="tiny-embed") == 1, 10,
+               "the first request to be queued")
+    json_error(t.post("/v1/embed", {"text": "second", "model": "tiny-embed"}), 429, "queue_full")
+    assert t.post("/v1/embed", {"text": "to the other", "model": "other"}).status == 200
+    th.join(60)
+    assert holder["r"].status == 200, holder
