@@ -71,16 +71,47 @@ static const conf_key top_keys[] = {
      "File of hex SHA-256 hashes of the accepted API keys, one per line ('#' comments). "
      "When set, /v1/* needs 'Authorization: Bearer KEY' or 'X-API-Key: KEY'; /healthz, "
      "/readyz and /metrics stay open. null: no authentication."},
+    {"auth.admin_key_file", K_OPTSTR, TOP(admin_key_file), NULL, 0, 0, NULL, 0,
+     "File of hex SHA-256 hashes of the admin API keys (same format as api_key_file). The "
+     "admin API (/v1/models/{name}/versions, /v1/admin/...) needs one of these keys; a "
+     "data-plane key gets 403. null: the admin API is open when no api_key_file is set "
+     "either, and refused (403) when one is."},
     {"drain_timeout_ms", K_INT, TOP(drain_timeout_ms), "10000", 0, 3600000, NULL, 0,
      "On SIGTERM/SIGINT, how long in-flight requests may take to finish before exit."},
+    {"signing.public_key_file", K_OPTSTR, TOP(public_key_file), NULL, 0, 0, NULL, 0,
+     "ECDSA P-256 public key (PEM) that repository versions must be signed with (OpenSSF "
+     "model-signing bundle, model.sig). null: versions are still checked against the "
+     "file digests their bundle lists, but need no signature. models[].signing."
+     "public_key_file overrides it per model."},
+    {"reload.rescan_interval_s", K_INT, TOP(rescan_interval_s), "10", 0, 86400, NULL, 0,
+     "How often every model repository (and fixed model folder) is rescanned for changes, "
+     "for file systems that deliver no inotify events (NFS, Kubernetes volumes). 0: only "
+     "on inotify events, SIGHUP and POST /v1/admin/models/{name}/reload."},
+    {"reload.debounce_ms", K_INT, TOP(debounce_ms), "200", 0, 60000, NULL, 0,
+     "A burst of file events within this window causes one rescan."},
+    {"reload.memory_factor_pct", K_INT, TOP(memory_factor_pct), "200", 0, 10000, NULL, 0,
+     "Before loading a new version beside the serving one, MemAvailable (and the cgroup's "
+     "memory.max headroom) must be at least this percentage of the version's file sizes "
+     "(weights are read and packed); otherwise the version is rejected with that reason. "
+     "0: no check."},
 };
 
 static const conf_key model_keys[] = {
     {"name", K_STR, MOD(name), NULL, 0, 0, NULL, 1,
      "Name clients use in \"model\" and /v1/models/{name}; letters, digits, '.', '_', '-'."},
-    {"path", K_STR, MOD(path), NULL, 0, 0, NULL, 1,
+    {"path", K_OPTSTR, MOD(path), NULL, 0, 0, NULL, 0,
      "Hugging Face model folder (config.json, model.safetensors, tokenizer). Relative "
-     "paths are relative to the working directory. A missing folder stops start-up."},
+     "paths are relative to the working directory. A missing folder stops start-up. "
+     "Exactly one of path and repository."},
+    {"repository", K_OPTSTR, MOD(repository), NULL, 0, 0, NULL, 0,
+     "Model repository folder: DIR/<version>/ holds a Hugging Face folder signed in the "
+     "OpenSSF model-signing format (model.sig, written last). The newest valid version is "
+     "served, unless one is pinned (DIR/PIN); new versions are verified, loaded, warmed up "
+     "and swapped in without dropping a request. Created if missing; the model is not "
+     "ready until it has a version. Exactly one of path and repository."},
+    {"signing.public_key_file", K_OPTSTR, MOD(public_key_file), NULL, 0, 0, NULL, 0,
+     "This model's repository signing key (PEM); null: the top-level "
+     "signing.public_key_file."},
     {"task", K_ENUM, MOD(task_name), NULL, 0, 0, "embed|sentiment|classify|qa|translate", 1,
      "Endpoint served: embed (/v1/embed), sentiment (/v1/sentiment), classify "
      "(/v1/classify), qa (/v1/qa), translate (/v1/translate: a MarianMTModel folder)."},
@@ -268,6 +299,8 @@ static void model_conf_free(srv_model_conf *m)
 {
     free(m->name);
     free(m->path);
+    free(m->repository);
+    free(m->public_key_file);
     free(m->task_name);
     free(m->version);
     free(m->backend);
@@ -561,6 +594,16 @@ int srv_config_validate(srv_config *c, int cores, char *err, size_t cap)
                         m->name, j);
                 return -1;
             }
+        if (!m->path == !m->repository) {
+            set_err(err, cap, "models[%d]: give exactly one of \"path\" (a model folder) and "
+                    "\"repository\" (a folder of signed versions)", i);
+            return -1;
+        }
+        if (m->repository && m->version) {
+            set_err(err, cap, "models[%d].version: a repository model is versioned by its "
+                    "repository's folder names", i);
+            return -1;
+        }
         m->task = (srv_task)choice_index("embed|sentiment|classify|qa|translate", m->task_name);
         if (check_translation(m, i, err, cap))
             return -1;

@@ -12,6 +12,7 @@ typedef enum srv_endpoint {
     SRV_EP_HEALTHZ,
     SRV_EP_READYZ,
     SRV_EP_METRICS,
+    SRV_EP_ADMIN,    /* GET .../versions, POST /v1/admin/... */
     SRV_EP_OTHER,    /* no such route */
     SRV_EP_COUNT
 } srv_endpoint;
@@ -21,7 +22,7 @@ static inline const char *srv_endpoint_name(srv_endpoint e)
 {
     static const char *const names[SRV_EP_COUNT] = {
         "embed", "sentiment", "classify", "qa", "translate",
-        "models", "healthz", "readyz", "metrics", "other"};
+        "models", "healthz", "readyz", "metrics", "admin", "other"};
     return (unsigned)e < SRV_EP_COUNT ? names[e] : "other";
 }
 

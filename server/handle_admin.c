@@ -37,12 +37,18 @@ void srv_handle_readyz(srv_req *r, const char *arg)
     srv_server *s = r->srv;
     srv_buf b;
     srv_buf_init(&b);
+    /* Ready: started, and every model has a version (a repository may still
+     * be waiting for its first one). */
     int ready = atomic_load(&s->ready), draining = atomic_load(&s->draining);
+    for (int i = 0; i < s->n_models; i++)
+        ready &= atomic_load_explicit(&s->models[i].status, memory_order_acquire) ==
+                 SRV_MODEL_READY;
     const char *state = draining ? "draining" : ready ? "ready" : "not_ready";
     srv_buf_printf(&b, "{\"status\":\"%s\",", state);
     if (!ready || draining)
         srv_buf_printf(&b, "\"error\":{\"code\":\"%s\",\"message\":\"%s\"},", state,
-                       draining ? "the server is shutting down" : "models are still loading");
+                       draining ? "the server is shutting down"
+                                : "a model has no version loaded yet");
     srv_buf_puts(&b, "\"models\":{");
     for (int i = 0; i < s->n_models; i++) {
         static const char *const st[] = {"loading", "ready", "failed"};

@@ -14,8 +14,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <malloc.h>
+
 #include "http.h"
 #include "log.h"
+#include "reload.h"
 #include "server.h"
 
 #define NLPD_VERSION "0.1.0"
@@ -23,7 +26,7 @@
 typedef struct app {
     srv_server s;
     uv_loop_t loop;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain_timer;
     uv_work_t load_work;
     int load_rc;
@@ -53,7 +56,8 @@ static void usage(FILE *f)
         "  --print-config-doc      print every configuration key with its default and exit\n"
         "  --help, --version\n"
         "\n"
-        "Signals: SIGTERM/SIGINT drain and exit 0 (a second one exits at once, status 1).\n"
+        "Signals: SIGTERM/SIGINT drain and exit 0 (a second one exits at once, status 1);\n"
+        "SIGHUP checks every model's source (repository or folder) for a new version.\n"
         "Exit status: 0 ok, 1 start-up or model loading failed, 2 bad usage or configuration.\n");
 }
 
@@ -100,8 +104,11 @@ static void finish(app *a, int graceful)
     srv_server *s = &a->s;
     atomic_store(&s->ready, 0);
     atomic_store(&s->draining, 1);
-    /* Batchers first (their completions are freed with the connections),
-     * then every connection, then our own handles: the loop then ends. */
+    /* The reloader first (a load in progress ends; queued admin requests are
+     * answered), then the batchers (their completions are freed with the
+     * connections), then every connection, then our own handles: the loop
+     * then ends. */
+    srv_reload_stop(s->reload);
     srv_models_stop(s, graceful, srv_now_ns() + 1000000000);
     if (s->http)
         srv_http_stop(s->http);
@@ -109,6 +116,7 @@ static void finish(app *a, int graceful)
     uv_close((uv_handle_t *)&a->drain_timer, close_cb);
     uv_close((uv_handle_t *)&a->sigterm, close_cb);
     uv_close((uv_handle_t *)&a->sigint, close_cb);
+    uv_close((uv_handle_t *)&a->sighup, close_cb);
     if (a->drain_started)
         exit_on_next_signal(); /* closing the watchers restored the default action */
     srv_log(SRV_LOG_INFO, NULL, "stopped");
@@ -150,6 +158,15 @@ static void on_signal(uv_signal_t *h, int signum)
         on_idle(a);
 }
 
+/* SIGHUP: check every model's source now (a new version, a changed pin). */
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    app *a = h->data;
+    srv_log(SRV_LOG_INFO, NULL, "SIGHUP: checking every model's source for new versions");
+    srv_reload_request(a->s.reload, -1);
+}
+
 static void load_work(uv_work_t *w)
 {
     app *a = w->data;
@@ -174,9 +191,14 @@ static void after_load(uv_work_t *w, int status)
         finish(a, a->finish_graceful);
         return;
     }
+    if (srv_reload_start(s->reload)) {
+        s->exit_code = 1;
+        finish(a, 0);
+        return;
+    }
     if (!atomic_load(&s->draining)) {
         atomic_store(&s->ready, 1);
-        srv_log(SRV_LOG_INFO, NULL, "ready: %d model(s) loaded and warm", s->n_models);
+        srv_log(SRV_LOG_INFO, NULL, "started: %d model(s) configured", s->n_models);
     }
 }
 
@@ -272,6 +294,11 @@ int main(int argc, char **argv)
     srv_log_level_parse(cfg->log_level, &lvl);
     srv_log_setup(lvl, strcmp(cfg->log_format, "json") == 0);
     signal(SIGPIPE, SIG_IGN);
+    /* A fixed mmap threshold: the large blocks of a model version (packed
+     * weights) are mapped and go back to the system when the version is
+     * freed, so repeated hot swaps do not grow the heap (glibc's dynamic
+     * threshold would move such blocks into the arenas after the first free). */
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
 
     int compute = srv_config_compute_threads(cfg);
     if (compute > cores)
@@ -291,8 +318,18 @@ int main(int argc, char **argv)
             goto fail_server;
         }
     }
+    if (cfg->admin_key_file) {
+        if (srv_auth_load(cfg->admin_key_file, &s->admin_auth, err, sizeof err)) {
+            fprintf(stderr, "nlpd: auth.admin_key_file: %s\n", err);
+            goto fail_server;
+        }
+    }
     if (srv_models_init(s, err, sizeof err)) {
         fprintf(stderr, "nlpd: %s\n", err);
+        goto fail_server;
+    }
+    if (!(s->reload = srv_reload_new(s))) {
+        fprintf(stderr, "nlpd: out of memory\n");
         goto fail_server;
     }
     if (check_only) {
@@ -332,10 +369,12 @@ int main(int argc, char **argv)
 
     uv_signal_init(&a->loop, &a->sigterm);
     uv_signal_init(&a->loop, &a->sigint);
+    uv_signal_init(&a->loop, &a->sighup);
     uv_timer_init(&a->loop, &a->drain_timer);
-    a->sigterm.data = a->sigint.data = a->drain_timer.data = a;
+    a->sigterm.data = a->sigint.data = a->sighup.data = a->drain_timer.data = a;
     uv_signal_start(&a->sigterm, on_signal, SIGTERM);
     uv_signal_start(&a->sigint, on_signal, SIGINT);
+    uv_signal_start(&a->sighup, on_sighup, SIGHUP);
 
     a->load_work.data = a;
     a->loading = 1;
@@ -353,9 +392,11 @@ fail_loop:
     if (s->loop)
         uv_loop_close(&a->loop);
 fail_server:
+    srv_reload_free(s->reload);
     srv_models_free(s);
     srv_metrics_free(s->metrics);
     srv_auth_free(s->auth);
+    srv_auth_free(s->admin_auth);
     srv_config_free(cfg);
     free(cfg);
     free(a);

@@ -40,6 +40,8 @@ static const int statuses[] = {200, 400, 401, 403, 404, 405, 413, 415, 422,
 
 typedef struct model_info {
     char *version, *task, *arch, *device;
+    uint64_t reloads_ok, reloads_rejected;
+    double load_s, warm_s; /* of the version serving now */
 } model_info;
 
 struct srv_metrics {
@@ -170,6 +172,22 @@ void srv_metrics_model_info(srv_metrics *m, int model, const char *version, cons
     pthread_mutex_unlock(&m->info_lock);
 }
 
+void srv_metrics_reload(srv_metrics *m, int model, int ok, int64_t load_ns, int64_t warm_ns)
+{
+    if (model < 0 || model >= m->n_models)
+        return;
+    pthread_mutex_lock(&m->info_lock);
+    model_info *in = &m->info[model];
+    if (ok) {
+        in->reloads_ok++;
+        in->load_s = (double)load_ns / 1e9;
+        in->warm_s = (double)warm_ns / 1e9;
+    } else {
+        in->reloads_rejected++;
+    }
+    pthread_mutex_unlock(&m->info_lock);
+}
+
 /* A label value with \, " and newline escaped as the format asks. */
 static void label(srv_buf *b, const char *s)
 {
@@ -278,6 +296,31 @@ char *srv_metrics_render(srv_metrics *m, const srv_metrics_gauges *g, size_t *le
         srv_buf_puts(&b, "\",device=\"");
         label(&b, in->device);
         srv_buf_puts(&b, "\"} 1\n");
+    }
+    srv_buf_puts(&b, "# HELP nlpd_model_reloads_total New versions swapped in (result=\"success\") "
+                     "or rejected (result=\"rejected\"), by model.\n"
+                     "# TYPE nlpd_model_reloads_total counter\n");
+    for (int i = 0; i < m->n_models; i++)
+        for (int ok = 1; ok >= 0; ok--) {
+            srv_buf_puts(&b, "nlpd_model_reloads_total{model=\"");
+            label(&b, m->names[i]);
+            srv_buf_printf(&b, "\",result=\"%s\"} %llu\n", ok ? "success" : "rejected",
+                           (unsigned long long)(ok ? m->info[i].reloads_ok
+                                                   : m->info[i].reloads_rejected));
+        }
+    static const char *const gauges[2][2] = {
+        {"nlpd_model_load_seconds", "Time to verify and load the version serving now."},
+        {"nlpd_model_warmup_seconds", "Time to warm up the version serving now."}};
+    for (int k = 0; k < 2; k++) {
+        srv_buf_printf(&b, "# HELP %s %s\n# TYPE %s gauge\n", gauges[k][0], gauges[k][1],
+                       gauges[k][0]);
+        for (int i = 0; i < m->n_models; i++) {
+            if (!m->info[i].version)
+                continue;
+            srv_buf_printf(&b, "%s{model=\"", gauges[k][0]);
+            label(&b, m->names[i]);
+            srv_buf_printf(&b, "\"} %.6f\n", k ? m->info[i].warm_s : m->info[i].load_s);
+        }
     }
     pthread_mutex_unlock(&m->info_lock);
 

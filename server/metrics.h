@@ -11,6 +11,8 @@
  *   nlpd_batch_size{model}, nlpd_batch_tokens{model}     histograms (tokens count padding)
  *   nlpd_queue_depth{model}                              gauge (queued sequences)
  *   nlpd_model_info{model,version,task,architecture,device} gauge = 1
+ *   nlpd_model_reloads_total{model,result}               counter (success | rejected)
+ *   nlpd_model_load_seconds{model}, nlpd_model_warmup_seconds{model} gauges (serving version)
  *   nlpd_ready, nlpd_draining, nlpd_requests_in_flight   gauges
  */
 #ifndef NLPD_SRV_METRICS_H
@@ -37,6 +39,10 @@ void srv_metrics_batch(srv_metrics *m, int model, int sequences, int tokens);
 /* Set (or replace) a model's info labels. Strings are copied; NULL -> "". */
 void srv_metrics_model_info(srv_metrics *m, int model, const char *version, const char *task,
                             const char *architecture, const char *device);
+
+/* A reload attempt of a model: ok (a new version serves, with its load and
+ * warm-up times) or rejected. */
+void srv_metrics_reload(srv_metrics *m, int model, int ok, int64_t load_ns, int64_t warm_ns);
 
 /* Values read at scrape time. queue_depth: n_models entries (may be NULL). */
 typedef struct srv_metrics_gauges {

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "log.h"
+#include "reload.h"
 #include "server.h"
 
 int srv_task_serves(srv_task t, srv_endpoint ep)
@@ -52,6 +53,20 @@ int srv_models_init(srv_server *s, char *err, size_t cap)
         snprintf(m->device, sizeof m->device, "%s", mc->backend);
         struct stat st;
         char path[4200];
+        if (mc->repository) {
+            /* A repository may start empty (a trainer publishes into it): create it. */
+            if (mkdir(mc->repository, 0755) != 0 && errno != EEXIST) {
+                snprintf(err, cap, "models[%d] (%s): cannot create the repository %s: %s", i,
+                         mc->name, mc->repository, strerror(errno));
+                return -1;
+            }
+            if (stat(mc->repository, &st) != 0 || !S_ISDIR(st.st_mode)) {
+                snprintf(err, cap, "models[%d] (%s): repository %s is not a folder", i, mc->name,
+                         mc->repository);
+                return -1;
+            }
+            continue;
+        }
         if (stat(mc->path, &st) != 0 || !S_ISDIR(st.st_mode)) {
             snprintf(err, cap, "models[%d] (%s): model folder %s %s%s", i, mc->name, mc->path,
                      errno == ENOENT ? "does not exist" : "is not a readable folder",
@@ -70,7 +85,7 @@ int srv_models_init(srv_server *s, char *err, size_t cap)
 }
 
 /* First 12 hex digits of SHA-256 over config.json then model.safetensors. */
-static int content_version(const char *dir, char *out, size_t cap)
+int srv_models_content_version(const char *dir, char *out, size_t cap)
 {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     int rc = -1;
@@ -167,11 +182,8 @@ srv_model *srv_models_find_translate(srv_server *s, const char *name, const char
     return NULL;
 }
 
-/* Load the model folder dir as version `name` of m, check it serves m's task,
- * derive what requests need from it, and warm it up through m's batcher:
- * a version ready to swap in, or NULL with the reason in why[cap]. */
-static srv_version *load_version(srv_model *m, const char *dir, const char *name, char *why,
-                                 size_t cap)
+srv_version *srv_models_load_version(srv_model *m, const char *dir, const char *name, char *why,
+                                     size_t cap)
 {
     const srv_model_conf *c = m->conf;
     int64_t t0 = srv_now_ns();
@@ -256,40 +268,21 @@ static int start_batcher(srv_model *m)
     return 0;
 }
 
-static int load_one(srv_model *m)
+void srv_models_serve(srv_model *m, srv_version *v)
 {
-    const srv_model_conf *c = m->conf;
-    if (start_batcher(m))
-        return -1;
-    char name[128], why[600];
-    if (c->version)
-        snprintf(name, sizeof name, "%s", c->version);
-    else if (content_version(c->path, name, sizeof name)) {
-        srv_log(SRV_LOG_ERROR, NULL, "model %s: cannot hash %s to derive its version", c->name,
-                c->path);
-        return -1;
-    }
-    srv_version *v = load_version(m, c->path, name, why, sizeof why);
-    if (!v) {
-        srv_log(SRV_LOG_ERROR, NULL, "model %s: %s", c->name, why);
-        return -1;
-    }
     announce(m, v);
     srv_model_slot_swap(m->slot, v);
     atomic_store_explicit(&m->status, SRV_MODEL_READY, memory_order_release);
-    return 0;
 }
 
 int srv_models_load(srv_server *s)
 {
     for (int i = 0; i < s->n_models; i++)
-        if (atomic_load(&s->draining)) /* a signal: stop between models */
-            return SRV_MODELS_LOAD_STOPPED;
-        else if (load_one(&s->models[i])) {
+        if (start_batcher(&s->models[i])) {
             atomic_store_explicit(&s->models[i].status, SRV_MODEL_FAILED, memory_order_release);
             return -1;
         }
-    return 0;
+    return srv_reload_initial(s->reload);
 }
 
 void srv_models_stop(srv_server *s, int drain, int64_t deadline_ns)

@@ -1,6 +1,7 @@
 /* routes.c - the endpoint table and the checks that need only the headers:
  * method, API key, readiness, content type and declared length. Loop thread.
  * Each row names its handler; adding an endpoint is adding a row. */
+#include <stdio.h>
 #include <string.h>
 
 #include "handlers.h"
@@ -23,6 +24,14 @@ static const srv_route routes[] = {
     {"GET", "/v1/models", SRV_EP_MODELS, SRV_ACCESS_DATA, srv_handle_models, NULL, NULL, NULL},
     {"GET", "/v1/models/{name}", SRV_EP_MODELS, SRV_ACCESS_DATA, srv_handle_models, NULL, NULL,
      NULL},
+    {"GET", "/v1/models/{name}/versions", SRV_EP_ADMIN, SRV_ACCESS_ADMIN, srv_handle_versions,
+     NULL, NULL, NULL},
+    {"POST", "/v1/admin/models/{name}/activate", SRV_EP_ADMIN, SRV_ACCESS_ADMIN, NULL,
+     &srv_admin_handler, NULL, NULL},
+    {"POST", "/v1/admin/models/{name}/unpin", SRV_EP_ADMIN, SRV_ACCESS_ADMIN, NULL,
+     &srv_admin_handler, NULL, NULL},
+    {"POST", "/v1/admin/models/{name}/reload", SRV_EP_ADMIN, SRV_ACCESS_ADMIN, NULL,
+     &srv_admin_handler, NULL, NULL},
     {"GET", "/healthz", SRV_EP_HEALTHZ, SRV_ACCESS_OPEN, srv_handle_healthz, NULL, NULL, NULL},
     {"GET", "/readyz", SRV_EP_READYZ, SRV_ACCESS_OPEN, srv_handle_readyz, NULL, NULL, NULL},
     {"GET", "/metrics", SRV_EP_METRICS, SRV_ACCESS_OPEN, srv_handle_metrics, NULL, NULL, NULL},
@@ -71,15 +80,36 @@ static srv_model *only_model(srv_server *s, srv_endpoint ep)
     return only;
 }
 
-static int authorized(srv_req *r, srv_access access,
-                      const char *(*get_header)(void *, const char *))
+/* 0 when the request may use the route, else the status refusing it (401
+ * no or unknown key, 403 a key of the wrong kind) with r's error set. Admin
+ * routes take admin keys only; without admin keys they are open only when no
+ * data keys are configured either. */
+static int authorize(srv_req *r, srv_access access,
+                     const char *(*get_header)(void *, const char *))
 {
-    if (access == SRV_ACCESS_OPEN || !r->srv->auth)
-        return 1;
+    const srv_server *s = r->srv;
+    if (access == SRV_ACCESS_OPEN)
+        return 0;
+    const srv_auth *need = access == SRV_ACCESS_ADMIN ? s->admin_auth : s->auth;
+    if (!need) {
+        if (access == SRV_ACCESS_DATA || !s->auth)
+            return 0;
+        srv_req_error(r, 403, "forbidden",
+                      "the admin API is disabled: configure auth.admin_key_file");
+        return 403;
+    }
     size_t len = 0;
     const char *key = srv_auth_extract(get_header(r->conn, "Authorization"),
                                        get_header(r->conn, "X-API-Key"), &len);
-    return key && srv_auth_check(r->srv->auth, key, len);
+    if (key && srv_auth_check(need, key, len))
+        return 0;
+    if (key && access == SRV_ACCESS_ADMIN && s->auth && srv_auth_check(s->auth, key, len)) {
+        srv_req_error(r, 403, "forbidden", "this API key may not use the admin API");
+        return 403;
+    }
+    srv_req_error(r, 401, "unauthorized", "missing or invalid %sAPI key",
+                  access == SRV_ACCESS_ADMIN ? "admin " : "");
+    return 401;
 }
 
 srv_route_action srv_route_request(srv_req *r, const char *url, const char *method,
@@ -111,10 +141,9 @@ srv_route_action srv_route_request(srv_req *r, const char *url, const char *meth
     r->route = rt;
     r->ep = rt->ep;
     r->ops = rt->task;
-    if (!authorized(r, rt->access, get_header)) {
-        srv_req_error(r, 401, "unauthorized", "missing or invalid API key");
+    snprintf(r->route_arg, sizeof r->route_arg, "%s", arg);
+    if (authorize(r, rt->access, get_header))
         return SRV_ROUTE_RESPOND;
-    }
     if (rt->respond) {
         rt->respond(r, arg[0] ? arg : NULL);
         return SRV_ROUTE_RESPOND;
@@ -134,7 +163,9 @@ srv_route_action srv_route_request(srv_req *r, const char *url, const char *meth
         srv_req_error(r, e.status, e.code, "%s", e.message);
         return SRV_ROUTE_RESPOND;
     }
-    if (!srv_api_content_type_ok(get_header(r->conn, "Content-Type"))) {
+    /* An admin POST may come without a body (and so without a Content-Type). */
+    const char *ct = get_header(r->conn, "Content-Type");
+    if ((rt->task || ct || content_length > 0) && !srv_api_content_type_ok(ct)) {
         srv_req_error(r, 415, "unsupported_media_type", "send Content-Type: application/json");
         return SRV_ROUTE_RESPOND;
     }

@@ -47,10 +47,14 @@ typedef struct srv_model {
     atomic_int in_flight;       /* requests admitted for this model (srv_model_admit) */
 } srv_model;
 
+struct srv_reload;
+
 struct srv_server {
     srv_config *cfg;
     srv_api_limits limits;
     srv_auth *auth;             /* NULL: no authentication */
+    srv_auth *admin_auth;       /* NULL: no admin keys (auth.admin_key_file) */
+    struct srv_reload *reload;  /* following model sources (reload.h) */
     srv_metrics *metrics;
     srv_model *models;
     int n_models;
@@ -84,6 +88,7 @@ struct srv_req {
     char method[12];
     char path[128];
     const struct srv_route *route; /* NULL: no such route */
+    char route_arg[128];        /* the route's {name}, "" when none */
     srv_endpoint ep;
     int64_t t_start;            /* CLOCK_MONOTONIC ns at arrival */
     srv_req_phase phase;
@@ -220,17 +225,33 @@ void srv_handle_readyz(srv_req *r, const char *arg);
 void srv_handle_metrics(srv_req *r, const char *arg);
 void srv_handle_models(srv_req *r, const char *name /* NULL: list */);
 
+/* ---- handle_versions.c: the admin API of model versions. */
+void srv_handle_versions(srv_req *r, const char *name);
+extern const srv_handler srv_admin_handler;
+
 /* ---- models.c */
 
 /* Check every model folder exists and has config.json and
  * model.safetensors; allocate s->models. 0, or -1 with a message naming the
  * model and the missing path in err. */
 int srv_models_init(srv_server *s, char *err, size_t cap);
-/* Load, version, start the batcher and warm up each model (blocking; run off
- * the loop thread). 0, or -1 (reason logged; the model is marked FAILED), or
- * SRV_MODELS_LOAD_STOPPED when s->draining was set (a signal) before a model. */
+/* Start each model's batcher and load its first version (blocking; off the
+ * loop thread; reload.h srv_reload_initial). 0, or -1 (reason logged). */
+/* ...or SRV_MODELS_LOAD_STOPPED when s->draining was set (a signal) before
+ * a model's first version was loaded: loading stopped there. */
 enum { SRV_MODELS_LOAD_STOPPED = 1 };
 int srv_models_load(srv_server *s);
+/* Load the model folder dir as version `name` of m: checked to serve m's
+ * task, derived state (translation pairs) built, warmed up through m's
+ * batcher. NULL with the reason in why[cap]. Any thread but the loop. */
+srv_version *srv_models_load_version(srv_model *m, const char *dir, const char *name, char *why,
+                                     size_t cap);
+/* Make v (the caller's reference) m's current version: logged, published to
+ * the metrics, swapped in atomically; m turns READY. */
+void srv_models_serve(srv_model *m, srv_version *v);
+/* A folder's content version: the first 12 hex digits of SHA-256 over
+ * config.json then model.safetensors. 0 or -1. */
+int srv_models_content_version(const char *dir, char *out, size_t cap);
 /* Stop every batcher: drain what is queued until deadline_ns when drain. */
 void srv_models_stop(srv_server *s, int drain, int64_t deadline_ns);
 void srv_models_free(srv_server *s);
