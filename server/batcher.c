@@ -69,8 +69,8 @@ struct srv_batcher {
     pthread_cond_t drained; /* the queue became empty (stop with drain waits) */
     srv_job *head, *tail;
     int q_jobs, q_seqs;
-    int64_t q_tok;       /* sum over jobs of n x max_len: a lower bound of their padded
-                          * cost as one batch */
+    int64_t q_tok;       /* sum over jobs of cost.tokens (at least n x max_len): a lower
+                          * bound of their padded cost as one batch */
     int accepting;       /* submit allowed */
     int draining;        /* stopping with drain: form batches without delay */
     int quit;            /* workers exit after their current batch */
@@ -120,7 +120,7 @@ static void q_unlink(srv_batcher *b, srv_job *j)
     j->next = j->prev = NULL;
     b->q_jobs--;
     b->q_seqs -= j->n;
-    b->q_tok -= (int64_t)j->n * j->max_len;
+    b->q_tok -= j->cost.tokens;
 }
 
 /* Finish a job that leaves without compute. */
@@ -154,6 +154,15 @@ int srv_batcher_submit(srv_batcher *b, srv_job *job)
     for (int i = 0; i < job->n; i++)
         max_len = job->enc[i].n > max_len ? job->enc[i].n : max_len;
     job->max_len = max_len;
+    memset(&job->cost, 0, sizeof job->cost);
+    if (job->type->cost)
+        job->type->cost(job, &job->cost);
+    if (job->cost.tokens < (int64_t)job->n * max_len)
+        job->cost.tokens = (int64_t)job->n * max_len;
+    if (job->cost.bytes < 0)
+        job->cost.bytes = 0;
+    if (b->o.max_job_bytes > 0 && job->cost.bytes > b->o.max_job_bytes)
+        return SRV_ETOOCOSTLY;
     job->status = SRV_JOB_PENDING;
     job->error_code = 0;
     job->error[0] = 0;
@@ -183,7 +192,7 @@ int srv_batcher_submit(srv_batcher *b, srv_job *job)
     b->tail = job;
     b->q_jobs++;
     b->q_seqs += job->n;
-    b->q_tok += (int64_t)job->n * max_len;
+    b->q_tok += job->cost.tokens;
     pthread_cond_signal(&b->work);
     pthread_mutex_unlock(&b->mu);
     return 0;
@@ -246,20 +255,28 @@ static int form_batch(srv_batcher *b, worker *w, srv_job **expired, int64_t t)
     if (k == 0)
         return 0;
 
-    const int64_t budget = b->o.max_batch_tokens;
+    const int64_t budget = b->o.max_batch_tokens, max_bytes = b->o.max_batch_bytes;
     const int max_bs = b->o.max_batch_size;
     srv_job *oldest = w->cands[0].job;
     int nsel = 1, seqs = oldest->n, longest = oldest->max_len;
-    if (seqs < max_bs && (int64_t)seqs * longest < budget && k > 1) {
+    /* A batch's tokens: padding counted (sequences x longest), or the sum of
+     * its jobs' costs when larger (decode steps); its bytes: the sum. */
+    int64_t cost_tok = oldest->cost.tokens, bytes = oldest->cost.bytes;
+    if (seqs < max_bs && (int64_t)seqs * longest < budget && cost_tok < budget && k > 1 &&
+        (max_bytes <= 0 || bytes < max_bytes)) {
         qsort(w->cands + 1, (size_t)(k - 1), sizeof *w->cands, cand_cmp);
         for (int i = 1; i < k && seqs < max_bs; i++) {
             srv_job *c = w->cands[i].job;
             int s = seqs + c->n, l = c->max_len > longest ? c->max_len : longest;
-            if (s > max_bs || (int64_t)s * l > budget)
+            int64_t ct = cost_tok + c->cost.tokens, by = bytes + c->cost.bytes;
+            if (s > max_bs || (int64_t)s * l > budget || ct > budget ||
+                (max_bytes > 0 && by > max_bytes))
                 continue; /* a later, shorter-in-count job may still fit */
             w->cands[nsel++] = w->cands[i];
             seqs = s;
             longest = l;
+            cost_tok = ct;
+            bytes = by;
         }
     }
     /* The selected jobs are in length order except the oldest (first): put it

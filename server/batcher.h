@@ -68,6 +68,13 @@ void *srv_scratch_get(srv_scratch *s, size_t bytes);
 void srv_scratch_trim(srv_scratch *s);
 void srv_scratch_free(srv_scratch *s);
 
+/* A job's estimated cost, for admission and batch formation. */
+typedef struct srv_job_cost {
+    int64_t tokens; /* counted against max_batch_tokens (the default: n x longest sequence,
+                       padding counted); a generating job counts its decode steps too */
+    int64_t bytes;  /* working memory while it runs (KV cache, logits); 0: not estimated */
+} srv_job_cost;
+
 /* What a job computes and how (one per handler: classify, embed, qa, translate). */
 typedef struct srv_job_type {
     const char *name;  /* for messages */
@@ -82,6 +89,9 @@ typedef struct srv_job_type {
                const eng_encoding *const *enc, int seqs, srv_scratch *scratch, eng_error *err);
     /* Free a job's out (NULL: free(out)). */
     void (*free_out)(srv_job *j);
+    /* Optional: estimate job j's cost from its encodings, opts and model
+     * (fields left 0 take the defaults). Called by submit. */
+    void (*cost)(const srv_job *j, srv_job_cost *c);
 } srv_job_type;
 
 struct srv_job {
@@ -109,6 +119,7 @@ struct srv_job {
     void *out;                  /* OK: the type's output, malloc'd; srv_job_free_output frees */
     size_t out_len;             /* in the type's units (floats, results) */
     int64_t enqueued_ns, started_ns, finished_ns; /* CLOCK_MONOTONIC */
+    srv_job_cost cost;          /* set by submit (type->cost, or the defaults) */
     int batch_size;             /* sequences in the batch that ran it */
     int batch_tokens;           /* batch size x longest sequence (padding counted) */
 
@@ -123,6 +134,10 @@ typedef struct srv_batch_opts {
     int max_delay_us;       /* how long a free worker waits to fill a batch, counted from the
                                oldest queued job's arrival (default 2000; 0: never waits) */
     int queue_capacity;     /* queued sequences before submit refuses (default 1024) */
+    int64_t max_job_bytes;  /* submit refuses a job whose cost.bytes is larger (SRV_ETOOCOSTLY);
+                               0: no limit */
+    int64_t max_batch_bytes;/* jobs join a batch while their cost.bytes sum stays within
+                               (the oldest always runs); 0: no limit */
     int workers;            /* worker threads (default 1) */
     int threads_per_worker; /* CPU threads each worker's eng_ctx uses (default: cores / workers) */
     const char *backend;    /* "cpu" (default) */
@@ -144,10 +159,11 @@ typedef struct srv_batcher srv_batcher;
 int srv_batcher_new(const srv_batch_opts *o, srv_batcher **out, eng_error *err);
 
 /* Queue a job. 0, or SRV_EQUEUE_FULL (queue_capacity reached: 429) or
- * SRV_ESTOPPED (batcher stopping: 503), or ENG_EINVAL (n < 1, no enc, no
- * complete, no type or no model). On error complete() is NOT called. The batcher owns the job from a
- * successful submit until complete(). */
-enum { SRV_EQUEUE_FULL = -100, SRV_ESTOPPED = -101 };
+ * SRV_ESTOPPED (batcher stopping: 503), SRV_ETOOCOSTLY (its estimated bytes
+ * exceed max_job_bytes: 413; job->cost says how much), or ENG_EINVAL (n < 1,
+ * no enc, no complete, no type or no model). On error complete() is NOT
+ * called. The batcher owns the job from a successful submit until complete(). */
+enum { SRV_EQUEUE_FULL = -100, SRV_ESTOPPED = -101, SRV_ETOOCOSTLY = -102 };
 int srv_batcher_submit(srv_batcher *b, srv_job *job);
 
 /* Sequences and jobs queued now (for metrics and Retry-After). */

@@ -131,6 +131,14 @@ static const conf_key model_keys[] = {
      "How long a free worker waits for more requests to fill a batch."},
     {"batching.queue_capacity", K_INT, MOD(queue_capacity), "1024", 1, 16777216, NULL, 0,
      "Queued sequences before requests get 429 queue_full."},
+    {"batching.max_job_mib", K_INT, MOD(max_job_mib), "1024", 1, 1048576, NULL, 0,
+     "Largest estimated working memory of one request, in MiB; larger requests get 413 "
+     "request_too_large before any work. translate: texts x beam_size x (KV cache for "
+     "max_length + source tokens, both directions of attention, all decoder layers) plus "
+     "logits; /v1/models shows the estimate per text at the model's maxima."},
+    {"batching.max_batch_mib", K_INT, MOD(max_batch_mib), "2048", 1, 1048576, NULL, 0,
+     "Largest estimated working memory of one batch, in MiB: requests join a batch while the "
+     "sum stays within (the oldest queued request always runs)."},
     {"batching.max_in_flight", K_INT, MOD(max_in_flight), "0", 0, 16777216, NULL, 0,
      "Requests for this model admitted at once (arrival to answer); more get 429 queue_full "
      "with Retry-After. Checked from the headers when the endpoint has only this model, else "

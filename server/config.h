@@ -39,6 +39,8 @@ typedef struct srv_model_conf {
     int max_delay_us;
     int queue_capacity;
     int max_in_flight;      /* requests admitted at once; 0 = derived (srv_model_max_in_flight) */
+    int max_job_mib;        /* a request's estimated working memory (translate: KV cache) */
+    int max_batch_mib;      /* a batch's estimated working memory */
     int workers;
     int threads;            /* per worker; 0 = auto, resolved by srv_config_validate */
     /* task translate ("translation" section); strings NULL: from the model folder */

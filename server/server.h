@@ -210,6 +210,11 @@ void srv_req_release(srv_req *r);
 /* 429 queue_full with Retry-After for a model at its in-flight bound. */
 void srv_req_model_full(srv_req *r, const srv_model *m);
 
+struct srv_buf;
+/* Append ,"limits":{...} for model m (v: its current version, or NULL): what
+ * a request may ask of it, so clients can size requests (handle_infer.c). */
+void srv_model_put_limits(struct srv_buf *b, const srv_model *m, const srv_version *v);
+
 /* ---- handle_infer.c: the inference pipeline (parse + tokenize on the pool,
  * the batcher, render on the pool), shared by every inference route. */
 extern const srv_handler srv_infer_handler;

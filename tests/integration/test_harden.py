@@ -235,13 +235,26 @@ def test_request_must_arrive_within_a_total_time(direct):
 
 def test_connections_per_client_bounded(direct):
     t = direct([tiny_embed()], limits={"max_connections_per_client": 2})
-    held = [t.keepalive_conn(timeout=10) for _ in range(2)]
-    try:
-        for c in held:  # both accepted and served
+    held = []
+
+    def hold_one():
+        # Connections closed just before (the readiness probe) may not be reaped yet.
+        c = t.keepalive_conn(timeout=10)
+        try:
             c.request("GET", "/healthz")
             r = c.getresponse()
             r.read()
-            assert r.status == 200
+        except (OSError, http.client.HTTPException):
+            c.close()
+            return False
+        if r.status != 200:
+            c.close()
+            return False
+        held.append(c)
+        return True
+    try:
+        for _ in range(2):
+            wait_until(hold_one, 10, "a connection to be accepted")
         s = socket.create_connection((t.host, t.port), timeout=5)
         try:
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -320,3 +333,29 @@ def test_model_in_flight_bounded_when_named(direct):
     assert t.post("/v1/embed", {"text": "to the other", "model": "other"}).status == 200
     th.join(60)
     assert holder["r"].status == 200, holder
+
+
+# ------------------------------------- 1 (server side), 2: limits said and refused
+
+def test_models_say_their_limits(direct):
+    t = direct([tiny_embed(max_in_flight=7, max_job_mib=64),
+                ModelSpec("tiny-qa", FIXTURES / "bert_qa", "qa")], limits={"max_texts": 9})
+    r = t.get("/v1/models/tiny-embed")
+    assert r.status == 200, r
+    lim = r.json()["limits"]
+    assert lim["max_texts"] == 9 and lim["max_in_flight"] == 7 and lim["max_job_mib"] == 64, lim
+    assert lim["max_seq_len"] > 0 and lim["max_body_bytes"] == MAX_BODY, lim
+    lst = t.get("/v1/models").json()
+    models = lst["models"] if isinstance(lst, dict) else lst
+    qa = [m for m in models if m["name"] == "tiny-qa"][0]["limits"]
+    assert qa["qa_window_tokens"] > 0 and qa["qa_doc_stride"] > 0, qa
+
+
+def test_qa_over_the_window_bound_is_413(direct):
+    """The engine refuses a question that leaves no room in a window (ENG_ETOOLONG):
+    that is a request too large for the model, 413 with the engine's reason."""
+    t = direct([ModelSpec("tiny-qa", FIXTURES / "bert_qa", "qa")])
+    q = " ".join(f"word{i}" for i in range(400))
+    j = json_error(t.post("/v1/qa", {"question": q, "context": "A short context."}), 413,
+                   "request_too_large")
+    assert "question" in j["error"]["message"], j

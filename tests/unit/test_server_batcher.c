@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "batcher.h"
+#include "config.h"
 #include "handlers.h"
 #include "model_slot.h"
 #include "nlpd_engine.h"
@@ -1287,6 +1288,82 @@ static void test_scratch_shrinks(void **state)
     assert_int_equal(s.cap, 0);
 }
 
+/* Item 2 of the hardening issue: jobs are admitted and batched by their
+ * estimated cost (srv_job_type.cost), not only by their source tokens. */
+static void costly_cost(const srv_job *j, srv_job_cost *c)
+{
+    c->bytes = 1000 * (int64_t)j->max_len;
+    c->tokens = 0; /* the default: n x longest */
+}
+
+static void test_cost_admission_and_batches(void **state)
+{
+    (void)state;
+    static srv_job_type costly;
+    costly = srv_job_classify;
+    costly.cost = costly_cost;
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.max_delay_us = 0;
+    o.max_job_bytes = 20000;
+    o.max_batch_bytes = 25000;
+    fixture f;
+    fx_open(&f, "bert_cls", &o);
+    /* Over max_job_bytes: refused at submit, nothing completed, the estimate said. */
+    tjob *big = job1(&f.t, &costly, 30, 99);
+    assert_int_equal(srv_batcher_submit(f.b, &big->job), SRV_ETOOCOSTLY);
+    assert_int_equal(big->job.cost.bytes, 30000);
+    assert_int_equal(big->completions, 0);
+    tjob *g = gate_hold(&f);
+    const int lens[] = {5, 6, 7, 8, 9, 10};
+    enum { N = 6 };
+    tjob *jobs[N];
+    for (int i = 0; i < N; i++) {
+        jobs[i] = job1(&f.t, &costly, lens[i], i);
+        submit_ok(&f, jobs[i]);
+    }
+    gate_release(&f.t);
+    assert_true(wait_for(&f.t, &f.t.done, N + 1));
+    /* Batches within 25000 estimated bytes: {5,6,7} (18000), {8,9} (17000), {10}. */
+    const int bsize[] = {3, 3, 3, 2, 2, 1};
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(jobs[i]->job.status, SRV_JOB_OK);
+        assert_int_equal(jobs[i]->job.batch_size, bsize[i]);
+    }
+    free_all(jobs, N);
+    job_free(big);
+    job_free(g);
+    fx_close(&f);
+}
+
+/* The translate estimate: a big Marian (6 layers, 1024 wide, 57k vocabulary)
+ * at the config's maxima (beam_size 8, max_length 512, 512 source tokens)
+ * needs ~400 MiB per text, so the default batching.max_job_mib (1024) admits
+ * two such texts, never the default limits.max_texts (64) of them (26 GB). */
+static void test_translate_cost_estimate(void **state)
+{
+    (void)state;
+    eng_model_info info = {.layers = 6, .hidden = 1024, .vocab = 57000};
+    srv_job_cost c;
+    srv_translate_text_cost(&info, 8, 512, 512, &c);
+    assert_true(c.bytes == (int64_t)8 * 6 * 2 * 1024 * 1024 * 4 + (int64_t)8 * 57000 * 8 +
+                               (int64_t)512 * 1024 * 16);
+    assert_int_equal(c.tokens, 512 + 512);
+    srv_config cfg;
+    assert_int_equal(srv_config_init(&cfg), 0);
+    char err[256];
+    const char *doc = "{\"models\":[{\"name\":\"mt\",\"path\":\"/x\",\"task\":\"translate\"}]}";
+    assert_int_equal(srv_config_load_string(&cfg, doc, strlen(doc), "test", err, sizeof err), 0);
+    const srv_model_conf *m = &cfg.models[0];
+    int64_t limit = (int64_t)m->max_job_mib << 20;
+    assert_true(2 * c.bytes <= limit);
+    assert_true((int64_t)cfg.max_texts * c.bytes > limit);
+    /* A greedy search of a short text is far below. */
+    srv_translate_text_cost(&info, 1, 64, 20, &c);
+    assert_true(c.bytes < (16 << 20));
+    srv_config_free(&cfg);
+}
+
 TEST_GROUP(server_batcher)
 {
     static const struct CMUnitTest t[] = {
@@ -1312,6 +1389,8 @@ TEST_GROUP(server_batcher)
         cmocka_unit_test(test_translate_opts_grouping),
         cmocka_unit_test(test_report_invariance),
         cmocka_unit_test(test_scratch_shrinks),
+        cmocka_unit_test(test_cost_admission_and_batches),
+        cmocka_unit_test(test_translate_cost_estimate),
     };
     TEST_GROUP_RETURN(t);
 }
