@@ -59,21 +59,21 @@ static void run_op(ctx *c, int op)
     const eng_backend_ops *o = be->ops;
     int T = c->ntok, H = c->hid, I = c->inter;
     switch (op) {
-    case OP_QKV: o->gemm(be, 1, T, 3 * H, H, 1.0f, c->x, H, c->wqkv, H, 0.0f, c->qkv, 3 * H); break;
-    case OP_ATTN_OUT: o->gemm(be, 1, T, H, H, 1.0f, c->ctxo, H, c->wo, H, 0.0f, c->res, H); break;
-    case OP_FFN1: o->gemm(be, 1, T, I, H, 1.0f, c->x, H, c->w1, H, 0.0f, c->h1, I); break;
-    case OP_FFN2: o->gemm(be, 1, T, H, I, 1.0f, c->h1, I, c->w2, I, 0.0f, c->res, H); break;
-    case OP_BIAS_NONE: o->bias_act(be, c->qkv, c->bias, T, 3 * H, ENG_ACT_NONE); break;
-    case OP_GELU: o->bias_act(be, c->h1, c->bias, T, I, ENG_ACT_GELU); break;
-    case OP_LN: o->add_layernorm(be, c->x, c->x, c->res, c->gamma, c->beta, T, H, 1e-12f); break;
+    case OP_QKV: o->core->gemm(be, 1, T, 3 * H, H, 1.0f, c->x, H, c->wqkv, H, 0.0f, c->qkv, 3 * H); break;
+    case OP_ATTN_OUT: o->core->gemm(be, 1, T, H, H, 1.0f, c->ctxo, H, c->wo, H, 0.0f, c->res, H); break;
+    case OP_FFN1: o->core->gemm(be, 1, T, I, H, 1.0f, c->x, H, c->w1, H, 0.0f, c->h1, I); break;
+    case OP_FFN2: o->core->gemm(be, 1, T, H, I, 1.0f, c->h1, I, c->w2, I, 0.0f, c->res, H); break;
+    case OP_BIAS_NONE: o->core->bias_act(be, c->qkv, c->bias, T, 3 * H, ENG_ACT_NONE); break;
+    case OP_GELU: o->core->bias_act(be, c->h1, c->bias, T, I, ENG_ACT_GELU); break;
+    case OP_LN: o->core->add_layernorm(be, c->x, c->x, c->res, c->gamma, c->beta, T, H, 1e-12f); break;
     case OP_ATTN:
-        o->attention(be, c->ctxo, H, c->qkv, 3 * H, c->qkv + H, 3 * H, c->qkv + 2 * H, 3 * H,
+        o->core->attention(be, c->ctxo, H, c->qkv, 3 * H, c->qkv + H, 3 * H, c->qkv + 2 * H, 3 * H,
                      c->off, c->off, c->nseq, c->heads, c->hd, 0.1767767f, 0);
         break;
     case OP_EMBED:
-        o->embed(be, c->x, c->word, c->pos, c->type, c->ids, c->pos_ids, c->type_ids, T, H);
+        o->core->embed(be, c->x, c->word, c->pos, c->type, c->ids, c->pos_ids, c->type_ids, T, H);
         break;
-    case OP_POOL: o->mean_pool(be, c->pool, c->x, c->off, c->nseq, H, 1); break;
+    case OP_POOL: o->core->mean_pool(be, c->pool, c->x, c->off, c->nseq, H, 1); break;
     }
 }
 
@@ -199,7 +199,7 @@ static void bench_small_m(eng_backend *be, int reps)
            be->threads);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int N = shapes[s][0], K = shapes[s][1];
-        void *wp = be->ops->pack_weight ? be->ops->pack_weight(be, w, N, K, K) : NULL;
+        void *wp = be->ops->core->pack_weight ? be->ops->core->pack_weight(be, w, N, K, K) : NULL;
         for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
             int M = ms[i], r_reps = N > 10000 ? reps / 4 + 1 : reps;
             double bt[2] = {1e30, 1e30};
@@ -207,9 +207,9 @@ static void bench_small_m(eng_backend *be, int reps)
                 for (int v = 0; v < (wp ? 2 : 1); v++) { /* interleaved */
                     double t0 = now_s();
                     if (v)
-                        be->ops->gemm_prepacked(be, M, N, K, 1.0f, x, K, wp, 0.0f, y, N);
+                        be->ops->core->gemm_prepacked(be, M, N, K, 1.0f, x, K, wp, 0.0f, y, N);
                     else
-                        be->ops->gemm(be, 1, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
+                        be->ops->core->gemm(be, 1, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
                     double dt = now_s() - t0;
                     bt[v] = r > 0 && dt < bt[v] ? dt : bt[v];
                 }
@@ -218,7 +218,7 @@ static void bench_small_m(eng_backend *be, int reps)
                    wp ? 2.0 * M * N * K / bt[1] * 1e-9 : 0.0);
         }
         if (wp)
-            be->ops->free_packed(be, wp);
+            be->ops->core->free_packed(be, wp);
     }
     be->ops->free(be, x);
     be->ops->free(be, w);

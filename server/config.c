@@ -388,6 +388,11 @@ static int parse_models(srv_config *c, const cJSON *arr, char *err, size_t cap)
                 goto fail;
             }
         }
+        if (!ms[i].path == !ms[i].repository) {
+            set_err(err, cap, "models[%d].path: give exactly one of \"path\" (a model folder) "
+                    "and \"repository\" (a folder of signed versions)", i);
+            goto fail;
+        }
     }
     for (int j = 0; j < c->n_models; j++)
         model_conf_free(&c->models[j]);
@@ -602,11 +607,6 @@ int srv_config_validate(srv_config *c, int cores, char *err, size_t cap)
                         m->name, j);
                 return -1;
             }
-        if (!m->path == !m->repository) {
-            set_err(err, cap, "models[%d]: give exactly one of \"path\" (a model folder) and "
-                    "\"repository\" (a folder of signed versions)", i);
-            return -1;
-        }
         if (m->repository && m->version) {
             set_err(err, cap, "models[%d].version: a repository model is versioned by its "
                     "repository's folder names", i);

@@ -1,17 +1,28 @@
 /* backend.h - the compute backend interface (DESIGN §3).
  *
- * Models are written once against this vtable; the CPU backend (backend_cpu.c)
- * is the reference implementation, the CUDA backend (cuda/) registers another.
- * All tensors are row-major fp32. Activations are "packed": the tokens of all
- * sequences of a batch are concatenated (no padding), and seq_off[nseq + 1]
- * gives each sequence's first row (seq_off[0] = 0, seq_off[nseq] = ntok).
- * Index arrays (ids, offsets) live in backend memory like everything else.
+ * Models are written once against this vtable; the CPU backend (cpu/backend_cpu.c)
+ * is the reference implementation, other backends (cuda/) register theirs in
+ * backend/registry.c. All activations are row-major fp32. Activations are "packed":
+ * the tokens of all sequences of a batch are concatenated (no padding), and
+ * seq_off[nseq + 1] gives each sequence's first row (seq_off[0] = 0,
+ * seq_off[nseq] = ntok).
+ *
+ * Backend memory is explicit: every pointer an op takes (activations, weights, index
+ * arrays such as ids and offsets) is backend memory from alloc / weights_upload, and
+ * the engine never dereferences it: host data goes in with upload and comes back with
+ * download (+ synchronize). Pointer arithmetic inside one allocation is allowed.
+ *
+ * The ops come in three tables: core (encoder inference), gen (sequence-to-sequence
+ * decoding) and train (backward passes, optimizer). A NULL table or a NULL entry
+ * means "not supported": callers check (eng_backend_supports) and refuse cleanly.
  */
 #ifndef NLPD_BACKEND_H
 #define NLPD_BACKEND_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "nlpd_engine.h" /* eng_error */
 
 typedef enum eng_act {
     ENG_ACT_NONE = 0,
@@ -23,17 +34,8 @@ typedef enum eng_act {
 
 typedef struct eng_backend eng_backend;
 
-typedef struct eng_backend_ops {
-    const char *name;
-    void (*destroy)(eng_backend *be);
-
-    /* Memory. alloc returns 64-byte aligned memory or NULL. */
-    void *(*alloc)(eng_backend *be, size_t bytes);
-    void (*free)(eng_backend *be, void *p);
-    int (*upload)(eng_backend *be, void *dst, const void *host_src, size_t bytes);
-    int (*download)(eng_backend *be, void *host_dst, const void *src, size_t bytes);
-    int (*synchronize)(eng_backend *be); /* 0, or ENG_EBACKEND after a device fault */
-
+/* Encoder inference: BERT-family forward passes and heads. */
+typedef struct eng_backend_core_ops {
     /* C[M,N] = alpha * A[M,K] . op(B) + beta * C.
      * trans_b: B is [N,K] (the nn.Linear weight layout), else B is [K,N]. */
     void (*gemm)(eng_backend *be, int trans_b, int M, int N, int K, float alpha,
@@ -77,8 +79,63 @@ typedef struct eng_backend_ops {
     void (*gather_rows)(eng_backend *be, float *out, const float *x, const int32_t *seq_off,
                         int nseq, int row, int dim);
 
-    /* ---- training: forward helpers, backward passes, optimizer (engine/train/train.c).
-     * "d" arrays are gradients; parameter gradients are ACCUMULATED (+=) so that
+    /* ---- pre-packed weights (inference only: the weights must not change while packed)
+     * pack_weight: an opaque read-only handle for B [N, K] (row stride ldb), the nn.Linear
+     * layout, or NULL (unsupported, out of memory, or nothing to gain): callers then use
+     * gemm(trans_b = 1). B must outlive the handle unchanged (a backend may fall back to
+     * it). The layout does not depend on the thread count; a handle may be used
+     * concurrently by any backend of the same kind (not only the one that packed it).
+     * gemm_prepacked: exactly gemm(be, 1, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc),
+     * bitwise, N and K those of the packing. free_packed: frees a handle (NULL: no-op);
+     * be may be any backend of the same kind or NULL. */
+    void *(*pack_weight)(eng_backend *be, const float *B, int N, int K, int ldb);
+    void (*gemm_prepacked)(eng_backend *be, int M, int N, int K, float alpha, const float *A,
+                           int lda, const void *packed, float beta, float *C, int ldc);
+    void (*free_packed)(eng_backend *be, void *packed);
+} eng_backend_core_ops;
+
+/* Sequence-to-sequence decoding (Marian; beam search). */
+typedef struct eng_backend_gen_ops {
+    /* out[t] = scale * table[ids[t]] + pos[pos_ids[t]] (the product rounded first, as
+     * torch's embed(ids) * embed_scale + positions). */
+    void (*embed_scaled)(eng_backend *be, float *out, const float *table, float scale,
+                         const float *pos, const int32_t *ids, const int32_t *pos_ids,
+                         int ntok, int dim);
+
+    /* attention whose keys/values need not be packed: sequence s's queries are rows
+     * q_off[s]..q_off[s+1] of q, its keys/values rows kv_start[s]..kv_start[s] + kv_len[s]
+     * of k/v (a KV-cache slot, an encoder output shared by the beams of a sentence).
+     * Otherwise as `attention` (causal: query i of nq sees keys j <= i + kv_len - nq). */
+    void (*attention_kv)(eng_backend *be, float *out, int out_ld, const float *q, int q_ld,
+                         const float *k, int k_ld, const float *v, int v_ld,
+                         const int32_t *q_off, const int32_t *kv_start, const int32_t *kv_len,
+                         int nseq, int heads, int head_dim, float scale, int causal);
+
+    /* dst[dst_rows[i] * dst_ld + j] = src[src_rows[i] * src_ld + j] for i < n, j < cols
+     * (dst_rows / src_rows NULL: i). Rows written must not overlap rows read. */
+    void (*copy_rows)(eng_backend *be, float *dst, int64_t dst_ld, const int32_t *dst_rows,
+                      const float *src, int64_t src_ld, const int32_t *src_rows, int n,
+                      int64_t cols);
+
+    /* x[r, 0:cols] = log_softmax(x[r, 0:cols]) in place, row stride ld (x - max -
+     * log(sum(exp(x - max))), as torch); -inf entries stay -inf. */
+    void (*log_softmax)(eng_backend *be, float *x, int rows, int cols, int ld);
+
+    /* For each group g of rows_per_group consecutive rows of x (cols each, stride ld):
+     * the k largest values x[r, c] + row_add[r] (a float sum; row_add may be NULL) over
+     * the whole group, descending, equal values by lower flat index r_local * cols + c.
+     * vals[g * k + j] and idx[g * k + j] (= r_local * cols + c); k <= rows_per_group * cols. */
+    void (*topk)(eng_backend *be, const float *x, int groups, int rows_per_group, int cols,
+                 int ld, const float *row_add, int k, float *vals, int32_t *idx);
+
+    /* x[r, :] = silu(x[r, :] + bias) = y * sigmoid(y) (HF "swish"/"silu"); bias may be NULL. */
+    void (*bias_silu)(eng_backend *be, float *x, const float *bias, int rows, int cols);
+
+} eng_backend_gen_ops;
+
+/* Training (engine/train/train.c): forward helpers, backward passes, optimizer. */
+typedef struct eng_backend_train_ops {
+    /*     * "d" arrays are gradients; parameter gradients are ACCUMULATED (+=) so that
      * micro-batches add up; activation gradients are written unless stated.
      * Dropout masks are a pure function of (seed, element index) so that the
      * backward pass regenerates them instead of storing them. */
@@ -142,8 +199,6 @@ typedef struct eng_backend_ops {
     /* y[i] += alpha * x[i]. */
     void (*axpy)(eng_backend *be, float *y, float alpha, const float *x, size_t n);
 
-    /* Zero `bytes` bytes of backend memory. */
-    void (*zero)(eng_backend *be, void *p, size_t bytes);
 
     /* Softmax cross-entropy over logits[n, L] with class labels[n]: loss[0] = mean loss,
      * dlogits = scale * d(mean loss)/dlogits (written). */
@@ -166,61 +221,41 @@ typedef struct eng_backend_ops {
                   float beta1, float beta2, float eps, float wd, float bc1, float bc2,
                   float gscale);
 
-    /* ---- sequence-to-sequence decoding (translation: engine/models/marian.c, engine/generate/beam.c) */
+} eng_backend_train_ops;
 
-    /* out[t] = scale * table[ids[t]] + pos[pos_ids[t]] (the product rounded first, as
-     * torch's embed(ids) * embed_scale + positions). */
-    void (*embed_scaled)(eng_backend *be, float *out, const float *table, float scale,
-                         const float *pos, const int32_t *ids, const int32_t *pos_ids,
-                         int ntok, int dim);
+typedef struct eng_backend_ops {
+    const char *name; /* the registry name: "cpu", "cuda" */
+    void (*destroy)(eng_backend *be);
 
-    /* attention whose keys/values need not be packed: sequence s's queries are rows
-     * q_off[s]..q_off[s+1] of q, its keys/values rows kv_start[s]..kv_start[s] + kv_len[s]
-     * of k/v (a KV-cache slot, an encoder output shared by the beams of a sentence).
-     * Otherwise as `attention` (causal: query i of nq sees keys j <= i + kv_len - nq). */
-    void (*attention_kv)(eng_backend *be, float *out, int out_ld, const float *q, int q_ld,
-                         const float *k, int k_ld, const float *v, int v_ld,
-                         const int32_t *q_off, const int32_t *kv_start, const int32_t *kv_len,
-                         int nseq, int heads, int head_dim, float scale, int causal);
+    /* Memory (every backend has these). alloc returns 64-byte aligned backend memory
+     * or NULL; upload/download copy between host and backend memory (they may be
+     * asynchronous: synchronize before reading a download or reusing its source). */
+    void *(*alloc)(eng_backend *be, size_t bytes);
+    void (*free)(eng_backend *be, void *p);
+    int (*upload)(eng_backend *be, void *dst, const void *host_src, size_t bytes);
+    int (*download)(eng_backend *be, void *host_dst, const void *src, size_t bytes);
+    int (*synchronize)(eng_backend *be); /* 0, or ENG_EBACKEND after a device fault */
 
-    /* dst[dst_rows[i] * dst_ld + j] = src[src_rows[i] * src_ld + j] for i < n, j < cols
-     * (dst_rows / src_rows NULL: i). Rows written must not overlap rows read. */
-    void (*copy_rows)(eng_backend *be, float *dst, int64_t dst_ld, const int32_t *dst_rows,
-                      const float *src, int64_t src_ld, const int32_t *src_rows, int n,
-                      int64_t cols);
+    /* Zero `bytes` bytes of backend memory. */
+    void (*zero)(eng_backend *be, void *p, size_t bytes);
 
-    /* x[r, 0:cols] = log_softmax(x[r, 0:cols]) in place, row stride ld (x - max -
-     * log(sum(exp(x - max))), as torch); -inf entries stay -inf. */
-    void (*log_softmax)(eng_backend *be, float *x, int rows, int cols, int ld);
+    /* Weights: a read-only backend copy ("view") of a host block of bytes, made once
+     * per model version, or NULL (out of memory / device fault). A backend that shares
+     * host memory returns host itself (zero-copy: the CPU). weights_free releases a
+     * view on `device` (a zero-copy one: no-op); it needs no backend object, as a model
+     * version may outlive the contexts that used it. */
+    void *(*weights_upload)(eng_backend *be, const void *host, size_t bytes);
+    void (*weights_free)(int device, void *view);
 
-    /* For each group g of rows_per_group consecutive rows of x (cols each, stride ld):
-     * the k largest values x[r, c] + row_add[r] (a float sum; row_add may be NULL) over
-     * the whole group, descending, equal values by lower flat index r_local * cols + c.
-     * vals[g * k + j] and idx[g * k + j] (= r_local * cols + c); k <= rows_per_group * cols. */
-    void (*topk)(eng_backend *be, const float *x, int groups, int rows_per_group, int cols,
-                 int ld, const float *row_add, int k, float *vals, int32_t *idx);
-
-    /* x[r, :] = silu(x[r, :] + bias) = y * sigmoid(y) (HF "swish"/"silu"); bias may be NULL. */
-    void (*bias_silu)(eng_backend *be, float *x, const float *bias, int rows, int cols);
-
-    /* ---- pre-packed weights (inference only: the weights must not change while packed)
-     * pack_weight: an opaque read-only handle for B [N, K] (row stride ldb), the nn.Linear
-     * layout, or NULL (unsupported, out of memory, or nothing to gain): callers then use
-     * gemm(trans_b = 1). B must outlive the handle unchanged (a backend may fall back to
-     * it). The layout does not depend on the thread count; a handle may be used
-     * concurrently by any backend of the same kind (not only the one that packed it).
-     * gemm_prepacked: exactly gemm(be, 1, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc),
-     * bitwise, N and K those of the packing. free_packed: frees a handle (NULL: no-op);
-     * be may be any backend of the same kind or NULL. */
-    void *(*pack_weight)(eng_backend *be, const float *B, int N, int K, int ldb);
-    void (*gemm_prepacked)(eng_backend *be, int M, int N, int K, float alpha, const float *A,
-                           int lda, const void *packed, float beta, float *C, int ldc);
-    void (*free_packed)(eng_backend *be, void *packed);
+    const eng_backend_core_ops *core;   /* NULL: no inference */
+    const eng_backend_gen_ops *gen;     /* NULL: no sequence-to-sequence decoding */
+    const eng_backend_train_ops *train; /* NULL: no training */
 } eng_backend_ops;
 
 struct eng_backend {
     const eng_backend_ops *ops;
     int threads;
+    int device; /* device index within the backend kind (cpu: 0) */
 };
 
 /* The CPU backend: an own packed SGEMM for B^T products (each output element's
@@ -228,5 +263,45 @@ struct eng_backend {
  * OpenBLAS for the other GEMM forms, own vectorised kernels, `threads` worker
  * threads (<= 0: online cores). Returns NULL on allocation failure. */
 eng_backend *eng_backend_cpu_new(int threads);
+
+/* ---------------------------------------------------------------- registry */
+
+typedef enum eng_op_part {
+    ENG_OPS_CORE = 1,
+    ENG_OPS_GEN = 2,
+    ENG_OPS_TRAIN = 4,
+} eng_op_part;
+
+/* 1 when be has every op of the parts (a mask of eng_op_part), else 0. */
+int eng_backend_supports(const eng_backend *be, int parts);
+
+/* One kind of backend. A new backend is added by registering one of these
+ * (backend/registry.c) and passing test_backend_ops. */
+typedef struct eng_backend_reg {
+    const char *name; /* "cpu", "cuda": the spelling of config files */
+    /* Devices present (>= 0); the CPU has one. */
+    int (*device_count)(void);
+    /* A backend on device `device` with `threads` host threads (<= 0: default), or an
+     * ENG_E* code with the reason in err (no such device, device fault, memory). */
+    int (*create)(int device, int threads, eng_backend **out, eng_error *err);
+} eng_backend_reg;
+
+/* The registered kinds: cpu first, then (when built with it) cuda. */
+int eng_backend_reg_count(void);
+const eng_backend_reg *eng_backend_reg_get(int i);
+const eng_backend_reg *eng_backend_reg_find(const char *name);
+
+/* Adds a kind at run time (test-only backends such as the emulated CUDA backend):
+ * before any backend is created, from one thread. ENG_EINVAL when the table is full,
+ * the entry incomplete or the name taken. */
+int eng_backend_register(const eng_backend_reg *r);
+
+/* A backend from a spec: "cpu", "cuda" (device 0), "cuda:N", or "auto" (the first
+ * non-CPU kind that has a device, else the CPU). ENG_EUNSUPPORTED naming the kinds
+ * this build has when the kind is unknown; ENG_EINVAL for a malformed spec. */
+int eng_backend_new(const char *spec, int threads, eng_backend **out, eng_error *err);
+
+/* 1 if spec is well formed and names a kind of this build (the device may be absent). */
+int eng_backend_spec_valid(const char *spec);
 
 #endif /* NLPD_BACKEND_H */

@@ -1,6 +1,7 @@
 /* model.c - model versions (config + tokenizer + weights, refcounted), compute
  * contexts, and the public run API. */
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,8 +19,23 @@
 #include "core/safetensors.h"
 #include "core/util.h"
 
+/* The weights of a model version on one backend kind and device: uploaded once
+ * (weights_upload: zero-copy on the CPU), freed with the version. */
+typedef struct model_view {
+    const eng_backend_ops *ops;
+    int device;
+    void *base;          /* the backend copy of the host weight block */
+    eng_bert bert;       /* BERT family: host struct with pointers into base */
+    eng_marian *marian;  /* Marian: likewise */
+} model_view;
+
+#define MAX_VIEWS 8
+
 struct eng_model {
     atomic_int refs;
+    pthread_mutex_t view_mu;
+    model_view views[MAX_VIEWS];
+    int n_views;
     eng_model_config cfg;
     eng_model_info info;
     eng_tokenizer *tok;
@@ -193,6 +209,7 @@ int eng_model_load(const char *dir, eng_model **out, eng_error *err)
     if (!m)
         return eng_fail(err, ENG_ENOMEM, "out of memory");
     atomic_init(&m->refs, 1);
+    pthread_mutex_init(&m->view_mu, NULL);
     if (eng_marian_is_folder(dir)) {
         if ((rc = eng_marian_load(dir, &m->marian, err)))
             goto fail_model;
@@ -242,6 +259,8 @@ fail_tok:
 fail_config:
     eng_model_config_free(&m->cfg);
 fail_model:
+    eng_marian_free(m->marian);
+    pthread_mutex_destroy(&m->view_mu);
     free(m);
     return rc;
 }
@@ -256,6 +275,13 @@ void eng_model_unref(eng_model *m)
 {
     if (!m || atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1)
         return;
+    for (int i = 0; i < m->n_views; i++) {
+        model_view *v = &m->views[i];
+        eng_bert_view_free(&v->bert);
+        eng_marian_view_free(v->marian);
+        v->ops->weights_free(v->device, v->base);
+    }
+    pthread_mutex_destroy(&m->view_mu);
     eng_marian_free(m->marian);
     eng_bert_free(&m->bert);
     eng_tokenizer_free(m->tok);
@@ -263,8 +289,63 @@ void eng_model_unref(eng_model *m)
     free(m);
 }
 
+/* The model's weights on be's kind and device, uploaded on first use. */
+static int model_view_get(eng_model *m, eng_backend *be, const model_view **out, eng_error *err)
+{
+    int rc = ENG_OK;
+    pthread_mutex_lock(&m->view_mu);
+    for (int i = 0; i < m->n_views; i++)
+        if (m->views[i].ops == be->ops && m->views[i].device == be->device) {
+            *out = &m->views[i];
+            goto done;
+        }
+    if (m->n_views == MAX_VIEWS) {
+        rc = eng_fail(err, ENG_EUNSUPPORTED, "a model runs on at most %d devices", MAX_VIEWS);
+        goto done;
+    }
+    model_view *v = &m->views[m->n_views];
+    memset(v, 0, sizeof *v);
+    const void *host = m->marian ? eng_marian_block(m->marian, NULL) : m->bert.block;
+    size_t bytes = 0;
+    if (m->marian)
+        eng_marian_block(m->marian, &bytes);
+    else
+        bytes = m->bert.block_floats * sizeof(float);
+    if (!(v->base = be->ops->weights_upload(be, host, bytes))) {
+        rc = eng_fail(err, ENG_EBACKEND, "%s backend (device %d): could not upload %zu MB of "
+                      "weights", be->ops->name, be->device, bytes >> 20);
+        goto done;
+    }
+    v->ops = be->ops;
+    v->device = be->device;
+    if (m->marian)
+        rc = (v->marian = eng_marian_view_new(m->marian, v->base)) ? ENG_OK : ENG_ENOMEM;
+    else
+        rc = eng_bert_view(&m->bert, v->base, &v->bert);
+    if (rc) {
+        be->ops->weights_free(be->device, v->base);
+        rc = eng_fail(err, ENG_ENOMEM, "out of memory");
+        goto done;
+    }
+    m->n_views++;
+    *out = v;
+done:
+    pthread_mutex_unlock(&m->view_mu);
+    return rc;
+}
+
 const eng_model_info *eng_model_get_info(const eng_model *m) { return &m->info; }
 eng_marian *eng_model_marian(const eng_model *m) { return m->marian; }
+
+const eng_marian *eng_model_marian_on(eng_model *m, eng_backend *be, eng_error *err)
+{
+    const model_view *v;
+    if (!m->marian) {
+        eng_fail(err, ENG_EINVAL, "not a translation model");
+        return NULL;
+    }
+    return model_view_get(m, be, &v, err) ? NULL : v->marian;
+}
 const eng_tokenizer *eng_model_tokenizer(const eng_model *m) { return m->tok; }
 
 /* --------------------------------------------------------------- contexts */
@@ -274,13 +355,13 @@ int eng_ctx_new(const eng_ctx_opts *opts, eng_ctx **out, eng_error *err)
     const char *name = opts && opts->backend ? opts->backend : "cpu";
     int threads = opts ? opts->threads : 0;
     *out = NULL;
-    if (strcmp(name, "cpu") != 0 && strcmp(name, "auto") != 0)
-        return eng_fail(err, ENG_EUNSUPPORTED, "backend '%s' is not available (this build has: "
-                        "cpu)", name);
     eng_ctx *c = calloc(1, sizeof *c);
-    if (!c || !(c->be = eng_backend_cpu_new(threads))) {
+    if (!c)
+        return eng_fail(err, ENG_ENOMEM, "out of memory");
+    int rc = eng_backend_new(name, threads, &c->be, err);
+    if (rc) {
         free(c);
-        return eng_fail(err, ENG_ENOMEM, "out of memory creating the cpu backend");
+        return rc;
     }
     eng_arena_init(&c->arena, c->be);
     *out = c;
@@ -309,22 +390,32 @@ static int check_task(const eng_model *m, eng_task want, const char *what, eng_e
                     eng_task_name(want), m->cfg.architecture, eng_task_name(m->cfg.task));
 }
 
-/* Encoder forward for a batch; *hidden is the packed last hidden state. */
+/* Encoder forward for a batch; *hidden is the packed last hidden state. *bert: the
+ * model's weights on the context's backend. On success bt holds host memory
+ * (eng_bert_batch_close). */
 static int forward(eng_ctx *ctx, eng_model *m, const eng_encoding *const *enc, int n,
-                   eng_bert_batch *bt, float **hidden, eng_error *err)
+                   eng_bert_batch *bt, const eng_bert **bert, float **hidden, eng_error *err)
 {
+    const model_view *v;
     if (!ctx || !m || !enc)
         return eng_fail(err, ENG_EINVAL, "NULL argument");
     if (m->marian)
         return eng_fail(err, ENG_EINVAL, "MarianMTModel is a translation model (eng_translate)");
+    if (!eng_backend_supports(ctx->be, ENG_OPS_CORE))
+        return eng_fail(err, ENG_EUNSUPPORTED, "backend '%s' cannot run encoders",
+                        ctx->be->ops->name);
+    int rc = model_view_get(m, ctx->be, &v, err);
+    if (rc)
+        return rc;
+    *bert = &v->bert;
     int ntok = 0;
     for (int i = 0; i < n; i++)
         ntok += enc[i] ? enc[i]->n : 0;
-    int rc = eng_bert_prepare(&m->bert, &ctx->arena, enc, n,
-                              eng_bert_head_bytes(&m->bert, n, ntok), bt, err);
+    rc = eng_bert_prepare(*bert, ctx->be, &ctx->arena, enc, n,
+                          eng_bert_head_bytes(*bert, n, ntok), bt, err);
     if (rc)
         return rc;
-    *hidden = eng_bert_encode(&m->bert, ctx->be, &ctx->arena, bt);
+    *hidden = eng_bert_encode(*bert, ctx->be, &ctx->arena, bt);
     return ENG_OK;
 }
 
@@ -340,14 +431,17 @@ int eng_run_classify(eng_ctx *ctx, eng_model *m, const eng_encoding *const *enc,
                      float *probs, float *logits, eng_error *err)
 {
     eng_bert_batch bt;
+    const eng_bert *b;
     float *hidden;
     int rc = check_task(m, ENG_TASK_CLASSIFY, "classify", err);
-    if (rc || (rc = forward(ctx, m, enc, n, &bt, &hidden, err)))
+    if (rc || (rc = forward(ctx, m, enc, n, &bt, &b, &hidden, err)))
         return rc;
     int L = m->cfg.num_labels;
-    float *dev = eng_bert_classify(&m->bert, ctx->be, &ctx->arena, &bt, hidden);
+    float *dev = eng_bert_classify(b, ctx->be, &ctx->arena, &bt, hidden);
     float *raw = logits ? logits : probs;
-    if ((rc = fetch(ctx, raw, dev, (size_t)n * L, err)))
+    rc = fetch(ctx, raw, dev, (size_t)n * L, err);
+    eng_bert_batch_close(&bt);
+    if (rc)
         return rc;
     for (int i = 0; i < n && probs; i++) {
         const float *z = raw + (size_t)i * L;
@@ -372,24 +466,32 @@ int eng_run_hidden(eng_ctx *ctx, eng_model *m, const eng_encoding *const *enc, i
                    float *out, eng_error *err)
 {
     eng_bert_batch bt;
+    const eng_bert *b;
     float *hidden;
-    int rc = forward(ctx, m, enc, n, &bt, &hidden, err);
-    return rc ? rc : fetch(ctx, out, hidden, (size_t)bt.ntok * m->cfg.hidden, err);
+    int rc = forward(ctx, m, enc, n, &bt, &b, &hidden, err);
+    if (rc)
+        return rc;
+    rc = fetch(ctx, out, hidden, (size_t)bt.ntok * m->cfg.hidden, err);
+    eng_bert_batch_close(&bt);
+    return rc;
 }
 
 int eng_run_embed(eng_ctx *ctx, eng_model *m, const eng_encoding *const *enc, int n,
                   float *out, eng_error *err)
 {
     eng_bert_batch bt;
+    const eng_bert *b;
     float *hidden;
     int rc = check_task(m, ENG_TASK_EMBED, "embed", err);
-    if (rc || (rc = forward(ctx, m, enc, n, &bt, &hidden, err)))
+    if (rc || (rc = forward(ctx, m, enc, n, &bt, &b, &hidden, err)))
         return rc;
     int H = m->cfg.hidden;
     if (m->cls_pooling) {
         float *cls = eng_arena_alloc(&ctx->arena, sizeof(float) * (size_t)n * H);
-        ctx->be->ops->gather_rows(ctx->be, cls, hidden, bt.seq_off, n, 0, H);
-        if ((rc = fetch(ctx, out, cls, (size_t)n * H, err)))
+        ctx->be->ops->core->gather_rows(ctx->be, cls, hidden, bt.seq_off, n, 0, H);
+        rc = fetch(ctx, out, cls, (size_t)n * H, err);
+        eng_bert_batch_close(&bt);
+        if (rc)
             return rc;
         for (int i = 0; i < n && m->info.normalize; i++) {
             float *v = out + (size_t)i * H, ss = 0;
@@ -401,27 +503,33 @@ int eng_run_embed(eng_ctx *ctx, eng_model *m, const eng_encoding *const *enc, in
         }
         return ENG_OK;
     }
-    float *pooled = eng_bert_pool(&m->bert, ctx->be, &ctx->arena, &bt, hidden, m->info.normalize);
-    return fetch(ctx, out, pooled, (size_t)n * H, err);
+    float *pooled = eng_bert_pool(b, ctx->be, &ctx->arena, &bt, hidden, m->info.normalize);
+    rc = fetch(ctx, out, pooled, (size_t)n * H, err);
+    eng_bert_batch_close(&bt);
+    return rc;
 }
 
 int eng_run_qa_logits(eng_ctx *ctx, eng_model *m, const eng_encoding *const *enc, int n,
                       float *start, float *end, eng_error *err)
 {
     eng_bert_batch bt;
+    const eng_bert *b;
     float *hidden;
     int rc = check_task(m, ENG_TASK_QA, "qa", err);
-    if (rc || (rc = forward(ctx, m, enc, n, &bt, &hidden, err)))
+    if (rc || (rc = forward(ctx, m, enc, n, &bt, &b, &hidden, err)))
         return rc;
-    float *dev = eng_bert_qa(&m->bert, ctx->be, &ctx->arena, &bt, hidden);
+    float *dev = eng_bert_qa(b, ctx->be, &ctx->arena, &bt, hidden);
     float *both = malloc(sizeof(float) * (size_t)bt.ntok * 2);
-    if (!both)
+    if (!both) {
+        eng_bert_batch_close(&bt);
         return eng_fail(err, ENG_ENOMEM, "out of memory");
+    }
     rc = fetch(ctx, both, dev, (size_t)bt.ntok * 2, err);
     for (int t = 0; !rc && t < bt.ntok; t++) {
         start[t] = both[2 * t];
         end[t] = both[2 * t + 1];
     }
     free(both);
+    eng_bert_batch_close(&bt);
     return rc;
 }

@@ -705,14 +705,21 @@ static void cpu_destroy(eng_backend *be)
     free(cb);
 }
 
-static const eng_backend_ops cpu_ops = {
-    .name = "cpu",
-    .destroy = cpu_destroy,
-    .alloc = cpu_alloc,
-    .free = cpu_free,
-    .upload = cpu_upload,
-    .download = cpu_download,
-    .synchronize = cpu_synchronize,
+/* Weights stay where the model loaded them: the CPU reads host memory. */
+static void *cpu_weights_upload(eng_backend *be, const void *host, size_t bytes)
+{
+    (void)be;
+    (void)bytes;
+    return (void *)host;
+}
+
+static void cpu_weights_free(int device, void *view)
+{
+    (void)device;
+    (void)view;
+}
+
+static const eng_backend_core_ops cpu_core = {
     .gemm = cpu_gemm,
     .bias_act = cpu_bias_act,
     .add_layernorm = cpu_add_layernorm,
@@ -720,6 +727,21 @@ static const eng_backend_ops cpu_ops = {
     .attention = cpu_attention,
     .mean_pool = cpu_mean_pool,
     .gather_rows = cpu_gather_rows,
+    .pack_weight = cpu_pack_weight,
+    .gemm_prepacked = cpu_gemm_prepacked,
+    .free_packed = cpu_free_packed,
+};
+
+static const eng_backend_gen_ops cpu_gen = {
+    .embed_scaled = eng_cpu_embed_scaled,
+    .attention_kv = eng_cpu_attention_kv,
+    .copy_rows = eng_cpu_copy_rows,
+    .log_softmax = eng_cpu_log_softmax,
+    .topk = eng_cpu_topk,
+    .bias_silu = eng_cpu_bias_silu,
+};
+
+static const eng_backend_train_ops cpu_train = {
     .gemm_ex = eng_cpu_gemm_ex,
     .bias_act_train = eng_cpu_bias_act_train,
     .act_backward = eng_cpu_act_backward,
@@ -731,20 +753,26 @@ static const eng_backend_ops cpu_ops = {
     .sum_rows = eng_cpu_sum_rows,
     .scatter_rows = eng_cpu_scatter_rows,
     .axpy = eng_cpu_axpy,
-    .zero = eng_cpu_zero,
     .cross_entropy = eng_cpu_cross_entropy,
     .bce_logits = eng_cpu_bce_logits,
     .sum_squares = eng_cpu_sum_squares,
     .adamw = eng_cpu_adamw,
-    .embed_scaled = eng_cpu_embed_scaled,
-    .attention_kv = eng_cpu_attention_kv,
-    .copy_rows = eng_cpu_copy_rows,
-    .log_softmax = eng_cpu_log_softmax,
-    .topk = eng_cpu_topk,
-    .bias_silu = eng_cpu_bias_silu,
-    .pack_weight = cpu_pack_weight,
-    .gemm_prepacked = cpu_gemm_prepacked,
-    .free_packed = cpu_free_packed,
+};
+
+static const eng_backend_ops cpu_ops = {
+    .name = "cpu",
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_upload,
+    .download = cpu_download,
+    .synchronize = cpu_synchronize,
+    .zero = eng_cpu_zero,
+    .weights_upload = cpu_weights_upload,
+    .weights_free = cpu_weights_free,
+    .core = &cpu_core,
+    .gen = &cpu_gen,
+    .train = &cpu_train,
 };
 
 eng_backend *eng_backend_cpu_new_isa(int threads, eng_cpu_isa isa)

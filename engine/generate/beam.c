@@ -192,17 +192,17 @@ static int candidates(search *S, int cur_len, eng_error *err)
     /* With renormalisation, log_softmax(log_softmax(x) + masks) = log_softmax(x + masks):
      * one pass instead of two (greedy: the argmax needs neither). */
     if (beam && !o->renormalize)
-        op->log_softmax(S->be, x, L->n, S->V, S->V);
+        op->gen->log_softmax(S->be, x, L->n, S->V, S->V);
     if (S->mask_bad)
-        op->bias_act(S->be, x, S->mask_bad, L->n, S->V, ENG_ACT_NONE);
+        op->core->bias_act(S->be, x, S->mask_bad, L->n, S->V, ENG_ACT_NONE);
     if (S->mask_eos && cur_len < o->min_length)
-        op->bias_act(S->be, x, S->mask_eos, L->n, S->V, ENG_ACT_NONE);
+        op->core->bias_act(S->be, x, S->mask_eos, L->n, S->V, ENG_ACT_NONE);
     if (beam && o->renormalize)
-        op->log_softmax(S->be, x, L->n, S->V, S->V);
+        op->gen->log_softmax(S->be, x, L->n, S->V, S->V);
     int groups = beam ? L->n / S->nb : L->n;
     if (beam)
         op->upload(S->be, S->dev_scores, L->score, sizeof(float) * (size_t)L->n);
-    op->topk(S->be, x, groups, beam ? S->nb : 1, S->V, S->V, beam ? S->dev_scores : NULL, S->k,
+    op->gen->topk(S->be, x, groups, beam ? S->nb : 1, S->V, S->V, beam ? S->dev_scores : NULL, S->k,
              S->dev_vals, S->dev_idx);
     if (op->download(S->be, S->vals, S->dev_vals, sizeof(float) * (size_t)groups * S->k) ||
         op->download(S->be, S->idx, S->dev_idx, sizeof(int32_t) * (size_t)groups * S->k) ||

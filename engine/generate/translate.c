@@ -115,7 +115,14 @@ int eng_translate_ids(eng_ctx *ctx, eng_model *m, const eng_encoding *const *src
     eng_search_result *res = calloc((size_t)n, sizeof *res);
     if (!res)
         return eng_fail(err, ENG_ENOMEM, "out of memory");
-    rc = eng_marian_generate(mm, eng_ctx_backend(ctx), src, n, &s, res, err);
+    eng_backend *be = eng_ctx_backend(ctx);
+    if (!eng_backend_supports(be, ENG_OPS_CORE | ENG_OPS_GEN)) {
+        free(res);
+        return eng_fail(err, ENG_EUNSUPPORTED, "backend '%s' cannot translate (no "
+                        "sequence-to-sequence ops)", be->ops->name);
+    }
+    const eng_marian *on = eng_model_marian_on(m, be, err); /* the weights on be */
+    rc = on ? eng_marian_generate(on, be, src, n, &s, res, err) : err ? err->code : ENG_EBACKEND;
     for (int i = 0; !rc && i < n; i++) {
         out[i].ids = res[i].ids; /* ownership moves */
         res[i].ids = NULL;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/util.h"
+#include "nn/linear.h"
 
 /* ---------------------------------------------------------------- loading */
 
@@ -232,34 +233,25 @@ fail:
     return rc;
 }
 
-/* A packing of w [n, k], adding its bytes to *bytes; NULL when declined. */
-static void *pack_one(eng_backend *be, const float *w, int n, int k, size_t *bytes)
-{
-    void *h = w ? be->ops->pack_weight(be, w, n, k, k) : NULL;
-    if (h) /* panels of up to 16 rows, K padded to 4 (the CPU layout; an estimate elsewhere) */
-        *bytes += ((size_t)n + 15) / 16 * 16 * (((size_t)k + 3) / 4 * 4) * sizeof(float);
-    return h;
-}
-
 void eng_bert_pack(eng_bert *b, eng_backend *be)
 {
     const eng_model_config *c = b->cfg;
     int H = c->hidden, I = c->intermediate;
-    if (!be || !be->ops->pack_weight || !be->ops->gemm_prepacked || !be->ops->free_packed ||
+    if (!be || !be->ops->core->pack_weight || !be->ops->core->gemm_prepacked || !be->ops->core->free_packed ||
         b->pack_ops)
         return;
     b->pack_ops = be->ops;
     for (int l = 0; l < c->layers; l++) {
         eng_bert_layer *L = &b->layers[l];
-        L->qkv_p = pack_one(be, L->qkv_w, 3 * H, H, &b->packed_bytes);
-        L->ao_p = pack_one(be, L->ao_w, H, H, &b->packed_bytes);
-        L->in_p = pack_one(be, L->in_w, I, H, &b->packed_bytes);
-        L->out_p = pack_one(be, L->out_w, H, I, &b->packed_bytes);
+        L->qkv_p = eng_nn_pack(be, L->qkv_w, 3 * H, H, &b->packed_bytes);
+        L->ao_p = eng_nn_pack(be, L->ao_w, H, H, &b->packed_bytes);
+        L->in_p = eng_nn_pack(be, L->in_w, I, H, &b->packed_bytes);
+        L->out_p = eng_nn_pack(be, L->out_w, H, I, &b->packed_bytes);
     }
     /* the [CLS] heads' square layers; the classifier / QA outputs (a few rows of W)
      * gain nothing from a packing */
-    b->pool_p = pack_one(be, b->pool_w, H, H, &b->packed_bytes);
-    b->pre_p = pack_one(be, b->pre_w, H, H, &b->packed_bytes);
+    b->pool_p = eng_nn_pack(be, b->pool_w, H, H, &b->packed_bytes);
+    b->pre_p = eng_nn_pack(be, b->pre_w, H, H, &b->packed_bytes);
 }
 
 /* Frees the packings (the handles do not need the backend that made them). */
@@ -272,15 +264,61 @@ static void unpack(eng_bert *b)
         eng_bert_layer *L = &b->layers[l];
         void **h[] = {&L->qkv_p, &L->ao_p, &L->in_p, &L->out_p};
         for (size_t i = 0; i < sizeof h / sizeof *h; i++) {
-            o->free_packed(NULL, *h[i]);
+            o->core->free_packed(NULL, *h[i]);
             *h[i] = NULL;
         }
     }
-    o->free_packed(NULL, b->pool_p);
-    o->free_packed(NULL, b->pre_p);
+    o->core->free_packed(NULL, b->pool_p);
+    o->core->free_packed(NULL, b->pre_p);
     b->pool_p = b->pre_p = NULL;
     b->pack_ops = NULL;
     b->packed_bytes = 0;
+}
+
+#define REBASE(p) ((p) ? (const float *)base + ((p) - b->block) : NULL)
+
+int eng_bert_view(const eng_bert *b, const void *base, eng_bert *out)
+{
+    const eng_model_config *c = b->cfg;
+    int same = base == (const void *)b->block;
+    *out = *b;
+    out->layers = malloc((size_t)c->layers * sizeof *out->layers);
+    if (!out->layers)
+        return ENG_ENOMEM;
+    for (int l = 0; l < c->layers; l++) {
+        const eng_bert_layer *L = &b->layers[l];
+        eng_bert_layer *V = &out->layers[l];
+        *V = *L;
+        V->qkv_w = REBASE(L->qkv_w), V->qkv_b = REBASE(L->qkv_b);
+        V->ao_w = REBASE(L->ao_w), V->ao_b = REBASE(L->ao_b);
+        V->ln1_g = REBASE(L->ln1_g), V->ln1_b = REBASE(L->ln1_b);
+        V->in_w = REBASE(L->in_w), V->in_b = REBASE(L->in_b);
+        V->out_w = REBASE(L->out_w), V->out_b = REBASE(L->out_b);
+        V->ln2_g = REBASE(L->ln2_g), V->ln2_b = REBASE(L->ln2_b);
+        if (!same)
+            V->qkv_p = V->ao_p = V->in_p = V->out_p = NULL;
+    }
+    out->block = NULL; /* not the view's to free */
+    out->word = REBASE(b->word), out->pos = REBASE(b->pos), out->type = REBASE(b->type);
+    out->emb_ln_g = REBASE(b->emb_ln_g), out->emb_ln_b = REBASE(b->emb_ln_b);
+    out->pool_w = REBASE(b->pool_w), out->pool_b = REBASE(b->pool_b);
+    out->pre_w = REBASE(b->pre_w), out->pre_b = REBASE(b->pre_b);
+    out->cls_w = REBASE(b->cls_w), out->cls_b = REBASE(b->cls_b);
+    out->qa_w = REBASE(b->qa_w), out->qa_b = REBASE(b->qa_b);
+    if (!same) {
+        out->pack_ops = NULL;
+        out->pool_p = out->pre_p = NULL;
+        out->packed_bytes = 0;
+    }
+    return ENG_OK;
+}
+
+#undef REBASE
+
+void eng_bert_view_free(eng_bert *v)
+{
+    free(v->layers);
+    v->layers = NULL;
 }
 
 void eng_bert_free(eng_bert *b)
@@ -313,10 +351,12 @@ size_t eng_bert_head_bytes(const eng_bert *b, int n, int ntok)
            eng_arena_need(sizeof(float) * (size_t)ntok * 2);
 }
 
-int eng_bert_prepare(const eng_bert *b, eng_arena *ar, const eng_encoding *const *enc, int n,
-                     size_t extra_bytes, eng_bert_batch *bt, eng_error *err)
+int eng_bert_prepare(const eng_bert *b, eng_backend *be, eng_arena *ar,
+                     const eng_encoding *const *enc, int n, size_t extra_bytes,
+                     eng_bert_batch *bt, eng_error *err)
 {
     const eng_model_config *c = b->cfg;
+    memset(bt, 0, sizeof *bt);
     if (n <= 0)
         return eng_fail(err, ENG_EINVAL, "empty batch");
     long long ntok = 0;
@@ -342,36 +382,51 @@ int eng_bert_prepare(const eng_bert *b, eng_arena *ar, const eng_encoding *const
         return eng_fail(err, ENG_ETOOLONG, "batch of %lld tokens is too large", ntok);
     if (eng_arena_reserve(ar, forward_bytes(c, n, (int)ntok) + extra_bytes) != ENG_OK)
         return eng_fail(err, ENG_ENOMEM, "out of memory for a batch of %lld tokens", ntok);
-    bt->n = n;
-    bt->ntok = (int)ntok;
-    bt->seq_off = eng_arena_alloc(ar, sizeof(int32_t) * ((size_t)n + 1));
-    bt->ids = eng_arena_alloc(ar, sizeof(int32_t) * (size_t)ntok);
-    bt->pos = eng_arena_alloc(ar, sizeof(int32_t) * (size_t)ntok);
-    bt->types = eng_arena_alloc(ar, sizeof(int32_t) * (size_t)ntok);
-    /* The layout is built on the host; a device backend receives it by upload. */
-    int32_t *off = bt->seq_off;
+    size_t T = (size_t)ntok;
+    /* The layout is built on the host (one buffer: seq_off | ids | pos | types) and
+     * uploaded: the engine never writes backend memory directly. */
+    int32_t *h = malloc(sizeof(int32_t) * ((size_t)n + 1 + 3 * T));
+    if (!h)
+        return eng_fail(err, ENG_ENOMEM, "out of memory");
+    int32_t *off = h, *ids = h + n + 1, *pos = ids + T, *types = pos + T;
     off[0] = 0;
     for (int i = 0; i < n; i++) {
         off[i + 1] = off[i] + enc[i]->n;
         for (int t = 0; t < enc[i]->n; t++) {
-            bt->ids[off[i] + t] = enc[i]->ids[t];
-            bt->pos[off[i] + t] = t;
-            bt->types[off[i] + t] = enc[i]->type_ids ? enc[i]->type_ids[t] : 0;
+            ids[off[i] + t] = enc[i]->ids[t];
+            pos[off[i] + t] = t;
+            types[off[i] + t] = enc[i]->type_ids ? enc[i]->type_ids[t] : 0;
         }
     }
+    bt->n = n;
+    bt->ntok = (int)ntok;
+    bt->seq_off = eng_arena_alloc(ar, sizeof(int32_t) * ((size_t)n + 1));
+    bt->ids = eng_arena_alloc(ar, sizeof(int32_t) * T);
+    bt->pos = eng_arena_alloc(ar, sizeof(int32_t) * T);
+    bt->types = eng_arena_alloc(ar, sizeof(int32_t) * T);
+    const eng_backend_ops *o = be->ops;
+    if (o->upload(be, bt->seq_off, off, sizeof(int32_t) * ((size_t)n + 1)) ||
+        o->upload(be, bt->ids, ids, sizeof(int32_t) * T) ||
+        o->upload(be, bt->pos, pos, sizeof(int32_t) * T) ||
+        o->upload(be, bt->types, types, sizeof(int32_t) * T)) {
+        free(h);
+        return eng_fail(err, ENG_EBACKEND, "%s backend: upload failed", o->name);
+    }
+    bt->host_seq_off = h; /* off is its first n + 1 entries */
     return ENG_OK;
 }
 
-/* y[T, out] = x[T, in] W^T + bias, then act; wp: W pre-packed for backends with
- * b->pack_ops (the same values, bitwise), or NULL. */
+void eng_bert_batch_close(eng_bert_batch *bt)
+{
+    free(bt->host_seq_off);
+    bt->host_seq_off = NULL;
+}
+
+/* y[T, out] = act(x[T, in] W^T + bias) with b's packings (nn/linear.h). */
 static void linear(const eng_bert *b, eng_backend *be, float *y, const float *x, const float *w,
                    const void *wp, const float *bias, int T, int out, int in, eng_act act)
 {
-    if (wp && be->ops == b->pack_ops)
-        be->ops->gemm_prepacked(be, T, out, in, 1.0f, x, in, wp, 0.0f, y, out);
-    else
-        be->ops->gemm(be, 1, T, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
-    be->ops->bias_act(be, y, bias, T, out, act);
+    eng_nn_linear(be, b->pack_ops, y, x, w, wp, bias, T, out, in, act);
 }
 
 float *eng_bert_encode(const eng_bert *b, eng_backend *be, eng_arena *ar,
@@ -386,18 +441,18 @@ float *eng_bert_encode(const eng_bert *b, eng_backend *be, eng_arena *ar,
     float *tmp = eng_arena_alloc(ar, sizeof(float) * (size_t)T * (I > H ? I : H));
     float scale = 1.0f / sqrtf((float)hd);
 
-    o->embed(be, x, b->word, b->pos, b->type, bt->ids, bt->pos, b->type ? bt->types : NULL, T, H);
-    o->add_layernorm(be, x, x, NULL, b->emb_ln_g, b->emb_ln_b, T, H, c->ln_eps);
+    o->core->embed(be, x, b->word, b->pos, b->type, bt->ids, bt->pos, b->type ? bt->types : NULL, T, H);
+    o->core->add_layernorm(be, x, x, NULL, b->emb_ln_g, b->emb_ln_b, T, H, c->ln_eps);
     for (int l = 0; l < c->layers; l++) {
         const eng_bert_layer *L = &b->layers[l];
         linear(b, be, qkv, x, L->qkv_w, L->qkv_p, L->qkv_b, T, 3 * H, H, ENG_ACT_NONE);
-        o->attention(be, ctx, H, qkv, 3 * H, qkv + H, 3 * H, qkv + 2 * H, 3 * H, bt->seq_off,
+        o->core->attention(be, ctx, H, qkv, 3 * H, qkv + H, 3 * H, qkv + 2 * H, 3 * H, bt->seq_off,
                      bt->seq_off, bt->n, c->heads, hd, scale, 0);
         linear(b, be, tmp, ctx, L->ao_w, L->ao_p, L->ao_b, T, H, H, ENG_ACT_NONE);
-        o->add_layernorm(be, x, tmp, x, L->ln1_g, L->ln1_b, T, H, c->ln_eps);
+        o->core->add_layernorm(be, x, tmp, x, L->ln1_g, L->ln1_b, T, H, c->ln_eps);
         linear(b, be, tmp, x, L->in_w, L->in_p, L->in_b, T, I, H, c->act);
         linear(b, be, ctx, tmp, L->out_w, L->out_p, L->out_b, T, H, I, ENG_ACT_NONE);
-        o->add_layernorm(be, x, ctx, x, L->ln2_g, L->ln2_b, T, H, c->ln_eps);
+        o->core->add_layernorm(be, x, ctx, x, L->ln2_g, L->ln2_b, T, H, c->ln_eps);
     }
     return x;
 }
@@ -410,7 +465,7 @@ float *eng_bert_classify(const eng_bert *b, eng_backend *be, eng_arena *ar,
     float *cls = eng_arena_alloc(ar, sizeof(float) * (size_t)n * H);
     float *mid = eng_arena_alloc(ar, sizeof(float) * (size_t)n * H);
     float *logits = eng_arena_alloc(ar, sizeof(float) * (size_t)n * c->num_labels);
-    be->ops->gather_rows(be, cls, hidden, bt->seq_off, n, 0, H);
+    be->ops->core->gather_rows(be, cls, hidden, bt->seq_off, n, 0, H);
     if (c->family == ENG_FAMILY_BERT)
         linear(b, be, mid, cls, b->pool_w, b->pool_p, b->pool_b, n, H, H, ENG_ACT_TANH);
     else
@@ -431,6 +486,6 @@ float *eng_bert_pool(const eng_bert *b, eng_backend *be, eng_arena *ar, const en
                      const float *hidden, int normalize)
 {
     float *out = eng_arena_alloc(ar, sizeof(float) * (size_t)bt->n * b->cfg->hidden);
-    be->ops->mean_pool(be, out, hidden, bt->seq_off, bt->n, b->cfg->hidden, normalize);
+    be->ops->core->mean_pool(be, out, hidden, bt->seq_off, bt->n, b->cfg->hidden, normalize);
     return out;
 }

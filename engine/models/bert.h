@@ -42,23 +42,37 @@ int eng_bert_load(eng_bert *b, const eng_model_config *cfg, const eng_safetensor
                   eng_error *err);
 void eng_bert_free(eng_bert *b);
 
+/* A view of host model b for a backend: the same struct with every weight pointer
+ * moved into `base`, the backend copy of b->block (weights_upload). When base is
+ * b->block (zero-copy) the packings are shared, else dropped. The view owns only its
+ * layer array: eng_bert_view_free. ENG_ENOMEM on failure. */
+int eng_bert_view(const eng_bert *b, const void *base, eng_bert *out);
+void eng_bert_view_free(eng_bert *v);
+
 /* Pre-pack the linear weights with be's pack_weight (when it has one) so that
  * forward passes on backends of the same kind skip per-call packing; a weight the
  * backend declines stays on plain gemm. Results are bitwise those of gemm. The
  * weights must not change afterwards; the packings are freed by eng_bert_free. */
 void eng_bert_pack(eng_bert *b, eng_backend *be);
 
-/* A batch laid out for the backend: n sequences, packed. */
+/* A batch laid out for the backend: n sequences, packed. seq_off, ids, pos and types
+ * are backend memory (arena); host_seq_off is the host copy of seq_off (malloc'd,
+ * eng_bert_batch_close). */
 typedef struct eng_bert_batch {
     int n, ntok;
     int32_t *seq_off; /* n + 1 */
     int32_t *ids, *pos, *types;
+    int32_t *host_seq_off;
 } eng_bert_batch;
 
 /* Validate encodings against the model (lengths, id ranges), reserve the arena
- * for the forward pass plus extra_bytes for the head, and lay out the batch. */
-int eng_bert_prepare(const eng_bert *b, eng_arena *ar, const eng_encoding *const *enc, int n,
-                     size_t extra_bytes, eng_bert_batch *batch, eng_error *err);
+ * for the forward pass plus extra_bytes for the head, and lay out the batch: built
+ * on the host and uploaded with be (ENG_EBACKEND if the upload fails). On success
+ * the batch holds host memory: eng_bert_batch_close. */
+int eng_bert_prepare(const eng_bert *b, eng_backend *be, eng_arena *ar,
+                     const eng_encoding *const *enc, int n, size_t extra_bytes,
+                     eng_bert_batch *batch, eng_error *err);
+void eng_bert_batch_close(eng_bert_batch *batch);
 
 /* Encoder forward: returns the last hidden state [ntok, H] (arena memory). */
 float *eng_bert_encode(const eng_bert *b, eng_backend *be, eng_arena *ar,

@@ -13,6 +13,7 @@
 
 #include "core/safetensors.h"
 #include "core/util.h"
+#include "nn/linear.h"
 
 enum { ACT_RELU, ACT_GELU, ACT_GELU_TANH, ACT_SILU };
 
@@ -42,8 +43,9 @@ struct eng_marian {
     eng_search_opts gen;
     int32_t bad_ids[16];
     eng_marian_tok *tok;
-    /* weights: one fp32 block */
+    /* weights: one fp32 block (NULL in a view) */
     float *block;
+    size_t block_floats;
     const float *enc_emb, *dec_emb, *lm, *final_bias, *enc_pos, *dec_pos;
     mm_layer *enc, *dec;
     /* pre-packed weights: backends with pack_ops use them (lm_p: the lm head) */
@@ -394,6 +396,7 @@ static int load_weights(eng_marian *m, const eng_safetensors *st, eng_error *err
         rc = eng_fail(err, ENG_ENOMEM, "out of memory");
         goto done;
     }
+    m->block_floats = p.floats;
     m->block = aligned_alloc(64, (p.floats * sizeof(float) + 63) / 64 * 64);
     if (!m->block) {
         rc = eng_fail(err, ENG_ENOMEM, "out of memory for %zu MB of weights",
@@ -525,33 +528,24 @@ fail:
     return rc;
 }
 
-/* A packing of w [n, k], adding its bytes to m->packed_bytes; NULL when declined. */
-static void *pack_one(eng_marian *m, eng_backend *be, const float *w, int n, int k)
-{
-    void *h = w ? be->ops->pack_weight(be, w, n, k, k) : NULL;
-    if (h) /* panels of up to 16 rows, K padded to 4 (the CPU layout; an estimate elsewhere) */
-        m->packed_bytes += ((size_t)n + 15) / 16 * 16 * (((size_t)k + 3) / 4 * 4) * sizeof(float);
-    return h;
-}
-
 static void pack_layer(eng_marian *m, eng_backend *be, mm_layer *L, int dec, int F)
 {
     int D = m->d;
-    L->qkv_p = pack_one(m, be, L->qkv_w, 3 * D, D);
-    L->o_p = pack_one(m, be, L->o_w, D, D);
+    L->qkv_p = eng_nn_pack(be, L->qkv_w, 3 * D, D, &m->packed_bytes);
+    L->o_p = eng_nn_pack(be, L->o_w, D, D, &m->packed_bytes);
     if (dec) {
-        L->cq_p = pack_one(m, be, L->cq_w, D, D);
-        L->ckv_p = pack_one(m, be, L->ckv_w, 2 * D, D);
-        L->co_p = pack_one(m, be, L->co_w, D, D);
+        L->cq_p = eng_nn_pack(be, L->cq_w, D, D, &m->packed_bytes);
+        L->ckv_p = eng_nn_pack(be, L->ckv_w, 2 * D, D, &m->packed_bytes);
+        L->co_p = eng_nn_pack(be, L->co_w, D, D, &m->packed_bytes);
     }
-    L->fc1_p = pack_one(m, be, L->fc1_w, F, D);
-    L->fc2_p = pack_one(m, be, L->fc2_w, D, F);
+    L->fc1_p = eng_nn_pack(be, L->fc1_w, F, D, &m->packed_bytes);
+    L->fc2_p = eng_nn_pack(be, L->fc2_w, D, F, &m->packed_bytes);
 }
 
 void eng_marian_pack(eng_marian *m, eng_backend *be)
 {
-    if (!m || !be || !be->ops->pack_weight || !be->ops->gemm_prepacked ||
-        !be->ops->free_packed || m->pack_ops)
+    if (!m || !be || !be->ops->core->pack_weight || !be->ops->core->gemm_prepacked ||
+        !be->ops->core->free_packed || m->pack_ops)
         return;
     m->pack_ops = be->ops;
     for (int l = 0; l < m->enc_layers; l++)
@@ -560,7 +554,76 @@ void eng_marian_pack(eng_marian *m, eng_backend *be)
         pack_layer(m, be, &m->dec[l], 1, m->dec_ffn);
     /* every decoding step multiplies a few rows by all of it: packed per call, it cost
      * a sixth of the translation time */
-    m->lm_p = pack_one(m, be, m->lm, m->dec_vocab, m->d);
+    m->lm_p = eng_nn_pack(be, m->lm, m->dec_vocab, m->d, &m->packed_bytes);
+}
+
+const float *eng_marian_block(const eng_marian *m, size_t *bytes)
+{
+    if (bytes)
+        *bytes = m->block_floats * sizeof(float);
+    return m->block;
+}
+
+#define REBASE(p) ((p) ? (const float *)base + ((p) - m->block) : NULL)
+
+static void view_layer(const eng_marian *m, const void *base, int same, const mm_layer *L,
+                       mm_layer *V)
+{
+    *V = *L;
+    V->qkv_w = REBASE(L->qkv_w), V->qkv_b = REBASE(L->qkv_b);
+    V->o_w = REBASE(L->o_w), V->o_b = REBASE(L->o_b);
+    V->ln1_g = REBASE(L->ln1_g), V->ln1_b = REBASE(L->ln1_b);
+    V->cq_w = REBASE(L->cq_w), V->cq_b = REBASE(L->cq_b);
+    V->ckv_w = REBASE(L->ckv_w), V->ckv_b = REBASE(L->ckv_b);
+    V->co_w = REBASE(L->co_w), V->co_b = REBASE(L->co_b);
+    V->lnc_g = REBASE(L->lnc_g), V->lnc_b = REBASE(L->lnc_b);
+    V->fc1_w = REBASE(L->fc1_w), V->fc1_b = REBASE(L->fc1_b);
+    V->fc2_w = REBASE(L->fc2_w), V->fc2_b = REBASE(L->fc2_b);
+    V->ln2_g = REBASE(L->ln2_g), V->ln2_b = REBASE(L->ln2_b);
+    if (!same)
+        V->qkv_p = V->o_p = V->cq_p = V->ckv_p = V->co_p = V->fc1_p = V->fc2_p = NULL;
+}
+
+eng_marian *eng_marian_view_new(const eng_marian *m, const void *base)
+{
+    int same = base == (const void *)m->block;
+    eng_marian *v = malloc(sizeof *v);
+    if (!v)
+        return NULL;
+    *v = *m;
+    v->enc = malloc(sizeof *v->enc * (size_t)(m->enc_layers ? m->enc_layers : 1));
+    v->dec = malloc(sizeof *v->dec * (size_t)(m->dec_layers ? m->dec_layers : 1));
+    if (!v->enc || !v->dec) {
+        free(v->enc);
+        free(v->dec);
+        free(v);
+        return NULL;
+    }
+    for (int l = 0; l < m->enc_layers; l++)
+        view_layer(m, base, same, &m->enc[l], &v->enc[l]);
+    for (int l = 0; l < m->dec_layers; l++)
+        view_layer(m, base, same, &m->dec[l], &v->dec[l]);
+    v->enc_emb = REBASE(m->enc_emb), v->dec_emb = REBASE(m->dec_emb), v->lm = REBASE(m->lm);
+    v->final_bias = REBASE(m->final_bias);
+    v->enc_pos = REBASE(m->enc_pos), v->dec_pos = REBASE(m->dec_pos);
+    v->block = NULL;
+    if (!same) {
+        v->pack_ops = NULL;
+        v->lm_p = NULL;
+        v->packed_bytes = 0;
+    }
+    return v;
+}
+
+#undef REBASE
+
+void eng_marian_view_free(eng_marian *v)
+{
+    if (!v)
+        return;
+    free(v->enc);
+    free(v->dec);
+    free(v);
 }
 
 size_t eng_marian_packed_bytes(const eng_marian *m)
@@ -578,11 +641,11 @@ static void unpack(eng_marian *m)
         mm_layer *L = i < m->enc_layers ? &m->enc[i] : &m->dec[i - m->enc_layers];
         void **h[] = {&L->qkv_p, &L->o_p, &L->cq_p, &L->ckv_p, &L->co_p, &L->fc1_p, &L->fc2_p};
         for (size_t j = 0; j < sizeof h / sizeof *h; j++) {
-            o->free_packed(NULL, *h[j]);
+            o->core->free_packed(NULL, *h[j]);
             *h[j] = NULL;
         }
     }
-    o->free_packed(NULL, m->lm_p);
+    o->core->free_packed(NULL, m->lm_p);
     m->lm_p = NULL;
     m->pack_ops = NULL;
     m->packed_bytes = 0;
@@ -676,26 +739,23 @@ static void mem_free_all(mm_mem *mm)
 static void mm_gemm(const eng_marian *m, eng_backend *be, float *y, const float *x,
                     const float *w, const void *wp, int T, int out, int in)
 {
-    if (wp && be->ops == m->pack_ops)
-        be->ops->gemm_prepacked(be, T, out, in, 1.0f, x, in, wp, 0.0f, y, out);
-    else
-        be->ops->gemm(be, 1, T, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+    eng_nn_matmul(be, m->pack_ops, y, x, w, wp, T, out, in);
 }
 
 static void linear(const eng_marian *m, eng_backend *be, float *y, const float *x,
                    const float *w, const void *wp, const float *b, int T, int out, int in)
 {
     mm_gemm(m, be, y, x, w, wp, T, out, in);
-    be->ops->bias_act(be, y, b, T, out, ENG_ACT_NONE);
+    be->ops->core->bias_act(be, y, b, T, out, ENG_ACT_NONE);
 }
 
 static void ffn_act(const eng_marian *m, eng_backend *be, float *h, const float *b, int T, int F)
 {
     switch (m->act) {
-    case ACT_SILU: be->ops->bias_silu(be, h, b, T, F); break;
-    case ACT_GELU: be->ops->bias_act(be, h, b, T, F, ENG_ACT_GELU); break;
-    case ACT_GELU_TANH: be->ops->bias_act(be, h, b, T, F, ENG_ACT_GELU_TANH); break;
-    default: be->ops->bias_act(be, h, b, T, F, ENG_ACT_RELU); break;
+    case ACT_SILU: be->ops->gen->bias_silu(be, h, b, T, F); break;
+    case ACT_GELU: be->ops->core->bias_act(be, h, b, T, F, ENG_ACT_GELU); break;
+    case ACT_GELU_TANH: be->ops->core->bias_act(be, h, b, T, F, ENG_ACT_GELU_TANH); break;
+    default: be->ops->core->bias_act(be, h, b, T, F, ENG_ACT_RELU); break;
     }
 }
 
@@ -787,18 +847,18 @@ static int run_encoder(mm_run *r, const eng_encoding *const *src, int n, eng_err
     o->upload(be, off, r->src_off, sizeof(int32_t) * ((size_t)n + 1));
     free(h_ids);
     float *x = r->enc;
-    o->embed_scaled(be, x, m->enc_emb, embed_scale(m), m->enc_pos, ids, pos, (int)T, D);
+    o->gen->embed_scaled(be, x, m->enc_emb, embed_scale(m), m->enc_pos, ids, pos, (int)T, D);
     for (int l = 0; l < m->enc_layers; l++) {
         const mm_layer *L = &m->enc[l];
         linear(m, be, qkv, x, L->qkv_w, L->qkv_p, L->qkv_b, (int)T, 3 * D, D);
-        o->attention(be, ctx, D, qkv, 3 * D, qkv + D, 3 * D, qkv + 2 * D, 3 * D, off, off, n,
+        o->core->attention(be, ctx, D, qkv, 3 * D, qkv + D, 3 * D, qkv + 2 * D, 3 * D, off, off, n,
                      m->enc_heads, hd, 1.0f / sqrtf((float)hd), 0);
         linear(m, be, tmp, ctx, L->o_w, L->o_p, L->o_b, (int)T, D, D);
-        o->add_layernorm(be, x, tmp, x, L->ln1_g, L->ln1_b, (int)T, D, m->ln_eps);
+        o->core->add_layernorm(be, x, tmp, x, L->ln1_g, L->ln1_b, (int)T, D, m->ln_eps);
         mm_gemm(m, be, tmp, x, L->fc1_w, L->fc1_p, (int)T, F, D);
         ffn_act(m, be, tmp, L->fc1_b, (int)T, F);
         linear(m, be, ctx, tmp, L->fc2_w, L->fc2_p, L->fc2_b, (int)T, D, F);
-        o->add_layernorm(be, x, ctx, x, L->ln2_g, L->ln2_b, (int)T, D, m->ln_eps);
+        o->core->add_layernorm(be, x, ctx, x, L->ln2_g, L->ln2_b, (int)T, D, m->ln_eps);
     }
     /* cross-attention keys and values, once per source */
     for (int l = 0; l < m->dec_layers; l++)
@@ -859,7 +919,7 @@ static int grow_cache(mm_run *r, int need, int rows, eng_error *err)
             float *nc = mem_alloc(&r->mem, sizeof(float) * (size_t)r->slots * cap * D);
             if (!nc)
                 return fail_backend(r, err);
-            r->be->ops->copy_rows(r->be, nc, (int64_t)cap * D, NULL, *c[k],
+            r->be->ops->gen->copy_rows(r->be, nc, (int64_t)cap * D, NULL, *c[k],
                                   (int64_t)r->cap * D, NULL, r->slots, (int64_t)rows * D);
             mem_release(&r->mem, *c[k]);
             *c[k] = nc;
@@ -914,25 +974,25 @@ static float *run_step(void *user, int nh, const int32_t *tok, const int32_t *se
     o->upload(be, r->d_qoff, h_qoff, b + sizeof(int32_t));
     float *x = r->x, *qkv = r->qkv, *ctx = r->ctx, *tmp = r->tmp;
     float scale = 1.0f / sqrtf((float)hd);
-    o->embed_scaled(be, x, m->dec_emb, embed_scale(m), m->dec_pos, r->d_ids, r->d_pos, nh, D);
+    o->gen->embed_scaled(be, x, m->dec_emb, embed_scale(m), m->dec_pos, r->d_ids, r->d_pos, nh, D);
     for (int l = 0; l < m->dec_layers; l++) {
         const mm_layer *L = &m->dec[l];
         linear(m, be, qkv, x, L->qkv_w, L->qkv_p, L->qkv_b, nh, 3 * D, D);
-        o->copy_rows(be, r->kc[l], D, r->d_rows, qkv + D, 3 * D, NULL, nh, D);
-        o->copy_rows(be, r->vc[l], D, r->d_rows, qkv + 2 * D, 3 * D, NULL, nh, D);
-        o->attention_kv(be, ctx, D, qkv, 3 * D, r->kc[l], D, r->vc[l], D, r->d_qoff, r->d_kvs,
+        o->gen->copy_rows(be, r->kc[l], D, r->d_rows, qkv + D, 3 * D, NULL, nh, D);
+        o->gen->copy_rows(be, r->vc[l], D, r->d_rows, qkv + 2 * D, 3 * D, NULL, nh, D);
+        o->gen->attention_kv(be, ctx, D, qkv, 3 * D, r->kc[l], D, r->vc[l], D, r->d_qoff, r->d_kvs,
                         r->d_kvl, nh, m->dec_heads, hd, scale, 0);
         linear(m, be, tmp, ctx, L->o_w, L->o_p, L->o_b, nh, D, D);
-        o->add_layernorm(be, x, tmp, x, L->ln1_g, L->ln1_b, nh, D, m->ln_eps);
+        o->core->add_layernorm(be, x, tmp, x, L->ln1_g, L->ln1_b, nh, D, m->ln_eps);
         linear(m, be, qkv, x, L->cq_w, L->cq_p, L->cq_b, nh, D, D);
-        o->attention_kv(be, ctx, D, qkv, D, r->ckv[l], 2 * D, r->ckv[l] + D, 2 * D, r->d_qoff,
+        o->gen->attention_kv(be, ctx, D, qkv, D, r->ckv[l], 2 * D, r->ckv[l] + D, 2 * D, r->d_qoff,
                         r->d_ss, r->d_sl, nh, m->dec_heads, hd, scale, 0);
         linear(m, be, tmp, ctx, L->co_w, L->co_p, L->co_b, nh, D, D);
-        o->add_layernorm(be, x, tmp, x, L->lnc_g, L->lnc_b, nh, D, m->ln_eps);
+        o->core->add_layernorm(be, x, tmp, x, L->lnc_g, L->lnc_b, nh, D, m->ln_eps);
         mm_gemm(m, be, tmp, x, L->fc1_w, L->fc1_p, nh, F, D);
         ffn_act(m, be, tmp, L->fc1_b, nh, F);
         linear(m, be, ctx, tmp, L->fc2_w, L->fc2_p, L->fc2_b, nh, D, F);
-        o->add_layernorm(be, x, ctx, x, L->ln2_g, L->ln2_b, nh, D, m->ln_eps);
+        o->core->add_layernorm(be, x, ctx, x, L->ln2_g, L->ln2_b, nh, D, m->ln_eps);
     }
     linear(m, be, r->logits, x, m->lm, m->lm_p, m->final_bias, nh, m->dec_vocab, D);
     return r->logits;
@@ -948,9 +1008,9 @@ static int run_copy_slots(void *user, int n, const int32_t *dst, const int32_t *
     be->ops->upload(be, r->d_dst, dst, sizeof(int32_t) * (size_t)n);
     be->ops->upload(be, r->d_src, src, sizeof(int32_t) * (size_t)n);
     for (int l = 0; l < r->m->dec_layers; l++) {
-        be->ops->copy_rows(be, r->kc[l], (int64_t)r->cap * D, r->d_dst, r->kc[l],
+        be->ops->gen->copy_rows(be, r->kc[l], (int64_t)r->cap * D, r->d_dst, r->kc[l],
                            (int64_t)r->cap * D, r->d_src, n, (int64_t)rows * D);
-        be->ops->copy_rows(be, r->vc[l], (int64_t)r->cap * D, r->d_dst, r->vc[l],
+        be->ops->gen->copy_rows(be, r->vc[l], (int64_t)r->cap * D, r->d_dst, r->vc[l],
                            (int64_t)r->cap * D, r->d_src, n, (int64_t)rows * D);
     }
     return ENG_OK;

@@ -63,8 +63,21 @@ int eng_marian_generate(const eng_marian *m, eng_backend *be, const eng_encoding
                         int n, const eng_search_opts *o, eng_search_result *out,
                         eng_error *err);
 
+/* The host weight block (and its size in bytes in *bytes when not NULL). */
+const float *eng_marian_block(const eng_marian *m, size_t *bytes);
+
+/* A view of host model m for a backend: a copy whose weight pointers point into base,
+ * the backend copy of the block (weights_upload); it shares m's tokenizer and settings
+ * and must not outlive m. Packings are kept when base is m's block (zero-copy), else
+ * dropped. NULL when out of memory. eng_marian_view_free frees only the view. */
+eng_marian *eng_marian_view_new(const eng_marian *m, const void *base);
+void eng_marian_view_free(eng_marian *v);
+
 /* model.c's accessors for translate.c (internal). */
 eng_marian *eng_model_marian(const eng_model *m); /* NULL unless a translation model */
+/* The translation model's weights on be's kind and device (uploaded on first use and
+ * kept with the model version); NULL with err set on failure. */
+const eng_marian *eng_model_marian_on(eng_model *m, eng_backend *be, eng_error *err);
 eng_backend *eng_ctx_backend(eng_ctx *ctx);
 
 #endif

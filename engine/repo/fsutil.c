@@ -12,15 +12,15 @@
 #include "repo_int.h"
 #include "core/util.h"
 
-int repo_read_small(const char *path, size_t max, char **out, size_t *len, int *missing,
-                    eng_error *err)
+int repo_read_small(const char *path, size_t max, int follow, char **out, size_t *len,
+                    int *missing, eng_error *err)
 {
     *out = NULL;
     if (len)
         *len = 0;
     if (missing)
         *missing = 0;
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    int fd = open(path, O_RDONLY | (follow ? 0 : O_NOFOLLOW) | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         int e = errno;
         if (missing && e == ENOENT)

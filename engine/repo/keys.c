@@ -55,7 +55,7 @@ int repo_key_load(const char *path, int private_key, EVP_PKEY **key, char hint[6
     char *pem = NULL;
     size_t len = 0;
     eng_error e;
-    int rc = repo_read_small(path, REPO_KEY_MAX, &pem, &len, NULL, &e);
+    int rc = repo_read_small(path, REPO_KEY_MAX, 1, &pem, &len, NULL, &e);
     if (rc)
         return eng_fail(err, rc, "cannot read the %s: %s", what, e.msg);
     BIO *b = BIO_new_mem_buf(pem, (int)len);

@@ -152,7 +152,7 @@ int eng_repo_pin_get(const char *dir, char *version, size_t cap, eng_error *err)
     char *s = NULL;
     size_t len = 0;
     int missing = 0;
-    int rc = repo_read_small(path, REPO_PIN_MAX, &s, &len, &missing, err);
+    int rc = repo_read_small(path, REPO_PIN_MAX, 0, &s, &len, &missing, err);
     if (rc)
         return missing ? 0 : rc;
     while (len > 0 && (s[len - 1] == '\n' || s[len - 1] == '\r' || s[len - 1] == ' ' ||
@@ -255,6 +255,6 @@ int eng_repo_read_metadata(const char *version_dir, char **json, eng_error *err)
     if (eng_path_join(path, sizeof path, version_dir, ENG_REPO_META_FILE) != 0)
         return eng_fail(err, ENG_EINVAL, "%s: path too long", version_dir);
     int missing = 0;
-    int rc = repo_read_small(path, REPO_META_MAX, json, NULL, &missing, err);
+    int rc = repo_read_small(path, REPO_META_MAX, 0, json, NULL, &missing, err);
     return rc && missing ? 0 : rc;
 }

@@ -120,11 +120,12 @@ int repo_key_verify(struct evp_pkey_st *key, const unsigned char *msg, size_t le
 
 /* ------------------------------------------------------------------ fsutil.c */
 
-/* Read a regular file (never through a symlink) of at most max bytes; *out
- * NUL-terminated. ENG_EIO if unreadable (absent: errno ENOENT kept in *missing
- * when not NULL), ENG_ETOOLONG over max, ENG_EFORMAT if not a regular file. */
-int repo_read_small(const char *path, size_t max, char **out, size_t *len, int *missing,
-                    eng_error *err);
+/* Read a regular file of at most max bytes (a final symlink is followed only with
+ * follow: key files may be Kubernetes secrets); *out NUL-terminated. ENG_EIO if
+ * unreadable (absent: *missing set when not NULL), ENG_ETOOLONG over max,
+ * ENG_EFORMAT if not a regular file or a refused symlink. */
+int repo_read_small(const char *path, size_t max, int follow, char **out, size_t *len,
+                    int *missing, eng_error *err);
 /* Write dir/name atomically: dir/.name.tmp-XXXXXX, fsync, rename, fsync dir. */
 int repo_write_atomic(const char *dir, const char *name, const void *data, size_t len,
                       eng_error *err);

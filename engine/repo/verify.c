@@ -77,7 +77,7 @@ int eng_repo_verify(const char *version_dir, const char *public_key_pem, eng_err
         rc = eng_fail(err, ENG_EINVAL, "%s: path too long", version_dir);
         goto fail_key;
     }
-    if ((rc = repo_read_small(path, REPO_BUNDLE_MAX, &json, &len, &missing, &e))) {
+    if ((rc = repo_read_small(path, REPO_BUNDLE_MAX, 0, &json, &len, &missing, &e))) {
         rc = missing ? eng_fail(err, ENG_EIO, "%s: no %s (not a complete version)", version_dir,
                                 ENG_REPO_SIG_FILE)
                      : eng_fail(err, rc, "%s", e.msg);

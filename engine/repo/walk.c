@@ -200,9 +200,13 @@ int repo_walk(const char *dir, int flags, repo_ent **out, size_t *n, eng_error *
     *out = NULL;
     *n = 0;
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return eng_fail(err, ENG_EIO, "%s: %s", dir,
-                        errno == ELOOP ? "a symlink, not a folder (refused)" : strerror(errno));
+    if (fd < 0) {
+        int e = errno;
+        struct stat st;
+        if (lstat(dir, &st) == 0 && S_ISLNK(st.st_mode))
+            return eng_fail(err, ENG_EFORMAT, "%s: a symlink, not a folder (refused)", dir);
+        return eng_fail(err, ENG_EIO, "%s: %s", dir, strerror(e));
+    }
     if ((flags & REPO_WALK_HASH) && !(w.buf = malloc(HASH_BUF))) {
         close(fd);
         return eng_fail(err, ENG_ENOMEM, "%s: out of memory", dir);

@@ -416,7 +416,9 @@ int eng_trainer_new(const char *base_dir, const eng_train_opts *opts, eng_traine
         rc = eng_fail(err, ENG_ENOMEM, "out of memory creating the cpu backend");
         goto fail_base;
     }
-    if (!t->be->ops->gemm_ex || !t->be->ops->adamw) {
+    /* Training updates the host weight block in place: it needs a backend whose weight
+     * view is the host block (the CPU's zero-copy view) and the training ops. */
+    if (!eng_backend_supports(t->be, ENG_OPS_CORE | ENG_OPS_TRAIN)) {
         rc = eng_fail(err, ENG_EUNSUPPORTED, "backend '%s' has no training ops",
                       t->be->ops->name);
         goto fail_base;
@@ -586,8 +588,8 @@ static uint64_t site_seed(const eng_trainer *t, int site)
 static void linear(eng_backend *be, float *y, const float *x, const float *w, const float *b,
                    int T, int out, int in)
 {
-    be->ops->gemm(be, 1, T, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
-    be->ops->bias_act(be, y, b, T, out, ENG_ACT_NONE);
+    be->ops->core->gemm(be, 1, T, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+    be->ops->core->bias_act(be, y, b, T, out, ENG_ACT_NONE);
 }
 
 /* Backward of y = x W^T + b: dW += dy^T x, db += sum dy, dx = dy W (+ dx if acc). */
@@ -595,10 +597,10 @@ static void linear_back(eng_trainer *t, float *dx, int acc, const float *dy, con
                         const float *w, const float *b, int T, int out, int in)
 {
     eng_backend *be = t->be;
-    be->ops->gemm_ex(be, 1, 0, out, in, T, 1.0f, dy, out, x, in, 1.0f, GP(t, w), in);
-    be->ops->sum_rows(be, GP(t, b), dy, T, out);
+    be->ops->train->gemm_ex(be, 1, 0, out, in, T, 1.0f, dy, out, x, in, 1.0f, GP(t, w), in);
+    be->ops->train->sum_rows(be, GP(t, b), dy, T, out);
     if (dx)
-        be->ops->gemm(be, 0, T, in, out, 1.0f, dy, out, w, in, acc ? 1.0f : 0.0f, dx, in);
+        be->ops->core->gemm(be, 0, T, in, out, 1.0f, dy, out, w, in, acc ? 1.0f : 0.0f, dx, in);
 }
 
 static void forward_train(eng_trainer *t, const eng_bert_batch *bt, acts *a)
@@ -611,35 +613,35 @@ static void forward_train(eng_trainer *t, const eng_bert_batch *bt, acts *a)
     float scale = 1.0f / sqrtf((float)hd);
     int bert = c->family == ENG_FAMILY_BERT;
 
-    o->embed(be, a->emb, b->word, b->pos, b->type, bt->ids, bt->pos, b->type ? bt->types : NULL,
+    o->core->embed(be, a->emb, b->word, b->pos, b->type, bt->ids, bt->pos, b->type ? bt->types : NULL,
              T, H);
     float *x = a->l[0].x;
-    o->add_layernorm(be, x, a->emb, NULL, b->emb_ln_g, b->emb_ln_b, T, H, c->ln_eps);
-    o->dropout(be, x, x, (size_t)T * H, t->p_hidden, site_seed(t, SITE_EMB));
+    o->core->add_layernorm(be, x, a->emb, NULL, b->emb_ln_g, b->emb_ln_b, T, H, c->ln_eps);
+    o->train->dropout(be, x, x, (size_t)T * H, t->p_hidden, site_seed(t, SITE_EMB));
     for (int l = 0; l < c->layers; l++) {
         const eng_bert_layer *L = &b->layers[l];
         layer_acts *s = &a->l[l];
         float *next = l + 1 < c->layers ? a->l[l + 1].x : a->out;
         uint64_t sd = (uint64_t)(SITE_LAYER + 3 * l);
         linear(be, s->qkv, s->x, L->qkv_w, L->qkv_b, T, 3 * H, H);
-        o->attention_train(be, s->ctx, H, s->probs, a->p_off, s->qkv, s->qkv + H, s->qkv + 2 * H,
+        o->train->attention_train(be, s->ctx, H, s->probs, a->p_off, s->qkv, s->qkv + H, s->qkv + 2 * H,
                            3 * H, bt->seq_off, n, c->heads, hd, scale, t->p_attn,
                            site_seed(t, (int)sd));
         linear(be, s->ao, s->ctx, L->ao_w, L->ao_b, T, H, H);
         if (bert)
-            o->dropout(be, s->ao, s->ao, (size_t)T * H, t->p_hidden, site_seed(t, (int)sd + 1));
-        o->add_layernorm(be, s->x1, s->ao, s->x, L->ln1_g, L->ln1_b, T, H, c->ln_eps);
-        be->ops->gemm(be, 1, T, I, H, 1.0f, s->x1, H, L->in_w, H, 0.0f, s->pre, I);
-        o->bias_act_train(be, s->pre, s->post, L->in_b, T, I, c->act);
+            o->train->dropout(be, s->ao, s->ao, (size_t)T * H, t->p_hidden, site_seed(t, (int)sd + 1));
+        o->core->add_layernorm(be, s->x1, s->ao, s->x, L->ln1_g, L->ln1_b, T, H, c->ln_eps);
+        be->ops->core->gemm(be, 1, T, I, H, 1.0f, s->x1, H, L->in_w, H, 0.0f, s->pre, I);
+        o->train->bias_act_train(be, s->pre, s->post, L->in_b, T, I, c->act);
         linear(be, s->fo, s->post, L->out_w, L->out_b, T, H, I);
-        o->dropout(be, s->fo, s->fo, (size_t)T * H, t->p_hidden, site_seed(t, (int)sd + 2));
-        o->add_layernorm(be, next, s->fo, s->x1, L->ln2_g, L->ln2_b, T, H, c->ln_eps);
+        o->train->dropout(be, s->fo, s->fo, (size_t)T * H, t->p_hidden, site_seed(t, (int)sd + 2));
+        o->core->add_layernorm(be, next, s->fo, s->x1, L->ln2_g, L->ln2_b, T, H, c->ln_eps);
     }
-    o->gather_rows(be, a->cls, a->out, bt->seq_off, n, 0, H);
+    o->core->gather_rows(be, a->cls, a->out, bt->seq_off, n, 0, H);
     const float *hw = bert ? b->pool_w : b->pre_w, *hb = bert ? b->pool_b : b->pre_b;
-    be->ops->gemm(be, 1, n, H, H, 1.0f, a->cls, H, hw, H, 0.0f, a->hp, H);
-    o->bias_act_train(be, a->hp, a->hq, hb, n, H, bert ? ENG_ACT_TANH : ENG_ACT_RELU);
-    o->dropout(be, a->hq, a->hq, (size_t)n * H, t->p_cls, site_seed(t, SITE_HEAD));
+    be->ops->core->gemm(be, 1, n, H, H, 1.0f, a->cls, H, hw, H, 0.0f, a->hp, H);
+    o->train->bias_act_train(be, a->hp, a->hq, hb, n, H, bert ? ENG_ACT_TANH : ENG_ACT_RELU);
+    o->train->dropout(be, a->hq, a->hq, (size_t)n * H, t->p_cls, site_seed(t, SITE_HEAD));
     linear(be, a->logits, a->hq, b->cls_w, b->cls_b, n, c->num_labels, H);
 }
 
@@ -657,41 +659,41 @@ static void backward(eng_trainer *t, const eng_bert_batch *bt, acts *a)
 
     /* head */
     linear_back(t, a->gh1, 0, a->dlogits, a->hq, b->cls_w, b->cls_b, n, Lb, H);
-    o->dropout(be, a->gh1, a->gh1, (size_t)n * H, t->p_cls, site_seed(t, SITE_HEAD));
-    o->act_backward(be, a->gh1, a->gh1, a->hp, n, H, bert ? ENG_ACT_TANH : ENG_ACT_RELU);
+    o->train->dropout(be, a->gh1, a->gh1, (size_t)n * H, t->p_cls, site_seed(t, SITE_HEAD));
+    o->train->act_backward(be, a->gh1, a->gh1, a->hp, n, H, bert ? ENG_ACT_TANH : ENG_ACT_RELU);
     linear_back(t, a->gh2, 0, a->gh1, a->cls, bert ? b->pool_w : b->pre_w,
                 bert ? b->pool_b : b->pre_b, n, H, H);
     o->zero(be, a->g1, TH * sizeof(float));
-    o->scatter_rows(be, a->g1, a->gh2, bt->seq_off, n, 0, H);
+    o->train->scatter_rows(be, a->g1, a->gh2, bt->seq_off, n, 0, H);
     /* layers, last first; g1 holds the gradient of the current layer's output */
     for (int l = c->layers - 1; l >= 0; l--) {
         const eng_bert_layer *L = &b->layers[l];
         layer_acts *s = &a->l[l];
         int sd = SITE_LAYER + 3 * l;
-        o->layernorm_backward(be, a->g2, GP(t, L->ln2_g), GP(t, L->ln2_b), a->g1, s->fo, s->x1,
+        o->train->layernorm_backward(be, a->g2, GP(t, L->ln2_g), GP(t, L->ln2_b), a->g1, s->fo, s->x1,
                               L->ln2_g, T, H, c->ln_eps);
-        o->dropout(be, a->g3, a->g2, TH, t->p_hidden, site_seed(t, sd + 2));
+        o->train->dropout(be, a->g3, a->g2, TH, t->p_hidden, site_seed(t, sd + 2));
         linear_back(t, a->gi, 0, a->g3, s->post, L->out_w, L->out_b, T, H, I);
-        o->act_backward(be, a->gi, a->gi, s->pre, T, I, c->act);
+        o->train->act_backward(be, a->gi, a->gi, s->pre, T, I, c->act);
         linear_back(t, a->g2, 1, a->gi, s->x1, L->in_w, L->in_b, T, I, H); /* g2 = d x1 */
-        o->layernorm_backward(be, a->g1, GP(t, L->ln1_g), GP(t, L->ln1_b), a->g2, s->ao, s->x,
+        o->train->layernorm_backward(be, a->g1, GP(t, L->ln1_g), GP(t, L->ln1_b), a->g2, s->ao, s->x,
                               L->ln1_g, T, H, c->ln_eps);
         float *dao = a->g1;
         if (bert) {
-            o->dropout(be, a->g3, a->g1, TH, t->p_hidden, site_seed(t, sd + 1));
+            o->train->dropout(be, a->g3, a->g1, TH, t->p_hidden, site_seed(t, sd + 1));
             dao = a->g3;
         }
         linear_back(t, a->gc, 0, dao, s->ctx, L->ao_w, L->ao_b, T, H, H);
-        o->attention_backward(be, a->gqkv, a->gqkv + H, a->gqkv + 2 * H, 3 * H, a->gc, H,
+        o->train->attention_backward(be, a->gqkv, a->gqkv + H, a->gqkv + 2 * H, 3 * H, a->gc, H,
                               s->probs, a->p_off, s->qkv, s->qkv + H, s->qkv + 2 * H, 3 * H,
                               bt->seq_off, n, c->heads, hd, scale, t->p_attn, site_seed(t, sd));
         linear_back(t, a->g1, 1, a->gqkv, s->x, L->qkv_w, L->qkv_b, T, 3 * H, H); /* g1 = d x */
     }
     /* embeddings */
-    o->dropout(be, a->g1, a->g1, TH, t->p_hidden, site_seed(t, SITE_EMB));
-    o->layernorm_backward(be, a->g2, GP(t, b->emb_ln_g), GP(t, b->emb_ln_b), a->g1, a->emb, NULL,
+    o->train->dropout(be, a->g1, a->g1, TH, t->p_hidden, site_seed(t, SITE_EMB));
+    o->train->layernorm_backward(be, a->g2, GP(t, b->emb_ln_g), GP(t, b->emb_ln_b), a->g1, a->emb, NULL,
                           b->emb_ln_g, T, H, c->ln_eps);
-    o->embed_backward(be, GP(t, b->word), GP(t, b->pos), b->type ? GP(t, b->type) : NULL, a->g2,
+    o->train->embed_backward(be, GP(t, b->word), GP(t, b->pos), b->type ? GP(t, b->type) : NULL, a->g2,
                       bt->ids, bt->pos, b->type ? bt->types : NULL, T, H);
 }
 
@@ -724,7 +726,7 @@ int eng_trainer_backward(eng_trainer *t, const eng_encoding *const *enc, int n,
         return eng_fail(err, ENG_ENOMEM, "out of memory");
     layout(c, n, T, P, NULL, &a, ls);
     eng_bert_batch bt;
-    int rc = eng_bert_prepare(&t->bert, &t->arena, enc, n, a.bytes, &bt, err);
+    int rc = eng_bert_prepare(&t->bert, t->be, &t->arena, enc, n, a.bytes, &bt, err);
     if (rc) {
         free(ls);
         return rc;
@@ -735,6 +737,7 @@ int eng_trainer_backward(eng_trainer *t, const eng_encoding *const *enc, int n,
     int64_t *p_off = malloc(((size_t)n + 1) * sizeof *p_off);
     if (!p_off) {
         free(ls);
+        eng_bert_batch_close(&bt);
         return eng_fail(err, ENG_ENOMEM, "out of memory");
     }
     p_off[0] = 0;
@@ -748,19 +751,21 @@ int eng_trainer_backward(eng_trainer *t, const eng_encoding *const *enc, int n,
     free(p_off);
     if (rc) {
         free(ls);
+        eng_bert_batch_close(&bt);
         return eng_fail(err, ENG_EBACKEND, "%s backend: upload failed", be->ops->name);
     }
     forward_train(t, &bt, &a);
     if (c->multi_label)
-        be->ops->bce_logits(be, t->scratch, a.dlogits, a.logits, a.targets, n, L, loss_scale);
+        be->ops->train->bce_logits(be, t->scratch, a.dlogits, a.logits, a.targets, n, L, loss_scale);
     else
-        be->ops->cross_entropy(be, t->scratch, a.dlogits, a.logits, a.labels, n, L, loss_scale);
+        be->ops->train->cross_entropy(be, t->scratch, a.dlogits, a.logits, a.labels, n, L, loss_scale);
     backward(t, &bt, &a);
     float host_loss = 0;
     rc = be->ops->download(be, &host_loss, t->scratch, sizeof host_loss);
     if (!rc)
         rc = be->ops->synchronize(be);
     free(ls);
+    eng_bert_batch_close(&bt);
     t->micro++;
     if (rc)
         return eng_fail(err, ENG_EBACKEND, "%s backend failed", be->ops->name);
@@ -806,7 +811,7 @@ int eng_trainer_step(eng_trainer *t, eng_step_info *info, eng_error *err)
     eng_backend *be = t->be;
     const eng_train_opts *o = &t->o;
     float sumsq = 0;
-    be->ops->sum_squares(be, t->scratch, t->grad, t->bert.block_floats);
+    be->ops->train->sum_squares(be, t->scratch, t->grad, t->bert.block_floats);
     if (be->ops->download(be, &sumsq, t->scratch, sizeof sumsq) || be->ops->synchronize(be))
         return eng_fail(err, ENG_EBACKEND, "%s backend failed", be->ops->name);
     float norm = sqrtf(sumsq);
@@ -825,7 +830,7 @@ int eng_trainer_step(eng_trainer *t, eng_step_info *info, eng_error *err)
     float bc2 = (float)(1.0 - pow(o->beta2, (double)k));
     for (int i = 0; i < t->nparams; i++) {
         const eng_param *p = &t->params[i];
-        be->ops->adamw(be, t->bert.block + p->off, t->grad + p->off, t->m + p->off,
+        be->ops->train->adamw(be, t->bert.block + p->off, t->grad + p->off, t->m + p->off,
                        t->v + p->off, p->numel, lr, o->beta1, o->beta2, o->adam_eps,
                        p->decay ? o->weight_decay : 0.0f, bc1, bc2, gscale);
     }
@@ -849,15 +854,17 @@ int eng_trainer_logits(eng_trainer *t, const eng_encoding *const *enc, int n, fl
     for (int i = 0; i < n; i++)
         ntok += enc[i] ? enc[i]->n : 0;
     eng_bert_batch bt;
-    int rc = eng_bert_prepare(&t->bert, &t->arena, enc, n,
+    int rc = eng_bert_prepare(&t->bert, t->be, &t->arena, enc, n,
                               eng_bert_head_bytes(&t->bert, n, ntok), &bt, err);
     if (rc)
         return rc;
     float *hidden = eng_bert_encode(&t->bert, t->be, &t->arena, &bt);
     float *dev = eng_bert_classify(&t->bert, t->be, &t->arena, &bt, hidden);
     eng_backend *be = t->be;
-    if (be->ops->download(be, logits, dev, (size_t)n * t->cfg.num_labels * sizeof(float)) ||
-        be->ops->synchronize(be))
+    rc = be->ops->download(be, logits, dev, (size_t)n * t->cfg.num_labels * sizeof(float)) ||
+         be->ops->synchronize(be);
+    eng_bert_batch_close(&bt);
+    if (rc)
         return eng_fail(err, ENG_EBACKEND, "%s backend failed", be->ops->name);
     return ENG_OK;
 }

@@ -3,6 +3,7 @@
 Environment:
   NLPD_BIN     the daemon under test (default build/nlpd; run_tests.sh sets build/san/nlpd)
   NLPD_CLI     nlpd-cli used as the oracle (default: next to NLPD_BIN)
+  NLPD_TRAIN   nlpd-train (publish/verify; default: next to NLPD_BIN)
   NLPD_SHARED  shared data folder (SST-2 sentences for the MiniLM checks; default ../shared)
   NLPD_IT_NGINX=0   skip the nginx half of the suite (default: run it when nginx exists)
 
@@ -32,6 +33,9 @@ if not NLPD_BIN.is_absolute():
 NLPD_CLI = Path(os.environ.get("NLPD_CLI") or NLPD_BIN.parent / "nlpd-cli")
 if not NLPD_CLI.is_absolute():
     NLPD_CLI = ROOT / NLPD_CLI
+NLPD_TRAIN = Path(os.environ.get("NLPD_TRAIN") or NLPD_BIN.parent / "nlpd-train")
+if not NLPD_TRAIN.is_absolute():
+    NLPD_TRAIN = ROOT / NLPD_TRAIN
 FIXTURES = ROOT / "tests" / "fixtures" / "models"
 MINILM = ROOT / "models" / "all-MiniLM-L6-v2"
 SHARED = Path(os.environ.get("NLPD_SHARED") or ROOT.parent / "shared")
@@ -654,8 +658,12 @@ def pytest_terminal_summary(terminalreporter):
     passed = len(st.get("passed", []))
     failed = len(st.get("failed", [])) + len(st.get("error", []))
     skipped = len(st.get("skipped", []))
+    # xfail marks work that is pending on an open issue (e.g. test_deploy's
+    # PENDING_METRICS): neither passed nor failed, and said so.
+    pending = len(st.get("xfailed", []))
     terminalreporter.write_line(
-        f"integration: {passed} passed, {failed} failed" + (f" ({skipped} skipped)" if skipped else ""))
+        f"integration: {passed} passed, {failed} failed" + (f" ({skipped} skipped)" if skipped else "")
+        + (f" ({pending} pending: see XFAIL above)" if pending else ""))
 
 
 # ------------------------------------------------------------------ metrics

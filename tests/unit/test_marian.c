@@ -152,7 +152,7 @@ static void check_model(const char *name)
         int D = info->hidden, T = enc[ci].n;
         assert_int_equal(cJSON_GetArraySize(ew), T * D);
         float *eo = malloc(sizeof(float) * (size_t)T * D);
-        assert_int_equal(eng_marian_encode(eng_model_marian(m), eng_ctx_backend(ctx), &ptr[ci], 1,
+        assert_int_equal(eng_marian_encode(eng_model_marian_on(m, eng_ctx_backend(ctx), NULL), eng_ctx_backend(ctx), &ptr[ci], 1,
                                            eo, &err), 0);
         for (int i = 0; i < T * D; i++) {
             float d = fabsf(eo[i] - (float)cJSON_GetArrayItem(ew, i)->valuedouble);
@@ -167,7 +167,7 @@ static void check_model(const char *name)
             for (int i = 0; i < np; i++)
                 prefix[i] = cJSON_GetArrayItem(p, i)->valueint;
             float *lo = malloc(sizeof(float) * (size_t)eng_marian_vocab(eng_model_marian(m)));
-            assert_int_equal(eng_marian_logits(eng_model_marian(m), eng_ctx_backend(ctx), &enc[ci],
+            assert_int_equal(eng_marian_logits(eng_model_marian_on(m, eng_ctx_backend(ctx), NULL), eng_ctx_backend(ctx), &enc[ci],
                                                prefix, np, lo, &err), 0);
             const cJSON *row = cJSON_GetArrayItem(lg, k);
             const cJSON *ids = cJSON_GetObjectItem(row, "ids"), *vals = cJSON_GetObjectItem(row, "values");

@@ -1,8 +1,8 @@
-/* test_seq2seq.c - the decoding ops of the backend (each against a naive
- * reference), transformers' BeamHypotheses bookkeeping, and the search
+/* test_seq2seq.c - transformers' BeamHypotheses bookkeeping, and the search
  * (engine/generate/beam.c) on a toy decoder: a hand-worked case where greedy and beam
  * search differ, and random cases against an independent slot-free beam search
- * (which checks the KV-slot handoffs and copies), alone and batched. */
+ * (which checks the KV-slot handoffs and copies), alone and batched. The decoding
+ * ops themselves are checked on every backend by test_backend_ops.c. */
 #include "test_util.h"
 
 #include <math.h>
@@ -13,216 +13,11 @@
 #include "backend/backend.h"
 #include "generate/beam.h"
 
-static uint64_t rng_state = 88172645463325252ULL;
-
-static float frand(void) /* [-1, 1) */
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) / 8388608.0 - 1.0);
-}
-
 static eng_backend *backend(void)
 {
     eng_backend *be = eng_backend_cpu_new(2);
     assert_non_null(be);
     return be;
-}
-
-/* ------------------------------------------------------------------ ops */
-
-static void test_embed_scaled(void **state)
-{
-    (void)state;
-    eng_backend *be = backend();
-    enum { V = 7, P = 5, D = 9, T = 6 };
-    float table[V * D], pos[P * D], out[T * D];
-    int32_t ids[T] = {3, 0, 6, 3, 1, 5}, pids[T] = {0, 1, 2, 4, 3, 0};
-    for (int i = 0; i < V * D; i++)
-        table[i] = frand() * 3;
-    for (int i = 0; i < P * D; i++)
-        pos[i] = frand();
-    be->ops->embed_scaled(be, out, table, 2.8284271f, pos, ids, pids, T, D);
-    for (int t = 0; t < T; t++)
-        for (int c = 0; c < D; c++) {
-            float e = table[ids[t] * D + c] * 2.8284271f;
-            assert_true(out[t * D + c] == e + pos[pids[t] * D + c]); /* bitwise */
-        }
-    be->ops->destroy(be);
-}
-
-/* Naive attention in double for sequence s, head h. */
-static void ref_attention(float *out, int out_ld, const float *q, int q_ld, const float *k,
-                          int k_ld, const float *v, int v_ld, int q0, int nq, int k0, int nk,
-                          int h, int hd, float scale, int causal)
-{
-    for (int i = 0; i < nq; i++) {
-        int n = causal ? i + nk - nq + 1 : nk;
-        double p[256], mx = -1e300, sum = 0;
-        for (int j = 0; j < n; j++) {
-            double d = 0;
-            for (int c = 0; c < hd; c++)
-                d += (double)q[(q0 + i) * q_ld + h * hd + c] * k[(k0 + j) * k_ld + h * hd + c];
-            p[j] = d * scale;
-            mx = p[j] > mx ? p[j] : mx;
-        }
-        for (int j = 0; j < n; j++)
-            sum += (p[j] = exp(p[j] - mx));
-        for (int c = 0; c < hd; c++) {
-            double acc = 0;
-            for (int j = 0; j < n; j++)
-                acc += p[j] / sum * v[(k0 + j) * v_ld + h * hd + c];
-            out[(q0 + i) * out_ld + h * hd + c] = (float)acc;
-        }
-    }
-}
-
-static void test_attention_kv(void **state)
-{
-    (void)state;
-    eng_backend *be = backend();
-    enum { H = 3, HD = 12, D = H * HD, NS = 4, ROWS = 64 };
-    /* q has 1, 1, 3, 2 rows; keys live anywhere in a 64-row cache */
-    int32_t q_off[NS + 1] = {0, 1, 2, 5, 7}, kv_start[NS] = {40, 3, 17, 0},
-            kv_len[NS] = {9, 1, 20, 5};
-    float *q = malloc(sizeof(float) * 7 * D), *k = malloc(sizeof(float) * ROWS * 2 * D),
-          *out = calloc(7 * D, sizeof(float)), *ref = calloc(7 * D, sizeof(float));
-    for (int i = 0; i < 7 * D; i++)
-        q[i] = frand() * 2;
-    for (int i = 0; i < ROWS * 2 * D; i++)
-        k[i] = frand() * 2;
-    for (int causal = 0; causal < 2; causal++) {
-        /* k and v interleaved in one buffer (row stride 2D), as the cross K/V */
-        be->ops->attention_kv(be, out, D, q, D, k, 2 * D, k + D, 2 * D, q_off, kv_start, kv_len,
-                              NS, H, HD, 0.29f, causal);
-        for (int s = 0; s < NS; s++)
-            for (int h = 0; h < H; h++)
-                ref_attention(ref, D, q, D, k, 2 * D, k + D, 2 * D, q_off[s],
-                              q_off[s + 1] - q_off[s], kv_start[s], kv_len[s], h, HD, 0.29f,
-                              causal);
-        float d = tu_max_abs_diff(out, ref, 7 * D);
-        printf("  attention_kv causal=%d: max |diff| %.3g\n", causal, d);
-        assert_true(d < 2e-6f);
-    }
-    free(q), free(k), free(out), free(ref);
-    be->ops->destroy(be);
-}
-
-static void test_copy_rows(void **state)
-{
-    (void)state;
-    eng_backend *be = backend();
-    float src[6 * 10], dst[6 * 12];
-    for (int i = 0; i < 60; i++)
-        src[i] = (float)i;
-    for (int i = 0; i < 72; i++)
-        dst[i] = -1;
-    int32_t d_rows[3] = {5, 0, 2}, s_rows[3] = {1, 4, 4};
-    be->ops->copy_rows(be, dst, 12, d_rows, src, 10, s_rows, 3, 7);
-    for (int i = 0; i < 3; i++)
-        for (int j = 0; j < 12; j++)
-            assert_true(dst[d_rows[i] * 12 + j] == (j < 7 ? src[s_rows[i] * 10 + j] : -1));
-    assert_true(dst[1 * 12] == -1 && dst[3 * 12] == -1);
-    /* NULL index arrays: row i to row i */
-    be->ops->copy_rows(be, dst, 12, NULL, src, 10, NULL, 2, 10);
-    assert_true(dst[12 + 9] == src[19] && dst[0] == 0);
-    be->ops->destroy(be);
-}
-
-static void test_log_softmax(void **state)
-{
-    (void)state;
-    eng_backend *be = backend();
-    enum { R = 3, C = 3000, LD = 3008 };
-    float *x = malloc(sizeof(float) * R * LD);
-    for (int i = 0; i < R * LD; i++)
-        x[i] = frand() * 20;
-    for (int c = 0; c < C; c += 3)
-        x[LD + c] = -INFINITY; /* masked entries in row 1 */
-    for (int c = 0; c < C; c++)
-        x[2 * LD + c] = -INFINITY; /* row 2 entirely masked */
-    float *ref = malloc(sizeof(float) * R * LD);
-    memcpy(ref, x, sizeof(float) * R * LD);
-    be->ops->log_softmax(be, x, R, C, LD);
-    for (int r = 0; r < 2; r++) {
-        double mx = -1e300, sum = 0;
-        for (int c = 0; c < C; c++)
-            mx = ref[r * LD + c] > mx ? ref[r * LD + c] : mx;
-        for (int c = 0; c < C; c++)
-            sum += exp(ref[r * LD + c] - mx);
-        for (int c = 0; c < C; c++) {
-            double want = ref[r * LD + c] - mx - log(sum);
-            float got = x[r * LD + c];
-            if (isinf(want))
-                assert_true(isinf(got) && got < 0);
-            else
-                assert_true(fabs(got - want) < 2e-5);
-        }
-        assert_true(x[r * LD + C] == ref[r * LD + C]); /* padding untouched */
-    }
-    for (int c = 0; c < C; c++)
-        assert_true(isinf(x[2 * LD + c]) && x[2 * LD + c] < 0);
-    free(x), free(ref);
-    be->ops->destroy(be);
-}
-
-static void test_topk(void **state)
-{
-    (void)state;
-    eng_backend *be = backend();
-    enum { G = 3, RPG = 4, C = 50, K = 8 };
-    float *x = malloc(sizeof(float) * G * RPG * C), add[G * RPG];
-    for (int i = 0; i < G * RPG * C; i++)
-        x[i] = (float)(int)(frand() * 6); /* many ties */
-    for (int r = 0; r < G * RPG; r++)
-        add[r] = r % 2 ? 0.5f : 0.0f;
-    float vals[G * K];
-    int32_t idx[G * K];
-    be->ops->topk(be, x, G, RPG, C, C, add, K, vals, idx);
-    for (int g = 0; g < G; g++) {
-        /* reference: selection by (value desc, index asc) */
-        int taken[RPG * C] = {0};
-        for (int j = 0; j < K; j++) {
-            int best = -1;
-            float bv = 0;
-            for (int f = 0; f < RPG * C; f++) {
-                float v = x[(g * RPG + f / C) * C + f % C] + add[g * RPG + f / C];
-                if (!taken[f] && (best < 0 || v > bv))
-                    best = f, bv = v;
-            }
-            taken[best] = 1;
-            assert_int_equal(idx[g * K + j], best);
-            assert_true(vals[g * K + j] == bv);
-        }
-    }
-    /* k = 1 per row, no row_add: argmax, first index of the maximum */
-    float row[6] = {1, 5, 2, 5, -INFINITY, 0};
-    be->ops->topk(be, row, 1, 1, 6, 6, NULL, 1, vals, idx);
-    assert_int_equal(idx[0], 1);
-    free(x);
-    be->ops->destroy(be);
-}
-
-static void test_bias_silu(void **state)
-{
-    (void)state;
-    eng_backend *be = backend();
-    enum { R = 5, C = 37 };
-    float x[R * C], b[C], ref[R * C];
-    for (int i = 0; i < C; i++)
-        b[i] = frand();
-    for (int i = 0; i < R * C; i++) {
-        x[i] = frand() * 12;
-        double y = (double)x[i] + b[i % C];
-        ref[i] = (float)(y / (1 + exp(-y)));
-    }
-    x[0] = 100.0f, ref[0] = 100.0f + b[0];
-    x[1] = -100.0f, ref[1] = 0.0f;
-    be->ops->bias_silu(be, x, b, R, C);
-    for (int i = 0; i < R * C; i++)
-        assert_true(fabsf(x[i] - ref[i]) <= 2e-6f * (1 + fabsf(ref[i])));
-    be->ops->destroy(be);
 }
 
 /* ------------------------------------------------------- BeamHypotheses */
@@ -524,12 +319,6 @@ static void test_search_random(void **state)
 TEST_GROUP(seq2seq)
 {
     static const struct CMUnitTest t[] = {
-        cmocka_unit_test(test_embed_scaled),
-        cmocka_unit_test(test_attention_kv),
-        cmocka_unit_test(test_copy_rows),
-        cmocka_unit_test(test_log_softmax),
-        cmocka_unit_test(test_topk),
-        cmocka_unit_test(test_bias_silu),
         cmocka_unit_test(test_beam_list),
         cmocka_unit_test(test_search_hand),
         cmocka_unit_test(test_search_random),

@@ -1,0 +1,1720 @@
+/* test_backend_ops.c - every op of the backend interface (backend.h), one table of
+ * cases run on every backend there is: the CPU on each ISA this machine supports
+ * (scalar, AVX2, AVX-512) with 1 and 2 threads, every other registered kind with a
+ * device (cuda on a GPU machine; the test-only emulated CUDA backend, "cuda-emu",
+ * registered by the test binary). Each case goes through the backend's memory:
+ * upload, compute, download. Every result is checked against a reference (double
+ * precision, finite differences or exact formulas, as each op needs) and against
+ * the scalar CPU backend's result (1 thread, the first backend of the list) at the
+ * tolerance of its dtype. An op a backend lacks (NULL) is reported as "not
+ * supported" and counted as such, never as a pass; the CPU must support every op.
+ * CPU-internal properties (ISA choice, vector math, pool, GEMM row invariance,
+ * pre-packed weights) are in test_backend_cpu.c. */
+#include "test_util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "cpu/cpu_kernels.h"
+
+/* ------------------------------------------------------------- backends */
+
+typedef struct tbe {
+    char label[48];
+    eng_backend *be;
+    int ref;            /* the scalar CPU, 1 thread: the reference of the others */
+    int cpu;
+    unsigned unsupported_seen; /* test-local: "not supported" printed once */
+} tbe;
+
+typedef struct tset {
+    tbe b[24];
+    int n;
+} tset;
+
+/* Ops reported unsupported over the whole group, per backend label. */
+static struct {
+    char label[48];
+    char ops[1024];
+    int n;
+} unsup[16];
+static int n_unsup;
+
+static void note_unsupported(const tbe *t, const char *op)
+{
+    int i;
+    for (i = 0; i < n_unsup && strcmp(unsup[i].label, t->label); i++)
+        ;
+    if (i == n_unsup) {
+        if (n_unsup == 16)
+            return;
+        snprintf(unsup[n_unsup++].label, sizeof unsup[0].label, "%s", t->label);
+    }
+    if (strstr(unsup[i].ops, op))
+        return;
+    size_t w = strlen(unsup[i].ops);
+    snprintf(unsup[i].ops + w, sizeof unsup[i].ops - w, "%s%s", unsup[i].n ? ", " : "", op);
+    unsup[i].n++;
+    print_message("  [%s] %s: not supported\n", t->label, op);
+}
+
+static void set_open(tset *s)
+{
+    memset(s, 0, sizeof *s);
+    for (int isa = 0; isa < ENG_CPU_ISA_COUNT; isa++) {
+        if (!eng_cpu_isa_supported((eng_cpu_isa)isa))
+            continue;
+        for (int th = 1; th <= 2; th++) {
+            tbe *t = &s->b[s->n++];
+            t->be = eng_backend_cpu_new_isa(th, (eng_cpu_isa)isa);
+            assert_non_null(t->be);
+            assert_int_equal(eng_backend_cpu_isa(t->be), isa);
+            t->cpu = 1;
+            t->ref = isa == ENG_CPU_ISA_SCALAR && th == 1;
+            snprintf(t->label, sizeof t->label, "cpu/%s/%dt", eng_cpu_isa_name((eng_cpu_isa)isa),
+                     th);
+            /* the CPU is the reference: it has every op */
+            assert_true(eng_backend_supports(t->be, ENG_OPS_CORE | ENG_OPS_GEN | ENG_OPS_TRAIN));
+        }
+    }
+    assert_true(s->b[0].ref);
+    for (int k = 0; k < eng_backend_reg_count(); k++) {
+        const eng_backend_reg *r = eng_backend_reg_get(k);
+        if (!strcmp(r->name, "cpu"))
+            continue;
+        int nd = r->device_count();
+        for (int d = 0; d < nd && s->n < 24; d++) {
+            tbe *t = &s->b[s->n];
+            eng_error err = {0};
+            if (r->create(d, 1, &t->be, &err)) {
+                print_message("  backend %s:%d could not start: %s\n", r->name, d, err.msg);
+                fail();
+            }
+            snprintf(t->label, sizeof t->label, "%s:%d", r->name, d);
+            s->n++;
+        }
+    }
+}
+
+static void set_close(tset *s)
+{
+    for (int i = 0; i < s->n; i++)
+        s->b[i].be->ops->destroy(s->b[i].be);
+    s->n = 0;
+}
+
+#define FOR_EACH_BE(set, t) for (tbe *t = (set).b; t < (set).b + (set).n; t++)
+
+/* Skips the current backend (continue) when it lacks the op. */
+#define NEED(t, part, op)                                                   \
+    if (!(t)->be->ops->part || !(t)->be->ops->part->op) {                   \
+        note_unsupported((t), #op);                                         \
+        continue;                                                           \
+    }
+
+/* ---------------------------------------------------------- memory moves */
+
+static void *dput(eng_backend *be, const void *host, size_t bytes)
+{
+    if (!host)
+        return NULL;
+    void *d = be->ops->alloc(be, bytes ? bytes : 64);
+    assert_non_null(d);
+    if (bytes)
+        assert_int_equal(be->ops->upload(be, d, host, bytes), 0);
+    return d;
+}
+
+static void *dnew(eng_backend *be, size_t bytes)
+{
+    void *d = be->ops->alloc(be, bytes ? bytes : 64);
+    assert_non_null(d);
+    return d;
+}
+
+static void dget(eng_backend *be, void *host, const void *dev, size_t bytes)
+{
+    if (bytes)
+        assert_int_equal(be->ops->download(be, host, dev, bytes), 0);
+    assert_int_equal(be->ops->synchronize(be), 0);
+}
+
+static void dfree(eng_backend *be, void *d)
+{
+    if (d)
+        be->ops->free(be, d);
+}
+
+/* ----------------------------------------------------- dtype tolerances */
+
+/* Agreement with the scalar CPU: |got - ref| <= rtol * |ref| + atol. Activations are
+ * fp32 (and int32 indices, exact); fp16/bf16 rows are for weights in those types. */
+typedef enum { DT_F32, DT_F16, DT_BF16, DT_I32 } tdtype;
+static const struct {
+    const char *name;
+    double rtol, atol;
+} dtol[] = {
+    [DT_F32] = {"f32", 1e-4, 1e-5},
+    [DT_F16] = {"f16", 2e-3, 1e-3},
+    [DT_BF16] = {"bf16", 1.6e-2, 1e-2},
+    [DT_I32] = {"i32", 0, 0},
+};
+
+/* got (from t) against ref (the scalar CPU's result); a no-op on the reference. */
+static void vs_ref(const tbe *t, const char *op, const void *got, const void *ref, size_t n,
+                   tdtype dt)
+{
+    if (t->ref)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        if (dt == DT_I32) {
+            int32_t a = ((const int32_t *)got)[i], b = ((const int32_t *)ref)[i];
+            if (a != b)
+                fail_msg("%s [%s] element %zu: %d, scalar cpu %d", op, t->label, i, a, b);
+            continue;
+        }
+        double a = ((const float *)got)[i], b = ((const float *)ref)[i];
+        if ((isnan(a) && isnan(b)) || a == b)
+            continue;
+        if (!(fabs(a - b) <= dtol[dt].rtol * fabs(b) + dtol[dt].atol))
+            fail_msg("%s [%s] element %zu: %.9g, scalar cpu %.9g (%s tolerance)", op, t->label,
+                     i, a, b, dtol[dt].name);
+    }
+}
+
+/* ---------------------------------------------------------------- inputs */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static void rng_seed(uint64_t s)
+{
+    rng_state = s * 0x9e3779b97f4a7c15ull + 1;
+}
+
+/* Uniform in [-1, 1). */
+static float frand(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((double)(rng_state >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+static float *randv(size_t n, float scale)
+{
+    float *p = malloc((n ? n : 1) * sizeof *p);
+    assert_non_null(p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = frand() * scale;
+    return p;
+}
+
+static float *zerov(size_t n)
+{
+    float *p = calloc(n ? n : 1, sizeof *p);
+    assert_non_null(p);
+    return p;
+}
+
+/* Fails with a message naming the element when |got - want| > tol. */
+static void check_close(const char *what, const tbe *t, size_t i, double got, double want,
+                        double tol)
+{
+    if (!(fabs(got - want) <= tol))
+        fail_msg("%s [%s] element %zu: got %.9g want %.9g (tol %.3g)", what, t->label, i, got,
+                 want, tol);
+}
+
+/* ================================================================= memory */
+
+static void test_memory(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    float host[1000], back[1000];
+    for (int i = 0; i < 1000; i++)
+        host[i] = (float)i * 0.5f;
+    FOR_EACH_BE(s, t)
+    {
+        eng_backend *be = t->be;
+        assert_non_null(be->ops->name);
+        assert_true(be->threads >= 1);
+        float *p = be->ops->alloc(be, sizeof host);
+        assert_non_null(p);
+        if (t->cpu)
+            assert_int_equal((uintptr_t)p % 64, 0);
+        assert_int_equal(be->ops->upload(be, p, host, sizeof host), 0);
+        memset(back, 0, sizeof back);
+        dget(be, back, p, sizeof back);
+        assert_memory_equal(host, back, sizeof host);
+        be->ops->zero(be, p + 10, 100 * sizeof(float));
+        dget(be, back, p, sizeof back);
+        for (int i = 0; i < 1000; i++)
+            assert_true(back[i] == (i >= 10 && i < 110 ? 0.0f : host[i]));
+        be->ops->free(be, p);
+        be->ops->free(be, NULL);
+        /* the weight view: a read-only copy (the CPU's is the host block itself) */
+        void *w = be->ops->weights_upload(be, host, sizeof host);
+        assert_non_null(w);
+        if (t->cpu)
+            assert_ptr_equal(w, host);
+        memset(back, 0, sizeof back);
+        dget(be, back, w, sizeof back);
+        assert_memory_equal(host, back, sizeof host);
+        be->ops->weights_free(be->device, w);
+    }
+    set_close(&s);
+}
+
+/* =================================================================== GEMM */
+
+static void gemm_case(tset *s, int trans_b, int M, int N, int K, int pad, float alpha,
+                      float beta)
+{
+    int lda = K + pad, ldb = (trans_b ? K : N) + pad, ldc = N + pad;
+    size_t bsz = (size_t)(trans_b ? N : K) * ldb, csz = (size_t)M * ldc;
+    float *A = randv((size_t)M * lda, 1.0f), *B = randv(bsz, 1.0f);
+    float *C0 = randv(csz, 1.0f), *C = zerov(csz), *R = zerov(csz);
+    if (beta == 0.0f) /* BLAS semantics: C is not read when beta == 0 */
+        for (size_t i = 0; i < csz; i++)
+            C0[i] = NAN;
+    FOR_EACH_BE(*s, t)
+    {
+        NEED(t, core, gemm);
+        eng_backend *be = t->be;
+        float *dA = dput(be, A, (size_t)M * lda * sizeof(float)), *dB = dput(be, B, bsz * sizeof(float));
+        float *dC = dput(be, C0, csz * sizeof(float));
+        be->ops->core->gemm(be, trans_b, M, N, K, alpha, dA, lda, dB, ldb, beta, dC, ldc);
+        dget(be, C, dC, csz * sizeof(float));
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < ldc; j++) {
+                size_t ix = (size_t)i * ldc + j;
+                if (j >= N) { /* padding untouched */
+                    assert_memory_equal(&C[ix], &C0[ix], sizeof(float));
+                    continue;
+                }
+                double acc = 0, mag = 0;
+                for (int kk = 0; kk < K; kk++) {
+                    double b = trans_b ? B[(size_t)j * ldb + kk] : B[(size_t)kk * ldb + j];
+                    acc += (double)A[(size_t)i * lda + kk] * b;
+                    mag += fabs((double)A[(size_t)i * lda + kk] * b);
+                }
+                double want = alpha * acc + (beta != 0.0f ? beta * (double)C0[ix] : 0.0);
+                double tol = 1e-5 * (fabs(alpha) * mag + fabs(beta) * 1.0) + 1e-7;
+                check_close("gemm", t, ix, C[ix], want, tol);
+            }
+        if (t->ref)
+            memcpy(R, C, csz * sizeof(float));
+        vs_ref(t, "gemm", C, R, csz, DT_F32);
+        dfree(be, dA), dfree(be, dB), dfree(be, dC);
+    }
+    free(A), free(B), free(C0), free(C), free(R);
+}
+
+static void test_gemm(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    rng_seed(1);
+    for (int tb = 0; tb <= 1; tb++) {
+        gemm_case(&s, tb, 1, 1, 1, 0, 1.0f, 0.0f);
+        gemm_case(&s, tb, 7, 13, 5, 3, 0.7f, 0.3f);
+        gemm_case(&s, tb, 33, 17, 65, 1, 1.0f, 1.0f);
+        gemm_case(&s, tb, 20, 37, 50, 2, 1.5f, 0.0f);
+        gemm_case(&s, tb, 100, 1152, 384, 0, 1.0f, 0.0f); /* block-packed B (many row items) */
+        gemm_case(&s, tb, 200, 96, 129, 5, 1.0f, 0.0f);  /* split by rows */
+        gemm_case(&s, tb, 3, 1001, 801, 2, -0.5f, 2.0f); /* split by columns */
+        gemm_case(&s, tb, 5, 9, 0, 1, 1.0f, 0.5f);       /* K = 0: C = beta C */
+    }
+    set_close(&s);
+    /* The CPU's benchmarking route: every GEMM on OpenBLAS, with its own threads (read
+     * when a CPU backend is created). */
+    setenv("NLPD_CPU_GEMM", "blas", 1);
+    set_open(&s);
+    gemm_case(&s, 1, 20, 37, 50, 2, 1.5f, 0.0f);
+    gemm_case(&s, 1, 200, 96, 129, 5, 1.0f, 0.25f);
+    set_close(&s);
+    unsetenv("NLPD_CPU_GEMM");
+}
+
+/* gemm_ex: C = alpha op(A) op(B) + beta C, every transpose combination. */
+static void test_gemm_ex(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    rng_seed(21);
+    const int M = 37, N = 29, K = 41;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            float *A = randv((size_t)M * K, 1), *B = randv((size_t)K * N, 1);
+            float *C0 = randv((size_t)M * N, 1), *want = zerov((size_t)M * N);
+            float *C = zerov((size_t)M * N), *R = zerov((size_t)M * N);
+            int lda = ta ? M : K, ldb = tb ? K : N;
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    double acc = 0;
+                    for (int k = 0; k < K; k++)
+                        acc += (double)(ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]) *
+                               (tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+                    want[(size_t)i * N + j] = (float)(0.5 * acc + 2.0 * C0[(size_t)i * N + j]);
+                }
+            FOR_EACH_BE(s, t)
+            {
+                NEED(t, train, gemm_ex);
+                eng_backend *be = t->be;
+                size_t b = (size_t)M * N * sizeof(float);
+                float *dA = dput(be, A, (size_t)M * K * sizeof(float));
+                float *dB = dput(be, B, (size_t)K * N * sizeof(float)), *dC = dput(be, C0, b);
+                be->ops->train->gemm_ex(be, ta, tb, M, N, K, 0.5f, dA, lda, dB, ldb, 2.0f, dC, N);
+                dget(be, C, dC, b);
+                float d = tu_max_abs_diff(C, want, (size_t)M * N);
+                if (!(d <= 1e-4f))
+                    fail_msg("gemm_ex(trans_a %d, trans_b %d) [%s] differs by %g", ta, tb,
+                             t->label, d);
+                if (t->ref)
+                    memcpy(R, C, b);
+                vs_ref(t, "gemm_ex", C, R, (size_t)M * N, DT_F32);
+                dfree(be, dA), dfree(be, dB), dfree(be, dC);
+            }
+            free(A), free(B), free(C0), free(want), free(C), free(R);
+        }
+    set_close(&s);
+}
+
+/* ======================================================== elementwise ops */
+
+static double act_ref(double x, eng_act act)
+{
+    switch (act) {
+    case ENG_ACT_GELU: return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+    case ENG_ACT_GELU_TANH:
+        return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    case ENG_ACT_RELU: return x > 0 ? x : 0;
+    case ENG_ACT_TANH: return tanh(x);
+    default: return x;
+    }
+}
+
+static void bias_act_case(tset *s, int rows, int cols, int with_bias, eng_act act)
+{
+    size_t n = (size_t)rows * cols;
+    float *x0 = randv(n, 6.0f), *bias = with_bias ? randv((size_t)cols, 1.0f) : NULL;
+    float *x = zerov(n), *R = zerov(n);
+    FOR_EACH_BE(*s, t)
+    {
+        NEED(t, core, bias_act);
+        eng_backend *be = t->be;
+        float *dx = dput(be, x0, n * sizeof(float));
+        float *db = dput(be, bias, (size_t)cols * sizeof(float));
+        be->ops->core->bias_act(be, dx, db, rows, cols, act);
+        dget(be, x, dx, n * sizeof(float));
+        for (size_t i = 0; i < n; i++) {
+            float in = bias ? x0[i] + bias[i % cols] : x0[i]; /* the add is in float */
+            double want = act_ref(in, act);
+            /* 1e-5 relative; the absolute part covers torch's own 1 + erf
+             * cancellation for very negative GELU inputs. */
+            check_close("bias_act", t, i, x[i], want, 1e-5 * fabs(want) + 1e-6);
+        }
+        if (t->ref)
+            memcpy(R, x, n * sizeof(float));
+        vs_ref(t, "bias_act", x, R, n, DT_F32);
+        dfree(be, dx), dfree(be, db);
+    }
+    free(x0), free(bias), free(x), free(R);
+}
+
+static void test_bias_act(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    rng_seed(2);
+    static const int shapes[][2] = {{1, 1}, {3, 5}, {2, 16}, {4, 17}, {5, 37}, {3, 384}};
+    for (int a = ENG_ACT_NONE; a <= ENG_ACT_TANH; a++)
+        for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+            for (int b = 0; b <= 1; b++)
+                bias_act_case(&s, shapes[k][0], shapes[k][1], b, (eng_act)a);
+    bias_act_case(&s, 200, 1537, 1, ENG_ACT_GELU); /* big enough to be threaded */
+    bias_act_case(&s, 300, 1536, 1, ENG_ACT_RELU);
+    set_close(&s);
+}
+
+static void test_bias_silu(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    rng_seed(26);
+    enum { R = 5, C = 37 };
+    float x0[R * C], b[C], ref[R * C], x[R * C], rr[R * C];
+    for (int i = 0; i < C; i++)
+        b[i] = frand();
+    for (int i = 0; i < R * C; i++) {
+        x0[i] = frand() * 12;
+        double y = (double)x0[i] + b[i % C];
+        ref[i] = (float)(y / (1 + exp(-y)));
+    }
+    x0[0] = 100.0f, ref[0] = 100.0f + b[0];
+    x0[1] = -100.0f, ref[1] = 0.0f;
+    FOR_EACH_BE(s, t)
+    {
+        NEED(t, gen, bias_silu);
+        eng_backend *be = t->be;
+        float *dx = dput(be, x0, sizeof x0), *db = dput(be, b, sizeof b);
+        be->ops->gen->bias_silu(be, dx, db, R, C);
+        dget(be, x, dx, sizeof x);
+        for (int i = 0; i < R * C; i++)
+            if (!(fabsf(x[i] - ref[i]) <= 2e-6f * (1 + fabsf(ref[i]))))
+                fail_msg("bias_silu [%s] element %d: %.9g want %.9g", t->label, i, x[i], ref[i]);
+        if (t->ref)
+            memcpy(rr, x, sizeof x);
+        vs_ref(t, "bias_silu", x, rr, R * C, DT_F32);
+        dfree(be, dx), dfree(be, db);
+    }
+    set_close(&s);
+}
+
+/* ========================================================== add_layernorm */
+
+enum { LN_NO_RES, LN_RES, LN_ALIAS_X, LN_ALIAS_RES };
+
+static void ln_case(tset *s, int rows, int cols, int mode, float eps)
+{
+    size_t n = (size_t)rows * cols;
+    float *x0 = randv(n, 2.0f), *r0 = randv(n, 2.0f);
+    float *g = randv((size_t)cols, 1.0f), *b = randv((size_t)cols, 1.0f);
+    float *out = zerov(n), *R = zerov(n);
+    /* Row 0 has a mean far from 0 (std ~1): a one-pass E[x^2] - E[x]^2 in float
+     * would be off by ~1e-3 there; the two-pass variance is not. */
+    for (int i = 0; i < cols; i++)
+        x0[i] += 100.0f;
+    FOR_EACH_BE(*s, t)
+    {
+        NEED(t, core, add_layernorm);
+        eng_backend *be = t->be;
+        size_t bytes = n * sizeof(float);
+        float *dx = dput(be, x0, bytes), *dr = dput(be, r0, bytes), *dout = dnew(be, bytes);
+        float *dg = dput(be, g, (size_t)cols * sizeof(float));
+        float *db = dput(be, b, (size_t)cols * sizeof(float));
+        float *o = mode == LN_ALIAS_X ? dx : mode == LN_ALIAS_RES ? dr : dout;
+        be->ops->core->add_layernorm(be, o, dx, mode == LN_NO_RES ? NULL : dr, dg, db, rows, cols,
+                                     eps);
+        dget(be, out, o, bytes);
+        for (int i = 0; i < rows; i++) {
+            double mean = 0, var = 0;
+            float v[cols];
+            for (int j = 0; j < cols; j++) {
+                size_t ix = (size_t)i * cols + j;
+                v[j] = mode == LN_NO_RES ? x0[ix] : x0[ix] + r0[ix];
+                mean += v[j];
+            }
+            mean /= cols;
+            for (int j = 0; j < cols; j++)
+                var += (v[j] - mean) * (v[j] - mean);
+            var /= cols;
+            for (int j = 0; j < cols; j++) {
+                double want = (v[j] - mean) / sqrt(var + eps) * g[j] + b[j];
+                size_t ix = (size_t)i * cols + j;
+                check_close("add_layernorm", t, ix, out[ix], want, 1e-5 * (fabs(want) + 1));
+            }
+        }
+        if (t->ref)
+            memcpy(R, out, bytes);
+        vs_ref(t, "add_layernorm", out, R, n, DT_F32);
+        dfree(be, dx), dfree(be, dr), dfree(be, dout), dfree(be, dg), dfree(be, db);
+    }
+    free(x0), free(r0), free(g), free(b), free(out), free(R);
+}
+
+static void test_add_layernorm(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    rng_seed(3);
+    static const int shapes[][2] = {{1, 1}, {2, 7}, {3, 16}, {2, 33}, {5, 384}, {2, 1000}};
+    for (int m = LN_NO_RES; m <= LN_ALIAS_RES; m++)
+        for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+            ln_case(&s, shapes[k][0], shapes[k][1], m, 1e-12f);
+    ln_case(&s, 300, 768, LN_RES, 1e-5f); /* threaded */
+    ln_case(&s, 64, 384, LN_ALIAS_X, 1e-5f);
+
+    /* A constant row has zero variance: the output is beta. */
+    float x[8] = {3, 3, 3, 3, 3, 3, 3, 3}, g[8], b[8], o[8];
+    for (int i = 0; i < 8; i++) {
+        g[i] = 1.0f + (float)i;
+        b[i] = (float)i * 0.25f;
+    }
+    FOR_EACH_BE(s, t)
+    {
+        NEED(t, core, add_layernorm);
+        eng_backend *be = t->be;
+        float *dx = dput(be, x, sizeof x), *dg = dput(be, g, sizeof g), *db = dput(be, b, sizeof b);
+        float *dout = dnew(be, sizeof o);
+        be->ops->core->add_layernorm(be, dout, dx, NULL, dg, db, 1, 8, 1e-12f);
+        dget(be, o, dout, sizeof o);
+        for (int i = 0; i < 8; i++)
+            assert_true(fabsf(o[i] - b[i]) < 1e-6f);
+        dfree(be, dx), dfree(be, dg), dfree(be, db), dfree(be, dout);
+    }
+    set_close(&s);
+}
+
+/* ================================================================= embed */
+
+static void embed_case(tset *s, int ntok, int dim, int with_type)
+{
+    int vocab = 50, npos = 40, ntype = 2;
+    float *w = randv((size_t)vocab * dim, 1.0f), *p = randv((size_t)npos * dim, 1.0f);
+    float *ty = randv((size_t)ntype * dim, 1.0f);
+    int32_t *ids = malloc(ntok * sizeof *ids), *pids = malloc(ntok * sizeof *pids);
+    int32_t *tids = malloc(ntok * sizeof *tids);
+    float *out = zerov((size_t)ntok * dim), *R = zerov((size_t)ntok * dim);
+    for (int i = 0; i < ntok; i++) {
+        ids[i] = (int32_t)((i * 7 + 3) % vocab);
+        pids[i] = i % npos;
+        tids[i] = (i / 3) % ntype;
+    }
+    FOR_EACH_BE(*s, t)
+    {
+        NEED(t, core, embed);
+        eng_backend *be = t->be;
+        size_t ib = (size_t)ntok * sizeof(int32_t), ob = (size_t)ntok * dim * sizeof(float);
+        float *dw = dput(be, w, (size_t)vocab * dim * sizeof(float));
+        float *dp = dput(be, p, (size_t)npos * dim * sizeof(float));
+        float *dt = with_type ? dput(be, ty, (size_t)ntype * dim * sizeof(float)) : NULL;
+        int32_t *di = dput(be, ids, ib), *dpi = dput(be, pids, ib);
+        int32_t *dti = with_type ? dput(be, tids, ib) : NULL;
+        float *dout = dnew(be, ob);
+        be->ops->core->embed(be, dout, dw, dp, dt, di, dpi, dti, ntok, dim);
+        dget(be, out, dout, ob);
+        for (int i = 0; i < ntok; i++)
+            for (int d = 0; d < dim; d++) {
+                double a = w[(size_t)ids[i] * dim + d], b = p[(size_t)pids[i] * dim + d];
+                double tv = with_type ? ty[(size_t)tids[i] * dim + d] : 0.0;
+                double want = a + b + tv;
+                check_close("embed", t, (size_t)i * dim + d, out[(size_t)i * dim + d], want,
+                            1e-6 * (fabs(a) + fabs(b) + fabs(tv)));
+            }
+        if (t->ref)
+            memcpy(R, out, ob);
+        vs_ref(t, "embed", out, R, (size_t)ntok * dim, DT_F32);
+        dfree(be, dw), dfree(be, dp), dfree(be, dt), dfree(be, di), dfree(be, dpi);
+        dfree(be, dti), dfree(be, dout);
+    }
+    free(w), free(p), free(ty), free(ids), free(pids), free(tids), free(out), free(R);
+}
+
+static void test_embed(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    rng_seed(4);
+    embed_case(&s, 1, 7, 1);
+    embed_case(&s, 13, 7, 0);
+    embed_case(&s, 40, 384, 1);
+    embed_case(&s, 300, 384, 0); /* threaded */
+    embed_case(&s, 300, 384, 1);
+    set_close(&s);
+}
+
+static void test_embed_scaled(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    rng_seed(22);
+    enum { V = 7, P = 5, D = 9, T = 6 };
+    float table[V * D], pos[P * D], out[T * D];
+    int32_t ids[T] = {3, 0, 6, 3, 1, 5}, pids[T] = {0, 1, 2, 4, 3, 0};
+    for (int i = 0; i < V * D; i++)
+        table[i] = frand() * 3;
+    for (int i = 0; i < P * D; i++)
+        pos[i] = frand();
+    FOR_EACH_BE(s, t)
+    {
+        NEED(t, gen, embed_scaled);
+        eng_backend *be = t->be;
+        float *dtab = dput(be, table, sizeof table), *dpos = dput(be, pos, sizeof pos);
+        int32_t *di = dput(be, ids, sizeof ids), *dp = dput(be, pids, sizeof pids);
+        float *dout = dnew(be, sizeof out);
+        be->ops->gen->embed_scaled(be, dout, dtab, 2.8284271f, dpos, di, dp, T, D);
+        dget(be, out, dout, sizeof out);
+        for (int tk = 0; tk < T; tk++)
+            for (int c = 0; c < D; c++) {
+                float e = table[ids[tk] * D + c] * 2.8284271f;
+                assert_true(out[tk * D + c] == e + pos[pids[tk] * D + c]); /* bitwise */
+            }
+        dfree(be, dtab), dfree(be, dpos), dfree(be, di), dfree(be, dp), dfree(be, dout);
+    }
+    set_close(&s);
+}
+
+/* ============================================================= attention */
+
+typedef struct attn_case {
+    int nseq;
+    const int *nq, *nk;
+    int heads, hd, causal;
+} attn_case;
+
+/* The double reference of one query row; out stays zero when it sees no key. */
+static void attn_ref_row(const float *q, const float *k, int k_ld, const float *v, int v_ld,
+                         int lim, int hd, double scale, double *out)
+{
+    double *sc = malloc((size_t)(lim > 0 ? lim : 1) * sizeof *sc), m = -INFINITY, sum = 0;
+    for (int j = 0; j < lim; j++) {
+        double d = 0;
+        for (int e = 0; e < hd; e++)
+            d += (double)q[e] * k[(size_t)j * k_ld + e];
+        sc[j] = d * scale;
+        m = sc[j] > m ? sc[j] : m;
+    }
+    for (int j = 0; j < lim; j++)
+        sum += (sc[j] = exp(sc[j] - m));
+    for (int e = 0; e < hd; e++) {
+        double o = 0;
+        for (int j = 0; j < lim; j++)
+            o += sc[j] * v[(size_t)j * v_ld + e];
+        out[e] = lim > 0 ? o / sum : 0.0;
+    }
+    free(sc);
+}
+
+static void attn_run(tset *s, const attn_case *ac)
+{
+    int H = ac->heads, hd = ac->hd, w = H * hd;
+    int32_t *qo = malloc((ac->nseq + 1) * sizeof *qo), *ko = malloc((ac->nseq + 1) * sizeof *ko);
+    qo[0] = ko[0] = 0;
+    for (int i = 0; i < ac->nseq; i++) {
+        qo[i + 1] = qo[i] + ac->nq[i];
+        ko[i + 1] = ko[i] + ac->nk[i];
+    }
+    int nq = qo[ac->nseq], nk = ko[ac->nseq];
+    /* Q in its own buffer with a padded stride; K and V interleaved as a fused KV
+     * projection would leave them; out with padding columns that must survive. */
+    int q_ld = w + 3, kv_ld = 2 * w + 1, o_ld = w + 5;
+    size_t qn = (size_t)(nq ? nq : 1) * q_ld, kvn = (size_t)(nk ? nk : 1) * kv_ld;
+    size_t on = (size_t)(nq ? nq : 1) * o_ld;
+    float *q = randv(qn, 2.0f), *kv = randv(kvn, 2.0f);
+    const float *k = kv, *v = kv + w;
+    double scale = 1.0 / sqrt((double)hd);
+    double *ref = calloc((size_t)(nq ? nq : 1) * w, sizeof *ref);
+    for (int sq = 0; sq < ac->nseq; sq++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < ac->nq[sq]; i++) {
+                int lim = ac->nk[sq];
+                if (ac->causal) {
+                    lim = i + 1 + ac->nk[sq] - ac->nq[sq];
+                    lim = lim < 0 ? 0 : lim > ac->nk[sq] ? ac->nk[sq] : lim;
+                }
+                attn_ref_row(q + (size_t)(qo[sq] + i) * q_ld + h * hd,
+                             k + (size_t)ko[sq] * kv_ld + h * hd, kv_ld,
+                             v + (size_t)ko[sq] * kv_ld + h * hd, kv_ld, lim, hd, scale,
+                             ref + (size_t)(qo[sq] + i) * w + h * hd);
+            }
+    float *out0 = malloc(on * sizeof *out0), *out = zerov(on), *R = zerov(on);
+    for (size_t i = 0; i < on; i++)
+        out0[i] = 12345.0f;
+    FOR_EACH_BE(*s, t)
+    {
+        NEED(t, core, attention);
+        eng_backend *be = t->be;
+        float *dq = dput(be, q, qn * sizeof(float)), *dkv = dput(be, kv, kvn * sizeof(float));
+        float *dout = dput(be, out0, on * sizeof(float));
+        int32_t *dqo = dput(be, qo, (size_t)(ac->nseq + 1) * sizeof(int32_t));
+        int32_t *dko = dput(be, ko, (size_t)(ac->nseq + 1) * sizeof(int32_t));
+        be->ops->core->attention(be, dout, o_ld, dq, q_ld, dkv, kv_ld, dkv + w, kv_ld, dqo, dko,
+                                 ac->nseq, H, hd, (float)scale, ac->causal);
+        dget(be, out, dout, on * sizeof(float));
+        for (int i = 0; i < nq; i++)
+            for (int e = 0; e < o_ld; e++) {
+                float got = out[(size_t)i * o_ld + e];
+                if (e >= w) {
+                    assert_true(got == 12345.0f);
+                    continue;
+                }
+                /* Outputs are convex combinations of V entries (|v| <= 2); float
+                 * rounding of the hd-term scores and of exp/sum stays near 1e-6. */
+                check_close("attention", t, (size_t)i * w + e, got, ref[(size_t)i * w + e],
+                            1e-5);
+            }
+        if (t->ref)
+            memcpy(R, out, on * sizeof(float));
+        vs_ref(t, "attention", out, R, on, DT_F32);
+        dfree(be, dq), dfree(be, dkv), dfree(be, dout), dfree(be, dqo), dfree(be, dko);
+    }
+    free(q), free(kv), free(ref), free(qo), free(ko), free(out0), free(out), free(R);
+}
+
+static void test_attention(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    rng_seed(5);
+    static const int lens[] = {1, 3, 17, 64, 130};
+    static const int cross_q[] = {2, 1, 20, 7, 130};
+    static const int shapes[][2] = {{1, 4}, {4, 16}, {12, 32}, {2, 64}, {3, 33}, {1, 128}};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+        for (int causal = 0; causal <= 1; causal++) {
+            attn_case self = {5, lens, lens, shapes[k][0], shapes[k][1], causal};
+            attn_run(&s, &self);
+            /* nq != nk: cross attention, or causal with a KV cache (nq <= nk);
+             * causal queries with nq > nk that see no key give zeros. */
+            attn_case cross = {5, cross_q, lens, shapes[k][0], shapes[k][1], causal};
+            attn_run(&s, &cross);
+        }
+    static const int one[] = {1}, kv17[] = {17}, zero[] = {0};
+    attn_case step = {1, one, kv17, 8, 64, 1}; /* a decoder step */
+    attn_run(&s, &step);
+    attn_case empty = {1, zero, kv17, 2, 8, 0};
+    attn_run(&s, &empty);
+    attn_case nokeys = {1, kv17, zero, 2, 8, 0}; /* no keys: zeros */
+    attn_run(&s, &nokeys);
+    set_close(&s);
+}
+
+/* Naive attention in double for sequence s, head h (attention_kv's reference). */
+static void ref_attention(float *out, int out_ld, const float *q, int q_ld, const float *k,
+                          int k_ld, const float *v, int v_ld, int q0, int nq, int k0, int nk,
+                          int h, int hd, float scale, int causal)
+{
+    for (int i = 0; i < nq; i++) {
+        int n = causal ? i + nk - nq + 1 : nk;
+        double p[256], mx = -1e300, sum = 0;
+        for (int j = 0; j < n; j++) {
+            double d = 0;
+            for (int c = 0; c < hd; c++)
+                d += (double)q[(q0 + i) * q_ld + h * hd + c] * k[(k0 + j) * k_ld + h * hd + c];
+            p[j] = d * scale;
+            mx = p[j] > mx ? p[j] : mx;
+        }
+        for (int j = 0; j < n; j++)
+            sum += (p[j] = exp(p[j] - mx));
+        for (int c = 0; c < hd; c++) {
+            double acc = 0;
+            for (int j = 0; j < n; j++)
+                acc += p[j] / sum * v[(k0 + j) * v_ld + h * hd + c];
+            out[(q0 + i) * out_ld + h * hd + c] = (float)acc;
+        }
+    }
+}
+
+static void test_attention_kv(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    rng_seed(23);
+    enum { H = 3, HD = 12, D = H * HD, NS = 4, ROWS = 64 };
+    /* q has 1, 1, 3, 2 rows; keys live anywhere in a 64-row cache */
+    int32_t q_off[NS + 1] = {0, 1, 2, 5, 7}, kv_start[NS] = {40, 3, 17, 0},
+            kv_len[NS] = {9, 1, 20, 5};
+    float *q = randv(7 * D, 2), *k = randv(ROWS * 2 * D, 2);
+    float *out = zerov(7 * D), *ref = zerov(7 * D), *R = zerov(7 * D);
+    for (int causal = 0; causal < 2; causal++) {
+        for (int sq = 0; sq < NS; sq++)
+            for (int h = 0; h < H; h++)
+                ref_attention(ref, D, q, D, k, 2 * D, k + D, 2 * D, q_off[sq],
+                              q_off[sq + 1] - q_off[sq], kv_start[sq], kv_len[sq], h, HD, 0.29f,
+                              causal);
+        FOR_EACH_BE(s, t)
+        {
+            NEED(t, gen, attention_kv);
+            eng_backend *be = t->be;
+            float *dq = dput(be, q, sizeof(float) * 7 * D);
+            float *dk = dput(be, k, sizeof(float) * ROWS * 2 * D), *dout = dnew(be, sizeof(float) * 7 * D);
+            int32_t *dqo = dput(be, q_off, sizeof q_off), *dks = dput(be, kv_start, sizeof kv_start);
+            int32_t *dkl = dput(be, kv_len, sizeof kv_len);
+            /* k and v interleaved in one buffer (row stride 2D), as the cross K/V */
+            be->ops->gen->attention_kv(be, dout, D, dq, D, dk, 2 * D, dk + D, 2 * D, dqo, dks, dkl,
+                                       NS, H, HD, 0.29f, causal);
+            dget(be, out, dout, sizeof(float) * 7 * D);
+            float d = tu_max_abs_diff(out, ref, 7 * D);
+            print_message("  attention_kv [%s] causal=%d: max |diff| %.3g\n", t->label, causal, d);
+            assert_true(d < 2e-6f);
+            if (t->ref)
+                memcpy(R, out, sizeof(float) * 7 * D);
+            vs_ref(t, "attention_kv", out, R, 7 * D, DT_F32);
+            dfree(be, dq), dfree(be, dk), dfree(be, dout), dfree(be, dqo), dfree(be, dks);
+            dfree(be, dkl);
+        }
+    }
+    free(q), free(k), free(out), free(ref), free(R);
+    set_close(&s);
+}
+
+/* ===================================================== mean_pool, gather */
+
+static void test_mean_pool(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    rng_seed(6);
+    static const int lens[] = {1, 3, 0, 17, 130};
+    int nseq = 5;
+    int32_t off[6] = {0};
+    for (int i = 0; i < nseq; i++)
+        off[i + 1] = off[i] + lens[i];
+    for (int dim = 37; dim <= 384; dim += 347) {
+        size_t xn = (size_t)off[nseq] * dim, on = (size_t)nseq * dim;
+        float *x = randv(xn, 1.0f), *out = zerov(on), *R = zerov(on);
+        for (int d = 0; d < dim; d++) /* sequence 0 is all zeros: normalise keeps 0 */
+            x[d] = 0.0f;
+        for (int norm = 0; norm <= 1; norm++) {
+            FOR_EACH_BE(s, t)
+            {
+                NEED(t, core, mean_pool);
+                eng_backend *be = t->be;
+                float *dx = dput(be, x, xn * sizeof(float)), *dout = dnew(be, on * sizeof(float));
+                int32_t *doff = dput(be, off, sizeof off);
+                be->ops->core->mean_pool(be, dout, dx, doff, nseq, dim, norm);
+                dget(be, out, dout, on * sizeof(float));
+                for (int sq = 0; sq < nseq; sq++) {
+                    double m[384], ss = 0;
+                    for (int d = 0; d < dim; d++) {
+                        m[d] = 0;
+                        for (int r = off[sq]; r < off[sq + 1]; r++)
+                            m[d] += x[(size_t)r * dim + d];
+                        m[d] /= lens[sq] > 0 ? lens[sq] : 1;
+                        ss += m[d] * m[d];
+                    }
+                    double nrm = norm ? fmax(sqrt(ss), 1e-12) : 1.0;
+                    for (int d = 0; d < dim; d++) {
+                        double want = m[d] / nrm;
+                        check_close("mean_pool", t, (size_t)sq * dim + d,
+                                    out[(size_t)sq * dim + d], want, 1e-6 * fabs(want) + 1e-7);
+                    }
+                }
+                if (t->ref)
+                    memcpy(R, out, on * sizeof(float));
+                vs_ref(t, "mean_pool", out, R, on, DT_F32);
+                dfree(be, dx), dfree(be, dout), dfree(be, doff);
+            }
+        }
+        free(x), free(out), free(R);
+    }
+    set_close(&s);
+}
+
+static void test_gather_scatter_rows(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    rng_seed(7);
+    int32_t off[4] = {0, 3, 7, 10};
+    int dim = 19;
+    float *x = randv(10 * (size_t)dim, 1.0f), out[3 * 19];
+    FOR_EACH_BE(s, t)
+    {
+        NEED(t, core, gather_rows);
+        eng_backend *be = t->be;
+        float *dx = dput(be, x, 10 * (size_t)dim * sizeof(float)), *dout = dnew(be, sizeof out);
+        int32_t *doff = dput(be, off, sizeof off);
+        for (int row = 0; row < 3; row++) {
+            be->ops->core->gather_rows(be, dout, dx, doff, 3, row, dim);
+            dget(be, out, dout, sizeof out);
+            for (int sq = 0; sq < 3; sq++)
+                assert_memory_equal(out + sq * dim, x + (size_t)(off[sq] + row) * dim,
+                                    dim * sizeof(float));
+        }
+        dfree(be, dx), dfree(be, dout), dfree(be, doff);
+    }
+    /* scatter_rows: dx[seq_off[s] + row] += dsrc[s], accumulating */
+    const int R = 13, C = 70;
+    int32_t off2[4] = {0, 4, 5, 13};
+    float *src = randv((size_t)3 * C, 1), *dxh = zerov((size_t)R * C);
+    FOR_EACH_BE(s, t)
+    {
+        NEED(t, train, scatter_rows);
+        eng_backend *be = t->be;
+        float *zero = zerov((size_t)R * C);
+        float *ddx = dput(be, zero, (size_t)R * C * sizeof(float));
+        float *dsrc = dput(be, src, (size_t)3 * C * sizeof(float));
+        int32_t *doff = dput(be, off2, sizeof off2);
+        be->ops->train->scatter_rows(be, ddx, dsrc, doff, 3, 0, C);
+        be->ops->train->scatter_rows(be, ddx, dsrc, doff, 3, 0, C); /* accumulates */
+        dget(be, dxh, ddx, (size_t)R * C * sizeof(float));
+        for (int sq = 0; sq < 3; sq++)
+            for (int c = 0; c < C; c++)
+                assert_true(dxh[(size_t)off2[sq] * C + c] == 2 * src[(size_t)sq * C + c]);
+        dfree(be, ddx), dfree(be, dsrc), dfree(be, doff);
+        free(zero);
+    }
+    free(x), free(src), free(dxh);
+    set_close(&s);
+}
+
+/* ================================================= sequence-to-sequence */
+
+static void test_copy_rows(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    float src[6 * 10], dst0[6 * 12], dst[6 * 12];
+    for (int i = 0; i < 60; i++)
+        src[i] = (float)i;
+    for (int i = 0; i < 72; i++)
+        dst0[i] = -1;
+    int32_t d_rows[3] = {5, 0, 2}, s_rows[3] = {1, 4, 4};
+    FOR_EACH_BE(s, t)
+    {
+        NEED(t, gen, copy_rows);
+        eng_backend *be = t->be;
+        float *dsrc = dput(be, src, sizeof src), *ddst = dput(be, dst0, sizeof dst0);
+        int32_t *ddr = dput(be, d_rows, sizeof d_rows), *dsr = dput(be, s_rows, sizeof s_rows);
+        be->ops->gen->copy_rows(be, ddst, 12, ddr, dsrc, 10, dsr, 3, 7);
+        dget(be, dst, ddst, sizeof dst);
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 12; j++)
+                assert_true(dst[d_rows[i] * 12 + j] == (j < 7 ? src[s_rows[i] * 10 + j] : -1));
+        assert_true(dst[1 * 12] == -1 && dst[3 * 12] == -1);
+        /* NULL index arrays: row i to row i */
+        be->ops->gen->copy_rows(be, ddst, 12, NULL, dsrc, 10, NULL, 2, 10);
+        dget(be, dst, ddst, sizeof dst);
+        assert_true(dst[12 + 9] == src[19] && dst[0] == 0);
+        dfree(be, dsrc), dfree(be, ddst), dfree(be, ddr), dfree(be, dsr);
+    }
+    set_close(&s);
+}
+
+static void test_log_softmax(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    rng_seed(24);
+    enum { R = 3, C = 3000, LD = 3008 };
+    float *x0 = randv((size_t)R * LD, 20), *x = zerov((size_t)R * LD), *RR = zerov((size_t)R * LD);
+    for (int c = 0; c < C; c += 3)
+        x0[LD + c] = -INFINITY; /* masked entries in row 1 */
+    for (int c = 0; c < C; c++)
+        x0[2 * LD + c] = -INFINITY; /* row 2 entirely masked */
+    FOR_EACH_BE(s, t)
+    {
+        NEED(t, gen, log_softmax);
+        eng_backend *be = t->be;
+        float *dx = dput(be, x0, sizeof(float) * R * LD);
+        be->ops->gen->log_softmax(be, dx, R, C, LD);
+        dget(be, x, dx, sizeof(float) * R * LD);
+        for (int r = 0; r < 2; r++) {
+            double mx = -1e300, sum = 0;
+            for (int c = 0; c < C; c++)
+                mx = x0[r * LD + c] > mx ? x0[r * LD + c] : mx;
+            for (int c = 0; c < C; c++)
+                sum += exp(x0[r * LD + c] - mx);
+            for (int c = 0; c < C; c++) {
+                double want = x0[r * LD + c] - mx - log(sum);
+                float got = x[r * LD + c];
+                if (isinf(want))
+                    assert_true(isinf(got) && got < 0);
+                else if (!(fabs(got - want) < 2e-5))
+                    fail_msg("log_softmax [%s] row %d col %d: %.9g want %.9g", t->label, r, c,
+                             got, want);
+            }
+            assert_true(x[r * LD + C] == x0[r * LD + C]); /* padding untouched */
+        }
+        for (int c = 0; c < C; c++)
+            assert_true(isinf(x[2 * LD + c]) && x[2 * LD + c] < 0);
+        if (t->ref)
+            memcpy(RR, x, sizeof(float) * R * LD);
+        vs_ref(t, "log_softmax", x, RR, (size_t)R * LD, DT_F32);
+        dfree(be, dx);
+    }
+    free(x0), free(x), free(RR);
+    set_close(&s);
+}
+
+static void test_topk(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    rng_seed(25);
+    enum { G = 3, RPG = 4, C = 50, K = 8 };
+    float *x = malloc(sizeof(float) * G * RPG * C), add[G * RPG];
+    for (int i = 0; i < G * RPG * C; i++)
+        x[i] = (float)(int)(frand() * 6); /* many ties */
+    for (int r = 0; r < G * RPG; r++)
+        add[r] = r % 2 ? 0.5f : 0.0f;
+    float vals[G * K];
+    int32_t idx[G * K];
+    FOR_EACH_BE(s, t)
+    {
+        NEED(t, gen, topk);
+        eng_backend *be = t->be;
+        float *dx = dput(be, x, sizeof(float) * G * RPG * C), *dadd = dput(be, add, sizeof add);
+        float *dv = dnew(be, sizeof vals);
+        int32_t *di = dnew(be, sizeof idx);
+        be->ops->gen->topk(be, dx, G, RPG, C, C, dadd, K, dv, di);
+        dget(be, vals, dv, sizeof vals);
+        dget(be, idx, di, sizeof idx);
+        for (int g = 0; g < G; g++) {
+            /* reference: selection by (value desc, index asc) */
+            int taken[RPG * C] = {0};
+            for (int j = 0; j < K; j++) {
+                int best = -1;
+                float bv = 0;
+                for (int f = 0; f < RPG * C; f++) {
+                    float v = x[(g * RPG + f / C) * C + f % C] + add[g * RPG + f / C];
+                    if (!taken[f] && (best < 0 || v > bv))
+                        best = f, bv = v;
+                }
+                taken[best] = 1;
+                assert_int_equal(idx[g * K + j], best);
+                assert_true(vals[g * K + j] == bv);
+            }
+        }
+        /* k = 1 per row, no row_add: argmax, first index of the maximum */
+        float row[6] = {1, 5, 2, 5, -INFINITY, 0};
+        float *drow = dput(be, row, sizeof row);
+        be->ops->gen->topk(be, drow, 1, 1, 6, 6, NULL, 1, dv, di);
+        dget(be, idx, di, sizeof(int32_t));
+        assert_int_equal(idx[0], 1);
+        dfree(be, dx), dfree(be, dadd), dfree(be, dv), dfree(be, di), dfree(be, drow);
+    }
+    free(x);
+    set_close(&s);
+}
+
+/* ================================================================ training */
+
+/* Finite differences in fp32: step 1e-2 (rounding of the loss, ~1e-7 relative,
+ * stays below 1e-4 of it) and a tolerance of 1e-2 of the largest gradient. */
+#define FD_H 1e-2f
+#define FD_TOL 1e-2
+
+static double dot(const float *w, const float *x, size_t n)
+{
+    double acc = 0;
+    for (size_t i = 0; i < n; i++)
+        acc += (double)w[i] * x[i];
+    return acc;
+}
+
+/* A forward function of the variable array (host memory), returning sum w * out. */
+typedef double (*loss_fn)(void *ctx);
+
+/* Compares grad[i] with a central difference of f at up to `samples` indices of x. */
+static void fd_check(const tbe *t, const char *what, loss_fn f, void *ctx, float *x,
+                     const float *grad, size_t n, int samples)
+{
+    double gmax = 0, worst = 0;
+    for (size_t i = 0; i < n; i++)
+        gmax = fabs(grad[i]) > gmax ? fabs(grad[i]) : gmax;
+    size_t stride = n / (size_t)samples > 1 ? n / (size_t)samples : 1;
+    for (size_t i = 0; i < n; i += stride) {
+        float keep = x[i];
+        x[i] = keep + FD_H;
+        double lp = f(ctx);
+        x[i] = keep - FD_H;
+        double lm = f(ctx);
+        x[i] = keep;
+        double fd = (lp - lm) / (2.0 * FD_H), d = fabs(fd - grad[i]);
+        worst = d > worst ? d : worst;
+        if (!(d <= FD_TOL * (gmax > 1 ? gmax : 1)))
+            fail_msg("%s [%s]: d/dx[%zu] analytic %.6g, finite difference %.6g (max |grad| "
+                     "%.4g)", what, t->label, i, grad[i], fd, gmax);
+    }
+    print_message("    %-34s [%s] max |analytic - FD| %.2e (max |grad| %.3g)\n", what, t->label,
+                  worst, gmax);
+}
+
+/* ---- activations */
+
+typedef struct act_ctx {
+    eng_backend *be;
+    float *pre, *post, *w;
+    int rows, cols;
+    eng_act act;
+} act_ctx;
+
+static double act_loss(void *v)
+{
+    act_ctx *c = v;
+    size_t n = (size_t)c->rows * c->cols, b = n * sizeof(float);
+    float *dpre = dput(c->be, c->pre, b), *dpost = dnew(c->be, b);
+    c->be->ops->train->bias_act_train(c->be, dpre, dpost, NULL, c->rows, c->cols, c->act);
+    dget(c->be, c->post, dpost, b);
+    dfree(c->be, dpre), dfree(c->be, dpost);
+    return dot(c->w, c->post, n);
+}
+
+static void test_act_backward(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    static const struct {
+        eng_act act;
+        const char *name;
+    } acts[] = {{ENG_ACT_GELU, "act_backward gelu"}, {ENG_ACT_GELU_TANH, "act_backward gelu_tanh"},
+                {ENG_ACT_TANH, "act_backward tanh"}, {ENG_ACT_RELU, "act_backward relu"},
+                {ENG_ACT_NONE, "act_backward none"}};
+    const int R = 5, C = 700; /* more than one internal chunk of 512 */
+    size_t n = (size_t)R * C, b = n * sizeof(float);
+    for (size_t a = 0; a < sizeof acts / sizeof acts[0]; a++) {
+        rng_seed(30 + a);
+        float *pre = randv(n, 3), *w = randv(n, 1), *bias = randv((size_t)C, 1);
+        if (acts[a].act == ENG_ACT_RELU) /* keep away from the kink */
+            for (size_t i = 0; i < n; i++)
+                if (fabsf(pre[i]) < 0.05f)
+                    pre[i] = 0.5f;
+        float *dx = zerov(n), *dy = zerov(n), *post = zerov(n), *p2 = zerov(n), *ref = zerov(n);
+        float *R0 = zerov(n);
+        FOR_EACH_BE(s, t)
+        {
+            NEED(t, train, act_backward);
+            NEED(t, train, bias_act_train);
+            eng_backend *be = t->be;
+            float *dpre = dput(be, pre, b), *dw = dput(be, w, b), *ddx = dnew(be, b);
+            be->ops->train->act_backward(be, ddx, dw, dpre, R, C, acts[a].act);
+            dget(be, dx, ddx, b);
+            act_ctx c = {be, pre, post, w, R, C, acts[a].act};
+            fd_check(t, acts[a].name, act_loss, &c, pre, dx, n, 200);
+            /* In place (dx aliasing dy) gives the same. */
+            float *ddy = dput(be, w, b);
+            be->ops->train->act_backward(be, ddy, ddy, dpre, R, C, acts[a].act);
+            dget(be, dy, ddy, b);
+            assert_true(tu_max_abs_diff(dy, dx, n) == 0.0f);
+            if (t->ref)
+                memcpy(R0, dx, b);
+            vs_ref(t, acts[a].name, dx, R0, n, DT_F32);
+            /* bias_act_train: pre gets the bias, post = act(pre), as bias_act computes it. */
+            float *dp2 = dput(be, pre, b), *dref = dput(be, pre, b), *dpost = dnew(be, b);
+            float *dbias = dput(be, bias, (size_t)C * sizeof(float));
+            be->ops->train->bias_act_train(be, dp2, dpost, dbias, R, C, acts[a].act);
+            if (be->ops->core && be->ops->core->bias_act) {
+                be->ops->core->bias_act(be, dref, dbias, R, C, acts[a].act);
+                dget(be, post, dpost, b);
+                dget(be, ref, dref, b);
+                assert_true(tu_max_abs_diff(post, ref, n) == 0.0f);
+            }
+            dget(be, p2, dp2, b);
+            for (int i = 0; i < R * C; i++)
+                assert_true(p2[i] == pre[i] + bias[i % C]);
+            dfree(be, dpre), dfree(be, dw), dfree(be, ddx), dfree(be, ddy), dfree(be, dp2);
+            dfree(be, dref), dfree(be, dpost), dfree(be, dbias);
+        }
+        free(pre), free(w), free(bias), free(dx), free(dy), free(post), free(p2), free(ref);
+        free(R0);
+    }
+    set_close(&s);
+}
+
+/* ---- layernorm backward */
+
+typedef struct ln_ctx {
+    eng_backend *be;
+    float *x, *res, *g, *b, *out, *w;
+    int rows, cols;
+} ln_ctx;
+
+static double ln_loss(void *v)
+{
+    ln_ctx *c = v;
+    size_t n = (size_t)c->rows * c->cols, nb = n * sizeof(float), cb = (size_t)c->cols * sizeof(float);
+    eng_backend *be = c->be;
+    float *dx = dput(be, c->x, nb), *dr = dput(be, c->res, nb), *dg = dput(be, c->g, cb);
+    float *db = dput(be, c->b, cb), *dout = dnew(be, nb);
+    be->ops->core->add_layernorm(be, dout, dx, dr, dg, db, c->rows, c->cols, 1e-5f);
+    dget(be, c->out, dout, nb);
+    dfree(be, dx), dfree(be, dr), dfree(be, dg), dfree(be, db), dfree(be, dout);
+    return dot(c->w, c->out, n);
+}
+
+static void test_layernorm_backward(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    const int R = 7, C = 48;
+    size_t n = (size_t)R * C, nb = n * sizeof(float), cb = (size_t)C * sizeof(float);
+    for (int with_res = 0; with_res < 2; with_res++) {
+        rng_seed(40 + with_res);
+        float *x = randv(n, 2), *res = with_res ? randv(n, 1) : NULL, *g = randv((size_t)C, 1);
+        float *b = randv((size_t)C, 1), *out = zerov(n), *w = randv(n, 1);
+        float *dx = zerov(n), *dg = zerov((size_t)C), *db = zerov((size_t)C), *R0 = zerov(n);
+        float *ones = malloc(cb);
+        for (int i = 0; i < C; i++)
+            ones[i] = 1.0f;
+        FOR_EACH_BE(s, t)
+        {
+            NEED(t, train, layernorm_backward);
+            NEED(t, core, add_layernorm);
+            eng_backend *be = t->be;
+            float *ddx = dnew(be, nb), *ddg = dput(be, ones, cb), *ddb = dput(be, ones, cb);
+            float *dw = dput(be, w, nb), *dxx = dput(be, x, nb), *dres = dput(be, res, nb);
+            float *dgg = dput(be, g, cb);
+            /* dgamma/dbeta accumulate: start from 1 and subtract it again. */
+            be->ops->train->layernorm_backward(be, ddx, ddg, ddb, dw, dxx, dres, dgg, R, C, 1e-5f);
+            dget(be, dx, ddx, nb);
+            dget(be, dg, ddg, cb);
+            dget(be, db, ddb, cb);
+            for (int i = 0; i < C; i++)
+                dg[i] -= 1.0f, db[i] -= 1.0f;
+            ln_ctx c = {be, x, res, g, b, out, w, R, C};
+            fd_check(t, with_res ? "layernorm_backward dx (+res)" : "layernorm_backward dx",
+                     ln_loss, &c, x, dx, n, 120);
+            if (with_res)
+                fd_check(t, "layernorm_backward dres", ln_loss, &c, res, dx, n, 60);
+            fd_check(t, "layernorm_backward dgamma", ln_loss, &c, g, dg, (size_t)C, 48);
+            fd_check(t, "layernorm_backward dbeta", ln_loss, &c, b, db, (size_t)C, 48);
+            if (t->ref)
+                memcpy(R0, dx, nb);
+            vs_ref(t, "layernorm_backward", dx, R0, n, DT_F32);
+            dfree(be, ddx), dfree(be, ddg), dfree(be, ddb), dfree(be, dw), dfree(be, dxx);
+            dfree(be, dres), dfree(be, dgg);
+        }
+        free(x), free(res), free(g), free(b), free(out), free(w), free(dx), free(dg), free(db);
+        free(R0), free(ones);
+    }
+    set_close(&s);
+}
+
+/* ---- embeddings backward */
+
+static void test_embed_backward(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    rng_seed(50);
+    const int V = 11, P = 9, Ty = 2, D = 40, T = 23;
+    int32_t ids[23], pos[23], types[23];
+    for (int tk = 0; tk < T; tk++) {
+        ids[tk] = (tk * 7) % 5; /* repeated ids: gradients must add up */
+        pos[tk] = tk % P;
+        types[tk] = tk % Ty;
+    }
+    float *dout = randv((size_t)T * D, 1);
+    float *dw = zerov((size_t)V * D), *dp = zerov((size_t)P * D), *dt = zerov((size_t)Ty * D);
+    float *ww = zerov((size_t)V * D), *wp = zerov((size_t)P * D), *wt = zerov((size_t)Ty * D);
+    for (int tk = 0; tk < T; tk++)
+        for (int d = 0; d < D; d++) {
+            float g = dout[(size_t)tk * D + d];
+            ww[(size_t)ids[tk] * D + d] += g;
+            wp[(size_t)pos[tk] * D + d] += g;
+            wt[(size_t)types[tk] * D + d] += g;
+        }
+    FOR_EACH_BE(s, t)
+    {
+        NEED(t, train, embed_backward);
+        eng_backend *be = t->be;
+        float *z = zerov((size_t)V * D);
+        float *ddw = dput(be, z, (size_t)V * D * sizeof(float));
+        float *ddp = dput(be, z, (size_t)P * D * sizeof(float));
+        float *ddt = dput(be, z, (size_t)Ty * D * sizeof(float));
+        float *ddo = dput(be, dout, (size_t)T * D * sizeof(float));
+        int32_t *di = dput(be, ids, sizeof ids), *dpi = dput(be, pos, sizeof pos);
+        int32_t *dti = dput(be, types, sizeof types);
+        be->ops->train->embed_backward(be, ddw, ddp, ddt, ddo, di, dpi, dti, T, D);
+        dget(be, dw, ddw, (size_t)V * D * sizeof(float));
+        dget(be, dp, ddp, (size_t)P * D * sizeof(float));
+        dget(be, dt, ddt, (size_t)Ty * D * sizeof(float));
+        assert_true(tu_max_abs_diff(dw, ww, (size_t)V * D) <= 1e-5f);
+        assert_true(tu_max_abs_diff(dp, wp, (size_t)P * D) <= 1e-5f);
+        assert_true(tu_max_abs_diff(dt, wt, (size_t)Ty * D) <= 1e-5f);
+        dfree(be, ddw), dfree(be, ddp), dfree(be, ddt), dfree(be, ddo), dfree(be, di);
+        dfree(be, dpi), dfree(be, dti);
+        free(z);
+    }
+    free(dout), free(dw), free(dp), free(dt), free(ww), free(wp), free(wt);
+    set_close(&s);
+}
+
+/* ---- attention backward */
+
+typedef struct attn_ctx {
+    eng_backend *be;
+    float *qkv, *out, *probs, *w;
+    int64_t p_off[4];
+    int32_t seq_off[4];
+    int nseq, heads, hd, T;
+    float p;
+    uint64_t seed;
+} attn_ctx;
+
+/* attention_train on the backend; out and probs come back to the host. */
+static double attn_loss(void *v)
+{
+    attn_ctx *c = v;
+    eng_backend *be = c->be;
+    int H = c->heads * c->hd;
+    size_t qb = (size_t)c->T * 3 * H * sizeof(float), ob = (size_t)c->T * H * sizeof(float);
+    size_t pb = (size_t)c->p_off[c->nseq] * sizeof(float);
+    float *dqkv = dput(be, c->qkv, qb), *dout = dnew(be, ob), *dprobs = dnew(be, pb);
+    int64_t *dpo = dput(be, c->p_off, sizeof c->p_off);
+    int32_t *dso = dput(be, c->seq_off, sizeof c->seq_off);
+    be->ops->train->attention_train(be, dout, H, dprobs, dpo, dqkv, dqkv + H, dqkv + 2 * H,
+                                    3 * H, dso, c->nseq, c->heads, c->hd, 0.35f, c->p, c->seed);
+    dget(be, c->out, dout, ob);
+    dget(be, c->probs, dprobs, pb);
+    dfree(be, dqkv), dfree(be, dout), dfree(be, dprobs), dfree(be, dpo), dfree(be, dso);
+    return dot(c->w, c->out, (size_t)c->T * H);
+}
+
+static void test_attention_backward(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    for (int drop = 0; drop < 2; drop++) {
+        rng_seed(60 + drop);
+        attn_ctx c = {.nseq = 3, .heads = 2, .hd = 8, .p = drop ? 0.3f : 0.0f, .seed = 99};
+        int lens[3] = {5, 1, 9};
+        c.seq_off[0] = 0;
+        c.p_off[0] = 0;
+        for (int i = 0; i < 3; i++) {
+            c.seq_off[i + 1] = c.seq_off[i] + lens[i];
+            c.p_off[i + 1] = c.p_off[i] + (int64_t)c.heads * lens[i] * lens[i];
+        }
+        c.T = c.seq_off[3];
+        int H = c.heads * c.hd;
+        size_t qn = (size_t)c.T * 3 * H, on = (size_t)c.T * H;
+        c.qkv = randv(qn, 1.5f);
+        c.out = zerov(on);
+        c.probs = zerov((size_t)c.p_off[3]);
+        c.w = randv(on, 1);
+        float *dqkv = zerov(qn), *ref = zerov(on), *R0 = zerov(qn);
+        FOR_EACH_BE(s, t)
+        {
+            NEED(t, train, attention_train);
+            NEED(t, train, attention_backward);
+            eng_backend *be = t->be;
+            c.be = be;
+            attn_loss(&c);
+            if (!drop && be->ops->core && be->ops->core->attention) {
+                /* same result as the inference op */
+                float *dq = dput(be, c.qkv, qn * sizeof(float)), *dr = dnew(be, on * sizeof(float));
+                int32_t *dso = dput(be, c.seq_off, sizeof c.seq_off);
+                be->ops->core->attention(be, dr, H, dq, 3 * H, dq + H, 3 * H, dq + 2 * H, 3 * H,
+                                         dso, dso, c.nseq, c.heads, c.hd, 0.35f, 0);
+                dget(be, ref, dr, on * sizeof(float));
+                float d = tu_max_abs_diff(ref, c.out, on);
+                if (!(d <= 1e-5f))
+                    fail_msg("attention_train [%s] differs from attention by %g", t->label, d);
+                dfree(be, dq), dfree(be, dr), dfree(be, dso);
+            }
+            float *z = zerov(qn);
+            float *dd = dput(be, z, qn * sizeof(float)), *dw = dput(be, c.w, on * sizeof(float));
+            float *dpr = dput(be, c.probs, (size_t)c.p_off[3] * sizeof(float));
+            float *dq = dput(be, c.qkv, qn * sizeof(float));
+            int64_t *dpo = dput(be, c.p_off, sizeof c.p_off);
+            int32_t *dso = dput(be, c.seq_off, sizeof c.seq_off);
+            be->ops->train->attention_backward(be, dd, dd + H, dd + 2 * H, 3 * H, dw, H, dpr, dpo,
+                                               dq, dq + H, dq + 2 * H, 3 * H, dso, c.nseq,
+                                               c.heads, c.hd, 0.35f, c.p, c.seed);
+            dget(be, dqkv, dd, qn * sizeof(float));
+            fd_check(t, drop ? "attention_backward dq dk dv (dropout)" : "attention_backward dq dk dv",
+                     attn_loss, &c, c.qkv, dqkv, qn, 400);
+            if (t->ref)
+                memcpy(R0, dqkv, qn * sizeof(float));
+            vs_ref(t, "attention_backward", dqkv, R0, qn, DT_F32);
+            dfree(be, dd), dfree(be, dw), dfree(be, dpr), dfree(be, dq), dfree(be, dpo);
+            dfree(be, dso);
+            free(z);
+        }
+        free(c.qkv), free(c.out), free(c.probs), free(c.w), free(dqkv), free(ref), free(R0);
+    }
+    set_close(&s);
+}
+
+/* ---- dropout */
+
+static void test_dropout(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    rng_seed(70);
+    size_t n = 200000, b = n * sizeof(float);
+    float *x = randv(n, 1), *y = zerov(n), *y2 = zerov(n), *R0 = zerov(n);
+    FOR_EACH_BE(s, t)
+    {
+        NEED(t, train, dropout);
+        eng_backend *be = t->be;
+        float *dx = dput(be, x, b), *dy = dnew(be, b), *dy2 = dnew(be, b);
+        be->ops->train->dropout(be, dy, dx, n, 0.25f, 7);
+        be->ops->train->dropout(be, dy2, dx, n, 0.25f, 7);
+        dget(be, y, dy, b);
+        dget(be, y2, dy2, b);
+        assert_true(memcmp(y, y2, b) == 0); /* a function of (seed, index) */
+        size_t dropped = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (y[i] == 0.0f && x[i] != 0.0f)
+                dropped++;
+            else
+                assert_true(fabsf(y[i] - x[i] / 0.75f) <= 1e-6f);
+        }
+        double rate = (double)dropped / n;
+        if (!(fabs(rate - 0.25) < 0.01))
+            fail_msg("dropout [%s] rate %.4f, expected 0.25", t->label, rate);
+        be->ops->train->dropout(be, dy2, dx, n, 0.25f, 8);
+        dget(be, y2, dy2, b);
+        assert_true(memcmp(y, y2, b) != 0); /* another seed, another mask */
+        be->ops->train->dropout(be, dy2, dx, n, 0.0f, 7); /* p = 0 copies */
+        dget(be, y2, dy2, b);
+        assert_true(memcmp(x, y2, b) == 0);
+        assert_int_equal(be->ops->upload(be, dy2, x, b), 0);
+        be->ops->train->dropout(be, dy2, dy2, n, 0.25f, 7); /* in place */
+        dget(be, y2, dy2, b);
+        assert_true(memcmp(y, y2, b) == 0);
+        /* the masks are part of the contract (the backward regenerates them): the same
+         * on every backend */
+        if (t->ref)
+            memcpy(R0, y, b);
+        vs_ref(t, "dropout", y, R0, n, DT_F32);
+        dfree(be, dx), dfree(be, dy), dfree(be, dy2);
+    }
+    free(x), free(y), free(y2), free(R0);
+    set_close(&s);
+}
+
+/* ---- losses */
+
+typedef struct loss_ctx {
+    eng_backend *be;
+    float *logits, *d, *targets;
+    int32_t *labels;
+    int n, L;
+    int bce;
+} loss_ctx;
+
+/* The loss (and its gradient into c->d) on the backend. */
+static double loss_run(loss_ctx *c, float scale)
+{
+    eng_backend *be = c->be;
+    size_t nb = (size_t)c->n * c->L * sizeof(float);
+    float *dl = dput(be, c->logits, nb), *dd = dnew(be, nb), *dloss = dnew(be, 64);
+    float loss;
+    if (c->bce) {
+        float *dt = dput(be, c->targets, nb);
+        be->ops->train->bce_logits(be, dloss, dd, dl, dt, c->n, c->L, scale);
+        dfree(be, dt);
+    } else {
+        int32_t *dlab = dput(be, c->labels, (size_t)c->n * sizeof(int32_t));
+        be->ops->train->cross_entropy(be, dloss, dd, dl, dlab, c->n, c->L, scale);
+        dfree(be, dlab);
+    }
+    dget(be, &loss, dloss, sizeof loss);
+    dget(be, c->d, dd, nb);
+    dfree(be, dl), dfree(be, dd), dfree(be, dloss);
+    return loss;
+}
+
+static double loss_f(void *v)
+{
+    loss_ctx *c = v;
+    float *keep = c->d;
+    float scratch[64];
+    c->d = scratch; /* the gradient of a perturbed input is not wanted */
+    double l = loss_run(c, 1.0f);
+    c->d = keep;
+    return l;
+}
+
+static void test_losses(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    rng_seed(80);
+    int32_t labels[6] = {0, 3, 2, 2, 1, 4};
+    float *logits = randv(30, 4), *targets = zerov(30), *grad = zerov(30), *R0 = zerov(30);
+    for (int i = 0; i < 30; i++)
+        targets[i] = (float)(i % 3 == 0);
+    /* the mean of -log softmax[label], computed directly */
+    double want = 0;
+    for (int i = 0; i < 6; i++) {
+        double se = 0;
+        for (int j = 0; j < 5; j++)
+            se += exp(logits[i * 5 + j]);
+        want += log(se) - logits[i * 5 + labels[i]];
+    }
+    FOR_EACH_BE(s, t)
+    {
+        NEED(t, train, cross_entropy);
+        NEED(t, train, bce_logits);
+        loss_ctx c = {t->be, logits, grad, targets, labels, 6, 5, 0};
+        double loss = loss_run(&c, 1.0f);
+        assert_true(fabs(loss - want / 6) <= 1e-5 * fabs(want / 6));
+        fd_check(t, "cross_entropy dlogits", loss_f, &c, logits, grad, 30, 30);
+        if (t->ref)
+            memcpy(R0, grad, sizeof(float) * 30);
+        vs_ref(t, "cross_entropy", grad, R0, 30, DT_F32);
+        float g2[30];
+        c.d = g2;
+        loss_run(&c, 0.25f); /* scale */
+        for (int i = 0; i < 30; i++)
+            assert_true(fabsf(g2[i] - 0.25f * grad[i]) <= 1e-7f);
+        c.d = grad;
+        c.bce = 1;
+        loss_run(&c, 1.0f);
+        fd_check(t, "bce_logits dlogits", loss_f, &c, logits, grad, 30, 30);
+    }
+    free(logits), free(targets), free(grad), free(R0);
+    set_close(&s);
+}
+
+/* ---- small linear ops */
+
+static void test_small_ops(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    rng_seed(90);
+    const int R = 13, C = 70;
+    float *dy = randv((size_t)R * C, 1), *db0 = randv((size_t)C, 1), *db = zerov((size_t)C);
+    float *y0 = randv(1000, 1), *x = randv(1000, 1), *y = zerov(1000);
+    double ss = 0;
+    for (int i = 0; i < 1000; i++)
+        ss += (double)x[i] * x[i];
+    FOR_EACH_BE(s, t)
+    {
+        NEED(t, train, sum_rows);
+        NEED(t, train, axpy);
+        NEED(t, train, sum_squares);
+        eng_backend *be = t->be;
+        float *ddy = dput(be, dy, (size_t)R * C * sizeof(float));
+        float *ddb = dput(be, db0, (size_t)C * sizeof(float));
+        be->ops->train->sum_rows(be, ddb, ddy, R, C);
+        dget(be, db, ddb, (size_t)C * sizeof(float));
+        for (int c = 0; c < C; c++) {
+            double acc = db0[c];
+            for (int r = 0; r < R; r++)
+                acc += dy[(size_t)r * C + c];
+            assert_true(fabs(db[c] - acc) <= 1e-5);
+        }
+        float *dyy = dput(be, y0, 1000 * sizeof(float)), *dx = dput(be, x, 1000 * sizeof(float));
+        be->ops->train->axpy(be, dyy, -0.5f, dx, 1000);
+        dget(be, y, dyy, 1000 * sizeof(float));
+        for (int i = 0; i < 1000; i++)
+            assert_true(fabsf(y[i] - (y0[i] - 0.5f * x[i])) <= 1e-6f);
+        float got, *dgot = dnew(be, 64);
+        be->ops->train->sum_squares(be, dgot, dx, 1000);
+        dget(be, &got, dgot, sizeof got);
+        assert_true(fabs(got - ss) <= 1e-5 * ss);
+        be->ops->zero(be, dyy, 1000 * sizeof(float));
+        dget(be, y, dyy, 1000 * sizeof(float));
+        for (int i = 0; i < 1000; i++)
+            assert_true(y[i] == 0.0f);
+        dfree(be, ddy), dfree(be, ddb), dfree(be, dyy), dfree(be, dx), dfree(be, dgot);
+    }
+    free(dy), free(db0), free(db), free(y0), free(x), free(y);
+    set_close(&s);
+}
+
+/* ---- AdamW */
+
+static void test_adamw(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    rng_seed(100);
+    const size_t n = 5000, b = n * sizeof(float);
+    float *p0 = randv(n, 1), *g0 = randv(n, 0.1f), *m0 = randv(n, 0.01f), *v0 = zerov(n);
+    for (size_t i = 0; i < n; i++)
+        v0[i] = fabsf(frand()) * 1e-3f;
+    double *pp = malloc(n * sizeof(double));
+    const double lr = 1e-3, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.01, gs = 0.5;
+    const int step = 3;
+    double bc1 = 1 - pow(b1, step), bc2 = 1 - pow(b2, step);
+    for (size_t i = 0; i < n; i++) {
+        double gi = g0[i] * gs, mi = b1 * m0[i] + (1 - b1) * gi, vi = b2 * v0[i] + (1 - b2) * gi * gi;
+        pp[i] = p0[i] * (1 - lr * wd) - lr / bc1 * mi / (sqrt(vi) / sqrt(bc2) + eps);
+    }
+    float *p = zerov(n), *g = zerov(n), *R0 = zerov(n);
+    FOR_EACH_BE(s, t)
+    {
+        NEED(t, train, adamw);
+        eng_backend *be = t->be;
+        float *dp = dput(be, p0, b), *dg = dput(be, g0, b), *dm = dput(be, m0, b);
+        float *dv = dput(be, v0, b);
+        be->ops->train->adamw(be, dp, dg, dm, dv, n, (float)lr, (float)b1, (float)b2, (float)eps,
+                              (float)wd, (float)bc1, (float)bc2, (float)gs);
+        dget(be, p, dp, b);
+        dget(be, g, dg, b);
+        for (size_t i = 0; i < n; i++) {
+            if (!(fabs(p[i] - pp[i]) <= 1e-6))
+                fail_msg("adamw [%s] p[%zu] = %.9g, expected %.9g", t->label, i, p[i], pp[i]);
+            assert_true(g[i] == 0.0f); /* gradients are reset for the next accumulation */
+        }
+        if (t->ref)
+            memcpy(R0, p, b);
+        vs_ref(t, "adamw", p, R0, n, DT_F32);
+        dfree(be, dp), dfree(be, dg), dfree(be, dm), dfree(be, dv);
+    }
+    free(p0), free(g0), free(m0), free(v0), free(pp), free(p), free(g), free(R0);
+    set_close(&s);
+}
+
+/* ============================================================== summary */
+
+/* Last: which backend lacks which op (a "not supported" is never a pass). */
+static void test_summary(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    FOR_EACH_BE(s, t)
+    {
+        int i;
+        for (i = 0; i < n_unsup && strcmp(unsup[i].label, t->label); i++)
+            ;
+        if (i < n_unsup)
+            print_message("backend_ops: %-16s %d op(s) not supported: %s\n", t->label,
+                          unsup[i].n, unsup[i].ops);
+        else
+            print_message("backend_ops: %-16s every op supported and checked\n", t->label);
+        assert_false(t->cpu && i < n_unsup); /* the CPU reference has every op */
+    }
+    set_close(&s);
+}
+
+TEST_GROUP(backend_ops)
+{
+    static const struct CMUnitTest t[] = {
+        cmocka_unit_test(test_memory),
+        /* core */
+        cmocka_unit_test(test_gemm),
+        cmocka_unit_test(test_bias_act),
+        cmocka_unit_test(test_add_layernorm),
+        cmocka_unit_test(test_embed),
+        cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_mean_pool),
+        cmocka_unit_test(test_gather_scatter_rows),
+        /* gen */
+        cmocka_unit_test(test_embed_scaled),
+        cmocka_unit_test(test_attention_kv),
+        cmocka_unit_test(test_copy_rows),
+        cmocka_unit_test(test_log_softmax),
+        cmocka_unit_test(test_topk),
+        cmocka_unit_test(test_bias_silu),
+        /* train */
+        cmocka_unit_test(test_gemm_ex),
+        cmocka_unit_test(test_act_backward),
+        cmocka_unit_test(test_layernorm_backward),
+        cmocka_unit_test(test_embed_backward),
+        cmocka_unit_test(test_attention_backward),
+        cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_losses),
+        cmocka_unit_test(test_small_ops),
+        cmocka_unit_test(test_adamw),
+        cmocka_unit_test(test_summary),
+    };
+    TEST_GROUP_RETURN(t);
+}
