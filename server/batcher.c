@@ -78,6 +78,14 @@ struct srv_batcher {
 
     int nworkers;
     worker *w;
+
+    /* Recent compute speed per job type (under mu): ns per unit of batch work
+     * (max(sequences x longest, sum of cost.tokens)), an exponential average. */
+    struct {
+        const srv_job_type *type;
+        double ns_per_work;
+        int samples;
+    } rate[8];
 };
 
 int64_t srv_now_ns(void)
@@ -370,6 +378,62 @@ static void set_error(srv_job *j, int code, const char *msg)
     j->error[len] = 0;
 }
 
+int srv_jobs_late(srv_job *const *jobs, int n)
+{
+    int64_t t = srv_now_ns();
+    for (int i = 0; i < n; i++)
+        if (!jobs[i]->deadline_ns || t < jobs[i]->deadline_ns)
+            return 0;
+    return n > 0;
+}
+
+/* The work a batch of jobs[0..n) does, in token units (padding counted). */
+static int64_t batch_work(srv_job *const *jobs, int n)
+{
+    int64_t seqs = 0, longest = 0, cost = 0;
+    for (int i = 0; i < n; i++) {
+        seqs += jobs[i]->n;
+        longest = jobs[i]->max_len > longest ? jobs[i]->max_len : longest;
+        cost += jobs[i]->cost.tokens;
+    }
+    return seqs * longest > cost ? seqs * longest : cost;
+}
+
+/* Record that a batch of `work` units of type took ns. */
+static void rate_note(srv_batcher *b, const srv_job_type *type, int64_t work, int64_t ns)
+{
+    if (work <= 0 || ns <= 0)
+        return;
+    double v = (double)ns / (double)work;
+    pthread_mutex_lock(&b->mu);
+    int slot = -1, n = (int)(sizeof b->rate / sizeof *b->rate);
+    for (int i = 0; i < n && slot < 0; i++)
+        if (b->rate[i].type == type || !b->rate[i].type)
+            slot = i;
+    if (slot < 0)
+        slot = n - 1; /* more types than slots: the last one is shared */
+    if (b->rate[slot].type != type) {
+        b->rate[slot].type = type;
+        b->rate[slot].samples = 0;
+    }
+    b->rate[slot].ns_per_work =
+        b->rate[slot].samples ? 0.7 * b->rate[slot].ns_per_work + 0.3 * v : v;
+    b->rate[slot].samples++;
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* Estimated ns for `work` units of type, or -1 when too few batches were seen. */
+static int64_t rate_estimate(srv_batcher *b, const srv_job_type *type, int64_t work)
+{
+    int64_t est = -1;
+    pthread_mutex_lock(&b->mu);
+    for (size_t i = 0; i < sizeof b->rate / sizeof *b->rate; i++)
+        if (b->rate[i].type == type && b->rate[i].samples >= 2)
+            est = (int64_t)(b->rate[i].ns_per_work * (double)work);
+    pthread_mutex_unlock(&b->mu);
+    return est;
+}
+
 /* Run jobs[0..n) as one batch on their model and fill their results
  * (status OK or FAILED); does not complete them. Returns 1, leaving the jobs
  * untouched, when the engine refused an input of a multi-job batch
@@ -413,6 +477,8 @@ static int run_batch(srv_batcher *b, worker *w, srv_job **jobs, int n, eng_error
         return 1;
 
     int batch_tokens = seqs * longest;
+    if (!rc)
+        rate_note(b, type, batch_work(jobs, n), t1 - t0);
     if (b->o.on_batch && !rc)
         b->o.on_batch(b->o.on_batch_arg, seqs, batch_tokens, t1 - t0);
     for (int i = 0; i < n; i++) {
@@ -421,7 +487,9 @@ static int run_batch(srv_batcher *b, worker *w, srv_job **jobs, int n, eng_error
         j->finished_ns = t1;
         j->batch_size = seqs;
         j->batch_tokens = batch_tokens;
-        if (rc)
+        if (rc == SRV_EDEADLINE)
+            j->status = SRV_JOB_EXPIRED; /* stopped between steps */
+        else if (rc)
             set_error(j, rc, err->msg);
         else
             j->status = SRV_JOB_OK;
@@ -445,6 +513,17 @@ static void process(srv_batcher *b, worker *w, int nsel)
     }
     if (!n)
         return;
+    /* A batch that would end after every member's deadline is not started:
+     * from the recent speed of this job type, even at twice that speed. */
+    int64_t est = rate_estimate(b, w->batch[0]->type, batch_work(w->batch, n));
+    int late = est > 0;
+    for (int i = 0; late && i < n; i++)
+        late = w->batch[i]->deadline_ns && t + est / 2 > w->batch[i]->deadline_ns;
+    if (late) {
+        for (int i = 0; i < n; i++)
+            finish(w->batch[i], SRV_JOB_EXPIRED, t);
+        return;
+    }
 
     eng_error err = {0};
     if (run_batch(b, w, w->batch, n, &err)) {

@@ -35,7 +35,8 @@
 typedef enum srv_job_status {
     SRV_JOB_PENDING = 0,
     SRV_JOB_OK,
-    SRV_JOB_EXPIRED,   /* deadline passed while queued -> 504 */
+    SRV_JOB_EXPIRED,   /* deadline passed while queued, would pass before the batch ends
+                          (estimated from recent batches), or passed between steps -> 504 */
     SRV_JOB_CANCELLED, /* client went away; nobody reads the result */
     SRV_JOB_FAILED,    /* engine error (message in error) -> 500, or 422 for input errors */
     SRV_JOB_SHUTDOWN,  /* batcher stopped before the job ran -> 503 */
@@ -164,6 +165,12 @@ int srv_batcher_new(const srv_batch_opts *o, srv_batcher **out, eng_error *err);
  * no enc, no complete, no type or no model). On error complete() is NOT
  * called. The batcher owns the job from a successful submit until complete(). */
 enum { SRV_EQUEUE_FULL = -100, SRV_ESTOPPED = -101, SRV_ETOOCOSTLY = -102 };
+
+/* A type's run may stop between steps (QA window chunks, decode steps) and
+ * return SRV_EDEADLINE, without output, once srv_jobs_late says every job's
+ * deadline has passed: the jobs then end EXPIRED (504). */
+enum { SRV_EDEADLINE = -103 };
+int srv_jobs_late(srv_job *const *jobs, int n);
 int srv_batcher_submit(srv_batcher *b, srv_job *job);
 
 /* Sequences and jobs queued now (for metrics and Retry-After). */

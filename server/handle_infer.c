@@ -189,7 +189,8 @@ static int infer_finished(srv_req *r)
         srv_req_error(r, 500, "internal", "the model returned no output");
         return -1;
     case SRV_JOB_EXPIRED:
-        srv_req_error(r, 504, "deadline_exceeded", "the request waited longer than its %d ms deadline",
+        srv_req_error(r, 504, "deadline_exceeded",
+                      "the request could not be answered within its %d ms deadline",
                       r->api.timeout_ms ? r->api.timeout_ms : r->model->conf->timeout_ms);
         return -1;
     case SRV_JOB_CANCELLED:

@@ -36,6 +36,17 @@ static int tr_batchable(const srv_job *a, const srv_job *b)
     return opts_equal(a->opts, b->opts);
 }
 
+typedef struct tr_batch {
+    srv_job *const *jobs;
+    int n;
+} tr_batch;
+
+static int tr_late(void *arg)
+{
+    const tr_batch *tb = arg;
+    return srv_jobs_late(tb->jobs, tb->n);
+}
+
 /* The job: n eng_translation results in text order (ids, score; text NULL). */
 static int tr_run(eng_ctx *ctx, eng_model *m, srv_job *const *jobs, int n,
                   const eng_encoding *const *enc, int seqs, srv_scratch *sc, eng_error *err)
@@ -45,7 +56,18 @@ static int tr_run(eng_ctx *ctx, eng_model *m, srv_job *const *jobs, int n,
         snprintf(err->msg, sizeof err->msg, "out of memory for a batch of %d sequences", seqs);
         return err->code = ENG_ENOMEM;
     }
-    int rc = eng_translate_ids(ctx, m, enc, seqs, jobs[0]->opts, all, err);
+    /* The search stops between decode steps once every job is past its deadline. */
+    eng_translate_opts o;
+    if (jobs[0]->opts)
+        o = *(const eng_translate_opts *)jobs[0]->opts;
+    else
+        eng_translate_opts_default(&o);
+    tr_batch tb = {jobs, n};
+    o.should_stop = tr_late;
+    o.stop_arg = &tb;
+    int rc = eng_translate_ids(ctx, m, enc, seqs, &o, all, err);
+    if (rc == ENG_ECANCELLED)
+        return SRV_EDEADLINE;
     if (rc)
         return rc;
     /* The results (and their ids) move to the jobs. */

@@ -10,6 +10,7 @@
 #include "test_util.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1364,6 +1365,117 @@ static void test_translate_cost_estimate(void **state)
     srv_config_free(&cfg);
 }
 
+/* Item 4 of the hardening issue: deadlines cover compute. */
+static atomic_int g_slow_runs;
+
+static int slow_run(eng_ctx *ctx, eng_model *m, srv_job *const *jobs, int n,
+                    const eng_encoding *const *enc, int seqs, srv_scratch *sc, eng_error *err)
+{
+    atomic_fetch_add(&g_slow_runs, 1);
+    struct timespec ts = {0, 20 * 1000000}; /* the compute time being simulated */
+    nanosleep(&ts, NULL);
+    return srv_job_classify.run(ctx, m, jobs, n, enc, seqs, sc, err);
+}
+
+/* A batch that would end after its members' deadlines (estimated from the
+ * type's recent batches) is not started: 504 without compute. */
+static void test_deadline_covers_compute(void **state)
+{
+    (void)state;
+    static srv_job_type slow;
+    slow = srv_job_classify;
+    slow.run = slow_run;
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.max_delay_us = 0;
+    fixture f;
+    fx_open(&f, "bert_cls", &o);
+    tjob *warm[3];
+    for (int i = 0; i < 3; i++) { /* the speed: ~20 ms for 10 tokens */
+        warm[i] = job1(&f.t, &slow, 10, i);
+        submit_ok(&f, warm[i]);
+        assert_true(wait_for(&f.t, &f.t.done, i + 1));
+        assert_int_equal(warm[i]->job.status, SRV_JOB_OK);
+    }
+    int runs = atomic_load(&g_slow_runs);
+    tjob *late = job1(&f.t, &slow, 10, 7);
+    late->job.deadline_ns = srv_now_ns() + 5 * 1000000; /* less than half of ~20 ms */
+    submit_ok(&f, late);
+    assert_true(wait_for(&f.t, &f.t.done, 4));
+    assert_int_equal(late->job.status, SRV_JOB_EXPIRED);
+    assert_int_equal(atomic_load(&g_slow_runs), runs); /* never computed */
+    tjob *fine = job1(&f.t, &slow, 10, 8);
+    fine->job.deadline_ns = srv_now_ns() + 30 * 1000000000LL;
+    submit_ok(&f, fine);
+    assert_true(wait_for(&f.t, &f.t.done, 5));
+    assert_int_equal(fine->job.status, SRV_JOB_OK);
+    for (int i = 0; i < 3; i++)
+        job_free(warm[i]);
+    job_free(late);
+    job_free(fine);
+    fx_close(&f);
+}
+
+typedef struct qa_big {
+    srv_job job;
+    eng_encoding enc[320];
+    tctx *t;
+} qa_big;
+
+static void qa_big_done(srv_job *job, void *arg)
+{
+    (void)job;
+    tctx *t = arg;
+    pthread_mutex_lock(&t->mu);
+    t->done++;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* A long QA job (320 windows, computed in chunks) stops between chunks once
+ * its deadline passed: EXPIRED after it started, not a late answer. */
+static void test_qa_stops_between_steps(void **state)
+{
+    (void)state;
+    int stopped = 0;
+    for (int attempt = 0; attempt < 12 && !stopped; attempt++) {
+        srv_batch_opts o;
+        srv_batch_opts_default(&o);
+        o.max_delay_us = 0;
+        o.max_batch_tokens = 1 << 20;
+        o.max_batch_size = 4096;
+        fixture f; /* a fresh batcher each time: no speed estimate yet */
+        fx_open(&f, "bert_qa", &o);
+        qa_big *q = calloc(1, sizeof *q);
+        assert_non_null(q);
+        for (int i = 0; i < 320; i++)
+            make_enc(&q->enc[i], 120, i);
+        q->job.type = &srv_job_qa;
+        q->job.model = f.m;
+        q->job.n = 320;
+        q->job.enc = q->enc;
+        q->job.complete = qa_big_done;
+        q->job.arg = &f.t;
+        /* Long enough to start, too short for 5 chunks of 64 windows. */
+        int64_t margin = (int64_t)(1 + attempt) * 1000000;
+        q->job.deadline_ns = srv_now_ns() + margin;
+        assert_int_equal(srv_batcher_submit(f.b, &q->job), 0);
+        assert_true(wait_for(&f.t, &f.t.done, 1));
+        /* Started (a batch ran it) and expired: stopped between chunks. */
+        if (q->job.status == SRV_JOB_EXPIRED && q->job.batch_size == 320)
+            stopped = 1;
+        print_message("margin %.1f ms: status %d, batch %d, %.1f ms of compute\n",
+                      (double)margin / 1e6, (int)q->job.status, q->job.batch_size,
+                      (double)(q->job.finished_ns - q->job.started_ns) / 1e6);
+        srv_job_free_output(&q->job);
+        for (int i = 0; i < 320; i++)
+            eng_encoding_free(&q->enc[i]);
+        free(q);
+        fx_close(&f);
+    }
+    assert_true(stopped);
+}
+
 TEST_GROUP(server_batcher)
 {
     static const struct CMUnitTest t[] = {
@@ -1391,6 +1503,8 @@ TEST_GROUP(server_batcher)
         cmocka_unit_test(test_scratch_shrinks),
         cmocka_unit_test(test_cost_admission_and_batches),
         cmocka_unit_test(test_translate_cost_estimate),
+        cmocka_unit_test(test_deadline_covers_compute),
+        cmocka_unit_test(test_qa_stops_between_steps),
     };
     TEST_GROUP_RETURN(t);
 }
