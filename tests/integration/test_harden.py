@@ -359,3 +359,22 @@ def test_qa_over_the_window_bound_is_413(direct):
     j = json_error(t.post("/v1/qa", {"question": q, "context": "A short context."}), 413,
                    "request_too_large")
     assert "question" in j["error"]["message"], j
+
+
+def test_translate_cost_bounded(direct, tmp_path):
+    """A translate request's working memory grows with texts x beams x max_length:
+    refused (413, before any work) beyond batching.max_job_mib; /v1/models says
+    the estimate per text at the maxima."""
+    from conftest import have_marian, marian_folder
+    assert have_marian(), "the shared OPUS-MT tokenizer is missing"
+    t = direct([ModelSpec("tiny-mt-a", marian_folder("marian_a", tmp_path), "translate",
+                          max_job_mib=1)])
+    lim = t.get("/v1/models/tiny-mt-a").json()["limits"]
+    assert lim["max_job_mib"] == 1 and lim["mib_per_text_at_maxima"] > 1, lim
+    big = {"texts": ["Hello world!"] * 8, "model": "tiny-mt-a", "beam_size": 8,
+           "max_length": 512}
+    j = json_error(t.post("/v1/translate", big), 413, "request_too_large")
+    assert "max_job_mib" in j["error"]["message"], j
+    small = {"text": "Hello world!", "model": "tiny-mt-a", "beam_size": 1, "max_length": 8}
+    r = t.post("/v1/translate", small)
+    assert r.status == 200, r

@@ -1476,6 +1476,39 @@ static void test_qa_stops_between_steps(void **state)
     assert_true(stopped);
 }
 
+/* A long translate job stops between decode steps once its deadline passed
+ * (eng_translate_opts.should_stop): EXPIRED after it started. */
+static void test_translate_stops_between_steps(void **state)
+{
+    (void)state;
+    int stopped = 0;
+    for (int attempt = 0; attempt < 12 && !stopped; attempt++) {
+        srv_batch_opts o;
+        srv_batch_opts_default(&o);
+        o.max_delay_us = 0;
+        fixture f;
+        if (fx_open_marian(&f, "marian_a", &o))
+            fail_msg("the shared OPUS-MT tokenizer is missing");
+        const char *texts[4] = {"The cat sat on the mat.", "Hello world!",
+                                "A much longer sentence about nothing in particular.",
+                                "Good morning, how are you?"};
+        tjob *j = mt_job(&f, texts, 4, 4, 256);
+        int64_t margin = (int64_t)(1 + attempt) * 500000;
+        j->job.deadline_ns = srv_now_ns() + margin;
+        submit_ok(&f, j);
+        assert_true(wait_for(&f.t, &f.t.done, 1));
+        if (j->job.status == SRV_JOB_EXPIRED && j->job.batch_size == 4)
+            stopped = 1;
+        print_message("margin %.1f ms: status %d, batch %d, %.1f ms of compute\n",
+                      (double)margin / 1e6, (int)j->job.status, j->job.batch_size,
+                      (double)(j->job.finished_ns - j->job.started_ns) / 1e6);
+        assert_null(j->job.out); /* an expired job holds no output */
+        job_free(j);
+        fx_close(&f);
+    }
+    assert_true(stopped);
+}
+
 TEST_GROUP(server_batcher)
 {
     static const struct CMUnitTest t[] = {
@@ -1505,6 +1538,7 @@ TEST_GROUP(server_batcher)
         cmocka_unit_test(test_translate_cost_estimate),
         cmocka_unit_test(test_deadline_covers_compute),
         cmocka_unit_test(test_qa_stops_between_steps),
+        cmocka_unit_test(test_translate_stops_between_steps),
     };
     TEST_GROUP_RETURN(t);
 }
