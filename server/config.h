@@ -61,6 +61,7 @@ typedef struct srv_config {
     int max_text_bytes;
     int max_connections;
     int connection_timeout_s;
+    int max_header_bytes;     /* request line + headers */
     int max_conns_per_client; /* 0: no limit */
     int request_timeout_ms;   /* whole request arrival; 0: none */
     int max_in_flight;        /* inference requests admitted at once, all models */

@@ -108,6 +108,23 @@ static const char *get_header(void *conn, const char *name)
     return MHD_lookup_connection_value((struct MHD_Connection *)conn, MHD_HEADER_KIND, name);
 }
 
+static enum MHD_Result add_header_size(void *cls, enum MHD_ValueKind kind, const char *key,
+                                       const char *value)
+{
+    (void)kind;
+    size_t *n = cls;
+    *n += strlen(key) + (value ? strlen(value) : 0) + 4; /* "K: V\r\n" */
+    return MHD_YES;
+}
+
+/* Bytes of the request line and header block as received (near enough). */
+static size_t header_bytes(struct MHD_Connection *c, const char *url, const char *method)
+{
+    size_t n = strlen(method) + strlen(url) + 12;
+    MHD_get_connection_values(c, MHD_HEADER_KIND, add_header_size, &n);
+    return n;
+}
+
 static srv_req *req_new(srv_http *h, struct MHD_Connection *c, const char *url, const char *method)
 {
     srv_req *r = calloc(1, sizeof *r);
@@ -558,7 +575,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
             if (errno || *end || cl < 0)
                 cl = -1;
         }
-        if (srv_route_request(r, url, method, get_header, cl) == SRV_ROUTE_BODY) {
+        size_t hb = header_bytes(c, url, method);
+        if (hb > (size_t)h->srv->cfg->max_header_bytes) {
+            srv_req_error(r, 431, "headers_too_large",
+                          "the request line and headers are %zu bytes, the limit is %d "
+                          "(limits.max_header_bytes)", hb, h->srv->cfg->max_header_bytes);
+        } else if (srv_route_request(r, url, method, get_header, cl) == SRV_ROUTE_BODY) {
             r->phase = SRV_REQ_BODY;
             return MHD_YES;
         }
@@ -705,6 +727,8 @@ srv_http *srv_http_start(srv_server *s, const char *host, int port, char *err, s
                             MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)c->connection_timeout_s,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                            (size_t)c->max_header_bytes * 2 + 16384,
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
                             MHD_OPTION_END);
     freeaddrinfo(ai);

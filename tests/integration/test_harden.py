@@ -378,3 +378,16 @@ def test_translate_cost_bounded(direct, tmp_path):
     small = {"text": "Hello world!", "model": "tiny-mt-a", "beam_size": 1, "max_length": 8}
     r = t.post("/v1/translate", small)
     assert r.status == 200, r
+
+
+def test_large_header_block_is_json_431(direct):
+    t = direct([tiny_embed()], limits={"max_header_bytes": 4096})
+    s = socket.create_connection((t.host, t.port), timeout=5)
+    try:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 6000 + b"\r\n\r\n")
+        r = recv_response(s, "GET")
+    finally:
+        s.close()
+    j = json_error(r, 431, "headers_too_large")
+    assert "max_header_bytes" in j["error"]["message"], j
+    assert t.get("/healthz").status == 200
