@@ -159,10 +159,12 @@ static int infer_submit(srv_req *r)
     if (rc == SRV_ETOOCOSTLY) {
         srv_req_error(r, 413, "request_too_large",
                       "the request needs an estimated %.0f MiB of working memory; model %s allows "
-                      "%d MiB per request (batching.max_job_mib): send fewer texts%s",
+                      "%d MiB per request (batching.max_job_mib): send %s",
                       (double)j->cost.bytes / 1048576.0, r->model->conf->name,
                       r->model->conf->max_job_mib,
-                      r->ep == SRV_EP_TRANSLATE ? " or a smaller beam_size or max_length" : "");
+                      r->ep == SRV_EP_TRANSLATE ? "fewer texts, or a smaller beam_size or max_length"
+                      : r->ep == SRV_EP_QA     ? "fewer items, or shorter questions or contexts"
+                                               : "fewer or shorter texts");
     } else if (rc == SRV_EQUEUE_FULL) {
         r->retry_after = 1;
         srv_req_error(r, 429, "queue_full", "model %s has too many queued requests",

@@ -190,7 +190,24 @@ static int qa_run(eng_ctx *ctx, eng_model *m, srv_job *const *jobs, int n,
     return 0;
 }
 
-const srv_job_type srv_job_qa = {.name = "qa", .task = ENG_TASK_QA, .run = qa_run};
+/* Working memory of the windows as one forward pass: per token a few hidden-
+ * sized activations (fp32) and the two logits, per window its attention
+ * scores (heads x n x n). Bounded by batching.max_job_mib at submit, so a
+ * request whose windows multiply (a long question leaves a short stride) is
+ * refused before compute. */
+static void qa_cost(const srv_job *j, srv_job_cost *c)
+{
+    const eng_model_info *info = eng_model_get_info(j->model);
+    int64_t hidden = info->hidden > 0 ? info->hidden : 1, heads = info->heads > 0 ? info->heads : 1;
+    c->bytes = 0;
+    for (int i = 0; i < j->n; i++) {
+        int64_t n = j->enc[i].n;
+        c->bytes += n * hidden * 4 * 16 + heads * n * n * 4 + 2 * n * 4;
+    }
+}
+
+const srv_job_type srv_job_qa = {.name = "qa", .task = ENG_TASK_QA, .run = qa_run,
+                                 .cost = qa_cost};
 
 const srv_infer_ops srv_qa_ops = {
     .job_type = &srv_job_qa,

@@ -391,3 +391,15 @@ def test_large_header_block_is_json_431(direct):
     j = json_error(r, 431, "headers_too_large")
     assert "max_header_bytes" in j["error"]["message"], j
     assert t.get("/healthz").status == 200
+
+
+def test_qa_cost_bounded(direct):
+    """QA windows multiply with the context (and with a long question); the request's
+    estimated memory is bounded by batching.max_job_mib before compute."""
+    t = direct([ModelSpec("tiny-qa", FIXTURES / "bert_qa", "qa", max_job_mib=1)])
+    ctx = " ".join(f"Sentence {i} tells that item {i} was built in {1900 + i}." for i in range(300))
+    j = json_error(t.post("/v1/qa", {"question": "When was item 7 built?", "context": ctx}), 413,
+                   "request_too_large")
+    assert "max_job_mib" in j["error"]["message"], j
+    r = t.post("/v1/qa", {"question": "Who?", "context": "Marie wrote it."})
+    assert r.status == 200, r
