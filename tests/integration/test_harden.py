@@ -16,8 +16,8 @@ from conftest import (FIXTURES, MINILM, MAX_BODY, ModelSpec, Nlpd, Resp, Target,
 
 @pytest.fixture
 def direct(tmp_path):
-    """start(models, **cfg) -> Target of a daemon reached directly; killed at the end
-    (tests here check their own exit statuses)."""
+    """start(models, **cfg) -> Target of a daemon reached directly; stopped with SIGTERM
+    at the end unless the test ended it (and then checked its exit status)."""
     started = []
 
     def start(models, **cfg):
@@ -27,10 +27,13 @@ def direct(tmp_path):
         return Target("127.0.0.1", n.port, "direct", n)
 
     yield start
+    problems = []
     for n in started:
-        n.kill()
-        reports = n.sanitizer_reports()
-        assert not reports, "\n".join(reports)
+        if n.alive():  # a graceful stop: exit 0, and the sanitizers' leak check runs
+            problems += n.stop()
+        else:
+            problems += n.sanitizer_reports()
+    assert not problems, "\n".join(problems)
 
 
 def need_minilm():
