@@ -406,3 +406,29 @@ def test_qa_cost_bounded(direct):
     assert "max_job_mib" in j["error"]["message"], j
     r = t.post("/v1/qa", {"question": "Who?", "context": "Marie wrote it."})
     assert r.status == 200, r
+
+
+def test_draining_refusal_does_not_wait_for_the_body(direct):
+    t = direct([tiny_embed()], drain_timeout_ms=30000)
+    keep = socket.create_connection((t.host, t.port), timeout=5)
+    s, body = hold_body(t)  # keeps the drain waiting
+    try:
+        keep.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert recv_response(keep, "GET").status == 200
+        wait_until(lambda: metric(scrape(t), "nlpd_requests_in_flight") >= 2, 10,
+                   "the held request to arrive")
+        t.nlpd.signal(signal.SIGTERM)
+        wait_until(lambda: "draining" in t.nlpd.log(), 10, "the drain to start")
+        keep.sendall(b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 5000\r\n\r\n")
+        try:
+            r = recv_response(keep)
+        except socket.timeout:
+            pytest.fail("no 503 before the body was sent while draining")
+        json_error(r, 503, "draining")
+        s.sendall(body)  # the request in flight still completes
+        assert recv_response(s).status == 200
+    finally:
+        s.close()
+        keep.close()
+    assert t.nlpd.wait_exit(30) == 0
