@@ -432,3 +432,26 @@ def test_draining_refusal_does_not_wait_for_the_body(direct):
         s.close()
         keep.close()
     assert t.nlpd.wait_exit(30) == 0
+
+
+@pytest.mark.parametrize("head,status,code", [
+    (b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+     b"Content-Length: 99999999999999999999999\r\n\r\n", 413, "payload_too_large"),
+    (b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+     b"Content-Length: 12abc\r\n\r\n", 400, "malformed_request"),
+    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", 431,
+     "headers_too_large"),
+    (b"GARBAGE\r\n\r\n", 400, "malformed_request"),
+], ids=["content-length-overflow", "content-length-not-a-number", "header-block-70k",
+        "no-request-line"])
+def test_malformed_http_answered_in_json(direct, head, status, code):
+    """What libmicrohttpd would refuse itself (with HTML, or silently) is JSON too."""
+    t = direct([tiny_embed()])
+    s = socket.create_connection((t.host, t.port), timeout=5)
+    try:
+        s.sendall(head)
+        r = recv_response(s)
+    finally:
+        s.close()
+    json_error(r, status, code)
+    assert t.get("/healthz").status == 200
