@@ -123,6 +123,9 @@ $(BUILD)/server/%.o: server/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PUBLIC_INC) -Iserver $(SERVER_CFLAGS) -c $< -o $@
 
+# GET /openapi.json serves server/openapi.json, built in with .incbin.
+$(BUILD)/server/handle_openapi.o: server/openapi.json
+
 $(BUILD)/tests/unit/test_server_%.o: tests/unit/test_server_%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PUBLIC_INC) -Iserver $(SERVER_CFLAGS) -c $< -o $@

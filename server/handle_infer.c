@@ -90,7 +90,8 @@ static int infer_prepare(srv_req *r)
 {
     srv_server *s = r->srv;
     srv_api_error e;
-    int rc = srv_api_parse(r->ep, r->body, r->body_len, &s->limits, &r->api, &e);
+    int rc = r->ops->parse ? r->ops->parse(r, &e)
+                           : srv_api_parse(r->ep, r->body, r->body_len, &s->limits, &r->api, &e);
     free(r->body);
     r->body = NULL;
     r->body_len = r->body_cap = 0;

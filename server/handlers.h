@@ -8,6 +8,9 @@
 
 typedef struct srv_infer_ops {
     const srv_job_type *job_type;
+    /* Optional (NULL: srv_api_parse for r->ep): parse r->body into r->api
+     * (and r->task_state, freed by cleanup). 0, or -1 with e set. */
+    int (*parse)(srv_req *r, srv_api_error *e);
     /* Optional (NULL: srv_models_find by r->api.model): pick r's model and,
      * unless r->ver is already set (warm-up), take its current version into
      * r->ver. NULL with r's error response set. */
@@ -38,6 +41,14 @@ extern const srv_infer_ops srv_sentiment_ops;
 extern const srv_infer_ops srv_classify_ops;
 extern const srv_infer_ops srv_qa_ops;
 extern const srv_infer_ops srv_translate_ops;
+/* handle_compat.c: OpenAI /v1/embeddings, TEI /embed and /predict. */
+extern const srv_infer_ops srv_openai_embed_ops;
+extern const srv_infer_ops srv_tei_embed_ops;
+extern const srv_infer_ops srv_tei_predict_ops;
+/* TEI /tokenize: the tokenizer only (no batch); answers in prepare. */
+extern const srv_handler srv_tei_tokenize_handler;
+/* GET /openapi.json (handle_openapi.c). */
+void srv_handle_openapi(srv_req *r, const char *arg);
 
 /* Shared by the text endpoints: one encoding per text, truncated to the
  * model's max_seq_len (enc[i].truncated > 0 then). */
@@ -64,5 +75,6 @@ void srv_translate_text_cost(const eng_model_info *info, int beams, int max_leng
                              int src_tokens, srv_job_cost *c);
 
 extern const srv_job_type srv_job_classify, srv_job_embed, srv_job_qa, srv_job_translate;
+extern const srv_job_type srv_job_predict;
 
 #endif

@@ -592,6 +592,12 @@ static enum MHD_Result send_response(srv_http *h, srv_req *r)
                          strlen(r->err.code ? r->err.code : "internal"));
         srv_buf_puts(&b, ",\"message\":");
         srv_buf_json_str(&b, r->err.message, strlen(r->err.message));
+        /* OpenAI's SDK also reads error.type and error.param. */
+        if (r->ep == SRV_EP_OPENAI_EMBEDDINGS)
+            srv_buf_printf(&b, ",\"type\":\"%s\",\"param\":null",
+                           r->status == 401 ? "authentication_error"
+                           : r->status >= 500 || r->status == 0 ? "server_error"
+                                                                 : "invalid_request_error");
         srv_buf_puts(&b, "}");
         if (r->model) {
             srv_buf_puts(&b, ",\"model\":");

@@ -55,6 +55,7 @@ static void usage(FILE *f)
         "  --set KEY=VALUE         set any top-level key, e.g. --set limits.max_texts=16\n"
         "  --check-config          validate the configuration and model folders, then exit\n"
         "  --print-config-doc      print every configuration key with its default and exit\n"
+        "  --print-routes          print every route (METHOD PATH) and exit\n"
         "  --help, --version\n"
         "\n"
         "Signals: SIGTERM/SIGINT drain and exit 0 (a second one exits at once, status 1);\n"
@@ -235,6 +236,10 @@ int main(int argc, char **argv)
         }
         if (strcmp(arg, "--print-config-doc") == 0) {
             srv_config_print_doc(stdout);
+            return 0;
+        }
+        if (strcmp(arg, "--print-routes") == 0) {
+            srv_routes_print(stdout);
             return 0;
         }
         if (strcmp(arg, "--check-config") == 0) {

@@ -38,6 +38,18 @@ static const srv_route routes[] = {
     {"GET", "/healthz", SRV_EP_HEALTHZ, SRV_ACCESS_OPEN, srv_handle_healthz, NULL, NULL, NULL},
     {"GET", "/readyz", SRV_EP_READYZ, SRV_ACCESS_OPEN, srv_handle_readyz, NULL, NULL, NULL},
     {"GET", "/metrics", SRV_EP_METRICS, SRV_ACCESS_OPEN, srv_handle_metrics, NULL, NULL, NULL},
+    {"GET", "/openapi.json", SRV_EP_OPENAPI, SRV_ACCESS_OPEN, srv_handle_openapi, NULL, NULL,
+     NULL},
+    /* Compatible routes for existing clients (handle_compat.c); warm-up is the
+     * native route's. */
+    {"POST", "/v1/embeddings", SRV_EP_OPENAI_EMBEDDINGS, SRV_ACCESS_DATA, NULL,
+     &srv_infer_handler, &srv_openai_embed_ops, NULL},
+    {"POST", "/embed", SRV_EP_TEI_EMBED, SRV_ACCESS_DATA, NULL, &srv_infer_handler,
+     &srv_tei_embed_ops, NULL},
+    {"POST", "/predict", SRV_EP_TEI_PREDICT, SRV_ACCESS_DATA, NULL, &srv_infer_handler,
+     &srv_tei_predict_ops, NULL},
+    {"POST", "/tokenize", SRV_EP_TEI_TOKENIZE, SRV_ACCESS_DATA, NULL,
+     &srv_tei_tokenize_handler, NULL, NULL},
 };
 #define N_ROUTES (sizeof routes / sizeof *routes)
 
@@ -61,10 +73,16 @@ static int path_match(const char *pattern, const char *url, char *arg, size_t ca
     return 1;
 }
 
+void srv_routes_print(FILE *f)
+{
+    for (size_t i = 0; i < N_ROUTES; i++)
+        fprintf(f, "%s %s\n", routes[i].method, routes[i].path);
+}
+
 const srv_route *srv_route_for_task(srv_task t)
 {
     for (size_t i = 0; i < N_ROUTES; i++)
-        if (routes[i].task && srv_task_serves(t, routes[i].ep))
+        if (routes[i].task && routes[i].warmup_body && srv_task_serves(t, routes[i].ep))
             return &routes[i];
     return NULL;
 }

@@ -12,6 +12,7 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <uv.h>
 
 #include "api.h"
@@ -187,6 +188,9 @@ typedef struct srv_route {
     const struct srv_infer_ops *task;
     const char *warmup_body;
 } srv_route;
+
+/* Print every route as "METHOD PATH" lines (nlpd --print-routes). */
+void srv_routes_print(FILE *f);
 
 /* The inference route whose task a model of task t serves first (its
  * warm-up), or NULL. */
