@@ -54,9 +54,10 @@ static const conf_key top_keys[] = {
     {"limits.connection_timeout_s", K_INT, TOP(connection_timeout_s), "60", 0, 86400, NULL, 0,
      "Idle connections are closed after this many seconds (0: never)."},
     {"limits.max_header_bytes", K_INT, TOP(max_header_bytes), "16384", 1024, 1048576, NULL, 0,
-     "Largest request line + header block; larger get 431 headers_too_large (JSON). "
-     "libmicrohttpd's own per-connection memory is sized at twice this plus 16 KiB: a header "
-     "block beyond that is refused by libmicrohttpd itself, with its own short HTML answer."},
+     "Largest request line + header block; larger get 431 headers_too_large (JSON). A new "
+     "connection's first request is checked before libmicrohttpd reads it; its per-connection "
+     "memory is twice this plus 16 KiB, so a later request on a kept-alive connection that is "
+     "far over is refused by libmicrohttpd itself (a short HTML answer)."},
     {"limits.max_connections_per_client", K_INT, TOP(max_conns_per_client), "256", 0, 1000000,
      NULL, 0,
      "Concurrent connections from one client address; more are answered 429 "
