@@ -348,7 +348,7 @@ def test_models_say_their_limits(direct):
     lim = r.json()["limits"]
     assert lim["max_texts"] == 9 and lim["max_in_flight"] == 7 and lim["max_job_mib"] == 64, lim
     assert lim["max_seq_len"] > 0 and lim["max_body_bytes"] == MAX_BODY, lim
-    lst = t.get("/v1/models").json()
+    lst = t.get("/v1/models").ok().json()
     models = lst["models"] if isinstance(lst, dict) else lst
     qa = [m for m in models if m["name"] == "tiny-qa"][0]["limits"]
     assert qa["qa_window_tokens"] > 0 and qa["qa_doc_stride"] > 0, qa
@@ -372,7 +372,7 @@ def test_translate_cost_bounded(direct, tmp_path):
     assert have_marian(), "the shared OPUS-MT tokenizer is missing"
     t = direct([ModelSpec("tiny-mt-a", marian_folder("marian_a", tmp_path), "translate",
                           max_job_mib=1)])
-    lim = t.get("/v1/models/tiny-mt-a").json()["limits"]
+    lim = t.get("/v1/models/tiny-mt-a").ok().json()["limits"]
     assert lim["max_job_mib"] == 1 and lim["mib_per_text_at_maxima"] > 1, lim
     big = {"texts": ["Hello world!"] * 8, "model": "tiny-mt-a", "beam_size": 8,
            "max_length": 512}
