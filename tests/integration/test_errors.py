@@ -247,7 +247,8 @@ def test_qa_window_bound(api):
     r = api.post("/v1/qa", {"question": question, "context": context, "model": "tiny-qa"})
     assert r.status in (413, 422), f"want a refusal, got {r!r}"
     body = r.json()
-    assert body["error"]["code"] in ("invalid_field", "text_too_long", "payload_too_large"), body
+    assert body["error"]["code"] in ("invalid_field", "request_too_large", "text_too_long",
+                                     "payload_too_large"), body
     assert "windows" in body["error"]["message"], body
     # A short question over the same context is answered.
     r = api.post("/v1/qa", {"question": "who?", "context": context[:2000], "model": "tiny-qa"})
