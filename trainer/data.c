@@ -277,7 +277,8 @@ static int json_label_text(const cJSON *j, char *buf, size_t cap)
         snprintf(buf, cap, "%s", j->valuestring);
         return 0;
     }
-    if (cJSON_IsNumber(j) && j->valuedouble == (double)(long long)j->valuedouble) {
+    if (cJSON_IsNumber(j) && j->valuedouble > -9.2e18 && j->valuedouble < 9.2e18 &&
+        j->valuedouble == (double)(long long)j->valuedouble) { /* range first: no UB cast */
         snprintf(buf, cap, "%lld", (long long)j->valuedouble);
         return 0;
     }

@@ -40,8 +40,9 @@ static int get_int(const cJSON *root, const char *key, int lo, int hi, int *out,
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, key);
     if (!j)
         return ENG_OK;
-    if (!cJSON_IsNumber(j) || j->valuedouble != (double)(long long)j->valuedouble ||
-        j->valuedouble < lo || j->valuedouble > hi)
+    /* range first: casting a double outside long long (3e31, NaN) is undefined */
+    if (!cJSON_IsNumber(j) || !(j->valuedouble >= lo && j->valuedouble <= hi) ||
+        j->valuedouble != (double)(long long)j->valuedouble)
         return eng_fail(err, ENG_EFORMAT, "%s: '%s' must be an integer in [%d, %d]", path, key,
                         lo, hi);
     *out = (int)j->valuedouble;
