@@ -100,9 +100,14 @@ TEST_GROUP(harness)
     TEST_GROUP_RETURN(t);
 }
 
+/* Test-only backends (tests/cuda_emu/register_emu.cc): weak, absent when not linked. */
+void tu_register_backends(void) __attribute__((weak));
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0); /* keep our lines in order with cmocka's */
+    if (tu_register_backends)
+        tu_register_backends();
     const char *only = getenv("NLPD_TEST_GROUP");
     size_t passed = 0, failed = 0;
     for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) {
