@@ -66,10 +66,12 @@ int cu_check_blas(cu_backend *cb, cublasStatus_t rc, const char *what);
  * 0, or -1 after an error. For the few launch shapes that depend on offsets. */
 int cu_fetch_i32(cu_backend *cb, int32_t *host, const int32_t *dev, int n);
 
+/* Blocks for a grid-stride loop over n items, per per block: enough to fill a large
+ * GPU (1024 x 256 threads ~ the resident threads of an H100/H200), no more. */
 static inline int cu_blocks(long long n, int per)
 {
     long long b = (n + per - 1) / per;
-    return (int)(b < 1 ? 1 : b > 65535LL * 32 ? 65535LL * 32 : b);
+    return (int)(b < 1 ? 1 : b > 1024 ? 1024 : b);
 }
 
 /* ---- device helpers shared by the kernels */

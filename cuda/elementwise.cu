@@ -16,24 +16,31 @@ __device__ __forceinline__ float act_f(float x, int act)
     }
 }
 
+/* Row-wise grid-stride: blocks take rows in turn, threads the columns (coalesced). */
 __global__ void bias_act_kernel(float *x, const float *bias, int rows, int cols, int act)
 {
-    long long n = (long long)rows * cols;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (long long)gridDim.x * blockDim.x) {
-        float v = bias ? x[i] + bias[i % cols] : x[i];
-        x[i] = act_f(v, act);
+    for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+        float *row = x + (long long)r * cols;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x)
+            row[c] = act_f(bias ? row[c] + bias[c] : row[c], act);
     }
 }
 
 __global__ void bias_silu_kernel(float *x, const float *bias, int rows, int cols)
 {
-    long long n = (long long)rows * cols;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (long long)gridDim.x * blockDim.x) {
-        float y = bias ? x[i] + bias[i % cols] : x[i];
-        x[i] = y / (1.0f + expf(-y));
+    for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+        float *row = x + (long long)r * cols;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+            float y = bias ? row[c] + bias[c] : row[c];
+            row[c] = y / (1.0f + expf(-y));
+        }
     }
+}
+
+/* Threads for a row-wise kernel over cols columns. */
+static int row_threads(int cols)
+{
+    return cols >= 256 ? 256 : cols >= 64 ? 64 : 32;
 }
 
 __global__ void copy_rows_kernel(float *dst, int64_t dst_ld, const int32_t *dst_rows,
@@ -56,7 +63,7 @@ void cu_bias_act(eng_backend *be, float *x, const float *bias, int rows, int col
         return;
     if (act == ENG_ACT_NONE && !bias)
         return;
-    CU_LAUNCH_FLAT(bias_act_kernel, cu_blocks((long long)rows * cols, 256), 256, cb->stream, x,
+    CU_LAUNCH_FLAT(bias_act_kernel, rows < 1024 ? rows : 1024, row_threads(cols), cb->stream, x,
                    bias, rows, cols, (int)act);
     cu_check(cb, cudaGetLastError(), "bias_act");
 }
@@ -66,7 +73,7 @@ void cu_bias_silu(eng_backend *be, float *x, const float *bias, int rows, int co
     cu_backend *cb = cu_of(be);
     if (!cb->healthy || rows <= 0 || cols <= 0)
         return;
-    CU_LAUNCH_FLAT(bias_silu_kernel, cu_blocks((long long)rows * cols, 256), 256, cb->stream, x,
+    CU_LAUNCH_FLAT(bias_silu_kernel, rows < 1024 ? rows : 1024, row_threads(cols), cb->stream, x,
                    bias, rows, cols);
     cu_check(cb, cudaGetLastError(), "bias_silu");
 }

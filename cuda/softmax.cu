@@ -30,26 +30,77 @@ __device__ __forceinline__ int topk_better(float v, int i, float bv, int bi)
     return bi < 0 || v > bv || (v == bv && i < bi);
 }
 
-/* One block per group: k rounds of a block-wide arg-max over the group's candidates
- * (rows_per_group rows of cols), skipping those already taken. */
+enum { TOPK_THREADS = 256, TOPK_LOCAL = 16 };
+
+/* One block per group (rows_per_group rows of cols candidates). Each thread keeps the
+ * best TOPK_LOCAL of the candidates it reads, sorted; then k rounds of a block-wide
+ * arg-max over the threads' list heads pick the group's best k in order. */
 __global__ void topk_kernel(const float *x, int rows_per_group, int cols, int ld,
                             const float *row_add, int k, float *vals, int32_t *idx)
 {
-    __shared__ float sv[256];
-    __shared__ int si[256];
-    CU_DYN_SHARED(int, taken);
+    __shared__ float sv[TOPK_THREADS];
+    __shared__ int si[TOPK_THREADS];
+    float lv[TOPK_LOCAL];
+    int li[TOPK_LOCAL], cnt = 0, head = 0;
     int g = blockIdx.x, tid = threadIdx.x, n = rows_per_group * cols;
+    for (int f = tid; f < n; f += blockDim.x) {
+        long long row = (long long)g * rows_per_group + f / cols;
+        int c = f % cols;
+        float v = row_add ? x[row * ld + c] + row_add[row] : x[row * ld + c];
+        if (cnt == k && !topk_better(v, f, lv[cnt - 1], li[cnt - 1]))
+            continue;
+        int p = cnt < k ? cnt++ : cnt - 1; /* the last entry drops out when full */
+        while (p > 0 && topk_better(v, f, lv[p - 1], li[p - 1])) {
+            lv[p] = lv[p - 1];
+            li[p] = li[p - 1];
+            p--;
+        }
+        lv[p] = v;
+        li[p] = f;
+    }
+    for (int j = 0; j < k; j++) {
+        sv[tid] = head < cnt ? lv[head] : 0.0f;
+        si[tid] = head < cnt ? li[head] : -1;
+        __syncthreads();
+        for (int w = blockDim.x / 2; w > 0; w /= 2) {
+            if (tid < w && si[tid + w] >= 0 &&
+                topk_better(sv[tid + w], si[tid + w], sv[tid], si[tid])) {
+                sv[tid] = sv[tid + w];
+                si[tid] = si[tid + w];
+            }
+            __syncthreads();
+        }
+        int win = si[0];
+        float wv = sv[0];
+        if (head < cnt && li[head] == win)
+            head++;
+        if (tid == 0) {
+            vals[(long long)g * k + j] = wv;
+            idx[(long long)g * k + j] = win;
+        }
+        __syncthreads(); /* sv/si are rewritten next round */
+    }
+}
+
+/* k beyond the local lists: k rounds over all candidates, each taking the best that
+ * ranks after the previous pick (the order is total: value, then index). */
+__global__ void topk_big_kernel(const float *x, int rows_per_group, int cols, int ld,
+                                const float *row_add, int k, float *vals, int32_t *idx)
+{
+    __shared__ float sv[TOPK_THREADS];
+    __shared__ int si[TOPK_THREADS];
+    int g = blockIdx.x, tid = threadIdx.x, n = rows_per_group * cols;
+    float pv = 0.0f;
+    int pi = -1;
     for (int j = 0; j < k; j++) {
         float bv = 0.0f;
         int bi = -1;
         for (int f = tid; f < n; f += blockDim.x) {
-            int r = f / cols, c = f % cols, used = 0;
-            for (int u = 0; u < j && !used; u++)
-                used = taken[u] == f;
-            if (used)
-                continue;
-            long long row = (long long)g * rows_per_group + r;
+            long long row = (long long)g * rows_per_group + f / cols;
+            int c = f % cols;
             float v = row_add ? x[row * ld + c] + row_add[row] : x[row * ld + c];
+            if (pi >= 0 && !topk_better(pv, pi, v, f))
+                continue; /* ranks before (or is) the previous pick */
             if (topk_better(v, f, bv, bi))
                 bv = v, bi = f;
         }
@@ -57,16 +108,18 @@ __global__ void topk_kernel(const float *x, int rows_per_group, int cols, int ld
         si[tid] = bi;
         __syncthreads();
         for (int w = blockDim.x / 2; w > 0; w /= 2) {
-            if (tid < w && si[tid + w] >= 0 && topk_better(sv[tid + w], si[tid + w], sv[tid], si[tid])) {
+            if (tid < w && si[tid + w] >= 0 &&
+                topk_better(sv[tid + w], si[tid + w], sv[tid], si[tid])) {
                 sv[tid] = sv[tid + w];
                 si[tid] = si[tid + w];
             }
             __syncthreads();
         }
+        pv = sv[0];
+        pi = si[0];
         if (tid == 0) {
-            taken[j] = si[0];
-            vals[(long long)g * k + j] = sv[0];
-            idx[(long long)g * k + j] = si[0];
+            vals[(long long)g * k + j] = pv;
+            idx[(long long)g * k + j] = pi;
         }
         __syncthreads();
     }
@@ -87,12 +140,16 @@ void cu_topk(eng_backend *be, const float *x, int groups, int rows_per_group, in
     cu_backend *cb = cu_of(be);
     if (!cb->healthy || groups <= 0 || k <= 0)
         return;
-    if (k > rows_per_group * cols || k > 4096) {
-        cu_check(cb, cudaErrorInvalidValue, "topk (k too large)");
+    if (k > rows_per_group * cols) {
+        cu_check(cb, cudaErrorInvalidValue, "topk (k larger than the group)");
         return;
     }
-    CU_LAUNCH(topk_kernel, groups, 256, sizeof(int) * (size_t)k, cb->stream, x, rows_per_group,
-              cols, ld, row_add, k, vals, idx);
+    if (k <= TOPK_LOCAL)
+        CU_LAUNCH(topk_kernel, groups, TOPK_THREADS, 0, cb->stream, x, rows_per_group, cols, ld,
+                  row_add, k, vals, idx);
+    else
+        CU_LAUNCH(topk_big_kernel, groups, TOPK_THREADS, 0, cb->stream, x, rows_per_group, cols,
+                  ld, row_add, k, vals, idx);
     cu_check(cb, cudaGetLastError(), "topk");
 }
 

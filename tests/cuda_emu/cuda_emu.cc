@@ -7,7 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#define EMU_FAST_SWITCH 1 /* a minimal register switch: ucontext's costs a syscall */
+#else
 #include <ucontext.h>
+#define EMU_FAST_SWITCH 0
+#endif
 
 #include <map>
 #include <mutex>
@@ -25,8 +30,7 @@
 namespace cuemu {
 
 namespace api {
-thread_local uint3 threadIdx, blockIdx;
-thread_local dim3 blockDim, gridDim;
+thread_local uint3 threadIdx, blockIdx, blockDim, gridDim;
 } // namespace api
 
 using namespace api;
@@ -48,13 +52,35 @@ enum { ST_READY, ST_BARRIER, ST_SHFL, ST_DONE };
 enum { STACK_BYTES = 256 * 1024, MAX_THREADS = 1024 };
 
 static std::recursive_mutex launch_mu; /* one launch at a time: __shared__ is static */
-static ucontext_t sched_ctx;
-static std::vector<ucontext_t> ctx;
+#if EMU_FAST_SWITCH
+/* emu_switch(save, to): saves the callee-saved registers, MXCSR and the x87 control
+ * word on the current stack, stores the stack pointer in *save, and resumes the
+ * context whose stack pointer is `to`. */
+extern "C" void emu_switch(void **save, void *to);
+__asm__(".text\n"
+        ".globl emu_switch\n"
+        ".type emu_switch,@function\n"
+        "emu_switch:\n"
+        "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+        "  subq $8, %rsp\n  stmxcsr (%rsp)\n  fnstcw 4(%rsp)\n"
+        "  movq %rsp, (%rdi)\n"
+        "  movq %rsi, %rsp\n"
+        "  ldmxcsr (%rsp)\n  fldcw 4(%rsp)\n  addq $8, %rsp\n"
+        "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+        "  ret\n"
+        ".size emu_switch,.-emu_switch\n");
+typedef void *emu_ctx; /* a saved stack pointer */
+#else
+typedef ucontext_t emu_ctx;
+#endif
+static emu_ctx sched_ctx;
+static std::vector<emu_ctx> ctx;
 static std::vector<char *> stacks;
 static std::vector<int> status;
 static std::vector<float> xchg;
 static std::vector<int> xchg_i;
 static int cur = -1, sync_mode, nthreads;
+static int shfl_phase; /* which half of xchg the next shuffle uses */
 static const std::function<void()> *cur_body;
 static std::vector<char> dyn;
 static long long n_launches, n_blas;
@@ -63,15 +89,25 @@ static const void *sched_bottom;
 static size_t sched_size;
 #endif
 
+/* Saves the running context in *from and resumes *to. */
+static inline void ctx_swap(emu_ctx *from, emu_ctx *to)
+{
+#if EMU_FAST_SWITCH
+    emu_switch(from, *to);
+#else
+    swapcontext(from, to);
+#endif
+}
+
 static void to_sched(void)
 {
 #if EMU_ASAN
     void *fs = nullptr;
     __sanitizer_start_switch_fiber(&fs, sched_bottom, sched_size);
-    swapcontext(&ctx[cur], &sched_ctx);
+    ctx_swap(&ctx[cur], &sched_ctx);
     __sanitizer_finish_switch_fiber(fs, &sched_bottom, &sched_size);
 #else
-    swapcontext(&ctx[cur], &sched_ctx);
+    ctx_swap(&ctx[cur], &sched_ctx);
 #endif
 }
 
@@ -85,7 +121,7 @@ static void fiber_entry(void)
 #if EMU_ASAN
     __sanitizer_start_switch_fiber(nullptr, sched_bottom, sched_size);
 #endif
-    swapcontext(&ctx[cur], &sched_ctx); /* never resumed */
+    ctx_swap(&ctx[cur], &sched_ctx); /* never resumed */
     fatal("a finished thread was resumed");
 }
 
@@ -98,10 +134,10 @@ static void resume(int t)
 #if EMU_ASAN
     void *fs = nullptr;
     __sanitizer_start_switch_fiber(&fs, stacks[t], STACK_BYTES);
-    swapcontext(&sched_ctx, &ctx[t]);
+    ctx_swap(&sched_ctx, &ctx[t]);
     __sanitizer_finish_switch_fiber(fs, nullptr, nullptr);
 #else
-    swapcontext(&sched_ctx, &ctx[t]);
+    ctx_swap(&sched_ctx, &ctx[t]);
 #endif
     cur = -1;
 }
@@ -109,11 +145,28 @@ static void resume(int t)
 static void run_block_sync(void)
 {
     for (int t = 0; t < nthreads; t++) {
+#if EMU_FAST_SWITCH
+        /* a frame emu_switch "returns" from into fiber_entry, as if it had been called
+         * (16-byte alignment + 8 at entry); fiber_entry never returns */
+        uintptr_t top = ((uintptr_t)stacks[t] + STACK_BYTES) & ~(uintptr_t)15;
+        uint64_t *sp = (uint64_t *)top;
+        *--sp = 0;                          /* fiber_entry's return address: none */
+        *--sp = (uint64_t)(uintptr_t)fiber_entry;
+        for (int r = 0; r < 6; r++)
+            *--sp = 0;                      /* rbp rbx r12 r13 r14 r15 */
+        uint32_t csr;
+        uint16_t cw;
+        __asm__ volatile("stmxcsr %0" : "=m"(csr));
+        __asm__ volatile("fnstcw %0" : "=m"(cw));
+        *--sp = (uint64_t)csr | (uint64_t)cw << 32;
+        ctx[t] = (void *)sp;
+#else
         getcontext(&ctx[t]);
         ctx[t].uc_stack.ss_sp = stacks[t];
         ctx[t].uc_stack.ss_size = STACK_BYTES;
         ctx[t].uc_link = nullptr;
         makecontext(&ctx[t], fiber_entry, 0);
+#endif
         status[t] = ST_READY;
     }
     for (;;) {
@@ -154,8 +207,8 @@ void launch(dim3 grid, dim3 block, size_t shmem, cudaStream_t stream, int sync,
               block.x);
     n_launches++;
     dyn.assign(shmem ? shmem : 1, (char)0xff); /* NaN bytes: uninitialised shared memory */
-    gridDim = grid;
-    blockDim = block;
+    gridDim = {grid.x, grid.y, grid.z};
+    blockDim = {block.x, block.y, block.z};
     nthreads = n;
     sync_mode = sync;
     cur_body = &body;
@@ -164,8 +217,9 @@ void launch(dim3 grid, dim3 block, size_t shmem, cudaStream_t stream, int sync,
             stacks.push_back((char *)malloc(STACK_BYTES));
         ctx.resize((size_t)n);
         status.resize((size_t)n);
-        xchg.resize((size_t)n);
-        xchg_i.resize((size_t)n);
+        xchg.resize(2 * (size_t)n);
+        xchg_i.resize(2 * (size_t)n);
+        shfl_phase = 0;
     }
     for (unsigned z = 0; z < grid.z; z++)
         for (unsigned y = 0; y < grid.y; y++)
@@ -207,40 +261,44 @@ static int partner(int lane_of)
     return base + (lane_of & 31);
 }
 
+/* A shuffle is one rendezvous: each thread writes its value into this shuffle's
+ * buffer, all wait, each reads its partner's. Consecutive shuffles alternate between
+ * two buffers, so a thread's next write cannot clobber a value still to be read (a
+ * thread runs from one rendezvous to the next without yielding). */
 float shfl_xor(float v, int lane_mask)
 {
     if (cur < 0)
         wait_all(ST_SHFL); /* fails */
-    int me = cur;
-    xchg[me] = v;
+    int me = cur, ph = shfl_phase;
+    xchg[(size_t)ph * nthreads + me] = v;
     wait_all(ST_SHFL);
-    float r = xchg[partner((me & 31) ^ lane_mask)];
-    wait_all(ST_SHFL); /* nobody overwrites xchg before all have read */
-    return r;
+    if (me == 0)
+        shfl_phase ^= 1;
+    return xchg[(size_t)ph * nthreads + partner((me & 31) ^ lane_mask)];
 }
 
 float shfl_down(float v, int delta)
 {
     if (cur < 0)
         wait_all(ST_SHFL);
-    int me = cur, src = (me & 31) + delta;
-    xchg[me] = v;
+    int me = cur, ph = shfl_phase, src = (me & 31) + delta;
+    xchg[(size_t)ph * nthreads + me] = v;
     wait_all(ST_SHFL);
-    float r = src < 32 ? xchg[partner(src)] : v;
-    wait_all(ST_SHFL);
-    return r;
+    if (me == 0)
+        shfl_phase ^= 1;
+    return src < 32 ? xchg[(size_t)ph * nthreads + partner(src)] : v;
 }
 
 int shfl_xor_i(int v, int lane_mask)
 {
     if (cur < 0)
         wait_all(ST_SHFL);
-    int me = cur;
-    xchg_i[me] = v;
+    int me = cur, ph = shfl_phase;
+    xchg_i[(size_t)ph * nthreads + me] = v;
     wait_all(ST_SHFL);
-    int r = xchg_i[partner((me & 31) ^ lane_mask)];
-    wait_all(ST_SHFL);
-    return r;
+    if (me == 0)
+        shfl_phase ^= 1;
+    return xchg_i[(size_t)ph * nthreads + partner((me & 31) ^ lane_mask)];
 }
 
 long long launches(void) { return n_launches; }

@@ -68,8 +68,7 @@ long long blas_calls(void);
 
 namespace api {
 
-extern thread_local uint3 threadIdx, blockIdx;
-extern thread_local dim3 blockDim, gridDim;
+extern thread_local uint3 threadIdx, blockIdx, blockDim, gridDim;
 using ::cuemu::cudaStream_t;
 using ::cuemu::dim3;
 

@@ -2,6 +2,8 @@
  * closing line "N passed, N failed" for CI. NLPD_TEST_GROUP=name runs one group. */
 #include "test_util.h"
 
+#include "nlpd_engine.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,6 +74,11 @@ char *tu_read_file(const char *path, size_t *len)
             *len = (size_t)sz;
     }
     return buf;
+}
+
+int tu_model_backends(const char **names, int cap)
+{
+    return eng_backend_kinds(names, cap);
 }
 
 float tu_max_abs_diff(const float *a, const float *b, size_t n)
