@@ -10,3 +10,11 @@ extern "C" void tu_register_backends(void)
 {
     eng_backend_register(&eng_cuda_emu_backend_reg);
 }
+
+#include "cuda_emu.h"
+
+/* Fault injection for tests: the n-th emulated CUDA call from now fails (0: off). */
+extern "C" void tu_cuda_emu_fail_after(int n)
+{
+    cuemu::fail_after(n);
+}

@@ -19,6 +19,7 @@
 
 #include "backend/backend.h"
 #include "cpu/cpu_kernels.h"
+#include "nlpd_engine.h"
 
 /* ------------------------------------------------------------- backends */
 
@@ -1647,6 +1648,71 @@ static void test_adamw(void **state)
 
 /* ============================================================== summary */
 
+/* ================================================================ faults */
+
+void tu_cuda_emu_fail_after(int n) __attribute__((weak)); /* tests/cuda_emu/ */
+
+/* A device error marks the backend unhealthy: calls fail with ENG_EBACKEND, the reason
+ * is kept, nothing aborts; a new backend instance works again. (The emulated CUDA
+ * backend, whose runtime calls can be made to fail, is linked into this binary.) */
+static void test_device_fault(void **state)
+{
+    (void)state;
+    assert_non_null(tu_cuda_emu_fail_after);
+    const eng_backend_reg *r = eng_backend_reg_find("cuda-emu");
+    assert_non_null(r);
+    eng_backend *be = NULL;
+    eng_error err = {0};
+    assert_int_equal(r->create(0, 1, &be, &err), ENG_OK);
+    assert_null(be->ops->health(be));
+    float host[256] = {0}, *d = be->ops->alloc(be, sizeof host);
+    assert_non_null(d);
+    tu_cuda_emu_fail_after(1);
+    assert_int_equal(be->ops->upload(be, d, host, sizeof host), ENG_EBACKEND);
+    tu_cuda_emu_fail_after(0);
+    const char *why = be->ops->health(be);
+    assert_non_null(why);
+    print_message("  unhealthy after an injected fault: %s\n", why);
+    /* every later call fails or does nothing; none crashes */
+    assert_null(be->ops->alloc(be, 64));
+    be->ops->core->gemm(be, 1, 2, 2, 2, 1.0f, d, 2, d, 2, 0.0f, d + 8, 2);
+    assert_int_equal(be->ops->download(be, host, d, sizeof host), ENG_EBACKEND);
+    assert_int_equal(be->ops->synchronize(be), ENG_EBACKEND);
+    be->ops->free(be, d);
+    be->ops->destroy(be);
+
+    /* through the public API: a run fails with ENG_EBACKEND, the context says why */
+    eng_model *m;
+    eng_ctx *ctx;
+    if (eng_model_load(tu_path("%s/tests/fixtures/models/bert_base", tu_root()), &m, &err))
+        fail_msg("load: %s", err.msg);
+    assert_int_equal(eng_ctx_new(&(eng_ctx_opts){.backend = "cuda-emu"}, &ctx, &err), ENG_OK);
+    eng_encoding e;
+    eng_encoding_init(&e);
+    assert_int_equal(eng_tokenizer_encode(eng_model_tokenizer(m), "hello world", 11, NULL, 0,
+                                          32, &e, &err), ENG_OK);
+    const eng_encoding *ep = &e;
+    size_t H = (size_t)eng_model_get_info(m)->hidden;
+    float *out = malloc(sizeof(float) * (size_t)e.n * H), *ok = malloc(sizeof(float) * (size_t)e.n * H);
+    assert_int_equal(eng_run_hidden(ctx, m, &ep, 1, ok, &err), ENG_OK);
+    assert_null(eng_ctx_fault(ctx));
+    tu_cuda_emu_fail_after(3);
+    assert_int_equal(eng_run_hidden(ctx, m, &ep, 1, out, &err), ENG_EBACKEND);
+    tu_cuda_emu_fail_after(0);
+    assert_non_null(eng_ctx_fault(ctx));
+    print_message("  run after a fault: %s (context: %s)\n", err.msg, eng_ctx_fault(ctx));
+    assert_int_equal(eng_run_hidden(ctx, m, &ep, 1, out, &err), ENG_EBACKEND);
+    eng_ctx_free(ctx);
+    /* a fresh context on the same model version works and agrees */
+    assert_int_equal(eng_ctx_new(&(eng_ctx_opts){.backend = "cuda-emu"}, &ctx, &err), ENG_OK);
+    assert_int_equal(eng_run_hidden(ctx, m, &ep, 1, out, &err), ENG_OK);
+    assert_true(tu_max_abs_diff(out, ok, (size_t)e.n * H) == 0.0f);
+    eng_ctx_free(ctx);
+    free(out), free(ok);
+    eng_encoding_free(&e);
+    eng_model_unref(m);
+}
+
 /* Every op of the interface, by part, for the summary. */
 #define OPS_CORE(X) X(gemm) X(bias_act) X(add_layernorm) X(embed) X(attention) X(mean_pool) \
     X(gather_rows)
@@ -1731,6 +1797,7 @@ TEST_GROUP(backend_ops)
         cmocka_unit_test(test_losses),
         cmocka_unit_test(test_small_ops),
         cmocka_unit_test(test_adamw),
+        cmocka_unit_test(test_device_fault),
         cmocka_unit_test(test_summary),
     };
     TEST_GROUP_RETURN(t);
