@@ -27,7 +27,7 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fno-math-errno $(ARCH_F
 # only the public API in engine/include/.
 PUBLIC_INC := -Iengine/include
 ENGINE_INC := -Iengine -Iengine/include
-LDLIBS  += $(PKG_LIBS) -lpthread -lm
+LDLIBS  += $(PKG_LIBS) -lcrypto -lpthread -lm
 # SentencePiece (C++) behind engine/tokenizers/spm_shim.cc, the engine's only C++ file.
 CXX      ?= g++
 CXXFLAGS ?= -O2 -g
@@ -90,7 +90,8 @@ TEST_SRCS := $(wildcard tests/unit/*.c)
 TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/%.o)
 # White-box engine tests: they include engine-internal headers (backend, kernels,
 # tokenizer and model internals). Every other test sees only engine/include/.
-ENGINE_TESTS := backend_cpu backend_ops marian marian_tok safetensors seq2seq train_grad
+ENGINE_TESTS := backend_cpu backend_ops checkpoint marian marian_tok repo safetensors seq2seq \
+                train_grad
 ENGINE_TEST_OBJS := $(ENGINE_TESTS:%=$(BUILD)/tests/unit/test_%.o)
 
 .PHONY: all deps ref-deps models test unit bench clean default-models run
@@ -131,6 +132,9 @@ $(ENGINE_TEST_OBJS): $(BUILD)/tests/unit/%.o: tests/unit/%.c
 $(BUILD)/server/%.o: server/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PUBLIC_INC) -Iserver $(SERVER_CFLAGS) -c $< -o $@
+
+# GET /openapi.json serves server/openapi.json, built in with .incbin.
+$(BUILD)/server/handle_openapi.o: server/openapi.json
 
 $(BUILD)/tests/unit/test_server_%.o: tests/unit/test_server_%.c
 	@mkdir -p $(dir $@)
@@ -189,12 +193,11 @@ unit: $(BUILD)/test_unit
 # Quick start: install what is needed, fetch the model, build, and serve
 # config/nlpd.json on 127.0.0.1:8080 (Ctrl-C drains and exits). The build runs in a
 # sub-make so that pkg-config sees the packages deps just installed.
-# First run: also fine-tunes models/sentiment and models/intents (about 50 minutes on
-# 2 cores, with progress); later runs start at once.
+# The daemon serves at once; a sidecar nlpd-train publishes head-only sentiment and
+# intents versions within about a minute and the full fine-tunes later (scripts/run.sh).
 run: deps models
 	@$(MAKE) --no-print-directory $(BUILD)/nlpd $(BUILD)/nlpd-train
-	@NLPD_TRAIN=$(BUILD)/nlpd-train scripts/train_default_models.sh
-	$(BUILD)/nlpd --config config/nlpd.json
+	@BUILD=$(BUILD) scripts/run.sh
 
 # Tests run in a sanitizer build of their own (build/san).
 test: deps models

@@ -7,7 +7,11 @@ set -euo pipefail
 
 PKGS=(build-essential pkg-config libcjson-dev libutf8proc-dev libopenblas-dev libsentencepiece-dev
       libcmocka-dev libssl-dev libmicrohttpd-dev libuv1-dev python3 python3-pip
-      python3-venv python3-numpy unzip python3-pytest nginx wrk clang libclang-rt-14-dev)
+      python3-venv python3-numpy unzip python3-pytest nginx wrk clang libclang-rt-14-dev
+      python3-yaml systemd prometheus docker-compose)
+# For tests/integration/test_deploy.py: systemd (systemd-analyze, -sysusers,
+# -tmpfiles check systemd/), prometheus (promtool checks deploy/monitoring/alerts.yml),
+# docker-compose (`docker-compose config` checks deploy/docker-compose.yml; no engine).
 REF_PKGS=(python3-torch)
 REF_VENV=${NLPD_REF_VENV:-/opt/nlpd-ref}
 # Python packages the tests drive as real peers (tests/requirements.txt), in a

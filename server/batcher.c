@@ -4,9 +4,10 @@
  * `work` (CLOCK_MONOTONIC condvar); submit signals it.
  *
  * When a worker sees queued jobs it forms a batch at once if
- *   - the queued jobs of the oldest job's kind already fill a batch
- *     (max_batch_size sequences, or max_batch_tokens counting each job's
- *     padding to its own longest sequence), or
+ *   - the queued jobs already fill a batch (max_batch_size sequences, or
+ *     max_batch_tokens counting each job's padding to its own longest
+ *     sequence; counted over every type and version, so a mix may start a
+ *     smaller batch early, which costs throughput, never correctness), or
  *   - the oldest job has waited max_delay_us already (under load this is the
  *     usual case: jobs queued during the previous batch go straight in), or
  *   - the batcher is stopping (drain runs the queue down without waiting);
@@ -16,9 +17,9 @@
  *
  * Batch formation (under the lock, O(scanned queue prefix) + O(W log W)):
  *   1. scan the queue from the oldest job; jobs whose deadline passed are
- *      unlinked (EXPIRED, completed after unlocking); up to W = window jobs of
- *      the oldest live job's kind (translation: and search options) become
- *      candidates;
+ *      unlinked (EXPIRED, completed after unlocking); up to W = window jobs
+ *      that may share a batch with the oldest live job (same type and model,
+ *      and the type's batchable) become candidates;
  *   2. the oldest candidate is always in the batch (FIFO fairness: no job
  *      starves under a stream of shorter ones); alone when it exceeds the
  *      budget or max_batch_size by itself;
@@ -36,7 +37,6 @@
  */
 #include "batcher.h"
 
-#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,14 +58,10 @@ typedef struct worker {
     srv_job **batch;          /* jobs to compute after the drop checks */
     const eng_encoding **enc; /* the batch's encodings, concatenated */
     int enc_cap;
-    float *scratch; /* engine output for the whole batch */
-    size_t scratch_cap;
-    eng_translation *tr; /* translate: results for the whole batch */
-    size_t tr_cap;
+    srv_scratch scratch;      /* the type's output for the whole batch */
 } worker;
 
 struct srv_batcher {
-    srv_model_slot *slot;
     srv_batch_opts o;
     int window; /* candidates considered per batch */
 
@@ -74,9 +70,8 @@ struct srv_batcher {
     pthread_cond_t drained; /* the queue became empty (stop with drain waits) */
     srv_job *head, *tail;
     int q_jobs, q_seqs;
-    int kind_seqs[SRV_JOB_KIND_COUNT];    /* queued sequences per kind */
-    int64_t kind_tok[SRV_JOB_KIND_COUNT]; /* per kind, sum over jobs of n x max_len: a
-                                           * lower bound of their padded cost as one batch */
+    int64_t q_tok;       /* sum over jobs of n x max_len: a lower bound of their padded
+                          * cost as one batch */
     int accepting;       /* submit allowed */
     int draining;        /* stopping with drain: form batches without delay */
     int quit;            /* workers exit after their current batch */
@@ -126,8 +121,7 @@ static void q_unlink(srv_batcher *b, srv_job *j)
     j->next = j->prev = NULL;
     b->q_jobs--;
     b->q_seqs -= j->n;
-    b->kind_seqs[j->kind] -= j->n;
-    b->kind_tok[j->kind] -= (int64_t)j->n * j->max_len;
+    b->q_tok -= (int64_t)j->n * j->max_len;
 }
 
 /* Finish a job that leaves without compute. */
@@ -154,8 +148,8 @@ static void finish_list(srv_job *j, srv_job_status st)
 
 int srv_batcher_submit(srv_batcher *b, srv_job *job)
 {
-    if (!b || !job || job->n < 1 || !job->enc || !job->complete ||
-        (unsigned)job->kind >= SRV_JOB_KIND_COUNT)
+    if (!b || !job || job->n < 1 || !job->enc || !job->complete || !job->type ||
+        !job->type->run || !job->model)
         return ENG_EINVAL;
     int max_len = 0;
     for (int i = 0; i < job->n; i++)
@@ -166,9 +160,6 @@ int srv_batcher_submit(srv_batcher *b, srv_job *job)
     job->error[0] = 0;
     job->out = NULL;
     job->out_len = 0;
-    job->translations = NULL;
-    job->model = NULL;
-    job->version[0] = 0;
     job->started_ns = job->finished_ns = 0;
     job->batch_size = job->batch_tokens = 0;
     job->next = job->prev = NULL;
@@ -193,8 +184,7 @@ int srv_batcher_submit(srv_batcher *b, srv_job *job)
     b->tail = job;
     b->q_jobs++;
     b->q_seqs += job->n;
-    b->kind_seqs[job->kind] += job->n;
-    b->kind_tok[job->kind] += (int64_t)job->n * max_len;
+    b->q_tok += (int64_t)job->n * max_len;
     pthread_cond_signal(&b->work);
     pthread_mutex_unlock(&b->mu);
     return 0;
@@ -226,21 +216,12 @@ static int cand_cmp(const void *pa, const void *pb)
     return (a->age > b->age) - (a->age < b->age);
 }
 
-int srv_translate_opts_equal(const eng_translate_opts *a, const eng_translate_opts *b)
-{
-    int lp_same = isnan(a->length_penalty) ? isnan(b->length_penalty)
-                                           : a->length_penalty == b->length_penalty;
-    return a->beam_size == b->beam_size && a->max_length == b->max_length &&
-           a->max_new_tokens == b->max_new_tokens && a->max_input_tokens == b->max_input_tokens &&
-           lp_same;
-}
-
-/* May job j join a batch started by job first? Same kind, and for
- * translation the same search (one eng_translate_ids call runs one search). */
+/* May job j join a batch led by job first? Same type and model version (one
+ * engine call runs one model), and whatever the type requires. */
 static int batchable(const srv_job *first, const srv_job *j)
 {
-    return j->kind == first->kind &&
-           (j->kind != SRV_JOB_TRANSLATE || srv_translate_opts_equal(&j->translate, &first->translate));
+    return j->type == first->type && j->model == first->model &&
+           (!j->type->batchable || j->type->batchable(first, j));
 }
 
 /* Under the lock: take a batch out of the queue into w->cands[0..*nsel),
@@ -296,41 +277,39 @@ static int form_batch(srv_batcher *b, worker *w, srv_job **expired, int64_t t)
     return nsel;
 }
 
-/* Under the lock: does the queue hold a full batch for the oldest job's kind?
- * (For translation the count spans every search option: a mix may start a
- * smaller batch early, which costs throughput, never correctness.) */
+/* Under the lock: does the queue hold a full batch? */
 static int queue_fills_batch(const srv_batcher *b)
 {
-    int kind = b->head->kind;
-    return b->kind_seqs[kind] >= b->o.max_batch_size ||
-           b->kind_tok[kind] >= b->o.max_batch_tokens;
+    return b->q_seqs >= b->o.max_batch_size || b->q_tok >= b->o.max_batch_tokens;
 }
 
 /* ---------------------------------------------------------------- compute */
 
-static eng_task task_of(srv_job_kind k)
+void *srv_scratch_get(srv_scratch *s, size_t bytes)
 {
-    switch (k) {
-    case SRV_JOB_CLASSIFY: return ENG_TASK_CLASSIFY;
-    case SRV_JOB_EMBED: return ENG_TASK_EMBED;
-    case SRV_JOB_TRANSLATE: return ENG_TASK_TRANSLATE;
-    default: return ENG_TASK_QA;
-    }
+    if (bytes <= s->cap)
+        return s->p;
+    size_t n = s->cap ? s->cap : 4096;
+    while (n < bytes)
+        n *= 2;
+    void *p = realloc(s->p, n);
+    if (!p)
+        return NULL;
+    s->p = p;
+    s->cap = n;
+    return p;
 }
 
 void srv_job_free_output(srv_job *j)
 {
-    free(j->out);
+    if (j->out) {
+        if (j->type && j->type->free_out)
+            j->type->free_out(j);
+        else
+            free(j->out);
+    }
     j->out = NULL;
     j->out_len = 0;
-    for (int i = 0; j->translations && i < j->n; i++)
-        eng_translation_free(&j->translations[i]);
-    free(j->translations);
-    j->translations = NULL;
-    if (j->model) {
-        eng_model_unref(j->model);
-        j->model = NULL;
-    }
 }
 
 static void set_error(srv_job *j, int code, const char *msg)
@@ -358,39 +337,30 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
-/* Run jobs[0..n) as one batch on model m and fill their results (status OK or
- * FAILED); does not complete them. Returns 1, leaving the jobs untouched, when
- * the engine refused an input of a multi-job batch (ENG_EINVAL/ETOOLONG): the
- * caller then runs the jobs one by one so only the bad one fails. */
-static int run_batch(srv_batcher *b, worker *w, srv_job **jobs, int n, eng_model *m,
-                     const char *version, eng_error *err)
+/* Run jobs[0..n) as one batch on their model and fill their results
+ * (status OK or FAILED); does not complete them. Returns 1, leaving the jobs
+ * untouched, when the engine refused an input of a multi-job batch
+ * (ENG_EINVAL/ETOOLONG): the caller then runs the jobs one by one so only the
+ * bad one fails. */
+static int run_batch(srv_batcher *b, worker *w, srv_job **jobs, int n, eng_error *err)
 {
+    const srv_job_type *type = jobs[0]->type;
+    eng_model *m = jobs[0]->model;
     const eng_model_info *info = eng_model_get_info(m);
-    srv_job_kind kind = jobs[0]->kind;
     int seqs = 0, longest = 0;
-    size_t ntok = 0;
     for (int i = 0; i < n; i++) {
         seqs += jobs[i]->n;
         longest = jobs[i]->max_len > longest ? jobs[i]->max_len : longest;
-        for (int s = 0; s < jobs[i]->n; s++)
-            ntok += (size_t)jobs[i]->enc[s].n;
     }
-    size_t per = kind == SRV_JOB_CLASSIFY ? (size_t)info->num_labels
-                 : kind == SRV_JOB_EMBED  ? (size_t)info->hidden
-                                          : 0;
-    size_t total = kind == SRV_JOB_QA ? 2 * ntok : per * (size_t)seqs;
-
     int rc = 0;
     size_t enc_cap = (size_t)w->enc_cap;
-    if (task_of(kind) != info->task) {
+    err->code = 0;
+    err->msg[0] = 0;
+    if (type->task != info->task) {
         rc = ENG_EINVAL;
-        snprintf(err->msg, sizeof err->msg, "model '%s' does its task '%s', not '%s'",
-                 srv_model_slot_name(b->slot), eng_task_name(info->task),
-                 eng_task_name(task_of(kind)));
-    } else if (grow((void **)&w->enc, &enc_cap, (size_t)seqs, sizeof *w->enc) ||
-               grow((void **)&w->scratch, &w->scratch_cap, total, sizeof(float)) ||
-               (kind == SRV_JOB_TRANSLATE &&
-                grow((void **)&w->tr, &w->tr_cap, (size_t)seqs, sizeof *w->tr))) {
+        snprintf(err->msg, sizeof err->msg, "the model does its task '%s', not '%s'",
+                 eng_task_name(info->task), eng_task_name(type->task));
+    } else if (grow((void **)&w->enc, &enc_cap, (size_t)seqs, sizeof *w->enc)) {
         rc = ENG_ENOMEM;
         snprintf(err->msg, sizeof err->msg, "out of memory for a batch of %d sequences", seqs);
     }
@@ -402,72 +372,27 @@ static int run_batch(srv_batcher *b, worker *w, srv_job **jobs, int n, eng_model
         for (int i = 0; i < n; i++)
             for (int s = 0; s < jobs[i]->n; s++)
                 w->enc[e++] = &jobs[i]->enc[s];
-        err->code = 0;
-        err->msg[0] = 0;
-        if (kind == SRV_JOB_CLASSIFY)
-            rc = eng_run_classify(w->ctx, m, w->enc, seqs, w->scratch, NULL, err);
-        else if (kind == SRV_JOB_EMBED)
-            rc = eng_run_embed(w->ctx, m, w->enc, seqs, w->scratch, err);
-        else if (kind == SRV_JOB_TRANSLATE) /* every job of the batch has these options */
-            rc = eng_translate_ids(w->ctx, m, w->enc, seqs, &jobs[0]->translate, w->tr, err);
-        else
-            rc = eng_run_qa_logits(w->ctx, m, w->enc, seqs, w->scratch, w->scratch + ntok, err);
+        rc = type->run(w->ctx, m, jobs, n, w->enc, seqs, &w->scratch, err);
     }
     int64_t t1 = srv_now_ns();
 
     /* A bad input fails the whole engine call: the caller isolates it. */
-    if (rc && n > 1 && (rc == ENG_EINVAL || rc == ENG_ETOOLONG) && task_of(kind) == info->task)
+    if (rc && n > 1 && (rc == ENG_EINVAL || rc == ENG_ETOOLONG) && type->task == info->task)
         return 1;
 
     int batch_tokens = seqs * longest;
     if (b->o.on_batch && !rc)
         b->o.on_batch(b->o.on_batch_arg, seqs, batch_tokens, t1 - t0);
-
-    size_t seq_off = 0, tok_off = 0;
     for (int i = 0; i < n; i++) {
         srv_job *j = jobs[i];
-        size_t jtok = 0;
-        for (int s = 0; s < j->n; s++)
-            jtok += (size_t)j->enc[s].n;
         j->started_ns = t0;
         j->finished_ns = t1;
         j->batch_size = seqs;
         j->batch_tokens = batch_tokens;
-        snprintf(j->version, sizeof j->version, "%s", version);
-        if (rc) {
+        if (rc)
             set_error(j, rc, err->msg);
-        } else if (kind == SRV_JOB_TRANSLATE) {
-            /* The results' ids move to the job. */
-            eng_translation *tr = w->tr + seq_off;
-            j->translations = malloc((size_t)j->n * sizeof *j->translations);
-            if (!j->translations) {
-                for (int s = 0; s < j->n; s++)
-                    eng_translation_free(&tr[s]);
-                set_error(j, ENG_ENOMEM, "out of memory for the results");
-            } else {
-                memcpy(j->translations, tr, (size_t)j->n * sizeof *tr);
-                j->model = eng_model_ref(m);
-                j->status = SRV_JOB_OK;
-            }
-        } else {
-            size_t len = kind == SRV_JOB_QA ? 2 * jtok : per * (size_t)j->n;
-            j->out = malloc((len ? len : 1) * sizeof(float));
-            if (!j->out) {
-                set_error(j, ENG_ENOMEM, "out of memory for the results");
-            } else if (kind == SRV_JOB_QA) {
-                memcpy(j->out, w->scratch + tok_off, jtok * sizeof(float));
-                memcpy(j->out + jtok, w->scratch + ntok + tok_off, jtok * sizeof(float));
-            } else {
-                memcpy(j->out, w->scratch + seq_off * per, len * sizeof(float));
-            }
-            if (j->out) {
-                j->out_len = len;
-                j->model = eng_model_ref(m);
-                j->status = SRV_JOB_OK;
-            }
-        }
-        seq_off += (size_t)j->n;
-        tok_off += jtok;
+        else
+            j->status = SRV_JOB_OK;
     }
     return 0;
 }
@@ -489,16 +414,13 @@ static void process(srv_batcher *b, worker *w, int nsel)
     if (!n)
         return;
 
-    char version[sizeof w->batch[0]->version];
-    eng_model *m = srv_model_slot_acquire(b->slot, version, sizeof version);
     eng_error err = {0};
-    if (run_batch(b, w, w->batch, n, m, version, &err)) {
+    if (run_batch(b, w, w->batch, n, &err)) {
         for (int i = 0; i < n; i++)
-            run_batch(b, w, &w->batch[i], 1, m, version, &err);
+            run_batch(b, w, &w->batch[i], 1, &err);
     }
     for (int i = 0; i < n; i++)
         w->batch[i]->complete(w->batch[i], w->batch[i]->arg);
-    eng_model_unref(m);
 }
 
 static void *worker_main(void *arg)
@@ -544,8 +466,7 @@ static void *worker_main(void *arg)
 
 /* ------------------------------------------------------------- lifecycle */
 
-int srv_batcher_new(srv_model_slot *slot, const srv_batch_opts *opts, srv_batcher **out,
-                    eng_error *err)
+int srv_batcher_new(const srv_batch_opts *opts, srv_batcher **out, eng_error *err)
 {
     eng_error dummy;
     if (!err)
@@ -553,10 +474,6 @@ int srv_batcher_new(srv_model_slot *slot, const srv_batch_opts *opts, srv_batche
     err->code = 0;
     err->msg[0] = 0;
     *out = NULL;
-    if (!slot) {
-        snprintf(err->msg, sizeof err->msg, "batcher: no model slot");
-        return err->code = ENG_EINVAL;
-    }
     srv_batch_opts d;
     srv_batch_opts_default(&d);
     srv_batch_opts o = opts ? *opts : d;
@@ -581,7 +498,6 @@ int srv_batcher_new(srv_model_slot *slot, const srv_batch_opts *opts, srv_batche
     srv_batcher *b = calloc(1, sizeof *b);
     if (!b)
         goto fail;
-    b->slot = slot;
     b->o = o;
     /* Enough candidates to choose similar lengths from, bounded so forming a
      * batch stays cheap whatever the queue length. */
@@ -692,8 +608,7 @@ void srv_batcher_stop(srv_batcher *b, int drain, int64_t deadline_ns)
     srv_job *rest = b->head;
     b->head = b->tail = NULL;
     b->q_jobs = b->q_seqs = 0;
-    memset(b->kind_seqs, 0, sizeof b->kind_seqs);
-    memset(b->kind_tok, 0, sizeof b->kind_tok);
+    b->q_tok = 0;
     b->quit = 1;
     pthread_cond_broadcast(&b->work);
     pthread_mutex_unlock(&b->mu);
@@ -718,8 +633,7 @@ void srv_batcher_free(srv_batcher *b)
         free(w->cands);
         free(w->batch);
         free(w->enc);
-        free(w->scratch);
-        free(w->tr);
+        free(w->scratch.p);
     }
     free(b->w);
     pthread_mutex_destroy(&b->mu);

@@ -1,45 +1,36 @@
 /* batcher.h - per-model dynamic batching (DESIGN §1, §4).
  *
  * Requests become jobs: a job carries the encodings of one HTTP request
- * (one per text, or one per QA window) for one served model. A batcher owns a
- * bounded queue and worker thread(s), each with its own eng_ctx. A free worker
- * takes what is queued at once; otherwise it waits up to max_delay_us for more.
- * A batch is formed from whole jobs, shortest sequences first, under a token
+ * (one per text, or one per QA window) and the model version they were
+ * encoded for. A batcher owns a bounded queue and worker thread(s), each with
+ * its own eng_ctx. A free worker takes what is queued at once; otherwise it
+ * waits up to max_delay_us for more. A batch is formed from whole jobs of one
+ * job type and one model version, shortest sequences first, under a token
  * budget that counts padding (batch size x longest sequence, so a GPU backend
  * can use the same policy) and max_batch_size sequences. A job larger than the
  * budget runs alone. Jobs whose deadline passed or whose client went away are
- * completed without compute. Each batch takes one reference to the slot's
- * current model version, so a hot swap never changes a batch in flight.
+ * completed without compute.
  *
- * Refinements since the first contract (names and semantics unchanged):
- * private field srv_job.prev (O(1) unlink); submit returns ENG_EINVAL for a
- * malformed job (programmer error); a job bigger than queue_capacity is
- * accepted into an empty queue; max_delay_us is counted from the oldest queued
- * job's enqueue time (batcher.c explains the policy); on_batch is called
- * before the batch's jobs are completed.
+ * The batcher knows no task: a job's type (srv_job_type, defined by each
+ * handler) says which model task it needs, which jobs may share a batch, how a
+ * batch runs and what its output looks like. It knows no model version either:
+ * each job names the eng_model it runs on (the version current when it was
+ * encoded), so a hot swap never changes a job in flight, and jobs of two
+ * versions never share a batch.
  *
- * Translation (SRV_JOB_TRANSLATE): a job carries the source encodings of
- * eng_translate_encode and its search options (srv_job.translate); only jobs
- * with equal options share a batch (srv_translate_opts_equal). The token
- * budget counts source tokens with padding like the other kinds; the cost of
- * decoding (output length x beams) is not counted. Results are per text in
- * srv_job.translations (ids and score; the submitter detokenises).
+ * Refinements since the first contract: private field srv_job.prev (O(1)
+ * unlink); submit returns ENG_EINVAL for a malformed job (programmer error); a
+ * job bigger than queue_capacity is accepted into an empty queue; max_delay_us
+ * is counted from the oldest queued job's enqueue time (batcher.c explains the
+ * policy); on_batch is called before the batch's jobs are completed.
  */
 #ifndef NLPD_SRV_BATCHER_H
 #define NLPD_SRV_BATCHER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
-#include "model_slot.h"
 #include "nlpd_engine.h"
-
-typedef enum srv_job_kind {
-    SRV_JOB_CLASSIFY = 0, /* out: probs [n, num_labels] (softmax or sigmoid) */
-    SRV_JOB_EMBED,        /* out: embeddings [n, hidden] */
-    SRV_JOB_QA,           /* out: start logits then end logits, each packed [sum of enc[i].n] */
-    SRV_JOB_TRANSLATE,    /* translations: n results (out stays NULL) */
-    SRV_JOB_KIND_COUNT
-} srv_job_kind;
 
 typedef enum srv_job_status {
     SRV_JOB_PENDING = 0,
@@ -55,9 +46,38 @@ typedef struct srv_job srv_job;
 /* CLOCK_MONOTONIC in ns: the clock of deadline_ns and the job timestamps. */
 int64_t srv_now_ns(void);
 
+/* A worker's reusable buffer for a batch's whole output. */
+typedef struct srv_scratch {
+    void *p;
+    size_t cap;
+} srv_scratch;
+
+/* At least bytes of s (grown, never shrunk), or NULL when out of memory. */
+void *srv_scratch_get(srv_scratch *s, size_t bytes);
+
+/* What a job computes and how (one per handler: classify, embed, qa, translate). */
+typedef struct srv_job_type {
+    const char *name;  /* for messages */
+    eng_task task;     /* the model task its jobs need */
+    /* Optional: may job b share a batch led by job a (same type and model)?
+     * NULL: always. */
+    int (*batchable)(const srv_job *a, const srv_job *b);
+    /* Compute jobs[0..n) as one batch on m: enc holds their encodings in job
+     * order (seqs in all). Fill each job's out / out_len (layout per type).
+     * 0, or ENG_E* with err filled and no job holding output. */
+    int (*run)(eng_ctx *ctx, eng_model *m, srv_job *const *jobs, int n,
+               const eng_encoding *const *enc, int seqs, srv_scratch *scratch, eng_error *err);
+    /* Free a job's out (NULL: free(out)). */
+    void (*free_out)(srv_job *j);
+} srv_job_type;
+
 struct srv_job {
     /* --- set by the submitter --- */
-    srv_job_kind kind;
+    const srv_job_type *type;
+    const void *opts;           /* type-specific options (e.g. a translate search), owned by
+                                   the submitter; compared by type->batchable */
+    eng_model *model;           /* the version to run on; the submitter holds a reference
+                                   until complete */
     int n;                      /* number of encodings (>= 1) */
     const eng_encoding *enc;    /* n encodings, owned by the submitter, unchanged until complete */
     int64_t deadline_ns;        /* CLOCK_MONOTONIC ns; 0 = none */
@@ -68,23 +88,13 @@ struct srv_job {
      * pushes the job to a completion queue and calls uv_async_send. */
     void (*complete)(srv_job *job, void *arg);
     void *arg;
-    /* SRV_JOB_TRANSLATE: search options, resolved by the submitter (explicit
-     * beam_size and max_length, so equal searches batch together);
-     * target_lang_token is ignored (the sources are already encoded). */
-    eng_translate_opts translate;
 
     /* --- set by the batcher before complete() --- */
     srv_job_status status;
     int error_code;             /* ENG_E* when FAILED */
     char error[256];
-    float *out;                 /* malloc'd by the batcher (layout per kind); submitter frees */
-    size_t out_len;             /* floats in out */
-    /* SRV_JOB_TRANSLATE: n results in encoding order (ids, n_ids, score,
-     * src_tokens, truncated; text NULL), malloc'd by the batcher; free with
-     * srv_job_free_output. */
-    eng_translation *translations;
-    eng_model *model;           /* the version that ran it (a reference; submitter unrefs), or NULL */
-    char version[64];           /* that version's name */
+    void *out;                  /* OK: the type's output, malloc'd; srv_job_free_output frees */
+    size_t out_len;             /* in the type's units (floats, results) */
     int64_t enqueued_ns, started_ns, finished_ns; /* CLOCK_MONOTONIC */
     int batch_size;             /* sequences in the batch that ran it */
     int batch_tokens;           /* batch size x longest sequence (padding counted) */
@@ -111,22 +121,18 @@ typedef struct srv_batch_opts {
 
 void srv_batch_opts_default(srv_batch_opts *o);
 
-/* 1 when two translate jobs with these options may share a batch. */
-int srv_translate_opts_equal(const eng_translate_opts *a, const eng_translate_opts *b);
-
-/* Free a finished job's results (out, translations) and drop its model
- * reference; leaves them NULL. Safe on a job that produced nothing. */
+/* Free a finished job's output (type->free_out); leaves it NULL. Safe on a
+ * job that produced nothing. */
 void srv_job_free_output(srv_job *job);
 
 typedef struct srv_batcher srv_batcher;
 
-/* Start the workers for a slot. ENG_E* (with err) when a context cannot be made. */
-int srv_batcher_new(srv_model_slot *slot, const srv_batch_opts *o, srv_batcher **out,
-                    eng_error *err);
+/* Start the workers. ENG_E* (with err) when a context cannot be made. */
+int srv_batcher_new(const srv_batch_opts *o, srv_batcher **out, eng_error *err);
 
 /* Queue a job. 0, or SRV_EQUEUE_FULL (queue_capacity reached: 429) or
  * SRV_ESTOPPED (batcher stopping: 503), or ENG_EINVAL (n < 1, no enc, no
- * complete). On error complete() is NOT called. The batcher owns the job from a
+ * complete, no type or no model). On error complete() is NOT called. The batcher owns the job from a
  * successful submit until complete(). */
 enum { SRV_EQUEUE_FULL = -100, SRV_ESTOPPED = -101 };
 int srv_batcher_submit(srv_batcher *b, srv_job *job);

@@ -12,7 +12,7 @@
 
 #include "api.h" /* srv_lang_code_valid */
 
-typedef enum { K_STR, K_OPTSTR, K_INT, K_ENUM } key_kind;
+typedef enum { K_STR, K_OPTSTR, K_INT, K_ENUM, K_BOOL } key_kind;
 
 /* One configuration key. name is the dotted path inside its object
  * ("limits.max_texts"); def is the default as text (NULL: none). */
@@ -57,16 +57,69 @@ static const conf_key top_keys[] = {
      "File of hex SHA-256 hashes of the accepted API keys, one per line ('#' comments). "
      "When set, /v1/* needs 'Authorization: Bearer KEY' or 'X-API-Key: KEY'; /healthz, "
      "/readyz and /metrics stay open. null: no authentication."},
+    {"auth.admin_key_file", K_OPTSTR, TOP(admin_key_file), NULL, 0, 0, NULL, 0,
+     "File of hex SHA-256 hashes of the admin API keys (same format as api_key_file). The "
+     "admin API (/v1/models/{name}/versions, /v1/admin/...) needs one of these keys; a "
+     "data-plane key gets 403. null: the admin API is open when no api_key_file is set "
+     "either, and refused (403) when one is."},
     {"drain_timeout_ms", K_INT, TOP(drain_timeout_ms), "10000", 0, 3600000, NULL, 0,
      "On SIGTERM/SIGINT, how long in-flight requests may take to finish before exit."},
+    {"signing.public_key_file", K_OPTSTR, TOP(public_key_file), NULL, 0, 0, NULL, 0,
+     "ECDSA P-256 public key (PEM) that repository versions must be signed with (OpenSSF "
+     "model-signing bundle, model.sig). null: versions are still checked against the "
+     "file digests their bundle lists, but need no signature. models[].signing."
+     "public_key_file overrides it per model."},
+    {"reload.rescan_interval_s", K_INT, TOP(rescan_interval_s), "10", 0, 86400, NULL, 0,
+     "How often every model repository (and fixed model folder) is rescanned for changes, "
+     "for file systems that deliver no inotify events (NFS, Kubernetes volumes). 0: only "
+     "on inotify events, SIGHUP and POST /v1/admin/models/{name}/reload."},
+    {"reload.debounce_ms", K_INT, TOP(debounce_ms), "200", 0, 60000, NULL, 0,
+     "A burst of file events within this window causes one rescan."},
+    {"reload.memory_factor_pct", K_INT, TOP(memory_factor_pct), "200", 0, 10000, NULL, 0,
+     "Before loading a new version beside the serving one, MemAvailable (and the cgroup's "
+     "memory.max headroom) must be at least this percentage of the version's file sizes "
+     "(weights are read and packed); otherwise the version is rejected with that reason. "
+     "0: no check."},
+    {"feedback.dir", K_OPTSTR, TOP(feedback_dir), NULL, 0, 0, NULL, 0,
+     "Folder POST /v1/feedback appends labelled items to: DIR/<model>/<instance>.jsonl, "
+     "instance = <hostname>-<pid>-<start unix s> (replicas may share DIR). The answer (202) "
+     "comes once the items are synced to disk. Created when missing; an unwritable folder or "
+     "a full disk gets 503 feedback_unavailable. null: the endpoint answers 404 "
+     "feedback_not_configured."},
+    {"feedback.max_items", K_INT, TOP(feedback_max_items), "256", 1, 65536, NULL, 0,
+     "Most items in one feedback request; more get 413 too_many_items. Each text is bounded "
+     "by limits.max_text_bytes, the body by limits.max_body_bytes."},
+    {"feedback.recent.enabled", K_BOOL, TOP(recent_enabled), "false", 0, 0, NULL, 0,
+     "Remember the texts of recent successful /v1/sentiment and /v1/classify requests by "
+     "request id (X-Request-Id), in memory, so that feedback can name an answer by "
+     "{\"request_id\", \"index\"} instead of repeating its text. This retains user text: off "
+     "unless enabled. Needs feedback.dir."},
+    {"feedback.recent.max_requests", K_INT, TOP(recent_max_requests), "10000", 1, 10000000,
+     NULL, 0, "Most requests remembered; the oldest are forgotten first."},
+    {"feedback.recent.max_bytes", K_INT, TOP(recent_max_bytes), "67108864", 4096, 2147483647,
+     NULL, 0, "Most bytes of remembered texts (plus 128 bytes per request); the oldest are "
+     "forgotten first. A request larger than this alone is not remembered."},
+    {"feedback.recent.max_age_s", K_INT, TOP(recent_max_age_s), "600", 1, 604800, NULL, 0,
+     "Requests are forgotten this many seconds after they were answered; feedback naming them "
+     "later gets 404 request_not_found."},
 };
 
 static const conf_key model_keys[] = {
     {"name", K_STR, MOD(name), NULL, 0, 0, NULL, 1,
      "Name clients use in \"model\" and /v1/models/{name}; letters, digits, '.', '_', '-'."},
-    {"path", K_STR, MOD(path), NULL, 0, 0, NULL, 1,
+    {"path", K_OPTSTR, MOD(path), NULL, 0, 0, NULL, 0,
      "Hugging Face model folder (config.json, model.safetensors, tokenizer). Relative "
-     "paths are relative to the working directory. A missing folder stops start-up."},
+     "paths are relative to the working directory. A missing folder stops start-up. "
+     "Exactly one of path and repository."},
+    {"repository", K_OPTSTR, MOD(repository), NULL, 0, 0, NULL, 0,
+     "Model repository folder: DIR/<version>/ holds a Hugging Face folder signed in the "
+     "OpenSSF model-signing format (model.sig, written last). The newest valid version is "
+     "served, unless one is pinned (DIR/PIN); new versions are verified, loaded, warmed up "
+     "and swapped in without dropping a request. Created if missing; the model is not "
+     "ready until it has a version. Exactly one of path and repository."},
+    {"signing.public_key_file", K_OPTSTR, MOD(public_key_file), NULL, 0, 0, NULL, 0,
+     "This model's repository signing key (PEM); null: the top-level "
+     "signing.public_key_file."},
     {"task", K_ENUM, MOD(task_name), NULL, 0, 0, "embed|sentiment|classify|qa|translate", 1,
      "Endpoint served: embed (/v1/embed), sentiment (/v1/sentiment), classify "
      "(/v1/classify), qa (/v1/qa), translate (/v1/translate: a MarianMTModel folder)."},
@@ -190,6 +243,25 @@ static int key_apply(const conf_key *k, void *base, const cJSON *jv, const char 
         free(*sfield);
         *sfield = sp;
         return 0;
+    case K_BOOL: {
+        int v;
+        if (jv) {
+            if (!cJSON_IsBool(jv)) {
+                set_err(err, cap, "%s: must be true or false", where);
+                return -1;
+            }
+            v = cJSON_IsTrue(jv);
+        } else if (text && (strcmp(text, "true") == 0 || strcmp(text, "1") == 0)) {
+            v = 1;
+        } else if (text && (strcmp(text, "false") == 0 || strcmp(text, "0") == 0)) {
+            v = 0;
+        } else {
+            set_err(err, cap, "%s: must be true or false, got \"%s\"", where, text ? text : "");
+            return -1;
+        }
+        *ifield = v;
+        return 0;
+    }
     case K_INT: {
         double d;
         if (jv) {
@@ -251,6 +323,8 @@ static void model_conf_free(srv_model_conf *m)
 {
     free(m->name);
     free(m->path);
+    free(m->repository);
+    free(m->public_key_file);
     free(m->task_name);
     free(m->version);
     free(m->backend);
@@ -330,6 +404,11 @@ static int parse_models(srv_config *c, const cJSON *arr, char *err, size_t cap)
                 goto fail;
             }
         }
+        if (!ms[i].path == !ms[i].repository) {
+            set_err(err, cap, "models[%d].path: give exactly one of \"path\" (a model folder) "
+                    "and \"repository\" (a folder of signed versions)", i);
+            goto fail;
+        }
     }
     for (int j = 0; j < c->n_models; j++)
         model_conf_free(&c->models[j]);
@@ -353,7 +432,7 @@ int srv_config_init(srv_config *c)
 void srv_config_free(srv_config *c)
 {
     for (size_t i = 0; i < NKEYS(top_keys); i++)
-        if (top_keys[i].kind != K_INT)
+        if (top_keys[i].kind != K_INT && top_keys[i].kind != K_BOOL)
             free(*(char **)((char *)c + top_keys[i].off));
     for (int j = 0; j < c->n_models; j++)
         model_conf_free(&c->models[j]);
@@ -544,6 +623,11 @@ int srv_config_validate(srv_config *c, int cores, char *err, size_t cap)
                         m->name, j);
                 return -1;
             }
+        if (m->repository && m->version) {
+            set_err(err, cap, "models[%d].version: a repository model is versioned by its "
+                    "repository's folder names", i);
+            return -1;
+        }
         m->task = (srv_task)choice_index("embed|sentiment|classify|qa|translate", m->task_name);
         if (check_translation(m, i, err, cap))
             return -1;
@@ -565,6 +649,11 @@ int srv_config_validate(srv_config *c, int cores, char *err, size_t cap)
             return -1;
         }
     }
+    if (c->recent_enabled && !c->feedback_dir) {
+        set_err(err, cap, "feedback.recent.enabled: needs feedback.dir (remembered requests "
+                          "are only used by POST /v1/feedback)");
+        return -1;
+    }
     if (c->threads > cores) {
         set_err(err, cap, "threads: %d pool threads is more than the %d online cores",
                 c->threads, cores);
@@ -578,6 +667,7 @@ static void print_keys(FILE *f, const conf_key *tab, size_t n, const char *prefi
     for (size_t i = 0; i < n; i++) {
         const conf_key *k = &tab[i];
         const char *type = k->kind == K_INT ? "integer" : k->kind == K_ENUM ? "enum"
+                           : k->kind == K_BOOL ? "boolean"
                            : k->kind == K_OPTSTR ? "string|null" : "string";
         fprintf(f, "%s%s  (%s", prefix, k->name, type);
         if (k->kind == K_INT)
@@ -587,7 +677,8 @@ static void print_keys(FILE *f, const conf_key *tab, size_t n, const char *prefi
         if (k->required)
             fprintf(f, ", required");
         else if (k->def)
-            fprintf(f, k->kind == K_INT ? ", default %s" : ", default \"%s\"", k->def);
+            fprintf(f, k->kind == K_INT || k->kind == K_BOOL ? ", default %s" : ", default \"%s\"",
+                    k->def);
         else
             fprintf(f, ", default null");
         fprintf(f, ")\n    %s\n", k->doc);

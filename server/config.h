@@ -25,7 +25,9 @@ const char *srv_task_name(srv_task t); /* "embed", "sentiment", ... */
 /* One served model (an element of "models"). Strings are owned (malloc'd). */
 typedef struct srv_model_conf {
     char *name;
-    char *path;
+    char *path;             /* a fixed model folder, or NULL when repository is set */
+    char *repository;       /* a model repository folder (nlpd_repo.h), or NULL */
+    char *public_key_file;  /* repository signing key; NULL: the top-level one */
     char *task_name;
     srv_task task;          /* parsed from task_name by srv_config_validate */
     char *version;          /* NULL: derived from the folder's content */
@@ -57,7 +59,19 @@ typedef struct srv_config {
     int max_connections;
     int connection_timeout_s;
     char *api_key_file;     /* NULL: no authentication */
+    char *admin_key_file;   /* NULL: admin API open without api_key_file, else refused */
+    char *public_key_file;  /* signing key of repository versions; NULL: digests only */
+    int rescan_interval_s;  /* periodic rescan of repositories (0: never) */
+    int debounce_ms;        /* file events within this window cause one rescan */
+    int memory_factor_pct;  /* memory check before loading a version beside the current */
     int drain_timeout_ms;
+    /* POST /v1/feedback (feedback.*) */
+    char *feedback_dir;     /* NULL: the endpoint answers 404 feedback_not_configured */
+    int feedback_max_items;
+    int recent_enabled;     /* remember recent requests' texts by request id */
+    int recent_max_requests;
+    int recent_max_bytes;
+    int recent_max_age_s;
     srv_model_conf *models;
     int n_models;
 } srv_config;

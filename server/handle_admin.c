@@ -22,25 +22,33 @@ static void put_str(srv_buf *b, const char *s)
     srv_buf_json_str(b, s ? s : "", strlen(s ? s : ""));
 }
 
-void srv_handle_healthz(srv_req *r)
+void srv_handle_healthz(srv_req *r, const char *arg)
 {
+    (void)arg;
     srv_buf b;
     srv_buf_init(&b);
     srv_buf_puts(&b, "{\"status\":\"ok\"}\n");
     respond_buf(r, 200, &b, NULL);
 }
 
-void srv_handle_readyz(srv_req *r)
+void srv_handle_readyz(srv_req *r, const char *arg)
 {
+    (void)arg;
     srv_server *s = r->srv;
     srv_buf b;
     srv_buf_init(&b);
+    /* Ready: started, and every model has a version (a repository may still
+     * be waiting for its first one). */
     int ready = atomic_load(&s->ready), draining = atomic_load(&s->draining);
+    for (int i = 0; i < s->n_models; i++)
+        ready &= atomic_load_explicit(&s->models[i].status, memory_order_acquire) ==
+                 SRV_MODEL_READY;
     const char *state = draining ? "draining" : ready ? "ready" : "not_ready";
     srv_buf_printf(&b, "{\"status\":\"%s\",", state);
     if (!ready || draining)
         srv_buf_printf(&b, "\"error\":{\"code\":\"%s\",\"message\":\"%s\"},", state,
-                       draining ? "the server is shutting down" : "models are still loading");
+                       draining ? "the server is shutting down"
+                                : "a model has no version loaded yet");
     srv_buf_puts(&b, "\"models\":{");
     for (int i = 0; i < s->n_models; i++) {
         static const char *const st[] = {"loading", "ready", "failed"};
@@ -58,8 +66,9 @@ void srv_handle_readyz(srv_req *r)
     respond_buf(r, ready && !draining ? 200 : 503, &b, NULL);
 }
 
-void srv_handle_metrics(srv_req *r)
+void srv_handle_metrics(srv_req *r, const char *arg)
 {
+    (void)arg;
     srv_server *s = r->srv;
     int *depth = calloc((size_t)(s->n_models > 0 ? s->n_models : 1), sizeof *depth);
     for (int i = 0; depth && i < s->n_models; i++)
@@ -82,12 +91,12 @@ void srv_handle_metrics(srv_req *r)
 }
 
 /* translate: the language pairs (default first) and the search settings. */
-static void put_translation(srv_buf *b, const srv_model *m)
+static void put_translation(srv_buf *b, const srv_model *m, const srv_version *v)
 {
-    const eng_translator_info *ti = &m->tr_info;
+    const eng_translator_info *ti = &v->tr_info;
     srv_buf_puts(b, ",\"translation\":{\"pairs\":[");
-    for (int k = 0; k < m->n_pairs; k++) {
-        const srv_lang_pair *p = &m->pairs[k];
+    for (int k = 0; k < v->n_pairs; k++) {
+        const srv_lang_pair *p = &v->pairs[k];
         srv_buf_puts(b, k ? ",{\"source\":" : "{\"source\":");
         put_str(b, p->source);
         srv_buf_puts(b, ",\"target\":");
@@ -123,10 +132,11 @@ static void put_model(srv_buf *b, const srv_model *m)
     srv_buf_printf(b, ",\"status\":\"%s\"", (unsigned)ms < 3 ? st[ms] : "?");
     srv_buf_puts(b, ",\"device\":");
     put_str(b, c->backend);
-    if (ms == SRV_MODEL_READY) {
-        const eng_model_info *in = m->info;
+    srv_version *v = ms == SRV_MODEL_READY ? srv_model_slot_acquire(m->slot) : NULL;
+    if (v) {
+        const eng_model_info *in = v->info;
         srv_buf_puts(b, ",\"version\":");
-        put_str(b, m->version);
+        put_str(b, v->name);
         srv_buf_puts(b, ",\"architecture\":");
         put_str(b, in->architecture);
         srv_buf_puts(b, ",\"model_type\":");
@@ -142,7 +152,8 @@ static void put_model(srv_buf *b, const srv_model *m)
         }
         srv_buf_printf(b, "],\"multi_label\":%s", in->multi_label ? "true" : "false");
         if (c->task == SRV_TASK_TRANSLATE)
-            put_translation(b, m);
+            put_translation(b, m, v);
+        srv_version_unref(v);
     } else {
         srv_buf_puts(b, ",\"version\":null");
     }

@@ -1,8 +1,10 @@
 /* handle_classify.c - POST /v1/sentiment and /v1/classify over a
  * *ForSequenceClassification model (softmax, or sigmoid when multi-label). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "feedback.h"
 #include "handlers.h"
 
 static const char *label_name(const eng_model_info *info, int k)
@@ -20,7 +22,8 @@ static void put_label(srv_buf *b, const eng_model_info *info, int k)
 static const float *row(const srv_req *r, int i, int *nl)
 {
     *nl = (int)(r->job.out_len / (size_t)r->api.n);
-    return r->job.out + (size_t)i * (size_t)*nl;
+    const float *out = r->job.out;
+    return out + (size_t)i * (size_t)*nl;
 }
 
 static int best_of(const float *p, int n)
@@ -120,16 +123,35 @@ static int classify_render(srv_req *r, srv_buf *b, int i, const eng_model_info *
     return srv_buf_failed(b) ? -1 : 0;
 }
 
+/* The job: probabilities [n, num_labels] (softmax or sigmoid) per job. */
+static int classify_run(eng_ctx *ctx, eng_model *m, srv_job *const *jobs, int n,
+                        const eng_encoding *const *enc, int seqs, srv_scratch *sc, eng_error *err)
+{
+    size_t per = (size_t)eng_model_get_info(m)->num_labels;
+    float *all = srv_scratch_get(sc, per * (size_t)seqs * sizeof(float));
+    if (!all) {
+        snprintf(err->msg, sizeof err->msg, "out of memory for a batch of %d sequences", seqs);
+        return err->code = ENG_ENOMEM;
+    }
+    int rc = eng_run_classify(ctx, m, enc, seqs, all, NULL, err);
+    return rc ? rc : srv_jobs_take_rows(jobs, n, all, per, err);
+}
+
+const srv_job_type srv_job_classify = {
+    .name = "classify", .task = ENG_TASK_CLASSIFY, .run = classify_run};
+
 const srv_infer_ops srv_sentiment_ops = {
-    .kind = SRV_JOB_CLASSIFY,
+    .job_type = &srv_job_classify,
     .encode = srv_encode_texts,
     .render_one = sentiment_render,
     .cleanup = srv_free_texts,
+    .rendered = srv_feedback_remember,
 };
 
 const srv_infer_ops srv_classify_ops = {
-    .kind = SRV_JOB_CLASSIFY,
+    .job_type = &srv_job_classify,
     .encode = srv_encode_texts,
     .render_one = classify_render,
     .cleanup = srv_free_texts,
+    .rendered = srv_feedback_remember,
 };

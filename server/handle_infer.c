@@ -1,23 +1,13 @@
 /* handle_infer.c - the inference pipeline shared by the POST endpoints:
  * parse + validate + tokenize (pool) -> submit (loop) -> batcher -> map the
  * job's status (loop) -> render (pool). */
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "handlers.h"
 #include "log.h"
-
-static const srv_infer_ops *ops_for(srv_endpoint ep)
-{
-    switch (ep) {
-    case SRV_EP_EMBED: return &srv_embed_ops;
-    case SRV_EP_SENTIMENT: return &srv_sentiment_ops;
-    case SRV_EP_CLASSIFY: return &srv_classify_ops;
-    case SRV_EP_QA: return &srv_qa_ops;
-    case SRV_EP_TRANSLATE: return &srv_translate_ops;
-    default: return NULL;
-    }
-}
 
 void srv_req_engine_error(srv_req *r, const eng_error *e, const char *what)
 {
@@ -65,16 +55,41 @@ void srv_free_texts(srv_req *r)
     r->n_enc = 0;
 }
 
-int srv_infer_prepare(srv_req *r)
+int srv_jobs_take_rows(srv_job *const *jobs, int n, const float *all, size_t per,
+                       eng_error *err)
+{
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        srv_job *j = jobs[i];
+        size_t len = per * (size_t)j->n;
+        float *out = malloc((len ? len : 1) * sizeof *out);
+        if (!out) {
+            for (int k = 0; k < i; k++)
+                srv_job_free_output(jobs[k]);
+            snprintf(err->msg, sizeof err->msg, "out of memory for the results");
+            return err->code = ENG_ENOMEM;
+        }
+        memcpy(out, all + off, len * sizeof *out);
+        j->out = out;
+        j->out_len = len;
+        off += len;
+    }
+    return 0;
+}
+
+/* Tokenize r->api with r's version; the job will run on that version. */
+static int encode(srv_req *r)
+{
+    snprintf(r->version, sizeof r->version, "%s", r->ver->name);
+    return r->ops->encode(r, r->ver->model);
+}
+
+static int infer_prepare(srv_req *r)
 {
     srv_server *s = r->srv;
     srv_api_error e;
-    r->ops = ops_for(r->ep);
-    if (!r->ops) {
-        srv_req_error(r, 404, "not_found", "no such route");
-        return -1;
-    }
-    int rc = srv_api_parse(r->ep, r->body, r->body_len, &s->limits, &r->api, &e);
+    int rc = r->ops->parse ? r->ops->parse(r, &e)
+                           : srv_api_parse(r->ep, r->body, r->body_len, &s->limits, &r->api, &e);
     free(r->body);
     r->body = NULL;
     r->body_len = r->body_cap = 0;
@@ -95,29 +110,36 @@ int srv_infer_prepare(srv_req *r)
                       m->conf->max_timeout_ms, m->conf->name);
         return -1;
     }
-    /* Tokenize with the version that is current now (hot swap keeps the
-     * tokenizer of a model name stable). */
-    eng_model *em = srv_model_slot_acquire(m->slot, r->version, sizeof r->version);
-    if (!em) {
+    /* The version current now serves the whole request: tokenizer, batch, render. */
+    if (!r->ver && !(r->ver = srv_model_slot_acquire(m->slot))) {
+        r->retry_after = 1;
         srv_req_error(r, 503, "not_ready", "model %s has no version loaded", m->conf->name);
         return -1;
     }
-    rc = r->ops->encode(r, em);
-    eng_model_unref(em);
-    return rc;
+    return encode(r);
 }
 
-int srv_infer_submit(srv_req *r, void (*complete)(srv_job *, void *), int (*client_gone)(void *))
+static void on_job_complete(srv_job *job, void *arg)
+{
+    (void)job;
+    srv_req_done(arg);
+}
+
+static void warm_complete(srv_job *job, void *arg);
+
+static int infer_submit(srv_req *r)
 {
     srv_job *j = &r->job;
     memset(j, 0, sizeof *j);
-    j->kind = r->ops->kind;
+    j->type = r->ops->job_type;
+    j->model = r->ver->model;
     j->n = r->n_enc;
     j->enc = r->enc;
     int timeout = r->api.timeout_ms ? r->api.timeout_ms : r->model->conf->timeout_ms;
-    j->deadline_ns = r->t_start + (int64_t)timeout * 1000000;
-    j->client_gone = client_gone;
-    j->complete = complete;
+    /* A warm-up may meet a cold cache and slow pages: no deadline. */
+    j->deadline_ns = r->warmup ? 0 : r->t_start + (int64_t)timeout * 1000000;
+    j->client_gone = r->warmup ? NULL : srv_req_client_gone;
+    j->complete = r->warmup ? warm_complete : on_job_complete;
     j->arg = r;
     if (r->ops->setup_job)
         r->ops->setup_job(r, j);
@@ -137,17 +159,15 @@ int srv_infer_submit(srv_req *r, void (*complete)(srv_job *, void *), int (*clie
     return -1;
 }
 
-int srv_infer_finished(srv_req *r)
+static int infer_finished(srv_req *r)
 {
     srv_job *j = &r->job;
-    if (j->started_ns > 0 && j->finished_ns >= j->started_ns)
+    if (!r->warmup && j->started_ns > 0 && j->finished_ns >= j->started_ns)
         srv_metrics_job(r->srv->metrics, r->model_index, j->started_ns - j->enqueued_ns,
                         j->finished_ns - j->started_ns);
-    if (j->version[0])
-        snprintf(r->version, sizeof r->version, "%s", j->version);
     switch (j->status) {
     case SRV_JOB_OK:
-        if (j->out || j->translations)
+        if (j->out)
             return 0;
         srv_req_error(r, 500, "internal", "the model returned no output");
         return -1;
@@ -177,16 +197,22 @@ int srv_infer_finished(srv_req *r)
     }
 }
 
-void srv_infer_render(srv_req *r)
+static void infer_render_response(srv_req *r);
+
+static void infer_render(srv_req *r)
 {
-    if (r->ops->render) {
+    if (r->ops->render)
         r->ops->render(r);
-        return;
-    }
-    srv_job *j = &r->job;
-    eng_model *m = j->model;
-    const eng_model_info *info = m ? eng_model_get_info(m) : r->model->info;
-    const eng_tokenizer *tok = m ? eng_model_tokenizer(m) : eng_model_tokenizer(r->model->model);
+    else
+        infer_render_response(r);
+    if (r->ops->rendered && !r->warmup && r->status == 200)
+        r->ops->rendered(r);
+}
+
+static void infer_render_response(srv_req *r)
+{
+    const eng_model_info *info = r->ver->info;
+    const eng_tokenizer *tok = eng_model_tokenizer(r->ver->model);
     srv_buf b;
     srv_buf_init(&b);
     srv_buf_puts(&b, "{\"model\":");
@@ -214,7 +240,7 @@ void srv_infer_render(srv_req *r)
     srv_req_respond(r, 200, body, len, NULL);
 }
 
-void srv_infer_cleanup(srv_req *r)
+static void infer_cleanup(srv_req *r)
 {
     if (r->ops)
         r->ops->cleanup(r);
@@ -223,4 +249,94 @@ void srv_infer_cleanup(srv_req *r)
     free(r->body);
     r->body = NULL;
     r->body_len = r->body_cap = 0;
+    srv_version_unref(r->ver);
+    r->ver = NULL;
+}
+
+const srv_handler srv_infer_handler = {
+    .prepare = infer_prepare,
+    .submit = infer_submit,
+    .finished = infer_finished,
+    .render = infer_render,
+    .cleanup = infer_cleanup,
+};
+
+/* ---------------------------------------------------------------- warm-up */
+
+typedef struct warm_req {
+    srv_req r;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+} warm_req;
+
+/* Batcher thread: the warm-up's job finished. */
+static void warm_complete(srv_job *job, void *arg)
+{
+    (void)job;
+    warm_req *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->done = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+int srv_infer_warmup(srv_model *m, srv_version *v, char *why, size_t cap)
+{
+    const srv_route *rt = srv_route_for_task(m->conf->task);
+    if (!rt) {
+        snprintf(why, cap, "no endpoint serves task %s", srv_task_name(m->conf->task));
+        return -1;
+    }
+    warm_req *w = calloc(1, sizeof *w);
+    if (!w) {
+        snprintf(why, cap, "out of memory");
+        return -1;
+    }
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    srv_req *r = &w->r;
+    r->srv = m->srv;
+    r->route = rt;
+    r->ep = rt->ep;
+    r->ops = rt->task;
+    r->warmup = 1;
+    r->fd = -1;
+    r->model_index = m->index;
+    r->t_start = srv_now_ns();
+    r->ver = srv_version_ref(v);
+    snprintf(r->rid, sizeof r->rid, "warmup-%s", m->conf->name);
+    int rc = -1;
+    srv_api_error e;
+    if (srv_api_parse(r->ep, rt->warmup_body, strlen(rt->warmup_body), &m->srv->limits, &r->api,
+                      &e)) {
+        snprintf(why, cap, "the warm-up request is invalid: %s", e.message);
+        goto done;
+    }
+    r->api.model = m->conf->name;
+    r->model = m;
+    if (r->ops->resolve && !r->ops->resolve(r))
+        goto failed;
+    if (encode(r) || infer_submit(r))
+        goto failed;
+    pthread_mutex_lock(&w->mu);
+    while (!w->done)
+        pthread_cond_wait(&w->cv, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+    if (infer_finished(r))
+        goto failed;
+    infer_render(r);
+    if (r->status == 200) {
+        rc = 0;
+        goto done;
+    }
+failed:
+    snprintf(why, cap, "%s", r->err.message[0] ? r->err.message : "the warm-up request failed");
+done:
+    infer_cleanup(r);
+    free(r->resp);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+    return rc;
 }

@@ -2,6 +2,7 @@
  * context) item becomes overlapping windows (eng_qa_windows_make); all
  * windows of a request run as one job; answers are decoded per item from its
  * slice of the packed logits and reported with code-point offsets. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -115,7 +116,7 @@ static int qa_render(srv_req *r, srv_buf *b, int i, const eng_model_info *info,
     qa_state *st = r->task_state;
     if (!st || r->job.out_len < 2 * st->total_tokens)
         return -1;
-    const float *start = r->job.out, *end = r->job.out + st->total_tokens;
+    const float *start = r->job.out, *end = start + st->total_tokens;
     eng_qa_answer *ans = calloc((size_t)st->opts.top_k, sizeof *ans);
     int n = 0;
     if (!ans || eng_qa_decode(tok, &st->win[i], start + st->tok_off[i], end + st->tok_off[i],
@@ -138,8 +139,48 @@ static int qa_render(srv_req *r, srv_buf *b, int i, const eng_model_info *info,
     return srv_buf_failed(b) ? -1 : 0;
 }
 
+/* The job: start logits then end logits, each packed over the job's windows
+ * (2 x its tokens). */
+static int qa_run(eng_ctx *ctx, eng_model *m, srv_job *const *jobs, int n,
+                  const eng_encoding *const *enc, int seqs, srv_scratch *sc, eng_error *err)
+{
+    size_t ntok = 0;
+    for (int s = 0; s < seqs; s++)
+        ntok += (size_t)enc[s]->n;
+    float *all = srv_scratch_get(sc, 2 * ntok * sizeof(float));
+    if (!all) {
+        snprintf(err->msg, sizeof err->msg, "out of memory for a batch of %d sequences", seqs);
+        return err->code = ENG_ENOMEM;
+    }
+    int rc = eng_run_qa_logits(ctx, m, enc, seqs, all, all + ntok, err);
+    if (rc)
+        return rc;
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        srv_job *j = jobs[i];
+        size_t jtok = 0;
+        for (int s = 0; s < j->n; s++)
+            jtok += (size_t)j->enc[s].n;
+        float *out = malloc((jtok ? 2 * jtok : 1) * sizeof *out);
+        if (!out) {
+            for (int k = 0; k < i; k++)
+                srv_job_free_output(jobs[k]);
+            snprintf(err->msg, sizeof err->msg, "out of memory for the results");
+            return err->code = ENG_ENOMEM;
+        }
+        memcpy(out, all + off, jtok * sizeof *out);
+        memcpy(out + jtok, all + ntok + off, jtok * sizeof *out);
+        j->out = out;
+        j->out_len = 2 * jtok;
+        off += jtok;
+    }
+    return 0;
+}
+
+const srv_job_type srv_job_qa = {.name = "qa", .task = ENG_TASK_QA, .run = qa_run};
+
 const srv_infer_ops srv_qa_ops = {
-    .kind = SRV_JOB_QA,
+    .job_type = &srv_job_qa,
     .encode = qa_encode,
     .render_one = qa_render,
     .cleanup = qa_cleanup,

@@ -4,18 +4,86 @@
  * (srv_models_find_translate); an unknown pair is a 404 that lists the pairs
  * served. On a pool thread each text is encoded (the pair's >>xx<< token
  * prepended, as a user would write it; truncated at the model's maximum),
- * then all texts run as one SRV_JOB_TRANSLATE job whose search options are
+ * then all texts run as one translate job whose search options are
  * resolved here (explicit beam_size and max_length, so equal searches share a
  * batch); rendering, also on a pool thread, detokenises the ids. */
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "handlers.h"
 
 typedef struct tr_state {
-    const srv_lang_pair *pair; /* in the model (lives as long as the server) */
+    const srv_lang_pair *pair; /* in r->ver (which the request holds) */
     eng_translate_opts opts;
 } tr_state;
+
+/* ------------------------------------------------------------------ the job */
+
+static int opts_equal(const eng_translate_opts *a, const eng_translate_opts *b)
+{
+    int lp_same = isnan(a->length_penalty) ? isnan(b->length_penalty)
+                                           : a->length_penalty == b->length_penalty;
+    return a->beam_size == b->beam_size && a->max_length == b->max_length &&
+           a->max_new_tokens == b->max_new_tokens && a->max_input_tokens == b->max_input_tokens &&
+           lp_same;
+}
+
+/* One eng_translate_ids call runs one search: only equal options share a batch. */
+static int tr_batchable(const srv_job *a, const srv_job *b)
+{
+    return opts_equal(a->opts, b->opts);
+}
+
+/* The job: n eng_translation results in text order (ids, score; text NULL). */
+static int tr_run(eng_ctx *ctx, eng_model *m, srv_job *const *jobs, int n,
+                  const eng_encoding *const *enc, int seqs, srv_scratch *sc, eng_error *err)
+{
+    eng_translation *all = srv_scratch_get(sc, (size_t)seqs * sizeof *all);
+    if (!all) {
+        snprintf(err->msg, sizeof err->msg, "out of memory for a batch of %d sequences", seqs);
+        return err->code = ENG_ENOMEM;
+    }
+    int rc = eng_translate_ids(ctx, m, enc, seqs, jobs[0]->opts, all, err);
+    if (rc)
+        return rc;
+    /* The results (and their ids) move to the jobs. */
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        srv_job *j = jobs[i];
+        eng_translation *out = malloc((size_t)j->n * sizeof *out);
+        if (!out) {
+            for (int k = 0; k < i; k++)
+                srv_job_free_output(jobs[k]);
+            for (size_t k = off; k < (size_t)seqs; k++)
+                eng_translation_free(&all[k]);
+            snprintf(err->msg, sizeof err->msg, "out of memory for the results");
+            return err->code = ENG_ENOMEM;
+        }
+        memcpy(out, all + off, (size_t)j->n * sizeof *out);
+        j->out = out;
+        j->out_len = (size_t)j->n;
+        off += (size_t)j->n;
+    }
+    return 0;
+}
+
+static void tr_free_out(srv_job *j)
+{
+    eng_translation *t = j->out;
+    for (size_t i = 0; i < j->out_len; i++)
+        eng_translation_free(&t[i]);
+    free(t);
+}
+
+const srv_job_type srv_job_translate = {.name = "translate",
+                                        .task = ENG_TASK_TRANSLATE,
+                                        .batchable = tr_batchable,
+                                        .run = tr_run,
+                                        .free_out = tr_free_out};
+
+/* ---------------------------------------------------------------- requests */
 
 static void put_pair(srv_buf *b, const srv_lang_pair *p, const char *model)
 {
@@ -49,8 +117,9 @@ static void not_found(srv_req *r, const srv_api_error *e)
         if ((only && m != only) || m->conf->task != SRV_TASK_TRANSLATE ||
             atomic_load_explicit(&m->status, memory_order_acquire) != SRV_MODEL_READY)
             continue;
-        for (int k = 0; k < m->n_pairs; k++, n++) {
-            const srv_lang_pair *p = &m->pairs[k];
+        srv_version *v = srv_model_slot_acquire(m->slot);
+        for (int k = 0; v && k < v->n_pairs; k++, n++) {
+            const srv_lang_pair *p = &v->pairs[k];
             if (n)
                 srv_buf_puts(&b, ",");
             put_pair(&b, p, m->conf->name);
@@ -59,6 +128,7 @@ static void not_found(srv_req *r, const srv_api_error *e)
                                          n ? ", " : "", *p->source ? p->source : "?", p->target,
                                          m->conf->name);
         }
+        srv_version_unref(v);
     }
     char msg[1400];
     snprintf(msg, sizeof msg, "%s; supported pairs: %s", e->message, n ? list : "none");
@@ -81,8 +151,15 @@ static srv_model *tr_resolve(srv_req *r)
 {
     srv_api_error e = {0};
     const srv_lang_pair *pair = NULL;
-    srv_model *m = srv_models_find_translate(r->srv, r->api.model, r->api.source, r->api.target,
-                                             &pair, &e);
+    srv_model *m;
+    if (r->ver) { /* warm-up: the model and its new version are given */
+        m = r->model;
+        static const srv_lang_pair none = {{0}, {0}, {0}};
+        pair = r->ver->n_pairs ? &r->ver->pairs[0] : &none;
+    } else {
+        m = srv_models_find_translate(r->srv, r->api.model, r->api.source, r->api.target, &r->ver,
+                                      &pair, &e);
+    }
     if (!m) {
         if (e.status == 404)
             not_found(r, &e);
@@ -113,9 +190,9 @@ static srv_model *tr_resolve(srv_req *r)
     eng_translate_opts_default(&st->opts);
     /* The model's defaults, capped by the config's maxima like requests are. */
     st->opts.beam_size = r->api.beam_size ? r->api.beam_size
-                                          : min_pos(m->tr_info.num_beams, c->max_beam_size);
+                                          : min_pos(r->ver->tr_info.num_beams, c->max_beam_size);
     st->opts.max_length = r->api.max_length ? r->api.max_length
-                                            : min_pos(m->tr_info.max_length, c->max_length);
+                                            : min_pos(r->ver->tr_info.max_length, c->max_length);
     return m;
 }
 
@@ -164,7 +241,7 @@ oom:
 static void tr_setup_job(srv_req *r, srv_job *j)
 {
     tr_state *st = r->task_state;
-    j->translate = st->opts;
+    j->opts = &st->opts;
 }
 
 static void put_lang(srv_buf *b, const char *key, const char *pair_code, const char *asked)
@@ -180,7 +257,8 @@ static void tr_render(srv_req *r)
 {
     tr_state *st = r->task_state;
     srv_job *j = &r->job;
-    eng_model *m = j->model ? j->model : r->model->model;
+    eng_model *m = r->ver->model;
+    const eng_translation *results = j->out;
     srv_buf b;
     srv_buf_init(&b);
     srv_buf_puts(&b, "{\"model\":");
@@ -192,7 +270,7 @@ static void tr_render(srv_req *r)
     srv_buf_puts(&b, r->api.list ? ",\"translations\":[" : ",\"translation\":");
     int truncated = 0;
     for (int i = 0; i < r->api.n; i++) {
-        const eng_translation *t = &j->translations[i];
+        const eng_translation *t = &results[i];
         char *text = NULL;
         eng_error e = {0};
         if (eng_translate_decode(m, t->ids, t->n_ids, &text, &e)) {
@@ -212,7 +290,7 @@ static void tr_render(srv_req *r)
     if (truncated) {
         srv_buf_puts(&b, ",\"warnings\":[");
         for (int i = 0, k = 0; i < r->api.n; i++) {
-            const eng_translation *t = &j->translations[i];
+            const eng_translation *t = &results[i];
             if (t->truncated <= 0)
                 continue;
             char what[32];
@@ -244,7 +322,7 @@ static void tr_cleanup(srv_req *r)
 }
 
 const srv_infer_ops srv_translate_ops = {
-    .kind = SRV_JOB_TRANSLATE,
+    .job_type = &srv_job_translate,
     .resolve = tr_resolve,
     .encode = tr_encode,
     .cleanup = tr_cleanup,

@@ -32,30 +32,6 @@ struct srv_http {
     uint64_t rid_seed, rid_count;
 };
 
-void srv_req_error(srv_req *r, int status, const char *code, const char *fmt, ...)
-{
-    free(r->resp);
-    r->resp = NULL;
-    r->resp_len = 0;
-    r->resp_type = NULL;
-    r->status = status;
-    r->err.status = status;
-    r->err.code = code;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(r->err.message, sizeof r->err.message, fmt, ap);
-    va_end(ap);
-}
-
-void srv_req_respond(srv_req *r, int status, char *body, size_t len, const char *type)
-{
-    free(r->resp);
-    r->status = status;
-    r->resp = body;
-    r->resp_len = len;
-    r->resp_type = type;
-}
-
 /* ------------------------------------------------------------ requests */
 
 static void req_free(srv_req *r)
@@ -67,7 +43,8 @@ static void req_free(srv_req *r)
         h->live = r->live_next;
     if (r->live_next)
         r->live_next->live_prev = r->live_prev;
-    srv_infer_cleanup(r);
+    if (r->route && r->route->handler)
+        r->route->handler->cleanup(r);
     free(r->body);
     free(r->resp);
     free(r);
@@ -167,15 +144,24 @@ static enum MHD_Result send_response(srv_http *h, srv_req *r)
                          strlen(r->err.code ? r->err.code : "internal"));
         srv_buf_puts(&b, ",\"message\":");
         srv_buf_json_str(&b, r->err.message, strlen(r->err.message));
+        /* OpenAI's SDK also reads error.type and error.param. */
+        if (r->ep == SRV_EP_OPENAI_EMBEDDINGS)
+            srv_buf_printf(&b, ",\"type\":\"%s\",\"param\":null",
+                           r->status == 401 ? "authentication_error"
+                           : r->status >= 500 || r->status == 0 ? "server_error"
+                                                                 : "invalid_request_error");
         srv_buf_puts(&b, "}");
         if (r->model) {
             srv_buf_puts(&b, ",\"model\":");
             srv_buf_json_str(&b, r->model->conf->name, strlen(r->model->conf->name));
-            const char *v = r->version[0] ? r->version : r->model->version;
+            /* The version that answered, else the one serving now. */
+            srv_version *cur = r->version[0] ? NULL : srv_model_slot_acquire(r->model->slot);
+            const char *v = r->version[0] ? r->version : cur ? cur->name : "";
             if (*v) {
                 srv_buf_puts(&b, ",\"version\":");
                 srv_buf_json_str(&b, v, strlen(v));
             }
+            srv_version_unref(cur);
         }
         srv_buf_puts(&b, "}\n");
         body = srv_buf_take(&b, &len);
@@ -231,7 +217,8 @@ static int reap_orphan(srv_req *r)
 
 static void render_work(uv_work_t *w)
 {
-    srv_infer_render(w->data);
+    srv_req *r = w->data;
+    r->route->handler->render(r);
 }
 
 static void after_render(uv_work_t *w, int status)
@@ -241,16 +228,13 @@ static void after_render(uv_work_t *w, int status)
     srv_http *h = r->srv->http;
     if (reap_orphan(r))
         return;
-    srv_infer_cleanup(r);
+    r->route->handler->cleanup(r);
     req_resume(h, r);
     run_mhd(h);
 }
 
-/* Batcher thread: the job left the batcher. */
-static void on_job_complete(srv_job *job, void *arg)
+void srv_req_done(srv_req *r)
 {
-    (void)job;
-    srv_req *r = arg;
     srv_http *h = r->srv->http;
     pthread_mutex_lock(&h->done_lock);
     r->next_done = NULL;
@@ -267,7 +251,7 @@ static void on_job_complete(srv_job *job, void *arg)
  * as recv() == 0 or an error other than EAGAIN. Limits: a client that
  * half-closes after sending (shutdown(SHUT_WR)) looks gone; one that pipelines
  * its next request looks present until that request is read. */
-static int client_gone(void *arg)
+int srv_req_client_gone(void *arg)
 {
     srv_req *r = arg;
     if (r->fd < 0)
@@ -296,15 +280,16 @@ static void on_async(uv_async_t *a)
         next = r->next_done;
         if (reap_orphan(r))
             continue;
-        if (srv_infer_finished(r) == 0) {
+        const srv_handler *hd = r->route->handler;
+        if ((!hd->finished || hd->finished(r) == 0) && hd->render) {
             r->work.data = r;
             if (uv_queue_work(h->srv->loop, &r->work, render_work, after_render) == 0)
                 continue;
             srv_req_error(r, 500, "internal", "cannot schedule the response");
         }
-        if (r->job.status == SRV_JOB_CANCELLED)
-            r->phase = SRV_REQ_CLOSE;
-        srv_infer_cleanup(r);
+        if (r->status == 499)
+            r->phase = SRV_REQ_CLOSE; /* the client went away */
+        hd->cleanup(r);
         req_resume(h, r);
     }
     run_mhd(h);
@@ -312,7 +297,8 @@ static void on_async(uv_async_t *a)
 
 static void prepare_work(uv_work_t *w)
 {
-    srv_infer_prepare(w->data);
+    srv_req *r = w->data;
+    r->route->handler->prepare(r);
 }
 
 static void after_prepare(uv_work_t *w, int status)
@@ -322,9 +308,12 @@ static void after_prepare(uv_work_t *w, int status)
     srv_http *h = r->srv->http;
     if (reap_orphan(r))
         return;
-    if (r->status == 0 && srv_infer_submit(r, on_job_complete, client_gone) == 0)
-        return; /* in the batcher: on_job_complete brings it back */
-    srv_infer_cleanup(r);
+    const srv_handler *hd = r->route->handler;
+    if (r->status == 0 && hd->submit && hd->submit(r) == 0)
+        return; /* in the batcher (or a reload): srv_req_done brings it back */
+    if (r->status == 0) /* a handler without submit answers in prepare */
+        srv_req_error(r, 500, "internal", "the request produced no response");
+    hd->cleanup(r);
     req_resume(h, r);
     run_mhd(h);
 }
@@ -380,7 +369,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
             if (errno || *end || cl < 0)
                 cl = -1;
         }
-        if (srv_route(r, url, method, get_header, cl) == SRV_ROUTE_BODY) {
+        if (srv_route_request(r, url, method, get_header, cl) == SRV_ROUTE_BODY) {
             r->phase = SRV_REQ_BODY;
             return MHD_YES;
         }

@@ -12,8 +12,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <malloc.h>
+
+#include "feedback.h"
 #include "http.h"
 #include "log.h"
+#include "reload.h"
 #include "server.h"
 
 #define NLPD_VERSION "0.1.0"
@@ -21,7 +25,7 @@
 typedef struct app {
     srv_server s;
     uv_loop_t loop;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain_timer;
     uv_work_t load_work;
     int load_rc;
@@ -49,9 +53,11 @@ static void usage(FILE *f)
         "  --set KEY=VALUE         set any top-level key, e.g. --set limits.max_texts=16\n"
         "  --check-config          validate the configuration and model folders, then exit\n"
         "  --print-config-doc      print every configuration key with its default and exit\n"
+        "  --print-routes          print every route (METHOD PATH) and exit\n"
         "  --help, --version\n"
         "\n"
-        "Signals: SIGTERM/SIGINT drain and exit 0 (a second one exits at once).\n"
+        "Signals: SIGTERM/SIGINT drain and exit 0 (a second one exits at once); SIGHUP checks\n"
+        "every model's source (repository or folder) for a new version.\n"
         "Exit status: 0 ok, 1 start-up or model loading failed, 2 bad usage or configuration.\n");
 }
 
@@ -75,15 +81,20 @@ static void finish(app *a, int graceful)
     srv_server *s = &a->s;
     atomic_store(&s->ready, 0);
     atomic_store(&s->draining, 1);
-    /* Batchers first (their completions are freed with the connections),
-     * then every connection, then our own handles: the loop then ends. */
+    /* The reloader first (a load in progress ends; queued admin requests are
+     * answered), then the batchers (their completions are freed with the
+     * connections), then every connection, then our own handles: the loop
+     * then ends. */
+    srv_reload_stop(s->reload);
     srv_models_stop(s, graceful, srv_now_ns() + 1000000000);
+    srv_feedback_stop(s); /* answers what it queued: before the connections go */
     if (s->http)
         srv_http_stop(s->http);
     uv_timer_stop(&a->drain_timer);
     uv_close((uv_handle_t *)&a->drain_timer, close_cb);
     uv_close((uv_handle_t *)&a->sigterm, close_cb);
     uv_close((uv_handle_t *)&a->sigint, close_cb);
+    uv_close((uv_handle_t *)&a->sighup, close_cb);
     srv_log(SRV_LOG_INFO, NULL, "stopped");
 }
 
@@ -123,6 +134,15 @@ static void on_signal(uv_signal_t *h, int signum)
         on_idle(a);
 }
 
+/* SIGHUP: check every model's source now (a new version, a changed pin). */
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    app *a = h->data;
+    srv_log(SRV_LOG_INFO, NULL, "SIGHUP: checking every model's source for new versions");
+    srv_reload_request(a->s.reload, -1);
+}
+
 static void load_work(uv_work_t *w)
 {
     app *a = w->data;
@@ -145,9 +165,14 @@ static void after_load(uv_work_t *w, int status)
         finish(a, a->finish_graceful);
         return;
     }
+    if (srv_reload_start(s->reload)) {
+        s->exit_code = 1;
+        finish(a, 0);
+        return;
+    }
     if (!atomic_load(&s->draining)) {
         atomic_store(&s->ready, 1);
-        srv_log(SRV_LOG_INFO, NULL, "ready: %d model(s) loaded and warm", s->n_models);
+        srv_log(SRV_LOG_INFO, NULL, "started: %d model(s) configured", s->n_models);
     }
 }
 
@@ -182,6 +207,10 @@ int main(int argc, char **argv)
         }
         if (strcmp(arg, "--print-config-doc") == 0) {
             srv_config_print_doc(stdout);
+            return 0;
+        }
+        if (strcmp(arg, "--print-routes") == 0) {
+            srv_routes_print(stdout);
             return 0;
         }
         if (strcmp(arg, "--check-config") == 0) {
@@ -243,6 +272,11 @@ int main(int argc, char **argv)
     srv_log_level_parse(cfg->log_level, &lvl);
     srv_log_setup(lvl, strcmp(cfg->log_format, "json") == 0);
     signal(SIGPIPE, SIG_IGN);
+    /* A fixed mmap threshold: the large blocks of a model version (packed
+     * weights) are mapped and go back to the system when the version is
+     * freed, so repeated hot swaps do not grow the heap (glibc's dynamic
+     * threshold would move such blocks into the arenas after the first free). */
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
 
     int compute = srv_config_compute_threads(cfg);
     if (compute > cores)
@@ -262,8 +296,18 @@ int main(int argc, char **argv)
             goto fail_server;
         }
     }
+    if (cfg->admin_key_file) {
+        if (srv_auth_load(cfg->admin_key_file, &s->admin_auth, err, sizeof err)) {
+            fprintf(stderr, "nlpd: auth.admin_key_file: %s\n", err);
+            goto fail_server;
+        }
+    }
     if (srv_models_init(s, err, sizeof err)) {
         fprintf(stderr, "nlpd: %s\n", err);
+        goto fail_server;
+    }
+    if (!(s->reload = srv_reload_new(s))) {
+        fprintf(stderr, "nlpd: out of memory\n");
         goto fail_server;
     }
     if (check_only) {
@@ -276,6 +320,10 @@ int main(int argc, char **argv)
         names[i] = cfg->models[i].name;
     if (!(s->metrics = srv_metrics_new(cfg->n_models, names))) {
         fprintf(stderr, "nlpd: out of memory\n");
+        goto fail_server;
+    }
+    if (srv_feedback_init(s, err, sizeof err)) {
+        fprintf(stderr, "nlpd: %s\n", err);
         goto fail_server;
     }
 
@@ -303,10 +351,12 @@ int main(int argc, char **argv)
 
     uv_signal_init(&a->loop, &a->sigterm);
     uv_signal_init(&a->loop, &a->sigint);
+    uv_signal_init(&a->loop, &a->sighup);
     uv_timer_init(&a->loop, &a->drain_timer);
-    a->sigterm.data = a->sigint.data = a->drain_timer.data = a;
+    a->sigterm.data = a->sigint.data = a->sighup.data = a->drain_timer.data = a;
     uv_signal_start(&a->sigterm, on_signal, SIGTERM);
     uv_signal_start(&a->sigint, on_signal, SIGINT);
+    uv_signal_start(&a->sighup, on_sighup, SIGHUP);
 
     a->load_work.data = a;
     a->loading = 1;
@@ -324,9 +374,12 @@ fail_loop:
     if (s->loop)
         uv_loop_close(&a->loop);
 fail_server:
+    srv_reload_free(s->reload);
+    srv_feedback_free(s);
     srv_models_free(s);
     srv_metrics_free(s->metrics);
     srv_auth_free(s->auth);
+    srv_auth_free(s->admin_auth);
     srv_config_free(cfg);
     free(cfg);
     free(a);

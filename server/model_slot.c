@@ -1,7 +1,6 @@
-/* model_slot.c - one served model name and its current version (model_slot.h).
- * A mutex guards the (model, version) pair: acquire happens once per batch, so
- * contention is negligible, and the pair is always read consistently. The old
- * version is unreferenced outside the lock (freeing a model can take a while). */
+/* model_slot.c - see model_slot.h. A mutex guards the current pointer:
+ * acquire happens once per request, so contention is negligible. The old
+ * version is unreferenced outside the lock (freeing a model takes a while). */
 #include "model_slot.h"
 
 #include <pthread.h>
@@ -9,31 +8,54 @@
 #include <stdlib.h>
 #include <string.h>
 
+srv_version *srv_version_new(eng_model *model, const char *name)
+{
+    srv_version *v = calloc(1, sizeof *v);
+    if (!v)
+        return NULL;
+    atomic_init(&v->refs, 1);
+    snprintf(v->name, sizeof v->name, "%s", name ? name : "");
+    v->model = model;
+    v->info = eng_model_get_info(model);
+    return v;
+}
+
+srv_version *srv_version_ref(srv_version *v)
+{
+    if (v)
+        atomic_fetch_add_explicit(&v->refs, 1, memory_order_relaxed);
+    return v;
+}
+
+void srv_version_unref(srv_version *v)
+{
+    if (!v || atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    eng_model_unref(v->model);
+    free(v->pairs);
+    free(v->metadata);
+    free(v);
+}
+
 struct srv_model_slot {
     pthread_mutex_t mu;
     char *name;
-    eng_model *model; /* our reference to the current version */
-    char *version;
+    srv_version *cur; /* our reference to the current version, or NULL */
 };
 
-srv_model_slot *srv_model_slot_new(const char *name, eng_model *model, const char *version)
+srv_model_slot *srv_model_slot_new(const char *name)
 {
-    if (!name || !model)
+    if (!name)
         return NULL;
     srv_model_slot *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
     if (!(s->name = strdup(name)))
         goto fail_slot;
-    if (!(s->version = strdup(version ? version : "")))
-        goto fail_name;
     if (pthread_mutex_init(&s->mu, NULL) != 0)
-        goto fail_version;
-    s->model = model;
+        goto fail_name;
     return s;
 
-fail_version:
-    free(s->version);
 fail_name:
     free(s->name);
 fail_slot:
@@ -45,41 +67,27 @@ void srv_model_slot_free(srv_model_slot *s)
 {
     if (!s)
         return;
-    eng_model_unref(s->model);
+    srv_version_unref(s->cur);
     pthread_mutex_destroy(&s->mu);
-    free(s->version);
     free(s->name);
     free(s);
 }
 
 const char *srv_model_slot_name(const srv_model_slot *s) { return s->name; }
 
-eng_model *srv_model_slot_acquire(srv_model_slot *s, char *version, size_t cap)
+srv_version *srv_model_slot_acquire(srv_model_slot *s)
 {
     pthread_mutex_lock(&s->mu);
-    eng_model *m = eng_model_ref(s->model);
-    if (version && cap)
-        snprintf(version, cap, "%s", s->version);
+    srv_version *v = srv_version_ref(s->cur);
     pthread_mutex_unlock(&s->mu);
-    return m;
+    return v;
 }
 
-void srv_model_slot_swap(srv_model_slot *s, eng_model *model, const char *version)
+void srv_model_slot_swap(srv_model_slot *s, srv_version *v)
 {
-    /* Copy the name before taking the lock; on allocation failure keep serving
-     * the new model under an empty version name rather than dropping the swap. */
-    char *v = strdup(version ? version : "");
     pthread_mutex_lock(&s->mu);
-    eng_model *old = s->model;
-    char *old_v = s->version;
-    s->model = model;
-    s->version = v ? v : NULL;
-    if (!s->version) {
-        s->version = old_v;
-        old_v = NULL;
-        s->version[0] = 0;
-    }
+    srv_version *old = s->cur;
+    s->cur = v;
     pthread_mutex_unlock(&s->mu);
-    free(old_v);
-    eng_model_unref(old);
+    srv_version_unref(old);
 }

@@ -1,96 +1,173 @@
-/* routes.c - routing and the checks that need only the headers: method,
- * API key, readiness, content type and declared length. Loop thread. */
+/* routes.c - the endpoint table and the checks that need only the headers:
+ * method, API key, readiness, content type and declared length. Loop thread.
+ * Each row names its handler; adding an endpoint is adding a row. */
+#include <stdio.h>
 #include <string.h>
 
+#include "feedback.h"
+#include "handlers.h"
 #include "log.h"
-#include "server.h"
 
-typedef struct route {
-    const char *path;
-    srv_endpoint ep;
-    int post; /* 1: POST with a JSON body; 0: GET/HEAD */
-} route;
-
-static const route routes[] = {
-    {"/v1/embed", SRV_EP_EMBED, 1},       {"/v1/sentiment", SRV_EP_SENTIMENT, 1},
-    {"/v1/classify", SRV_EP_CLASSIFY, 1}, {"/v1/qa", SRV_EP_QA, 1},
-    {"/v1/translate", SRV_EP_TRANSLATE, 1}, {"/v1/models", SRV_EP_MODELS, 0},
-    {"/healthz", SRV_EP_HEALTHZ, 0},      {"/readyz", SRV_EP_READYZ, 0},
-    {"/metrics", SRV_EP_METRICS, 0},
+/* Inference routes are warmed up with these bodies (srv_infer_warmup). */
+static const srv_route routes[] = {
+    {"POST", "/v1/embed", SRV_EP_EMBED, SRV_ACCESS_DATA, NULL, &srv_infer_handler,
+     &srv_embed_ops, "{\"text\":\"warm up\"}"},
+    {"POST", "/v1/sentiment", SRV_EP_SENTIMENT, SRV_ACCESS_DATA, NULL, &srv_infer_handler,
+     &srv_sentiment_ops, "{\"text\":\"warm up\"}"},
+    {"POST", "/v1/classify", SRV_EP_CLASSIFY, SRV_ACCESS_DATA, NULL, &srv_infer_handler,
+     &srv_classify_ops, "{\"text\":\"warm up\"}"},
+    {"POST", "/v1/qa", SRV_EP_QA, SRV_ACCESS_DATA, NULL, &srv_infer_handler, &srv_qa_ops,
+     "{\"question\":\"Is it warm?\",\"context\":\"It is warm.\"}"},
+    /* A short greedy search touches every encoder and decoder weight and the KV cache. */
+    {"POST", "/v1/translate", SRV_EP_TRANSLATE, SRV_ACCESS_DATA, NULL, &srv_infer_handler,
+     &srv_translate_ops,
+     "{\"model\":\"(the model warmed up)\",\"text\":\"warm up\",\"beam_size\":1,\"max_length\":4}"},
+    {"POST", "/v1/feedback", SRV_EP_FEEDBACK, SRV_ACCESS_DATA, NULL, &srv_feedback_handler, NULL,
+     NULL},
+    {"GET", "/v1/models", SRV_EP_MODELS, SRV_ACCESS_DATA, srv_handle_models, NULL, NULL, NULL},
+    {"GET", "/v1/models/{name}", SRV_EP_MODELS, SRV_ACCESS_DATA, srv_handle_models, NULL, NULL,
+     NULL},
+    {"GET", "/v1/models/{name}/versions", SRV_EP_ADMIN, SRV_ACCESS_ADMIN, srv_handle_versions,
+     NULL, NULL, NULL},
+    {"POST", "/v1/admin/models/{name}/activate", SRV_EP_ADMIN, SRV_ACCESS_ADMIN, NULL,
+     &srv_admin_handler, NULL, NULL},
+    {"POST", "/v1/admin/models/{name}/unpin", SRV_EP_ADMIN, SRV_ACCESS_ADMIN, NULL,
+     &srv_admin_handler, NULL, NULL},
+    {"POST", "/v1/admin/models/{name}/reload", SRV_EP_ADMIN, SRV_ACCESS_ADMIN, NULL,
+     &srv_admin_handler, NULL, NULL},
+    {"GET", "/healthz", SRV_EP_HEALTHZ, SRV_ACCESS_OPEN, srv_handle_healthz, NULL, NULL, NULL},
+    {"GET", "/readyz", SRV_EP_READYZ, SRV_ACCESS_OPEN, srv_handle_readyz, NULL, NULL, NULL},
+    {"GET", "/metrics", SRV_EP_METRICS, SRV_ACCESS_OPEN, srv_handle_metrics, NULL, NULL, NULL},
+    {"GET", "/openapi.json", SRV_EP_OPENAPI, SRV_ACCESS_OPEN, srv_handle_openapi, NULL, NULL,
+     NULL},
+    /* Compatible routes for existing clients (handle_compat.c); warm-up is the
+     * native route's. */
+    {"POST", "/v1/embeddings", SRV_EP_OPENAI_EMBEDDINGS, SRV_ACCESS_DATA, NULL,
+     &srv_infer_handler, &srv_openai_embed_ops, NULL},
+    {"POST", "/embed", SRV_EP_TEI_EMBED, SRV_ACCESS_DATA, NULL, &srv_infer_handler,
+     &srv_tei_embed_ops, NULL},
+    {"POST", "/predict", SRV_EP_TEI_PREDICT, SRV_ACCESS_DATA, NULL, &srv_infer_handler,
+     &srv_tei_predict_ops, NULL},
+    {"POST", "/tokenize", SRV_EP_TEI_TOKENIZE, SRV_ACCESS_DATA, NULL,
+     &srv_tei_tokenize_handler, NULL, NULL},
 };
+#define N_ROUTES (sizeof routes / sizeof *routes)
 
-static const route *find_route(const char *url, const char **model_name)
+/* Does url match pattern? A "{name}" segment matches one non-empty segment,
+ * returned in arg[cap]. */
+static int path_match(const char *pattern, const char *url, char *arg, size_t cap)
 {
-    *model_name = NULL;
-    for (size_t i = 0; i < sizeof routes / sizeof *routes; i++)
-        if (strcmp(url, routes[i].path) == 0)
+    const char *brace = strstr(pattern, "{name}");
+    if (!brace)
+        return strcmp(pattern, url) == 0;
+    size_t pre = (size_t)(brace - pattern);
+    const char *post = brace + 6;
+    if (strncmp(url, pattern, pre) != 0)
+        return 0;
+    const char *seg = url + pre, *end = strchr(seg, '/');
+    size_t n = end ? (size_t)(end - seg) : strlen(seg);
+    if (n == 0 || n >= cap || strcmp(seg + n, post) != 0)
+        return 0;
+    memcpy(arg, seg, n);
+    arg[n] = 0;
+    return 1;
+}
+
+void srv_routes_print(FILE *f)
+{
+    for (size_t i = 0; i < N_ROUTES; i++)
+        fprintf(f, "%s %s\n", routes[i].method, routes[i].path);
+}
+
+const srv_route *srv_route_for_task(srv_task t)
+{
+    for (size_t i = 0; i < N_ROUTES; i++)
+        if (routes[i].task && routes[i].warmup_body && srv_task_serves(t, routes[i].ep))
             return &routes[i];
-    static const char prefix[] = "/v1/models/";
-    if (strncmp(url, prefix, sizeof prefix - 1) == 0 && url[sizeof prefix - 1] &&
-        !strchr(url + sizeof prefix - 1, '/')) {
-        *model_name = url + sizeof prefix - 1;
-        return &routes[5];
-    }
     return NULL;
 }
 
-static int authorized(srv_req *r, const char *(*get_header)(void *, const char *))
+/* 0 when the request may use the route, else the status refusing it (401
+ * no or unknown key, 403 a key of the wrong kind) with r's error set. Admin
+ * routes take admin keys only; without admin keys they are open only when no
+ * data keys are configured either. */
+static int authorize(srv_req *r, srv_access access,
+                     const char *(*get_header)(void *, const char *))
 {
-    if (!r->srv->auth)
-        return 1;
+    const srv_server *s = r->srv;
+    if (access == SRV_ACCESS_OPEN)
+        return 0;
+    const srv_auth *need = access == SRV_ACCESS_ADMIN ? s->admin_auth : s->auth;
+    if (!need) {
+        if (access == SRV_ACCESS_DATA || !s->auth)
+            return 0;
+        srv_req_error(r, 403, "forbidden",
+                      "the admin API is disabled: configure auth.admin_key_file");
+        return 403;
+    }
     size_t len = 0;
     const char *key = srv_auth_extract(get_header(r->conn, "Authorization"),
                                        get_header(r->conn, "X-API-Key"), &len);
-    return key && srv_auth_check(r->srv->auth, key, len);
+    if (key && srv_auth_check(need, key, len))
+        return 0;
+    if (key && access == SRV_ACCESS_ADMIN && s->auth && srv_auth_check(s->auth, key, len)) {
+        srv_req_error(r, 403, "forbidden", "this API key may not use the admin API");
+        return 403;
+    }
+    srv_req_error(r, 401, "unauthorized", "missing or invalid %sAPI key",
+                  access == SRV_ACCESS_ADMIN ? "admin " : "");
+    return 401;
 }
 
-srv_route_action srv_route(srv_req *r, const char *url, const char *method,
+srv_route_action srv_route_request(srv_req *r, const char *url, const char *method,
                            const char *(*get_header)(void *conn, const char *name),
                            long long content_length)
 {
     srv_server *s = r->srv;
-    const char *model_name;
-    const route *rt = find_route(url, &model_name);
+    char arg[128] = "";
+    const srv_route *rt = NULL;
+    const char *allow = NULL;
+    for (size_t i = 0; i < N_ROUTES && !rt; i++) {
+        if (!path_match(routes[i].path, url, arg, sizeof arg))
+            continue;
+        int get = strcmp(routes[i].method, "GET") == 0;
+        if (strcmp(method, routes[i].method) == 0 || (get && strcmp(method, "HEAD") == 0))
+            rt = &routes[i];
+        else
+            allow = get ? "GET, HEAD" : routes[i].method;
+    }
     if (!rt) {
-        srv_req_error(r, 404, "not_found", "no such route");
+        if (allow) {
+            r->allow = allow;
+            srv_req_error(r, 405, "method_not_allowed", "use %s", allow);
+        } else {
+            srv_req_error(r, 404, "not_found", "no such route");
+        }
         return SRV_ROUTE_RESPOND;
     }
+    r->route = rt;
     r->ep = rt->ep;
-    int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
-    if (rt->post ? strcmp(method, "POST") != 0 : !get) {
-        r->allow = rt->post ? "POST" : "GET, HEAD";
-        srv_req_error(r, 405, "method_not_allowed", "use %s", r->allow);
+    r->ops = rt->task;
+    snprintf(r->route_arg, sizeof r->route_arg, "%s", arg);
+    if (authorize(r, rt->access, get_header))
         return SRV_ROUTE_RESPOND;
-    }
-    /* /healthz, /readyz and /metrics stay open; all of /v1 needs a key. */
-    if (strncmp(url, "/v1/", 4) == 0 && !authorized(r, get_header)) {
-        srv_req_error(r, 401, "unauthorized", "missing or invalid API key");
+    if (rt->respond) {
+        rt->respond(r, arg[0] ? arg : NULL);
         return SRV_ROUTE_RESPOND;
-    }
-    switch (rt->ep) {
-    case SRV_EP_HEALTHZ:
-        srv_handle_healthz(r);
-        return SRV_ROUTE_RESPOND;
-    case SRV_EP_READYZ:
-        srv_handle_readyz(r);
-        return SRV_ROUTE_RESPOND;
-    case SRV_EP_METRICS:
-        srv_handle_metrics(r);
-        return SRV_ROUTE_RESPOND;
-    case SRV_EP_MODELS:
-        srv_handle_models(r, model_name);
-        return SRV_ROUTE_RESPOND;
-    default:
-        break;
     }
     if (atomic_load(&s->draining)) {
         r->retry_after = 1;
         srv_req_error(r, 503, "draining", "the server is shutting down");
         return SRV_ROUTE_RESPOND;
     }
-    if (!atomic_load(&s->ready)) {
+    if (rt->task && !atomic_load(&s->ready)) {
         r->retry_after = 1;
         srv_req_error(r, 503, "not_ready", "models are still loading");
+        return SRV_ROUTE_RESPOND;
+    }
+    if (rt->ep == SRV_EP_FEEDBACK && !srv_feedback_enabled(s)) {
+        srv_req_error(r, 404, "feedback_not_configured",
+                      "this server records no feedback (feedback.dir is not set)");
         return SRV_ROUTE_RESPOND;
     }
     srv_api_error e;
@@ -98,7 +175,9 @@ srv_route_action srv_route(srv_req *r, const char *url, const char *method,
         srv_req_error(r, e.status, e.code, "%s", e.message);
         return SRV_ROUTE_RESPOND;
     }
-    if (!srv_api_content_type_ok(get_header(r->conn, "Content-Type"))) {
+    /* An admin POST may come without a body (and so without a Content-Type). */
+    const char *ct = get_header(r->conn, "Content-Type");
+    if ((rt->task || ct || content_length > 0) && !srv_api_content_type_ok(ct)) {
         srv_req_error(r, 415, "unsupported_media_type", "send Content-Type: application/json");
         return SRV_ROUTE_RESPOND;
     }

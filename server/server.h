@@ -12,6 +12,7 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <uv.h>
 
 #include "api.h"
@@ -33,15 +34,9 @@ typedef enum srv_model_status {
     SRV_MODEL_FAILED,
 } srv_model_status;
 
-/* A language pair a translate model serves (models.c). */
-typedef struct srv_lang_pair {
-    char source[32];  /* "" when the model does not say (reachable by name only) */
-    char target[32];
-    char token[40];   /* ">>xx<<" prepended to each text; "" for none */
-} srv_lang_pair;
-
-/* One configured model. Written by the loading thread until status turns
- * READY (release); readers check status first (acquire). */
+/* One configured model: a name, its batcher, and the slot holding the
+ * version it serves (model_slot.h). status turns READY (release) once a first
+ * version serves; readers check status first (acquire). */
 typedef struct srv_model {
     int index;
     const srv_model_conf *conf;
@@ -49,24 +44,19 @@ typedef struct srv_model {
     atomic_int status;          /* srv_model_status */
     srv_model_slot *slot;
     srv_batcher *batcher;
-    eng_model *model;           /* a reference kept for static info (labels, ...) */
-    const eng_model_info *info; /* of `model` */
-    char version[64];           /* version being served */
     char device[16];
-    int64_t load_ns;
-    /* translate: the pairs served, the default first (config source_lang /
-     * target_lang + target_token, then one per >>xx<< token of the vocabulary);
-     * and the model's generation defaults. */
-    srv_lang_pair *pairs;
-    int n_pairs;
-    eng_translator_info tr_info;
 } srv_model;
+
+struct srv_reload;
 
 struct srv_server {
     srv_config *cfg;
     srv_api_limits limits;
     srv_auth *auth;             /* NULL: no authentication */
+    srv_auth *admin_auth;       /* NULL: no admin keys (auth.admin_key_file) */
+    struct srv_reload *reload;  /* following model sources (reload.h) */
     srv_metrics *metrics;
+    struct srv_feedback *feedback; /* NULL: feedback.dir unset (feedback.h) */
     srv_model *models;
     int n_models;
     uv_loop_t *loop;
@@ -88,6 +78,7 @@ typedef enum srv_req_phase {
 } srv_req_phase;
 
 struct srv_infer_ops;
+struct srv_route;
 
 struct srv_req {
     srv_server *srv;
@@ -96,6 +87,8 @@ struct srv_req {
     char rid[72];               /* X-Request-Id */
     char method[12];
     char path[128];
+    const struct srv_route *route; /* NULL: no such route */
+    char route_arg[128];        /* the route's {name}, "" when none */
     srv_endpoint ep;
     int64_t t_start;            /* CLOCK_MONOTONIC ns at arrival */
     srv_req_phase phase;
@@ -109,7 +102,9 @@ struct srv_req {
     const struct srv_infer_ops *ops;
     srv_api_request api;
     srv_model *model;
+    srv_version *ver;           /* the version serving this request (a reference) */
     int model_index;            /* for metrics: -1 until resolved */
+    int warmup;                 /* a warm-up request (no client, no metrics) */
     srv_job job;
     eng_encoding *enc;          /* job.enc */
     int n_enc;
@@ -123,7 +118,7 @@ struct srv_req {
     srv_api_error err;          /* when status >= 400 and resp == NULL */
     const char *allow;          /* 405: Allow header */
     int retry_after;            /* 429/503: seconds, 0 = none */
-    char version[64];           /* version that answered, for errors after compute */
+    char version[128];          /* version that answered, for errors after compute */
 
     /* ownership across threads */
     int busy;                   /* in the pool or the batcher: do not free */
@@ -144,41 +139,88 @@ void srv_req_error(srv_req *r, int status, const char *code, const char *fmt, ..
 /* Take over a malloc'd body as the response (type NULL: application/json). */
 void srv_req_respond(srv_req *r, int status, char *body, size_t len, const char *type);
 
-/* ---- routes.c: what the loop does with a request's headers. */
+/* Any thread: r's asynchronous step (a batch, a model reload) has finished;
+ * the loop resumes it with its handler's finished() (http.c). */
+void srv_req_done(srv_req *r);
+/* Any thread: has r's client closed its connection? (http.c) */
+int srv_req_client_gone(void *r);
+
+/* ---- routes.c: one row per endpoint. */
+
+typedef enum srv_access {
+    SRV_ACCESS_OPEN = 0, /* no key needed (/healthz, /readyz, /metrics) */
+    SRV_ACCESS_DATA,     /* a data-plane API key (when keys are configured) */
+    SRV_ACCESS_ADMIN,    /* an admin key (admin.api_key_file) */
+} srv_access;
+
+/* The steps of a request with a body, after the headers passed routing.
+ * prepare and render run on libuv pool threads, the others on the loop. */
+typedef struct srv_handler {
+    /* Parse and validate the body, do the request's synchronous work: 0 to go
+     * on to submit, or -1 with r's response (or error) set. */
+    int (*prepare)(srv_req *r);
+    /* Optional: start asynchronous work that ends with srv_req_done(r):
+     * 0, or -1 with r's error response set. */
+    int (*submit)(srv_req *r);
+    /* Optional, after submit's work ended: 0 to render, -1 with r's error set. */
+    int (*finished)(srv_req *r);
+    /* Optional: set r's response after finished. */
+    void (*render)(srv_req *r);
+    /* Free what prepare/submit left in r (idempotent). */
+    void (*cleanup)(srv_req *r);
+} srv_handler;
+
+typedef struct srv_route {
+    const char *method;           /* "GET" (HEAD answered too) or "POST" */
+    const char *path;             /* a "{name}" segment matches one path segment */
+    srv_endpoint ep;              /* metrics label */
+    srv_access access;
+    /* GET: answer from the headers on the loop thread (arg: the {name}). */
+    void (*respond)(srv_req *r, const char *arg);
+    /* POST: the steps after the body is read. */
+    const srv_handler *handler;
+    /* Inference routes: the task's steps, and the request a new model version
+     * is warmed up with through the real path (JSON body). */
+    const struct srv_infer_ops *task;
+    const char *warmup_body;
+} srv_route;
+
+/* Print every route as "METHOD PATH" lines (nlpd --print-routes). */
+void srv_routes_print(FILE *f);
+
+/* The inference route whose task a model of task t serves first (its
+ * warm-up), or NULL. */
+const srv_route *srv_route_for_task(srv_task t);
 
 typedef enum srv_route_action {
     SRV_ROUTE_RESPOND = 0,   /* r has its response */
-    SRV_ROUTE_BODY,          /* an inference request: read the body, then srv_infer_* */
+    SRV_ROUTE_BODY,          /* read the body, then run r->route->handler */
 } srv_route_action;
 
 /* Route a new request; runs on the loop thread with the headers available
  * through get_header (name -> value or NULL). content_length: -1 unknown. */
-srv_route_action srv_route(srv_req *r, const char *url, const char *method,
+srv_route_action srv_route_request(srv_req *r, const char *url, const char *method,
                            const char *(*get_header)(void *conn, const char *name),
                            long long content_length);
 
-/* ---- handle_infer.c: the inference pipeline of one request. */
+/* ---- handle_infer.c: the inference pipeline (parse + tokenize on the pool,
+ * the batcher, render on the pool), shared by every inference route. */
+extern const srv_handler srv_infer_handler;
 
-/* Pool thread: parse, validate, resolve the model, tokenize into r->job.
- * 0, or -1 with r's error response set. */
-int srv_infer_prepare(srv_req *r);
-/* Loop thread: fill the job's callbacks and submit it. 0, or -1 with r's
- * error response set (429 queue_full, 503 draining). */
-int srv_infer_submit(srv_req *r, void (*complete)(srv_job *, void *),
-                     int (*client_gone)(void *));
-/* Loop thread, job finished: map a non-OK status to r's error response and
- * return -1, or 0 when OK (render next). Records queue/inference metrics. */
-int srv_infer_finished(srv_req *r);
-/* Pool thread: render the JSON response from the job's output. */
-void srv_infer_render(srv_req *r);
-/* Any thread but concurrent with nothing: free the request's inference state. */
-void srv_infer_cleanup(srv_req *r);
+/* Run one warm-up request for version v of model m through the real path
+ * (parse, tokenize, batcher, render), blocking; off the loop thread.
+ * 0, or -1 with the reason in why[cap]. */
+int srv_infer_warmup(srv_model *m, srv_version *v, char *why, size_t cap);
 
 /* ---- handle_admin.c: GET endpoints (loop thread). */
-void srv_handle_healthz(srv_req *r);
-void srv_handle_readyz(srv_req *r);
-void srv_handle_metrics(srv_req *r);
+void srv_handle_healthz(srv_req *r, const char *arg);
+void srv_handle_readyz(srv_req *r, const char *arg);
+void srv_handle_metrics(srv_req *r, const char *arg);
 void srv_handle_models(srv_req *r, const char *name /* NULL: list */);
+
+/* ---- handle_versions.c: the admin API of model versions. */
+void srv_handle_versions(srv_req *r, const char *name);
+extern const srv_handler srv_admin_handler;
 
 /* ---- models.c */
 
@@ -186,23 +228,35 @@ void srv_handle_models(srv_req *r, const char *name /* NULL: list */);
  * model.safetensors; allocate s->models. 0, or -1 with a message naming the
  * model and the missing path in err. */
 int srv_models_init(srv_server *s, char *err, size_t cap);
-/* Load, version, start the batcher and warm up each model (blocking; run off
- * the loop thread). 0, or -1 (reason logged; the model is marked FAILED). */
+/* Start each model's batcher and load its first version (blocking; off the
+ * loop thread; reload.h srv_reload_initial). 0, or -1 (reason logged). */
 int srv_models_load(srv_server *s);
+/* Load the model folder dir as version `name` of m: checked to serve m's
+ * task, derived state (translation pairs) built, warmed up through m's
+ * batcher. NULL with the reason in why[cap]. Any thread but the loop. */
+srv_version *srv_models_load_version(srv_model *m, const char *dir, const char *name, char *why,
+                                     size_t cap);
+/* Make v (the caller's reference) m's current version: logged, published to
+ * the metrics, swapped in atomically; m turns READY. */
+void srv_models_serve(srv_model *m, srv_version *v);
+/* A folder's content version: the first 12 hex digits of SHA-256 over
+ * config.json then model.safetensors. 0 or -1. */
+int srv_models_content_version(const char *dir, char *out, size_t cap);
 /* Stop every batcher: drain what is queued until deadline_ns when drain. */
 void srv_models_stop(srv_server *s, int drain, int64_t deadline_ns);
 void srv_models_free(srv_server *s);
 /* The model that serves ep: by name (NULL: the first configured for ep).
  * NULL with err set (404 model_not_found). */
 srv_model *srv_models_find(srv_server *s, srv_endpoint ep, const char *name, srv_api_error *err);
-/* /v1/translate: the model and language pair for a request. By name: the
- * given source / target must be among its pairs (a side the model does not
- * declare is not checked); without a target, its default pair. Without a
- * name: the first model in config order serving source -> target (codes
- * compared case-insensitively). NULL with err set (404 model_not_found). */
+/* /v1/translate: the model, its current version (*ver, a reference) and the
+ * language pair for a request. By name: the given source / target must be
+ * among its pairs (a side the model does not declare is not checked); without
+ * a target, its default pair. Without a name: the first model in config order
+ * serving source -> target (codes compared case-insensitively). NULL with err
+ * set (404 model_not_found, 503 not_ready). */
 srv_model *srv_models_find_translate(srv_server *s, const char *name, const char *source,
-                                     const char *target, const srv_lang_pair **pair,
-                                     srv_api_error *err);
+                                     const char *target, srv_version **ver,
+                                     const srv_lang_pair **pair, srv_api_error *err);
 /* 1 when a model of task t serves endpoint ep. */
 int srv_task_serves(srv_task t, srv_endpoint ep);
 

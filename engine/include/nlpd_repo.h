@@ -20,6 +20,17 @@
  * greatest number in DIR).
  *
  * Errors follow nlpd_engine.h: 0 or a negative ENG_E* code with err filled.
+ *
+ * model.sig follows the model-signing tool 1.1.1 (`model_signing sign key`): the
+ * statement lists every regular file by '/'-separated relative path, in the tool's
+ * order (path component by component), except the top-level ignore paths model.sig,
+ * .git, .github, .gitignore and .gitattributes; the key hint is the hex SHA-256 of
+ * the public key's SubjectPublicKeyInfo PEM. The tool has no unsigned mode, so a
+ * version published without a key carries nlpd's digest-only marker: the same
+ * bundle and statement with "dsseEnvelope.signatures": [] and no
+ * "verificationMaterial.publicKey". It proves integrity against accidents, not
+ * origin; with a public key configured it is refused as unsigned.
+ * Implementation: engine/repo/ (README.md there).
  */
 #ifndef NLPD_REPO_H
 #define NLPD_REPO_H
@@ -52,7 +63,8 @@ int eng_repo_name_valid(const char *name);
 int eng_repo_version_cmp(const char *a, const char *b);
 
 /* The version folders of dir, oldest first. *out is malloc'd (free it), *n its
- * length; entries that are not directories or have invalid names are skipped. */
+ * length; entries that are not directories (symlinks included) or have invalid
+ * names are skipped. */
 int eng_repo_list(const char *dir, eng_repo_entry **out, int *n, eng_error *err);
 
 /* Verify a version folder against its model.sig: the bundle parses; the
@@ -62,7 +74,10 @@ int eng_repo_list(const char *dir, eng_repo_entry **out, int *n, eng_error *err)
  * is an ECDSA P-256 signature by that key over the DSSE pre-authentication
  * encoding and the bundle's key hint matches, else the version is refused as
  * unsigned / wrongly signed. Never crashes on malformed bundles. err names the
- * reason (the file whose digest differs, ...). */
+ * reason (the file whose digest differs, ...). Symlinks and special files in
+ * the folder are refused; model.sig is read up to 16 MiB. Refusals return
+ * ENG_EFORMAT; ENG_EIO when model.sig is absent or a file cannot be read;
+ * ENG_EUNSUPPORTED for a key that is not ECDSA P-256. */
 int eng_repo_verify(const char *version_dir, const char *public_key_pem, eng_error *err);
 
 /* Write version_dir/model.sig for the folder's current files (temp file,
@@ -76,7 +91,12 @@ int eng_repo_sign(const char *version_dir, const char *private_key_pem, eng_erro
  * publish time and source) as nlpd-version.json, fsync, sign with
  * private_key_pem (NULL: digest-only), then rename it into place under the
  * next version name and fsync dir. Either the whole version appears or none.
- * The new name goes to version[cap]. */
+ * The new name goes to version[cap].
+ * Copying: symlinks to files are copied as files; symlinked folders and special
+ * files are refused; src's top-level model.sig, nlpd-version.json and git files
+ * are left out. metadata_json must be a JSON object (else ENG_EINVAL); published_at
+ * (RFC 3339 UTC) and source (src's real path) are added when absent. Concurrent
+ * publishers into one dir get distinct names. On failure dir is left as it was. */
 int eng_repo_publish(const char *src, const char *dir, const char *private_key_pem,
                      const char *metadata_json, char *version, size_t cap, eng_error *err);
 

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "batcher.h"
+#include "handlers.h"
 #include "model_slot.h"
 #include "nlpd_engine.h"
 
@@ -44,6 +45,7 @@ typedef struct tctx {
     int nb;              /* on_batch records */
     int b_seqs[512], b_tok[512];
     int gate_entered, gate_released;
+    eng_model *m; /* the model new jobs run on */
 } tctx;
 
 typedef struct tjob {
@@ -53,6 +55,7 @@ typedef struct tjob {
     int is_gate;
     int completions;
     int tag;
+    eng_translate_opts topts; /* translate jobs: their search */
     eng_encoding enc[MAXE];
 } tjob;
 
@@ -148,14 +151,15 @@ static void make_enc(eng_encoding *e, int len, int seed)
     assert_int_equal(eng_encoding_push(e, 102, 0, -1, 0, 0), 0);
 }
 
-static tjob *job_new(tctx *t, srv_job_kind kind, int n, const int *lens, int seed)
+static tjob *job_new(tctx *t, const srv_job_type *kind, int n, const int *lens, int seed)
 {
     tjob *j = calloc(1, sizeof *j);
     assert_non_null(j);
     j->t = t;
     for (int i = 0; i < n; i++)
         make_enc(&j->enc[i], lens[i], seed * 10 + i);
-    j->job.kind = kind;
+    j->job.type = kind;
+    j->job.model = t->m;
     j->job.n = n;
     j->job.enc = j->enc;
     j->job.client_gone = client_gone;
@@ -164,7 +168,7 @@ static tjob *job_new(tctx *t, srv_job_kind kind, int n, const int *lens, int see
     return j;
 }
 
-static tjob *job1(tctx *t, srv_job_kind kind, int len, int seed)
+static tjob *job1(tctx *t, const srv_job_type *kind, int len, int seed)
 {
     return job_new(t, kind, 1, &len, seed);
 }
@@ -189,13 +193,13 @@ static eng_model *load(const char *name)
     return m;
 }
 
-static srv_job_kind kind_of(const eng_model *m)
+static const srv_job_type *kind_of(const eng_model *m)
 {
     eng_task t = eng_model_get_info(m)->task;
-    return t == ENG_TASK_CLASSIFY    ? SRV_JOB_CLASSIFY
-           : t == ENG_TASK_EMBED     ? SRV_JOB_EMBED
-           : t == ENG_TASK_TRANSLATE ? SRV_JOB_TRANSLATE
-                                     : SRV_JOB_QA;
+    return t == ENG_TASK_CLASSIFY    ? &srv_job_classify
+           : t == ENG_TASK_EMBED     ? &srv_job_embed
+           : t == ENG_TASK_TRANSLATE ? &srv_job_translate
+                                     : &srv_job_qa;
 }
 
 /* The job's expected out, each encoding run alone (layout as in batcher.h). */
@@ -205,8 +209,8 @@ static float *direct(eng_ctx *ctx, eng_model *m, const srv_job *job, size_t *len
     size_t ntok = 0;
     for (int i = 0; i < job->n; i++)
         ntok += (size_t)job->enc[i].n;
-    size_t per = job->kind == SRV_JOB_CLASSIFY ? (size_t)info->num_labels : (size_t)info->hidden;
-    *len = job->kind == SRV_JOB_QA ? 2 * ntok : per * (size_t)job->n;
+    size_t per = job->type == &srv_job_classify ? (size_t)info->num_labels : (size_t)info->hidden;
+    *len = job->type == &srv_job_qa ? 2 * ntok : per * (size_t)job->n;
     float *out = malloc(*len * sizeof(float));
     assert_non_null(out);
     size_t off = 0;
@@ -214,9 +218,9 @@ static float *direct(eng_ctx *ctx, eng_model *m, const srv_job *job, size_t *len
         const eng_encoding *e = &job->enc[i];
         eng_error err = {0};
         int rc;
-        if (job->kind == SRV_JOB_CLASSIFY)
+        if (job->type == &srv_job_classify)
             rc = eng_run_classify(ctx, m, &e, 1, out + i * per, NULL, &err);
-        else if (job->kind == SRV_JOB_EMBED)
+        else if (job->type == &srv_job_embed)
             rc = eng_run_embed(ctx, m, &e, 1, out + i * per, &err);
         else
             rc = eng_run_qa_logits(ctx, m, &e, 1, out + off, out + ntok + off, &err);
@@ -265,9 +269,8 @@ static eng_ctx *ctx_new(int threads)
 
 typedef struct fixture {
     tctx t;
-    srv_model_slot *slot;
     srv_batcher *b;
-    eng_model *m; /* borrowed from the slot for direct runs */
+    eng_model *m; /* the model jobs run on (and direct runs use) */
     eng_ctx *ctx;
     char mdir[64]; /* Marian: the linked model folder to remove ("" otherwise) */
 } fixture;
@@ -277,14 +280,13 @@ static void fx_open(fixture *f, const char *model, srv_batch_opts *o)
     memset(f, 0, sizeof *f);
     tctx_init(&f->t);
     f->m = load(model);
-    f->slot = srv_model_slot_new(model, eng_model_ref(f->m), "v1");
-    assert_non_null(f->slot);
+    f->t.m = f->m;
     o->on_batch = on_batch;
     o->on_batch_arg = &f->t;
     if (o->threads_per_worker <= 0)
         o->threads_per_worker = 1;
     eng_error err = {0};
-    int rc = srv_batcher_new(f->slot, o, &f->b, &err);
+    int rc = srv_batcher_new(o, &f->b, &err);
     if (rc)
         fail_msg("batcher: %s", err.msg);
     f->ctx = ctx_new(1);
@@ -293,7 +295,6 @@ static void fx_open(fixture *f, const char *model, srv_batch_opts *o)
 static void fx_close(fixture *f)
 {
     srv_batcher_free(f->b);
-    srv_model_slot_free(f->slot);
     eng_model_unref(f->m);
     eng_ctx_free(f->ctx);
     tctx_close(&f->t);
@@ -338,21 +339,27 @@ static void test_model_slot(void **state)
 {
     (void)state;
     eng_model *a = load("bert_cls"), *b = load("bert_cls_f16");
-    srv_model_slot *s = srv_model_slot_new("sentiment", a, "2024-01");
+    srv_model_slot *s = srv_model_slot_new("sentiment");
     assert_non_null(s);
     assert_string_equal(srv_model_slot_name(s), "sentiment");
-    char v[8];
-    eng_model *r = srv_model_slot_acquire(s, v, sizeof v);
-    assert_ptr_equal(r, a);
-    assert_string_equal(v, "2024-01");
-    srv_model_slot_swap(s, b, "a-very-long-version-name");
-    eng_model *r2 = srv_model_slot_acquire(s, v, sizeof v);
-    assert_ptr_equal(r2, b);
-    assert_string_equal(v, "a-very-"); /* truncated to cap */
-    /* a stays alive on our reference after the swap dropped the slot's */
-    assert_int_equal(eng_model_get_info(r)->task, ENG_TASK_CLASSIFY);
-    eng_model_unref(r);
-    eng_model_unref(r2);
+    assert_null(srv_model_slot_acquire(s)); /* nothing loaded yet */
+    srv_version *va = srv_version_new(a, "2024-01"), *vb = srv_version_new(b, "2024-02");
+    assert_non_null(va);
+    assert_non_null(vb);
+    srv_model_slot_swap(s, va);
+    srv_version *r = srv_model_slot_acquire(s);
+    assert_ptr_equal(r, va);
+    assert_ptr_equal(r->model, a);
+    assert_string_equal(r->name, "2024-01");
+    srv_model_slot_swap(s, vb);
+    srv_version *r2 = srv_model_slot_acquire(s);
+    assert_ptr_equal(r2, vb);
+    assert_string_equal(r2->name, "2024-02");
+    /* va stays alive on our reference after the swap dropped the slot's */
+    assert_int_equal(r->info->task, ENG_TASK_CLASSIFY);
+    assert_int_equal(atomic_load(&r->refs), 1);
+    srv_version_unref(r); /* frees va and model a */
+    srv_version_unref(r2);
     srv_model_slot_free(s);
 }
 
@@ -382,7 +389,8 @@ static void test_single_job_matches_direct(void **state)
                                                       0, &j->enc[i], NULL),
                                  0);
         }
-        j->job.kind = kind_of(f.m);
+        j->job.type = kind_of(f.m);
+        j->job.model = f.m;
         j->job.n = 3;
         j->job.enc = j->enc;
         j->job.complete = on_complete;
@@ -390,8 +398,6 @@ static void test_single_job_matches_direct(void **state)
         submit_ok(&f, j);
         assert_true(wait_for(&f.t, &f.t.done, 1));
         expect_same(f.ctx, f.m, &j->job);
-        assert_ptr_equal(j->job.model, f.m);
-        assert_string_equal(j->job.version, "v1");
         assert_int_equal(j->job.batch_size, 3);
         assert_true(j->job.enqueued_ns <= j->job.started_ns);
         assert_true(j->job.started_ns <= j->job.finished_ns);
@@ -478,7 +484,7 @@ static void test_budget_padding_and_order(void **state)
     enum { N = 7 };
     tjob *jobs[N];
     for (int i = 0; i < N; i++) {
-        jobs[i] = job1(&f.t, SRV_JOB_CLASSIFY, lens[i], i);
+        jobs[i] = job1(&f.t, &srv_job_classify, lens[i], i);
         submit_ok(&f, jobs[i]);
     }
     assert_int_equal(srv_batcher_queued_jobs(f.b), N);
@@ -524,10 +530,10 @@ static void test_max_batch_size_and_oversize(void **state)
     enum { N = 12 };
     tjob *jobs[N];
     for (int i = 0; i < 10; i++)
-        jobs[i] = job1(&f.t, SRV_JOB_CLASSIFY, 4 + i, i);
+        jobs[i] = job1(&f.t, &srv_job_classify, 4 + i, i);
     const int four[4] = {5, 5, 5, 5};
-    jobs[10] = job_new(&f.t, SRV_JOB_CLASSIFY, 4, four, 10);
-    jobs[11] = job1(&f.t, SRV_JOB_CLASSIFY, 120, 11);       /* 120 tokens > budget 100 */
+    jobs[10] = job_new(&f.t, &srv_job_classify, 4, four, 10);
+    jobs[11] = job1(&f.t, &srv_job_classify, 120, 11);       /* 120 tokens > budget 100 */
     submit_all(&f, jobs, N);
     gate_release(&f.t);
     assert_true(wait_for(&f.t, &f.t.done, N + 1));
@@ -561,9 +567,9 @@ static void test_oldest_goes_first(void **state)
     tjob *g = gate_hold(&f);
     enum { N = 20 };
     tjob *jobs[N];
-    jobs[0] = job1(&f.t, SRV_JOB_CLASSIFY, 30, 0);
+    jobs[0] = job1(&f.t, &srv_job_classify, 30, 0);
     for (int i = 1; i < N; i++)
-        jobs[i] = job1(&f.t, SRV_JOB_CLASSIFY, 4, i);
+        jobs[i] = job1(&f.t, &srv_job_classify, 4, i);
     submit_all(&f, jobs, N);
     gate_release(&f.t);
     assert_true(wait_for(&f.t, &f.t.done, N + 1));
@@ -586,7 +592,7 @@ static void test_lone_job_prompt(void **state)
         o.max_delay_us = delays[k];
         fixture f;
         fx_open(&f, "bert_cls", &o);
-        tjob *j = job1(&f.t, SRV_JOB_CLASSIFY, 8, 1);
+        tjob *j = job1(&f.t, &srv_job_classify, 8, 1);
         submit_ok(&f, j);
         assert_true(wait_for(&f.t, &f.t.done, 1));
         assert_int_equal(j->job.status, SRV_JOB_OK);
@@ -611,7 +617,7 @@ static void test_delay_collects_batch(void **state)
     enum { N = 5 };
     tjob *jobs[N];
     for (int i = 0; i < N; i++)
-        jobs[i] = job1(&f.t, SRV_JOB_CLASSIFY, 5 + i, i);
+        jobs[i] = job1(&f.t, &srv_job_classify, 5 + i, i);
     submit_all(&f, jobs, N);
     assert_true(wait_for(&f.t, &f.t.done, N));
     int64_t first = jobs[0]->job.enqueued_ns;
@@ -640,7 +646,7 @@ static void test_full_batch_no_wait(void **state)
     fx_open(&f, "bert_cls", &o);
     tjob *jobs[4];
     for (int i = 0; i < 4; i++) {
-        jobs[i] = job1(&f.t, SRV_JOB_CLASSIFY, 6, i);
+        jobs[i] = job1(&f.t, &srv_job_classify, 6, i);
         submit_ok(&f, jobs[i]);
     }
     assert_true(wait_for(&f.t, &f.t.done, 4));
@@ -659,8 +665,8 @@ static void test_deadline_expired(void **state)
     fixture f;
     fx_open(&f, "bert_cls", &o);
     tjob *g = gate_hold(&f);
-    tjob *late = job1(&f.t, SRV_JOB_CLASSIFY, 6, 1), *past = job1(&f.t, SRV_JOB_CLASSIFY, 6, 2);
-    tjob *ok = job1(&f.t, SRV_JOB_CLASSIFY, 6, 3);
+    tjob *late = job1(&f.t, &srv_job_classify, 6, 1), *past = job1(&f.t, &srv_job_classify, 6, 2);
+    tjob *ok = job1(&f.t, &srv_job_classify, 6, 3);
     late->job.deadline_ns = mono_ns() + 20 * 1000000LL;
     past->job.deadline_ns = mono_ns() - 1;
     ok->job.deadline_ns = mono_ns() + 60 * 1000000000LL;
@@ -676,7 +682,6 @@ static void test_deadline_expired(void **state)
     assert_int_equal(late->job.status, SRV_JOB_EXPIRED);
     assert_int_equal(past->job.status, SRV_JOB_EXPIRED);
     assert_null(late->job.out);
-    assert_null(late->job.model);
     assert_int_equal(ok->job.status, SRV_JOB_OK);
     assert_int_equal(ok->job.batch_size, 1); /* the expired ones were not computed */
     assert_int_equal(f.t.nb, 2);             /* gate + ok */
@@ -697,7 +702,7 @@ static void test_client_gone(void **state)
     fixture f;
     fx_open(&f, "bert_cls", &o);
     tjob *g = gate_hold(&f);
-    tjob *gone = job1(&f.t, SRV_JOB_CLASSIFY, 6, 1), *ok = job1(&f.t, SRV_JOB_CLASSIFY, 7, 2);
+    tjob *gone = job1(&f.t, &srv_job_classify, 6, 1), *ok = job1(&f.t, &srv_job_classify, 7, 2);
     gone->gone = 1;
     submit_ok(&f, gone);
     submit_ok(&f, ok);
@@ -728,8 +733,8 @@ static void test_queue_full(void **state)
     fx_open(&f, "bert_cls", &o);
     tjob *g = gate_hold(&f);
     const int lens[2] = {5, 6};
-    tjob *a = job_new(&f.t, SRV_JOB_CLASSIFY, 2, lens, 1), *b = job_new(&f.t, SRV_JOB_CLASSIFY, 2, lens, 2);
-    tjob *c = job1(&f.t, SRV_JOB_CLASSIFY, 6, 3);
+    tjob *a = job_new(&f.t, &srv_job_classify, 2, lens, 1), *b = job_new(&f.t, &srv_job_classify, 2, lens, 2);
+    tjob *c = job1(&f.t, &srv_job_classify, 6, 3);
     submit_ok(&f, a);
     submit_ok(&f, b);
     assert_int_equal(srv_batcher_submit(f.b, &c->job), SRV_EQUEUE_FULL);
@@ -765,7 +770,7 @@ static void test_stop_drain(void **state)
     enum { N = 10 };
     tjob *jobs[N];
     for (int i = 0; i < N; i++) {
-        jobs[i] = job1(&f.t, SRV_JOB_CLASSIFY, 4 + 3 * i, i);
+        jobs[i] = job1(&f.t, &srv_job_classify, 4 + 3 * i, i);
         submit_ok(&f, jobs[i]);
     }
     srv_batcher_stop(f.b, 1, 0);
@@ -774,7 +779,7 @@ static void test_stop_drain(void **state)
         assert_int_equal(jobs[i]->completions, 1);
         expect_same(f.ctx, f.m, &jobs[i]->job);
     }
-    tjob *late = job1(&f.t, SRV_JOB_CLASSIFY, 5, 99);
+    tjob *late = job1(&f.t, &srv_job_classify, 5, 99);
     assert_int_equal(srv_batcher_submit(f.b, &late->job), SRV_ESTOPPED);
     srv_batcher_stop(f.b, 1, 0); /* again: nothing happens */
     assert_int_equal(late->completions, 0);
@@ -803,7 +808,7 @@ static void test_stop_no_drain(void **state)
     enum { N = 10 };
     tjob *jobs[N];
     for (int i = 0; i < N; i++) {
-        jobs[i] = job1(&f.t, SRV_JOB_CLASSIFY, 5, i);
+        jobs[i] = job1(&f.t, &srv_job_classify, 5, i);
         submit_ok(&f, jobs[i]);
     }
     pthread_t th;
@@ -817,7 +822,7 @@ static void test_stop_no_drain(void **state)
     pthread_join(th, NULL);
     assert_int_equal(f.t.done, N + 1);
     assert_int_equal(g->job.status, SRV_JOB_OK);
-    tjob *late = job1(&f.t, SRV_JOB_CLASSIFY, 5, 99);
+    tjob *late = job1(&f.t, &srv_job_classify, 5, 99);
     assert_int_equal(srv_batcher_submit(f.b, &late->job), SRV_ESTOPPED);
     free_all(jobs, N);
     job_free(late);
@@ -849,7 +854,7 @@ static void test_stop_drain_deadline(void **state)
     fixture f;
     fx_open(&f, "bert_cls", &o);
     tjob *g = gate_hold(&f);
-    tjob *j = job1(&f.t, SRV_JOB_CLASSIFY, 5, 1);
+    tjob *j = job1(&f.t, &srv_job_classify, 5, 1);
     submit_ok(&f, j);
     stop_args a = {f.b, 1, mono_ns() + 50 * 1000000LL};
     pthread_t th;
@@ -866,8 +871,8 @@ static void test_stop_drain_deadline(void **state)
     fx_close(&f);
 }
 
-/* Hot swap between batches: each job reports the version it ran on and holds
- * a reference to it; the old version lives until its last reference drops. */
+/* Hot swap: each job runs on the model version it names, and jobs of two
+ * versions never share a batch, even when queued together. */
 static void test_model_swap(void **state)
 {
     (void)state;
@@ -876,23 +881,27 @@ static void test_model_swap(void **state)
     o.max_delay_us = 0;
     fixture f;
     fx_open(&f, "bert_cls", &o);
-    tjob *a = job1(&f.t, SRV_JOB_CLASSIFY, 9, 1);
-    submit_ok(&f, a);
-    assert_true(wait_for(&f.t, &f.t.done, 1));
     eng_model *m2 = load("bert_cls_f16");
-    srv_model_slot_swap(f.slot, eng_model_ref(m2), "v2");
-    tjob *b = job1(&f.t, SRV_JOB_CLASSIFY, 9, 1);
+    tjob *g = gate_hold(&f);
+    tjob *a = job1(&f.t, &srv_job_classify, 9, 1), *b = job1(&f.t, &srv_job_classify, 9, 1);
+    tjob *c = job1(&f.t, &srv_job_classify, 9, 2);
+    b->job.model = m2;
+    submit_ok(&f, a);
     submit_ok(&f, b);
-    assert_true(wait_for(&f.t, &f.t.done, 2));
-    assert_string_equal(a->job.version, "v1");
-    assert_ptr_equal(a->job.model, f.m);
-    assert_string_equal(b->job.version, "v2");
-    assert_ptr_equal(b->job.model, m2);
+    submit_ok(&f, c);
+    gate_release(&f.t);
+    assert_true(wait_for(&f.t, &f.t.done, 4));
     expect_same(f.ctx, f.m, &a->job);
     expect_same(f.ctx, m2, &b->job);
-    job_free(a); /* drops a reference to v1; the fixture holds the last one */
+    expect_same(f.ctx, f.m, &c->job);
+    assert_int_equal(a->job.batch_size, 2); /* a and c: version 1 */
+    assert_int_equal(c->job.batch_size, 2);
+    assert_int_equal(b->job.batch_size, 1); /* b alone: version 2 */
+    job_free(a);
     job_free(b);
-    eng_model_unref(m2); /* the slot keeps v2 */
+    job_free(c);
+    job_free(g);
+    eng_model_unref(m2);
     fx_close(&f);
 }
 
@@ -909,7 +918,7 @@ static void test_bad_job_isolated(void **state)
     tjob *g = gate_hold(&f);
     tjob *jobs[4];
     for (int i = 0; i < 4; i++)
-        jobs[i] = job1(&f.t, SRV_JOB_CLASSIFY, 6 + i, i);
+        jobs[i] = job1(&f.t, &srv_job_classify, 6 + i, i);
     jobs[2]->enc[0].ids[2] = 999999;
     submit_all(&f, jobs, 4);
     gate_release(&f.t);
@@ -918,7 +927,6 @@ static void test_bad_job_isolated(void **state)
     assert_int_equal(jobs[2]->job.error_code, ENG_EINVAL);
     assert_non_null(strstr(jobs[2]->job.error, "vocabulary"));
     assert_null(jobs[2]->job.out);
-    assert_null(jobs[2]->job.model);
     for (int i = 0; i < 4; i++) {
         assert_int_equal(jobs[i]->completions, 1);
         if (i != 2)
@@ -938,13 +946,13 @@ static void test_wrong_task(void **state)
     o.max_delay_us = 0;
     fixture f;
     fx_open(&f, "bert_st", &o);
-    tjob *j = job1(&f.t, SRV_JOB_QA, 6, 1);
+    tjob *j = job1(&f.t, &srv_job_qa, 6, 1);
     submit_ok(&f, j);
     assert_true(wait_for(&f.t, &f.t.done, 1));
     assert_int_equal(j->job.status, SRV_JOB_FAILED);
     assert_int_equal(j->job.error_code, ENG_EINVAL);
-    assert_null(j->job.model);
-    tjob *bad = job1(&f.t, SRV_JOB_EMBED, 6, 1);
+    assert_null(j->job.out);
+    tjob *bad = job1(&f.t, &srv_job_embed, 6, 1);
     bad->job.n = 0;
     assert_int_equal(srv_batcher_submit(f.b, &bad->job), ENG_EINVAL);
     job_free(j);
@@ -995,13 +1003,12 @@ static int fx_open_marian(fixture *f, const char *model, srv_batch_opts *o)
     eng_error err = {0};
     if (eng_model_load(f->mdir, &f->m, &err))
         fail_msg("load %s: %s", model, err.msg);
-    f->slot = srv_model_slot_new(model, eng_model_ref(f->m), "v1");
-    assert_non_null(f->slot);
+    f->t.m = f->m;
     o->on_batch = on_batch;
     o->on_batch_arg = &f->t;
     if (o->threads_per_worker <= 0)
         o->threads_per_worker = 1;
-    if (srv_batcher_new(f->slot, o, &f->b, &err))
+    if (srv_batcher_new(o, &f->b, &err))
         fail_msg("batcher: %s", err.msg);
     f->ctx = ctx_new(1);
     return 0;
@@ -1050,12 +1057,14 @@ static tjob *mt_job(fixture *f, const char *const *texts, int n, int beam, int m
         if (eng_translate_encode(f->m, texts[i], strlen(texts[i]), 0, &j->enc[i], &err))
             fail_msg("encode: %s", err.msg);
     }
-    j->job.kind = SRV_JOB_TRANSLATE;
+    j->job.type = &srv_job_translate;
+    j->job.model = f->m;
     j->job.n = n;
     j->job.enc = j->enc;
-    eng_translate_opts_default(&j->job.translate);
-    j->job.translate.beam_size = beam;
-    j->job.translate.max_length = max_length;
+    eng_translate_opts_default(&j->topts);
+    j->topts.beam_size = beam;
+    j->topts.max_length = max_length;
+    j->job.opts = &j->topts;
     j->job.client_gone = client_gone;
     j->job.complete = on_complete;
     j->job.arg = j;
@@ -1078,15 +1087,15 @@ static void expect_same_translation(fixture *f, const srv_job *job)
 {
     if (job->status != SRV_JOB_OK)
         fail_msg("job status %d (%s)", job->status, job->error);
-    assert_null(job->out);
-    assert_non_null(job->translations);
+    assert_non_null(job->out);
+    assert_int_equal(job->out_len, job->n);
     for (int i = 0; i < job->n; i++) {
         const eng_encoding *e = &job->enc[i];
         eng_translation want = {0};
         eng_error err = {0};
-        if (eng_translate_ids(f->ctx, f->m, &e, 1, &job->translate, &want, &err))
+        if (eng_translate_ids(f->ctx, f->m, &e, 1, job->opts, &want, &err))
             fail_msg("direct translate: %s", err.msg);
-        const eng_translation *got = &job->translations[i];
+        const eng_translation *got = (const eng_translation *)job->out + i;
         g_cmp++;
         int same = got->n_ids == want.n_ids && got->src_tokens == want.src_tokens &&
                    memcmp(got->ids, want.ids, (size_t)want.n_ids * sizeof *want.ids) == 0 &&
@@ -1144,7 +1153,7 @@ static void test_translate_jobs(void **state)
         expect_same_translation(&f, j);
         for (int k = 0; k < j->n; k++) {
             const mt_case *mc = &c[(first[i] + k) % nc];
-            if (!ids_are(i % 2 ? mc->beam : mc->greedy, &j->translations[k]))
+            if (!ids_are(i % 2 ? mc->beam : mc->greedy, (const eng_translation *)j->out + k))
                 fail_msg("job %d text %d (%s): ids differ from the generate() golden", i, k,
                          mc->text);
         }
@@ -1152,7 +1161,6 @@ static void test_translate_jobs(void **state)
          * texts (jobs 0, 2, 4, 6), 2+1+3+2 = 8 beam texts (1, 3, 5, 7). */
         assert_int_equal(j->batch_size, i % 2 ? 8 : 7);
         batched |= j->batch_size > j->n;
-        assert_ptr_equal(j->model, f.m);
     }
     assert_true(batched);
     assert_int_equal(f.t.nb, 3); /* the gate's batch, then one per option set */
@@ -1163,7 +1171,7 @@ static void test_translate_jobs(void **state)
     submit_ok(&f, alone);
     assert_true(wait_for(&f.t, &f.t.done, N + 2));
     assert_int_equal(alone->job.batch_size, 1);
-    const eng_translation *a = &alone->job.translations[0], *b = &jobs[1]->job.translations[0];
+    const eng_translation *a = alone->job.out, *b = jobs[1]->job.out;
     assert_int_equal(a->n_ids, b->n_ids);
     assert_memory_equal(a->ids, b->ids, (size_t)a->n_ids * sizeof *a->ids);
     assert_memory_equal(&a->score, &b->score, sizeof a->score);
@@ -1173,6 +1181,14 @@ static void test_translate_jobs(void **state)
     job_free(gate);
     cJSON_Delete(g);
     fx_close(&f);
+}
+
+/* May translate jobs with these search options share a batch? */
+static int srv_translate_opts_equal(const eng_translate_opts *a, const eng_translate_opts *b)
+{
+    srv_job ja = {.type = &srv_job_translate, .opts = a};
+    srv_job jb = {.type = &srv_job_translate, .opts = b};
+    return srv_job_translate.batchable(&ja, &jb);
 }
 
 /* Options differing only in max_length or length_penalty keep jobs apart too;
