@@ -86,10 +86,14 @@ static void *cu_alloc(eng_backend *be, size_t bytes)
     return cu_check(cb, rc, "cudaMalloc") ? nullptr : p;
 }
 
+/* Frees even when unhealthy (a non-sticky fault leaves the memory usable; after a
+ * sticky one cudaFree fails and there is nothing more to do). */
 static void cu_free(eng_backend *be, void *p)
 {
-    if (p && enter(cu_of(be)))
-        cu_check(cu_of(be), cudaFree(p), "cudaFree");
+    cu_backend *cb = cu_of(be);
+    if (!p || cudaSetDevice(cb->base.device) != cudaSuccess)
+        return;
+    cu_check(cb, cudaFree(p), "cudaFree");
 }
 
 static int cu_upload(eng_backend *be, void *dst, const void *src, size_t bytes)

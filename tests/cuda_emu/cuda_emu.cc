@@ -30,7 +30,7 @@
 namespace cuemu {
 
 namespace api {
-thread_local uint3 threadIdx, blockIdx, blockDim, gridDim;
+uint3 threadIdx, blockIdx, blockDim, gridDim;
 } // namespace api
 
 using namespace api;
@@ -75,7 +75,10 @@ typedef ucontext_t emu_ctx;
 #endif
 static emu_ctx sched_ctx;
 static std::vector<emu_ctx> ctx;
-static std::vector<char *> stacks;
+/* fiber stacks, kept for later launches: a plain global array (no destructor at exit,
+ * so they stay reachable for the leak checker) */
+static char *stacks[MAX_THREADS];
+static int n_stacks;
 static std::vector<int> status;
 static std::vector<float> xchg;
 static std::vector<int> xchg_i;
@@ -213,8 +216,9 @@ void launch(dim3 grid, dim3 block, size_t shmem, cudaStream_t stream, int sync,
     sync_mode = sync;
     cur_body = &body;
     if (sync) {
-        while ((int)stacks.size() < n)
-            stacks.push_back((char *)malloc(STACK_BYTES));
+        while (n_stacks < n)
+            if (!(stacks[n_stacks++] = (char *)malloc(STACK_BYTES)))
+                fatal("out of memory for %d thread stacks", n);
         ctx.resize((size_t)n);
         status.resize((size_t)n);
         xchg.resize(2 * (size_t)n);

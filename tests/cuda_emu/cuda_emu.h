@@ -68,7 +68,8 @@ long long blas_calls(void);
 
 namespace api {
 
-extern thread_local uint3 threadIdx, blockIdx, blockDim, gridDim;
+/* plain globals: one launch runs at a time (a process-wide lock) */
+extern uint3 threadIdx, blockIdx, blockDim, gridDim;
 using ::cuemu::cudaStream_t;
 using ::cuemu::dim3;
 
