@@ -64,6 +64,20 @@ void srv_req_engine_error(srv_req *r, const eng_error *e, const char *what);
 int srv_jobs_take_rows(srv_job *const *jobs, int n, const float *all, size_t per,
                        eng_error *err);
 
+/* Estimated working memory (bytes) and work (tokens: source tokens + decode
+ * steps, max_length) of translating one text of src_tokens with beams x
+ * max_length on a model of info's size: per beam and decoder layer, fp32 K and
+ * V for max_length target positions and for the source (cross-attention),
+ * two vocabulary-sized rows per beam (logits, log-probabilities), and a few
+ * encoder activations per source token. An upper bound: the search may stop
+ * early at EOS. */
+void srv_translate_text_cost(const eng_model_info *info, int beams, int max_length,
+                             int src_tokens, srv_job_cost *c);
+
+/* Out of memory in a job type's run after jobs[0..k) got their output: free
+ * those, fill err; returns ENG_ENOMEM. */
+int srv_jobs_oom(srv_job *const *jobs, int k, eng_error *err);
+
 extern const srv_job_type srv_job_classify, srv_job_embed, srv_job_qa, srv_job_translate;
 extern const srv_job_type srv_job_predict;
 

@@ -87,6 +87,20 @@ const srv_route *srv_route_for_task(srv_task t)
     return NULL;
 }
 
+/* The one model that can serve ep, or NULL when several (or none) can: then
+ * the body decides (srv_model_admit after parsing). */
+static srv_model *only_model(srv_server *s, srv_endpoint ep)
+{
+    srv_model *only = NULL;
+    for (int i = 0; i < s->n_models; i++)
+        if (srv_task_serves(s->models[i].conf->task, ep)) {
+            if (only)
+                return NULL;
+            only = &s->models[i];
+        }
+    return only;
+}
+
 /* 0 when the request may use the route, else the status refusing it (401
  * no or unknown key, 403 a key of the wrong kind) with r's error set. Admin
  * routes take admin keys only; without admin keys they are open only when no
@@ -186,5 +200,51 @@ srv_route_action srv_route_request(srv_req *r, const char *url, const char *meth
                       content_length, s->limits.max_body_bytes);
         return SRV_ROUTE_RESPOND;
     }
+    if (rt->task) { /* admission, before the body is read */
+        if (s->infer_in_flight >= s->cfg->max_in_flight) {
+            r->retry_after = 1;
+            srv_req_error(r, 429, "queue_full",
+                          "the server has %d requests in flight (limits.max_in_flight)",
+                          s->infer_in_flight);
+            return SRV_ROUTE_RESPOND;
+        }
+        srv_model *only = only_model(s, rt->ep);
+        if (only) {
+            if (srv_model_admit(only)) {
+                srv_req_model_full(r, only);
+                return SRV_ROUTE_RESPOND;
+            }
+            r->held_model = only;
+        }
+        s->infer_in_flight++;
+        r->admitted = 1;
+    }
     return SRV_ROUTE_BODY;
+}
+
+int srv_model_admit(srv_model *m)
+{
+    if (atomic_fetch_add(&m->in_flight, 1) >= srv_model_conf_max_in_flight(m->conf)) {
+        atomic_fetch_sub(&m->in_flight, 1);
+        return -1;
+    }
+    return 0;
+}
+
+void srv_req_model_full(srv_req *r, const srv_model *m)
+{
+    r->retry_after = 1;
+    srv_req_error(r, 429, "queue_full",
+                  "model %s has %d requests in flight (batching.max_in_flight)", m->conf->name,
+                  srv_model_conf_max_in_flight(m->conf));
+}
+
+void srv_req_release(srv_req *r)
+{
+    if (r->admitted)
+        r->srv->infer_in_flight--;
+    if (r->held_model)
+        atomic_fetch_sub(&r->held_model->in_flight, 1);
+    r->admitted = 0;
+    r->held_model = NULL;
 }

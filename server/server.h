@@ -45,6 +45,7 @@ typedef struct srv_model {
     srv_model_slot *slot;
     srv_batcher *batcher;
     char device[16];
+    atomic_int in_flight;       /* requests admitted for this model (srv_model_admit) */
 } srv_model;
 
 struct srv_reload;
@@ -64,6 +65,7 @@ struct srv_server {
     atomic_int ready;           /* every model loaded and warm, not draining */
     atomic_int draining;
     int in_flight;              /* requests received, not yet finished (loop thread) */
+    int infer_in_flight;        /* inference requests admitted, not yet freed (loop thread) */
     int exit_code;
 };
 
@@ -92,6 +94,8 @@ struct srv_req {
     srv_endpoint ep;
     int64_t t_start;            /* CLOCK_MONOTONIC ns at arrival */
     srv_req_phase phase;
+    int admitted;               /* counted in srv->infer_in_flight */
+    srv_model *held_model;      /* counted in held_model->in_flight */
 
     /* body */
     char *body;
@@ -138,6 +142,10 @@ void srv_req_error(srv_req *r, int status, const char *code, const char *fmt, ..
 
 /* Take over a malloc'd body as the response (type NULL: application/json). */
 void srv_req_respond(srv_req *r, int status, char *body, size_t len, const char *type);
+
+/* Free what every handler may leave in r: the parsed request, the body and
+ * the version reference (idempotent; handlers' cleanup steps call it). */
+void srv_req_free_parts(srv_req *r);
 
 /* Any thread: r's asynchronous step (a batch, a model reload) has finished;
  * the loop resumes it with its handler's finished() (http.c). */
@@ -203,6 +211,19 @@ srv_route_action srv_route_request(srv_req *r, const char *url, const char *meth
                            const char *(*get_header)(void *conn, const char *name),
                            long long content_length);
 
+/* Count a request against m's batching.max_in_flight: 0, or -1 when m is
+ * full (not counted). Any thread. */
+int srv_model_admit(srv_model *m);
+/* Loop thread, when r is freed: give back what admission counted. */
+void srv_req_release(srv_req *r);
+/* 429 queue_full with Retry-After for a model at its in-flight bound. */
+void srv_req_model_full(srv_req *r, const srv_model *m);
+
+struct srv_buf;
+/* Append ,"limits":{...} for model m (v: its current version, or NULL): what
+ * a request may ask of it, so clients can size requests (handle_infer.c). */
+void srv_model_put_limits(struct srv_buf *b, const srv_model *m, const srv_version *v);
+
 /* ---- handle_infer.c: the inference pipeline (parse + tokenize on the pool,
  * the batcher, render on the pool), shared by every inference route. */
 extern const srv_handler srv_infer_handler;
@@ -230,6 +251,9 @@ extern const srv_handler srv_admin_handler;
 int srv_models_init(srv_server *s, char *err, size_t cap);
 /* Start each model's batcher and load its first version (blocking; off the
  * loop thread; reload.h srv_reload_initial). 0, or -1 (reason logged). */
+/* ...or SRV_MODELS_LOAD_STOPPED when s->draining was set (a signal) before
+ * a model's first version was loaded: loading stopped there. */
+enum { SRV_MODELS_LOAD_STOPPED = 1 };
 int srv_models_load(srv_server *s);
 /* Load the model folder dir as version `name` of m: checked to serve m's
  * task, derived state (translation pairs) built, warmed up through m's
