@@ -49,6 +49,11 @@ else
 endif
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC) 2>/dev/null))
 CU_SRCS := $(wildcard cuda/*.cu)
+# Real GPU code for the data-centre architectures (A100, H100/H200) plus PTX for newer ones.
+NVCC_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+             -gencode arch=compute_90,code=compute_90
+NVCC_FLAGS := -O2 -std=c++17 $(NVCC_ARCH) -Werror all-warnings \
+              -Xcompiler -Wall,-Wextra,-Werror,-fPIC $(ENGINE_INC) -Icuda -MMD -MP
 # The CUDA backend (cuda/*.cu) is compiled and linked only once it has sources.
 ifeq ($(HAVE_NVCC)$(if $(CU_SRCS),1,0),11)
   CU_OBJS := $(CU_SRCS:%.cu=$(BUILD)/%.o)
@@ -57,8 +62,13 @@ ifeq ($(HAVE_NVCC)$(if $(CU_SRCS),1,0),11)
 else
   CU_OBJS :=
 endif
+# Test-only: the same cuda/*.cu compiled for the host against the CUDA emulation of
+# tests/cuda_emu/ (registered as backend "cuda-emu" in the unit tests; never in nlpd).
+EMU_CXXFLAGS := $(CXXFLAGS) -DNLPD_CUDA_EMU -ffp-contract=off -Icuda -Itests/cuda_emu \
+                $(PKG_CFLAGS)
+EMU_OBJS := $(CU_SRCS:%.cu=$(BUILD)/emu/%.o) \
+            $(patsubst %.cc,$(BUILD)/%.o,$(wildcard tests/cuda_emu/*.cc))
 
-# Every engine subfolder (core/, backend/, cpu/, models/, repo/, ...) but cli/, the tool.
 ENGINE_SRCS := $(filter-out engine/cli/%,$(wildcard engine/*/*.c))
 ENGINE_OBJS := $(ENGINE_SRCS:%.c=$(BUILD)/%.o) \
                $(patsubst %.cc,$(BUILD)/%.o,$(filter-out engine/cli/%,$(wildcard engine/*/*.cc)))
@@ -133,7 +143,15 @@ $(BUILD)/tests/unit/test_server_%.o: tests/unit/test_server_%.c
 
 $(BUILD)/cuda/%.o: cuda/%.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) -O2 -Xcompiler -fPIC,-Wall $(ENGINE_INC) -c $< -o $@
+	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
+
+$(BUILD)/emu/cuda/%.o: cuda/%.cu
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_CXXFLAGS) -x c++ -c $< -o $@
+
+$(BUILD)/tests/cuda_emu/%.o: tests/cuda_emu/%.cc
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_CXXFLAGS) -c $< -o $@
 
 $(ENGINE_LIB): $(ENGINE_OBJS) $(CU_OBJS)
 	@rm -f $@
@@ -168,7 +186,7 @@ $(BUILD)/tests/unit/test_train_%.o: CFLAGS += -Itrainer
 default-models: $(BUILD)/nlpd-train
 	@NLPD_TRAIN=$(BUILD)/nlpd-train scripts/train_default_models.sh
 
-$(BUILD)/test_unit: $(TEST_OBJS) $(if $(SERVER_SRCS),$(SERVER_LIB)) $(TRAINER_LIB) $(ENGINE_LIB)
+$(BUILD)/test_unit: $(TEST_OBJS) $(EMU_OBJS) $(if $(SERVER_SRCS),$(SERVER_LIB)) $(TRAINER_LIB) $(ENGINE_LIB)
 	$(CC) $(LDFLAGS) $^ $(SERVER_LIBS) $(LDLIBS) -lcmocka -lcrypto -o $@
 
 unit: $(BUILD)/test_unit
@@ -206,6 +224,6 @@ bench: all
 clean:
 	rm -rf $(BUILD) build
 
--include $(TRAINER_OBJS:.o=.d) $(BUILD)/trainer/main.d
+-include $(TRAINER_OBJS:.o=.d) $(BUILD)/trainer/main.d $(CU_OBJS:.o=.d) $(EMU_OBJS:.o=.d)
 -include $(ENGINE_OBJS:.o=.d) $(SERVER_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(BUILD)/engine/cli/nlpd_cli.d \
 	$(BUILD)/server/main.d

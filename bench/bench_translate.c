@@ -3,7 +3,8 @@
  * second. Tokenisation happens before the clock starts (the peers get token ids
  * too); the clock covers eng_translate_ids for every batch.
  *
- *   bench_translate MODEL_DIR SENTENCES_FILE BATCH BEAMS MAX_NEW_TOKENS THREADS IDS_OUT
+ *   bench_translate MODEL_DIR SENTENCES_FILE BATCH BEAMS MAX_NEW_TOKENS THREADS IDS_OUT [BACKEND]
+ *   (BACKEND: cpu by default; cuda, cuda:N for bench/gpu)
  *
  * Prints one JSON line {"sentences", "target_tokens", "seconds", "tokens_per_s",
  * "batch_seconds": [...]} and writes the generated ids, one sentence per line,
@@ -24,8 +25,9 @@ static double now(void)
 
 int main(int argc, char **argv)
 {
-    if (argc != 8) {
-        fprintf(stderr, "usage: bench_translate MODEL_DIR FILE BATCH BEAMS MAX_NEW THREADS IDS_OUT\n");
+    if (argc != 8 && argc != 9) {
+        fprintf(stderr, "usage: bench_translate MODEL_DIR FILE BATCH BEAMS MAX_NEW THREADS IDS_OUT "
+                "[BACKEND]\n");
         return 2;
     }
     int batch = atoi(argv[3]), beams = atoi(argv[4]), max_new = atoi(argv[5]);
@@ -34,7 +36,8 @@ int main(int argc, char **argv)
     eng_model *m = NULL;
     eng_ctx *ctx = NULL;
     if (eng_model_load(argv[1], &m, &err) ||
-        eng_ctx_new(&(eng_ctx_opts){.backend = "cpu", .threads = threads}, &ctx, &err)) {
+        eng_ctx_new(&(eng_ctx_opts){.backend = argc > 8 ? argv[8] : "cpu", .threads = threads},
+                    &ctx, &err)) {
         fprintf(stderr, "bench_translate: %s\n", err.msg);
         return 1;
     }

@@ -145,7 +145,9 @@ static const conf_key model_keys[] = {
     {"version", K_OPTSTR, MOD(version), NULL, 0, 0, NULL, 0,
      "Version reported in responses. null: first 12 hex digits of SHA-256 over "
      "config.json + model.safetensors."},
-    {"backend", K_ENUM, MOD(backend), "cpu", 0, 0, "cpu", 0, "Compute backend."},
+    {"backend", K_ENUM, MOD(backend), "cpu", 0, 0,
+     "cpu|cuda|cuda:0|cuda:1|cuda:2|cuda:3|cuda:4|cuda:5|cuda:6|cuda:7", 0,
+     "Compute backend: the CPU, or a CUDA GPU (cuda = cuda:0) in a build with CUDA."},
     {"timeout_ms", K_INT, MOD(timeout_ms), "10000", 1, 3600000, NULL, 0,
      "Default request deadline; a request still queued after it gets 504."},
     {"max_timeout_ms", K_INT, MOD(max_timeout_ms), "60000", 1, 3600000, NULL, 0,

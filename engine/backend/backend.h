@@ -24,6 +24,10 @@
 
 #include "nlpd_engine.h" /* eng_error */
 
+#ifdef __cplusplus
+extern "C" { /* the CUDA backend (cuda/, C++) implements this interface */
+#endif
+
 typedef enum eng_act {
     ENG_ACT_NONE = 0,
     ENG_ACT_GELU,      /* exact: 0.5 x (1 + erf(x / sqrt 2)) - HF "gelu" */
@@ -247,6 +251,10 @@ typedef struct eng_backend_ops {
     void *(*weights_upload)(eng_backend *be, const void *host, size_t bytes);
     void (*weights_free)(int device, void *view);
 
+    /* NULL while the backend works, else why it stopped (a device fault: every later
+     * call fails with ENG_EBACKEND). NULL entry: the backend cannot fail that way. */
+    const char *(*health)(const eng_backend *be);
+
     const eng_backend_core_ops *core;   /* NULL: no inference */
     const eng_backend_gen_ops *gen;     /* NULL: no sequence-to-sequence decoding */
     const eng_backend_train_ops *train; /* NULL: no training */
@@ -303,5 +311,9 @@ int eng_backend_new(const char *spec, int threads, eng_backend **out, eng_error 
 
 /* 1 if spec is well formed and names a kind of this build (the device may be absent). */
 int eng_backend_spec_valid(const char *spec);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* NLPD_BACKEND_H */

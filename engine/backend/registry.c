@@ -152,3 +152,17 @@ int eng_backend_new(const char *spec, int threads, eng_backend **out, eng_error 
                         "present)", spec, n, r->name, n == 1 ? "" : "s");
     return r->create(dev, threads, out, err);
 }
+
+int eng_backend_kinds(const char **names, int cap)
+{
+    int n = 0;
+    for (int i = 0; i < eng_backend_reg_count(); i++)
+        if (regs[i]->device_count() > 0) {
+            if (n < cap)
+                names[n] = regs[i]->name;
+            n++;
+        }
+    return n < cap ? n : cap;
+}
+
+int eng_backend_name_valid(const char *spec) { return eng_backend_spec_valid(spec); }

@@ -378,6 +378,11 @@ void eng_ctx_free(eng_ctx *c)
 }
 
 const char *eng_ctx_backend_name(const eng_ctx *c) { return c->be->ops->name; }
+
+const char *eng_ctx_fault(const eng_ctx *c)
+{
+    return c->be->ops->health ? c->be->ops->health(c->be) : NULL;
+}
 eng_backend *eng_ctx_backend(eng_ctx *c) { return c->be; }
 
 /* -------------------------------------------------------------------- run */

@@ -143,7 +143,9 @@ const eng_tokenizer *eng_model_tokenizer(const eng_model *m);
 
 /* A compute context: a backend instance plus an activation arena. One per
  * worker thread; not thread-safe. threads: CPU threads this context may use
- * (<= 0: number of online cores). backend: "cpu" (default when NULL). */
+ * (<= 0: number of online cores). backend: "cpu" (default when NULL), "cuda" (device
+ * 0), "cuda:N", or "auto" (a GPU when there is one, else the CPU). A backend this
+ * build lacks is ENG_EUNSUPPORTED; a missing device ENG_EUNSUPPORTED naming it. */
 typedef struct eng_ctx_opts {
     const char *backend;
     int threads;
@@ -153,6 +155,18 @@ typedef struct eng_ctx eng_ctx;
 
 int eng_ctx_new(const eng_ctx_opts *opts, eng_ctx **out, eng_error *err);
 void eng_ctx_free(eng_ctx *ctx);
+
+/* The backend kinds of this build that have a device here ("cpu" first, "cuda" on a
+ * GPU machine with a CUDA build); up to cap names into names; returns how many. */
+int eng_backend_kinds(const char **names, int cap);
+
+/* 1 if spec is a well-formed backend name of this build ("cpu", "cuda", "cuda:N",
+ * "auto"), whether or not the device is present here; else 0. */
+int eng_backend_name_valid(const char *spec);
+
+/* NULL while ctx's backend works, else why it stopped (a device fault: the context then
+ * fails every run with ENG_EBACKEND and should be replaced). */
+const char *eng_ctx_fault(const eng_ctx *ctx);
 const char *eng_ctx_backend_name(const eng_ctx *ctx);
 
 /* ---------------------------------------------------------------- running

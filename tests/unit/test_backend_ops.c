@@ -19,6 +19,7 @@
 
 #include "backend/backend.h"
 #include "cpu/cpu_kernels.h"
+#include "nlpd_engine.h"
 
 /* ------------------------------------------------------------- backends */
 
@@ -35,29 +36,12 @@ typedef struct tset {
     int n;
 } tset;
 
-/* Ops reported unsupported over the whole group, per backend label. */
-static struct {
-    char label[48];
-    char ops[1024];
-    int n;
-} unsup[16];
-static int n_unsup;
-
-static void note_unsupported(const tbe *t, const char *op)
+/* Prints that t lacks op (once per backend and test); the summary lists them all. */
+static void note_unsupported(tbe *t, const char *op)
 {
-    int i;
-    for (i = 0; i < n_unsup && strcmp(unsup[i].label, t->label); i++)
-        ;
-    if (i == n_unsup) {
-        if (n_unsup == 16)
-            return;
-        snprintf(unsup[n_unsup++].label, sizeof unsup[0].label, "%s", t->label);
-    }
-    if (strstr(unsup[i].ops, op))
+    if (t->unsupported_seen)
         return;
-    size_t w = strlen(unsup[i].ops);
-    snprintf(unsup[i].ops + w, sizeof unsup[i].ops - w, "%s%s", unsup[i].n ? ", " : "", op);
-    unsup[i].n++;
+    t->unsupported_seen = 1;
     print_message("  [%s] %s: not supported\n", t->label, op);
 }
 
@@ -1664,23 +1648,122 @@ static void test_adamw(void **state)
 
 /* ============================================================== summary */
 
-/* Last: which backend lacks which op (a "not supported" is never a pass). */
+/* ================================================================ faults */
+
+void tu_cuda_emu_fail_after(int n) __attribute__((weak)); /* tests/cuda_emu/ */
+
+/* A device error marks the backend unhealthy: calls fail with ENG_EBACKEND, the reason
+ * is kept, nothing aborts; a new backend instance works again. (The emulated CUDA
+ * backend, whose runtime calls can be made to fail, is linked into this binary.) */
+static void test_device_fault(void **state)
+{
+    (void)state;
+    assert_non_null(tu_cuda_emu_fail_after);
+    const eng_backend_reg *r = eng_backend_reg_find("cuda-emu");
+    assert_non_null(r);
+    eng_backend *be = NULL;
+    eng_error err = {0};
+    assert_int_equal(r->create(0, 1, &be, &err), ENG_OK);
+    assert_null(be->ops->health(be));
+    float host[256] = {0}, *d = be->ops->alloc(be, sizeof host);
+    assert_non_null(d);
+    tu_cuda_emu_fail_after(1);
+    assert_int_equal(be->ops->upload(be, d, host, sizeof host), ENG_EBACKEND);
+    tu_cuda_emu_fail_after(0);
+    const char *why = be->ops->health(be);
+    assert_non_null(why);
+    print_message("  unhealthy after an injected fault: %s\n", why);
+    /* every later call fails or does nothing; none crashes */
+    assert_null(be->ops->alloc(be, 64));
+    be->ops->core->gemm(be, 1, 2, 2, 2, 1.0f, d, 2, d, 2, 0.0f, d + 8, 2);
+    assert_int_equal(be->ops->download(be, host, d, sizeof host), ENG_EBACKEND);
+    assert_int_equal(be->ops->synchronize(be), ENG_EBACKEND);
+    be->ops->free(be, d);
+    be->ops->destroy(be);
+
+    /* through the public API: a run fails with ENG_EBACKEND, the context says why */
+    eng_model *m;
+    eng_ctx *ctx;
+    if (eng_model_load(tu_path("%s/tests/fixtures/models/bert_base", tu_root()), &m, &err))
+        fail_msg("load: %s", err.msg);
+    assert_int_equal(eng_ctx_new(&(eng_ctx_opts){.backend = "cuda-emu"}, &ctx, &err), ENG_OK);
+    eng_encoding e;
+    eng_encoding_init(&e);
+    assert_int_equal(eng_tokenizer_encode(eng_model_tokenizer(m), "hello world", 11, NULL, 0,
+                                          32, &e, &err), ENG_OK);
+    const eng_encoding *ep = &e;
+    size_t H = (size_t)eng_model_get_info(m)->hidden;
+    float *out = malloc(sizeof(float) * (size_t)e.n * H), *ok = malloc(sizeof(float) * (size_t)e.n * H);
+    assert_int_equal(eng_run_hidden(ctx, m, &ep, 1, ok, &err), ENG_OK);
+    assert_null(eng_ctx_fault(ctx));
+    tu_cuda_emu_fail_after(3);
+    assert_int_equal(eng_run_hidden(ctx, m, &ep, 1, out, &err), ENG_EBACKEND);
+    tu_cuda_emu_fail_after(0);
+    assert_non_null(eng_ctx_fault(ctx));
+    print_message("  run after a fault: %s (context: %s)\n", err.msg, eng_ctx_fault(ctx));
+    assert_int_equal(eng_run_hidden(ctx, m, &ep, 1, out, &err), ENG_EBACKEND);
+    eng_ctx_free(ctx);
+    /* a fresh context on the same model version works and agrees */
+    assert_int_equal(eng_ctx_new(&(eng_ctx_opts){.backend = "cuda-emu"}, &ctx, &err), ENG_OK);
+    assert_int_equal(eng_run_hidden(ctx, m, &ep, 1, out, &err), ENG_OK);
+    assert_true(tu_max_abs_diff(out, ok, (size_t)e.n * H) == 0.0f);
+    eng_ctx_free(ctx);
+    free(out), free(ok);
+    eng_encoding_free(&e);
+    eng_model_unref(m);
+}
+
+/* Every op of the interface, by part, for the summary. */
+#define OPS_CORE(X) X(gemm) X(bias_act) X(add_layernorm) X(embed) X(attention) X(mean_pool) \
+    X(gather_rows)
+#define OPS_GEN(X) X(embed_scaled) X(attention_kv) X(copy_rows) X(log_softmax) X(topk) X(bias_silu)
+#define OPS_TRAIN(X) X(gemm_ex) X(bias_act_train) X(act_backward) X(layernorm_backward) \
+    X(embed_backward) X(attention_train) X(attention_backward) X(dropout) X(sum_rows) \
+    X(scatter_rows) X(axpy) X(cross_entropy) X(bce_logits) X(sum_squares) X(adamw)
+
+/* Appends the NULL ops of be to buf; returns their number. */
+static int missing_ops(const eng_backend *be, char *buf, size_t cap)
+{
+    const eng_backend_ops *o = be->ops;
+    int n = 0;
+    size_t w = 0;
+    buf[0] = 0;
+#define MISS(part, op)                                                                  \
+    if (!o->part || !o->part->op) {                                                     \
+        n++;                                                                            \
+        if (w < cap)                                                                    \
+            w += (size_t)snprintf(buf + w, cap - w, "%s%s", n > 1 ? ", " : "", #op);    \
+    }
+#define MISS_CORE(op) MISS(core, op)
+#define MISS_GEN(op) MISS(gen, op)
+#define MISS_TRAIN(op) MISS(train, op)
+    OPS_CORE(MISS_CORE)
+    OPS_GEN(MISS_GEN)
+    OPS_TRAIN(MISS_TRAIN)
+    return n;
+}
+
+/* Last: which backend lacks which op (a "not supported" is never a pass), and which
+ * registered kinds had no device here. */
 static void test_summary(void **state)
 {
     (void)state;
     tset s;
     set_open(&s);
+    char buf[1024];
     FOR_EACH_BE(s, t)
     {
-        int i;
-        for (i = 0; i < n_unsup && strcmp(unsup[i].label, t->label); i++)
-            ;
-        if (i < n_unsup)
-            print_message("backend_ops: %-16s %d op(s) not supported: %s\n", t->label,
-                          unsup[i].n, unsup[i].ops);
+        int n = missing_ops(t->be, buf, sizeof buf);
+        if (n)
+            print_message("backend_ops: %-16s %d op(s) not supported: %s\n", t->label, n, buf);
         else
             print_message("backend_ops: %-16s every op supported and checked\n", t->label);
-        assert_false(t->cpu && i < n_unsup); /* the CPU reference has every op */
+        assert_false(t->cpu && n); /* the CPU reference has every op */
+    }
+    for (int k = 0; k < eng_backend_reg_count(); k++) {
+        const eng_backend_reg *r = eng_backend_reg_get(k);
+        if (strcmp(r->name, "cpu") && r->device_count() == 0)
+            print_message("backend_ops: %-16s no device here: not run\n", r->name);
     }
     set_close(&s);
 }
@@ -1714,6 +1797,7 @@ TEST_GROUP(backend_ops)
         cmocka_unit_test(test_losses),
         cmocka_unit_test(test_small_ops),
         cmocka_unit_test(test_adamw),
+        cmocka_unit_test(test_device_fault),
         cmocka_unit_test(test_summary),
     };
     TEST_GROUP_RETURN(t);

@@ -4,6 +4,8 @@
  * fails, and so does a TEST_GROUP in tests/unit that groups.def does not list. */
 #include "test_util.h"
 
+#include "nlpd_engine.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,6 +120,11 @@ void tu_optional_(const char *path, const char *how, const char *file, int line)
     _skip(file, line);
 }
 
+int tu_model_backends(const char **names, int cap)
+{
+    return eng_backend_kinds(names, cap);
+}
+
 float tu_max_abs_diff(const float *a, const float *b, size_t n)
 {
     float m = 0;
@@ -221,9 +228,14 @@ TEST_GROUP(harness)
     TEST_GROUP_RETURN(t);
 }
 
+/* Test-only backends (tests/cuda_emu/register_emu.cc): weak, absent when not linked. */
+void tu_register_backends(void) __attribute__((weak));
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0); /* keep our lines in order with cmocka's */
+    if (tu_register_backends)
+        tu_register_backends();
     const char *only = getenv("NLPD_TEST_GROUP");
     size_t passed = 0, failed = 0, skipped = 0, ran = 0;
     for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) {

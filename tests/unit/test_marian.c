@@ -109,7 +109,7 @@ static const mode modes[] = {
     {"beam5_max8", 5, 8},
 };
 
-static void check_model(const char *name)
+static void check_model_on(const char *name, const char *backend)
 {
     mfolder f;
     folder_make(&f, name);
@@ -119,8 +119,9 @@ static void check_model(const char *name)
     eng_error err = {0};
     if (eng_model_load(f.dir, &m, &err))
         fail_msg("load %s: %s", name, err.msg);
-    eng_ctx_opts co = {.backend = "cpu", .threads = 2};
-    assert_int_equal(eng_ctx_new(&co, &ctx, &err), 0);
+    eng_ctx_opts co = {.backend = backend, .threads = 2};
+    if (eng_ctx_new(&co, &ctx, &err))
+        fail_msg("%s: backend %s: %s", name, backend, err.msg);
     const eng_model_info *info = eng_model_get_info(m);
     assert_int_equal(info->task, ENG_TASK_TRANSLATE);
     assert_string_equal(eng_task_name(info->task), "translate");
@@ -233,6 +234,18 @@ static void check_model(const char *name)
     eng_ctx_free(ctx);
     eng_model_unref(m);
     folder_remove(&f);
+}
+
+/* Every model on every backend there is (the CPU; the emulated CUDA backend in the
+ * unit-test binary; a real GPU when present): the same ids in fp32. */
+static void check_model(const char *name)
+{
+    const char *be[8];
+    int nb = tu_model_backends(be, 8);
+    for (int i = 0; i < nb; i++) {
+        printf("  %s on %s\n", name, be[i]);
+        check_model_on(name, be[i]);
+    }
 }
 
 static void test_parity_a(void **state)

@@ -109,7 +109,7 @@ static void run_task(eng_ctx *ctx, eng_model *m, const eng_encoding **enc, int n
         fail_msg("run failed: %s", err.msg);
 }
 
-static void check_model(const char *name)
+static void check_model_on(const char *name, const char *backend)
 {
     cJSON *g = load_golden(name);
     eng_model *m;
@@ -117,7 +117,8 @@ static void check_model(const char *name)
     eng_error err = {0};
     if (eng_model_load(tu_path("%s/tests/fixtures/models/%s", tu_root(), name), &m, &err))
         fail_msg("%s: load: %s", name, err.msg);
-    assert_int_equal(eng_ctx_new(&(eng_ctx_opts){.threads = 2}, &ctx, &err), ENG_OK);
+    if (eng_ctx_new(&(eng_ctx_opts){.backend = backend, .threads = 2}, &ctx, &err))
+        fail_msg("%s: backend %s: %s", name, backend, err.msg);
     const eng_model_info *info = eng_model_get_info(m);
     const cJSON *cases = cJSON_GetObjectItem(g, "cases");
     int n = cJSON_GetArraySize(cases);
@@ -136,7 +137,7 @@ static void check_model(const char *name)
         const cJSON *pair = cJSON_GetObjectItem(c, "pair");
         int max_len = cJSON_GetObjectItem(c, "max_length")->valueint;
         char where[96];
-        snprintf(where, sizeof where, "%s case %d", name, i);
+        snprintf(where, sizeof where, "%s [%s] case %d", name, backend, i);
         eng_encoding_init(&enc[i]);
         ptrs[i] = &enc[i];
         const char *p = cJSON_IsString(pair) ? pair->valuestring : NULL;
@@ -163,7 +164,7 @@ static void check_model(const char *name)
     for (int i = 0; i < n; i++) {
         const cJSON *c = cJSON_GetArrayItem(cases, i);
         char where[96];
-        snprintf(where, sizeof where, "%s case %d in a batch of %d", name, i, n);
+        snprintf(where, sizeof where, "%s [%s] case %d in a batch of %d", name, backend, i, n);
         int main_n, extra_n;
         output_sizes(info, &enc[i], &main_n, &extra_n);
         expect_close(cJSON_GetObjectItem(c, main_key), b.main + mo, main_n, main_key, where);
@@ -180,6 +181,30 @@ static void check_model(const char *name)
     eng_ctx_free(ctx);
     eng_model_unref(m);
     cJSON_Delete(g);
+}
+
+static void check_qa_on(const char *name, const char *backend);
+
+/* Every golden on every backend there is (the CPU; the emulated CUDA backend in the
+ * unit-test binary; a real GPU when present). */
+static void check_model(const char *name)
+{
+    const char *be[8];
+    int nb = tu_model_backends(be, 8);
+    for (int i = 0; i < nb; i++) {
+        print_message("  %s on %s\n", name, be[i]);
+        check_model_on(name, be[i]);
+    }
+}
+
+static void check_qa(const char *name)
+{
+    const char *be[8];
+    int nb = tu_model_backends(be, 8);
+    for (int i = 0; i < nb; i++) {
+        print_message("  %s qa pipeline on %s\n", name, be[i]);
+        check_qa_on(name, be[i]);
+    }
 }
 
 static void test_bert_base(void **s) { (void)s; check_model("bert_base"); }
@@ -217,7 +242,7 @@ static void expect_answers(const cJSON *want, const eng_qa_answer *got, int n, f
     }
 }
 
-static void check_qa(const char *name)
+static void check_qa_on(const char *name, const char *backend)
 {
     cJSON *g = load_golden(name);
     eng_model *m;
@@ -225,13 +250,14 @@ static void check_qa(const char *name)
     eng_error err = {0};
     if (eng_model_load(tu_path("%s/tests/fixtures/models/%s", tu_root(), name), &m, &err))
         fail_msg("%s: load: %s", name, err.msg);
-    assert_int_equal(eng_ctx_new(&(eng_ctx_opts){.threads = 2}, &ctx, &err), ENG_OK);
+    if (eng_ctx_new(&(eng_ctx_opts){.backend = backend, .threads = 2}, &ctx, &err))
+        fail_msg("%s: backend %s: %s", name, backend, err.msg);
     const eng_tokenizer *tok = eng_model_tokenizer(m);
     const cJSON *item;
     int k = 0;
     cJSON_ArrayForEach(item, cJSON_GetObjectItem(g, "qa_pipeline")) {
         char where[96];
-        snprintf(where, sizeof where, "%s qa item %d", name, k++);
+        snprintf(where, sizeof where, "%s [%s] qa item %d", name, backend, k++);
         const char *q = cJSON_GetObjectItem(item, "question")->valuestring;
         const char *c = cJSON_GetObjectItem(item, "context")->valuestring;
         const cJSON *p = cJSON_GetObjectItem(item, "effective_params");

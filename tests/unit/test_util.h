@@ -25,6 +25,10 @@ const char *tu_path(const char *fmt, ...);
 int tu_exists(const char *path);
 /* Read a whole file (NUL-terminated); NULL on failure. Caller frees. */
 char *tu_read_file(const char *path, size_t *len);
+/* The backends whole-model tests run on: "cpu" first, then every other kind with a
+ * device ("cuda-emu", the emulated CUDA backend, in the unit-test binary; "cuda" on a
+ * GPU machine). Returns how many (<= cap). */
+int tu_model_backends(const char **names, int cap);
 /* max |a[i] - b[i]| */
 float tu_max_abs_diff(const float *a, const float *b, size_t n);
 

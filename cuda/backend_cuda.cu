@@ -1,0 +1,267 @@
+/* backend_cuda.cu - the CUDA backend's glue: registry entry, device memory, copies,
+ * the ops tables, and error handling. Each backend instance (one per worker) owns a
+ * stream and a cuBLAS handle on its device; the engine's per-context arena is one
+ * device allocation of that instance. A CUDA error marks the instance unhealthy: every
+ * later op is skipped and synchronize/upload/download return ENG_EBACKEND with the
+ * first error kept as the reason; nothing aborts. Ops not implemented here are NULL
+ * in the tables ("not supported"). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cu_common.cuh"
+
+#ifdef NLPD_CUDA_EMU
+#define CU_REG_SYMBOL eng_cuda_emu_backend_reg
+#define CU_REG_NAME "cuda-emu"
+#else
+#define CU_REG_SYMBOL eng_cuda_backend_reg
+#define CU_REG_NAME "cuda"
+#endif
+
+namespace CU_NS {
+
+int cu_check(cu_backend *cb, cudaError_t rc, const char *what)
+{
+    if (rc == cudaSuccess)
+        return 0;
+    if (cb->healthy) {
+        cb->healthy = 0;
+        snprintf(cb->why, sizeof cb->why, "%s: %s", what, cudaGetErrorString(rc));
+    }
+    return 1;
+}
+
+int cu_check_blas(cu_backend *cb, cublasStatus_t rc, const char *what)
+{
+    if (rc == CUBLAS_STATUS_SUCCESS)
+        return 0;
+    if (cb->healthy) {
+        cb->healthy = 0;
+        snprintf(cb->why, sizeof cb->why, "%s: cuBLAS status %d", what, (int)rc);
+    }
+    return 1;
+}
+
+/* The calling thread works on cb's device (workers may share a thread pool). */
+static int enter(cu_backend *cb)
+{
+    return cb->healthy && !cu_check(cb, cudaSetDevice(cb->base.device), "cudaSetDevice");
+}
+
+int cu_fetch_i32(cu_backend *cb, int32_t *host, const int32_t *dev, int n)
+{
+    size_t bytes = sizeof(int32_t) * (size_t)n;
+    if (bytes > cb->pinned_cap) {
+        if (cb->pinned)
+            cudaFreeHost(cb->pinned);
+        cb->pinned = nullptr;
+        cb->pinned_cap = 0;
+        size_t cap = bytes < 4096 ? 4096 : bytes;
+        if (cu_check(cb, cudaMallocHost((void **)&cb->pinned, cap), "cudaMallocHost"))
+            return -1;
+        cb->pinned_cap = cap;
+    }
+    if (cu_check(cb, cudaMemcpyAsync(cb->pinned, dev, bytes, cudaMemcpyDeviceToHost, cb->stream),
+                 "offsets download") ||
+        cu_check(cb, cudaStreamSynchronize(cb->stream), "offsets download"))
+        return -1;
+    memcpy(host, cb->pinned, bytes);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ memory */
+
+static void *cu_alloc(eng_backend *be, size_t bytes)
+{
+    cu_backend *cb = cu_of(be);
+    void *p = nullptr;
+    if (!enter(cb))
+        return nullptr;
+    cudaError_t rc = cudaMalloc(&p, bytes ? bytes : 256);
+    if (rc == cudaErrorMemoryAllocation) {
+        cudaGetLastError(); /* out of memory is not sticky: the device stays healthy */
+        return nullptr;
+    }
+    return cu_check(cb, rc, "cudaMalloc") ? nullptr : p;
+}
+
+/* Frees even when unhealthy (a non-sticky fault leaves the memory usable; after a
+ * sticky one cudaFree fails and there is nothing more to do). */
+static void cu_free(eng_backend *be, void *p)
+{
+    cu_backend *cb = cu_of(be);
+    if (!p || cudaSetDevice(cb->base.device) != cudaSuccess)
+        return;
+    cu_check(cb, cudaFree(p), "cudaFree");
+}
+
+static int cu_upload(eng_backend *be, void *dst, const void *src, size_t bytes)
+{
+    cu_backend *cb = cu_of(be);
+    if (!enter(cb))
+        return ENG_EBACKEND;
+    if (!bytes)
+        return ENG_OK;
+    return cu_check(cb, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, cb->stream),
+                    "upload") ? ENG_EBACKEND : ENG_OK;
+}
+
+static int cu_download(eng_backend *be, void *dst, const void *src, size_t bytes)
+{
+    cu_backend *cb = cu_of(be);
+    if (!enter(cb))
+        return ENG_EBACKEND;
+    if (!bytes)
+        return ENG_OK;
+    return cu_check(cb, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, cb->stream),
+                    "download") ? ENG_EBACKEND : ENG_OK;
+}
+
+static int cu_synchronize(eng_backend *be)
+{
+    cu_backend *cb = cu_of(be);
+    if (!enter(cb))
+        return ENG_EBACKEND;
+    return cu_check(cb, cudaStreamSynchronize(cb->stream), "synchronize") ? ENG_EBACKEND : ENG_OK;
+}
+
+static void *cu_weights_upload(eng_backend *be, const void *host, size_t bytes)
+{
+    cu_backend *cb = cu_of(be);
+    void *p = cu_alloc(be, bytes);
+    if (!p)
+        return nullptr;
+    if (cu_check(cb, cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice), "weights upload")) {
+        cudaFree(p);
+        return nullptr;
+    }
+    return p;
+}
+
+static void cu_weights_free(int device, void *view)
+{
+    if (view && cudaSetDevice(device) == cudaSuccess)
+        cudaFree(view);
+}
+
+/* ------------------------------------------------------------- lifecycle */
+
+static void cu_destroy(eng_backend *be)
+{
+    cu_backend *cb = cu_of(be);
+    if (!cb)
+        return;
+    cudaSetDevice(cb->base.device);
+    if (cb->blas)
+        cublasDestroy(cb->blas);
+    if (cb->stream)
+        cudaStreamDestroy(cb->stream);
+    if (cb->pinned)
+        cudaFreeHost(cb->pinned);
+    free(cb);
+}
+
+static const char *cu_health(const eng_backend *be)
+{
+    const cu_backend *cb = (const cu_backend *)be;
+    return cb->healthy ? nullptr : cb->why;
+}
+
+static const eng_backend_ops *build_ops(void)
+{
+    static eng_backend_core_ops core;
+    static eng_backend_gen_ops gen;
+    static eng_backend_train_ops train;
+    static eng_backend_ops ops;
+    core.gemm = cu_gemm;
+    core.bias_act = cu_bias_act;
+    core.add_layernorm = cu_add_layernorm;
+    core.embed = cu_embed;
+    core.attention = cu_attention;
+    core.mean_pool = cu_mean_pool;
+    core.gather_rows = cu_gather_rows;
+    /* pack_weight / gemm_prepacked / free_packed: none (cuBLAS takes the layout) */
+    gen.embed_scaled = cu_embed_scaled;
+    gen.attention_kv = cu_attention_kv;
+    gen.copy_rows = cu_copy_rows;
+    gen.log_softmax = cu_log_softmax;
+    gen.topk = cu_topk;
+    gen.bias_silu = cu_bias_silu;
+    /* training: only the GEMM so far; every other training op is not supported */
+    train.gemm_ex = cu_gemm_ex;
+    ops.name = CU_REG_NAME;
+    ops.destroy = cu_destroy;
+    ops.alloc = cu_alloc;
+    ops.free = cu_free;
+    ops.upload = cu_upload;
+    ops.download = cu_download;
+    ops.synchronize = cu_synchronize;
+    ops.zero = cu_zero;
+    ops.weights_upload = cu_weights_upload;
+    ops.weights_free = cu_weights_free;
+    ops.health = cu_health;
+    ops.core = &core;
+    ops.gen = &gen;
+    ops.train = &train;
+    return &ops;
+}
+
+static const eng_backend_ops *ops_table(void)
+{
+    static const eng_backend_ops *ops = build_ops(); /* thread-safe initialisation */
+    return ops;
+}
+
+static int cu_device_count(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError(); /* no driver / no device: clear the error */
+        return 0;
+    }
+    return n;
+}
+
+static int cu_create(int device, int threads, eng_backend **out, eng_error *err)
+{
+    (void)threads; /* the host side of a launch is one thread */
+    *out = nullptr;
+    const eng_backend_ops *ops = ops_table();
+    int n = cu_device_count();
+    if (device < 0 || device >= n)
+        return eng_fail(err, ENG_EUNSUPPORTED, "%s:%d: no such CUDA device (%d present)",
+                        CU_REG_NAME, device, n);
+    cudaError_t rc = cudaSetDevice(device);
+    if (rc != cudaSuccess)
+        return eng_fail(err, ENG_EBACKEND, "%s:%d: %s", CU_REG_NAME, device, cudaGetErrorString(rc));
+    cu_backend *cb = (cu_backend *)calloc(1, sizeof *cb);
+    if (!cb)
+        return eng_fail(err, ENG_ENOMEM, "out of memory");
+    cb->base.ops = ops;
+    cb->base.threads = 1;
+    cb->base.device = device;
+    cb->healthy = 1;
+    if ((rc = cudaStreamCreate(&cb->stream)) != cudaSuccess) {
+        free(cb);
+        return eng_fail(err, ENG_EBACKEND, "%s:%d: stream: %s", CU_REG_NAME, device,
+                        cudaGetErrorString(rc));
+    }
+    cublasStatus_t st = cublasCreate(&cb->blas);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasSetStream(cb->blas, cb->stream);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        cu_destroy(&cb->base);
+        return eng_fail(err, ENG_EBACKEND, "%s:%d: cuBLAS initialisation failed (status %d)",
+                        CU_REG_NAME, device, (int)st);
+    }
+    *out = &cb->base;
+    return ENG_OK;
+}
+
+} /* namespace CU_NS */
+
+/* The registry entry (backend/registry.c lists it when built with CUDA; tests register
+ * the emulated one). */
+extern "C" const eng_backend_reg CU_REG_SYMBOL = {CU_REG_NAME, CU_NS::cu_device_count,
+                                                  CU_NS::cu_create};

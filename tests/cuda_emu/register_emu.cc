@@ -1,0 +1,20 @@
+/* register_emu.cc - TEST CODE ONLY: registers the emulated CUDA backend ("cuda-emu":
+ * the cuda/ sources built against tests/cuda_emu/cuda_emu.h) with the engine's backend
+ * registry, so that test_backend_ops and the whole-model tests run it like any other
+ * backend. Called by test_main.c before any test. */
+#include "backend/backend.h"
+
+extern "C" const eng_backend_reg eng_cuda_emu_backend_reg; /* cuda/backend_cuda.cu */
+
+extern "C" void tu_register_backends(void)
+{
+    eng_backend_register(&eng_cuda_emu_backend_reg);
+}
+
+#include "cuda_emu.h"
+
+/* Fault injection for tests: the n-th emulated CUDA call from now fails (0: off). */
+extern "C" void tu_cuda_emu_fail_after(int n)
+{
+    cuemu::fail_after(n);
+}
