@@ -328,15 +328,12 @@ static int plain_name(const char *s)
     return n > 0;
 }
 
-int srv_api_parse(srv_endpoint ep, const char *body, size_t len, const srv_api_limits *lim,
-                  srv_api_request *r, srv_api_error *err)
+/* The body as a JSON object (the checks every endpoint shares): *doc, or -1
+ * with err set (*doc then NULL). */
+static int parse_body(const char *body, size_t len, const srv_api_limits *lim, cJSON **doc,
+                      srv_api_error *err)
 {
-    memset(r, 0, sizeof *r);
-    r->ep = ep;
-    r->threshold = -1;
-    unsigned allowed = allowed_fields(ep);
-    if (!allowed)
-        return srv_api_error_set(err, 404, "not_found", "no such endpoint");
+    *doc = NULL;
     if (len > lim->max_body_bytes)
         return srv_api_error_set(err, 413, "payload_too_large", "body is %zu bytes, the limit is %zu",
                                  len, lim->max_body_bytes);
@@ -346,18 +343,17 @@ int srv_api_parse(srv_endpoint ep, const char *body, size_t len, const srv_api_l
         return srv_api_error_set(err, 422, "invalid_utf8", "the body is not valid UTF-8");
 
     const char *end = NULL;
-    cJSON *doc = cJSON_ParseWithLengthOpts(body, len, &end, 0);
-    if (!doc) {
+    cJSON *d = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    if (!d) {
         size_t off = end && end >= body && end <= body + len ? (size_t)(end - body) : 0;
         return srv_api_error_set(err, 400, "malformed_json", "malformed JSON near byte %zu", off);
     }
-    r->doc_ = doc;
     for (const char *p = end; p && p < body + len; p++)
         if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
             srv_api_error_set(err, 400, "malformed_json", "unexpected data after the JSON value");
             goto fail;
         }
-    if (!cJSON_IsObject(doc)) {
+    if (!cJSON_IsObject(d)) {
         srv_api_error_set(err, 422, "invalid_field", "the body must be a JSON object");
         goto fail;
     }
@@ -365,6 +361,26 @@ int srv_api_parse(srv_endpoint ep, const char *body, size_t len, const srv_api_l
         srv_api_error_set(err, 422, "invalid_field", "strings must not contain NUL (\\u0000)");
         goto fail;
     }
+    *doc = d;
+    return 0;
+fail:
+    cJSON_Delete(d);
+    return -1;
+}
+
+int srv_api_parse(srv_endpoint ep, const char *body, size_t len, const srv_api_limits *lim,
+                  srv_api_request *r, srv_api_error *err)
+{
+    memset(r, 0, sizeof *r);
+    r->ep = ep;
+    r->threshold = -1;
+    unsigned allowed = allowed_fields(ep);
+    if (!allowed)
+        return srv_api_error_set(err, 404, "not_found", "no such endpoint");
+    cJSON *doc;
+    if (parse_body(body, len, lim, &doc, err))
+        return -1;
+    r->doc_ = doc;
 
     const cJSON *f[F_COUNT] = {0};
     for (const cJSON *k = doc->child; k; k = k->next) {
@@ -417,4 +433,176 @@ void srv_api_request_free(srv_api_request *r)
     free(r->text_lens);
     free(r->items);
     memset(r, 0, sizeof *r);
+}
+
+/* ------------------------------------------------------------ /v1/feedback */
+
+/* One feedback item from object o (the top level or an element of items):
+ * where names it in messages ("" or "items[3]."). */
+static int parse_feedback_item(const cJSON *o, const char *where, int top,
+                               const srv_api_limits *lim, srv_feedback_item *it,
+                               srv_api_error *err)
+{
+    static const char *const names[] = {"text", "request_id", "index", "label"};
+    const cJSON *f[4] = {0};
+    for (const cJSON *k = o->child; k; k = k->next) {
+        int which = -1;
+        for (int i = 0; k->string && i < 4; i++)
+            if (strcmp(k->string, names[i]) == 0)
+                which = i;
+        if (which < 0) {
+            if (top && k->string && (strcmp(k->string, "model") == 0 || strcmp(k->string, "items") == 0))
+                continue;
+            if (k->string && plain_name(k->string))
+                return srv_api_error_set(err, 422, "invalid_field",
+                                         "%sunknown field \"%s\" (expected text or request_id, "
+                                         "label, index)", where, k->string);
+            return srv_api_error_set(err, 422, "invalid_field",
+                                     "%sunknown field (expected text or request_id, label, index)",
+                                     where);
+        }
+        if (f[which])
+            return srv_api_error_set(err, 422, "invalid_field", "%sduplicate field %s", where,
+                                     names[which]);
+        f[which] = k;
+    }
+    char name[48];
+    it->index = -1;
+    if (f[0] && f[1])
+        return srv_api_error_set(err, 422, "invalid_field",
+                                 "%sgive either text or request_id, not both", where);
+    if (!f[0] && !f[1])
+        return srv_api_error_set(err, 422, "invalid_field", "%smissing field: text or request_id",
+                                 where);
+    if (f[0]) {
+        snprintf(name, sizeof name, "%stext", where);
+        if (get_text(f[0], name, lim, &it->text, &it->text_len, err))
+            return -1;
+        if (f[2])
+            return srv_api_error_set(err, 422, "invalid_field",
+                                     "%sindex goes with request_id, not with text", where);
+    } else {
+        const cJSON *v = f[1];
+        if (!cJSON_IsString(v) || !v->valuestring || !*v->valuestring ||
+            strlen(v->valuestring) > SRV_API_MAX_REQUEST_ID)
+            return srv_api_error_set(err, 422, "invalid_field",
+                                     "%srequest_id must be a non-empty string of at most %d bytes",
+                                     where, SRV_API_MAX_REQUEST_ID);
+        it->request_id = v->valuestring;
+        snprintf(name, sizeof name, "%sindex", where);
+        if (f[2] && get_int(f[2], name, 0, 65535, &it->index, err))
+            return -1;
+    }
+    if (!f[3])
+        return srv_api_error_set(err, 422, "invalid_field", "%smissing field: label", where);
+    const cJSON *l = f[3];
+    if (!cJSON_IsString(l) || !l->valuestring || !*l->valuestring ||
+        strlen(l->valuestring) > SRV_API_MAX_LABEL)
+        return srv_api_error_set(err, 422, "invalid_field",
+                                 "%slabel must be a non-empty string of at most %d bytes", where,
+                                 SRV_API_MAX_LABEL);
+    it->label = l->valuestring;
+    it->label_len = strlen(l->valuestring);
+    return 0;
+}
+
+int srv_api_parse_feedback(const char *body, size_t len, const srv_api_limits *lim,
+                           int max_items, srv_api_feedback *fb, srv_api_error *err)
+{
+    memset(fb, 0, sizeof *fb);
+    cJSON *doc;
+    if (parse_body(body, len, lim, &doc, err))
+        return -1;
+    fb->doc_ = doc;
+    const cJSON *model = NULL, *items = NULL;
+    int single = 0;
+    for (const cJSON *k = doc->child; k; k = k->next) {
+        if (!k->string)
+            continue;
+        if (strcmp(k->string, "model") == 0 || strcmp(k->string, "items") == 0) {
+            const cJSON **slot = k->string[0] == 'm' ? &model : &items;
+            if (*slot) {
+                srv_api_error_set(err, 422, "invalid_field", "duplicate field %s", k->string);
+                goto fail;
+            }
+            *slot = k;
+        } else if (strcmp(k->string, "text") == 0 || strcmp(k->string, "request_id") == 0 ||
+                   strcmp(k->string, "index") == 0 || strcmp(k->string, "label") == 0) {
+            single = 1; /* a field of the one-item form (checked by parse_feedback_item) */
+        }
+    }
+    if (!model || !cJSON_IsString(model) || !model->valuestring || !*model->valuestring) {
+        srv_api_error_set(err, 422, "invalid_field", model ? "model must be a non-empty string"
+                                                           : "missing field: model");
+        goto fail;
+    }
+    fb->model = model->valuestring;
+    if (items && single) {
+        srv_api_error_set(err, 422, "invalid_field",
+                          "give either items, or one item's text or request_id and label, not both");
+        goto fail;
+    }
+    for (const cJSON *k = doc->child; items && !single && k; k = k->next)
+        if (!k->string || (strcmp(k->string, "model") != 0 && strcmp(k->string, "items") != 0)) {
+            if (k->string && plain_name(k->string))
+                srv_api_error_set(err, 422, "invalid_field", "unknown field \"%s\" for /v1/feedback",
+                                  k->string);
+            else
+                srv_api_error_set(err, 422, "invalid_field", "unknown field for /v1/feedback");
+            goto fail;
+        }
+    if (!items) {
+        if (!(fb->items = calloc(1, sizeof *fb->items))) {
+            srv_api_error_set(err, 500, "internal", "out of memory");
+            goto fail;
+        }
+        fb->n = 1;
+        if (parse_feedback_item(doc, "", 1, lim, &fb->items[0], err))
+            goto fail;
+        return 0;
+    }
+    if (!cJSON_IsArray(items)) {
+        srv_api_error_set(err, 422, "invalid_field",
+                          "items must be a list of {\"text\", \"label\"} objects");
+        goto fail;
+    }
+    int n = cJSON_GetArraySize(items);
+    if (n == 0) {
+        srv_api_error_set(err, 422, "invalid_field", "items must not be empty");
+        goto fail;
+    }
+    if (n > max_items) {
+        srv_api_error_set(err, 413, "too_many_items", "%d items, the limit is %d", n, max_items);
+        goto fail;
+    }
+    if (!(fb->items = calloc((size_t)n, sizeof *fb->items))) {
+        srv_api_error_set(err, 500, "internal", "out of memory");
+        goto fail;
+    }
+    fb->list = 1;
+    int i = 0;
+    for (const cJSON *e = items->child; e && i < n; e = e->next, i++) {
+        char where[32];
+        snprintf(where, sizeof where, "items[%d].", i);
+        if (!cJSON_IsObject(e)) {
+            srv_api_error_set(err, 422, "invalid_field", "items[%d] must be an object", i);
+            goto fail;
+        }
+        if (parse_feedback_item(e, where, 0, lim, &fb->items[i], err))
+            goto fail;
+    }
+    fb->n = n;
+    return 0;
+fail:
+    srv_api_feedback_free(fb);
+    return -1;
+}
+
+void srv_api_feedback_free(srv_api_feedback *fb)
+{
+    if (!fb)
+        return;
+    cJSON_Delete(fb->doc_);
+    free(fb->items);
+    memset(fb, 0, sizeof *fb);
 }

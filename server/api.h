@@ -71,6 +71,36 @@ int srv_api_parse(srv_endpoint ep, const char *body, size_t len, const srv_api_l
                   srv_api_request *req, srv_api_error *err);
 void srv_api_request_free(srv_api_request *req);
 
+/* POST /v1/feedback (README "Feedback"): {"model", "items": [ITEM, ...]} or
+ * {"model", ITEM's fields}, where ITEM is {"text", "label"} or
+ * {"request_id", "index"?, "label"}. */
+#define SRV_API_MAX_REQUEST_ID 71 /* bytes: an X-Request-Id nlpd keeps (http.c) */
+#define SRV_API_MAX_LABEL 256     /* bytes */
+
+typedef struct srv_feedback_item {
+    const char *text;             /* NULL when request_id is given */
+    size_t text_len;
+    const char *request_id;       /* NULL when text is given */
+    int index;                    /* which text of request_id; -1: not given */
+    const char *label;            /* non-empty; checked against the model by the handler */
+    size_t label_len;
+} srv_feedback_item;
+
+typedef struct srv_api_feedback {
+    const char *model;            /* required */
+    int list;                     /* 1: "items" given */
+    int n;                        /* items (>= 1) */
+    srv_feedback_item *items;
+    void *doc_;                   /* private: the parsed document */
+} srv_api_feedback;
+
+/* Parse and validate a feedback body: at most max_items items, texts within
+ * lim. 0 and *fb filled, or -1 and *err filled (fb empty). Statuses as for
+ * srv_api_parse, plus 413 too_many_items. Labels are not checked here. */
+int srv_api_parse_feedback(const char *body, size_t len, const srv_api_limits *lim,
+                           int max_items, srv_api_feedback *fb, srv_api_error *err);
+void srv_api_feedback_free(srv_api_feedback *fb);
+
 /* 1 when s[0..n) is well-formed UTF-8 (no overlongs, surrogates or > U+10FFFF). */
 int srv_utf8_valid(const char *s, size_t n);
 

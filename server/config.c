@@ -12,7 +12,7 @@
 
 #include "api.h" /* srv_lang_code_valid */
 
-typedef enum { K_STR, K_OPTSTR, K_INT, K_ENUM } key_kind;
+typedef enum { K_STR, K_OPTSTR, K_INT, K_ENUM, K_BOOL } key_kind;
 
 /* One configuration key. name is the dotted path inside its object
  * ("limits.max_texts"); def is the default as text (NULL: none). */
@@ -80,6 +80,28 @@ static const conf_key top_keys[] = {
      "memory.max headroom) must be at least this percentage of the version's file sizes "
      "(weights are read and packed); otherwise the version is rejected with that reason. "
      "0: no check."},
+    {"feedback.dir", K_OPTSTR, TOP(feedback_dir), NULL, 0, 0, NULL, 0,
+     "Folder POST /v1/feedback appends labelled items to: DIR/<model>/<instance>.jsonl, "
+     "instance = <hostname>-<pid>-<start unix s> (replicas may share DIR). The answer (202) "
+     "comes once the items are synced to disk. Created when missing; an unwritable folder or "
+     "a full disk gets 503 feedback_unavailable. null: the endpoint answers 404 "
+     "feedback_not_configured."},
+    {"feedback.max_items", K_INT, TOP(feedback_max_items), "256", 1, 65536, NULL, 0,
+     "Most items in one feedback request; more get 413 too_many_items. Each text is bounded "
+     "by limits.max_text_bytes, the body by limits.max_body_bytes."},
+    {"feedback.recent.enabled", K_BOOL, TOP(recent_enabled), "false", 0, 0, NULL, 0,
+     "Remember the texts of recent successful /v1/sentiment and /v1/classify requests by "
+     "request id (X-Request-Id), in memory, so that feedback can name an answer by "
+     "{\"request_id\", \"index\"} instead of repeating its text. This retains user text: off "
+     "unless enabled. Needs feedback.dir."},
+    {"feedback.recent.max_requests", K_INT, TOP(recent_max_requests), "10000", 1, 10000000,
+     NULL, 0, "Most requests remembered; the oldest are forgotten first."},
+    {"feedback.recent.max_bytes", K_INT, TOP(recent_max_bytes), "67108864", 4096, 2147483647,
+     NULL, 0, "Most bytes of remembered texts (plus 128 bytes per request); the oldest are "
+     "forgotten first. A request larger than this alone is not remembered."},
+    {"feedback.recent.max_age_s", K_INT, TOP(recent_max_age_s), "600", 1, 604800, NULL, 0,
+     "Requests are forgotten this many seconds after they were answered; feedback naming them "
+     "later gets 404 request_not_found."},
 };
 
 static const conf_key model_keys[] = {
@@ -219,6 +241,25 @@ static int key_apply(const conf_key *k, void *base, const cJSON *jv, const char 
         free(*sfield);
         *sfield = sp;
         return 0;
+    case K_BOOL: {
+        int v;
+        if (jv) {
+            if (!cJSON_IsBool(jv)) {
+                set_err(err, cap, "%s: must be true or false", where);
+                return -1;
+            }
+            v = cJSON_IsTrue(jv);
+        } else if (text && (strcmp(text, "true") == 0 || strcmp(text, "1") == 0)) {
+            v = 1;
+        } else if (text && (strcmp(text, "false") == 0 || strcmp(text, "0") == 0)) {
+            v = 0;
+        } else {
+            set_err(err, cap, "%s: must be true or false, got \"%s\"", where, text ? text : "");
+            return -1;
+        }
+        *ifield = v;
+        return 0;
+    }
     case K_INT: {
         double d;
         if (jv) {
@@ -389,7 +430,7 @@ int srv_config_init(srv_config *c)
 void srv_config_free(srv_config *c)
 {
     for (size_t i = 0; i < NKEYS(top_keys); i++)
-        if (top_keys[i].kind != K_INT)
+        if (top_keys[i].kind != K_INT && top_keys[i].kind != K_BOOL)
             free(*(char **)((char *)c + top_keys[i].off));
     for (int j = 0; j < c->n_models; j++)
         model_conf_free(&c->models[j]);
@@ -606,6 +647,11 @@ int srv_config_validate(srv_config *c, int cores, char *err, size_t cap)
             return -1;
         }
     }
+    if (c->recent_enabled && !c->feedback_dir) {
+        set_err(err, cap, "feedback.recent.enabled: needs feedback.dir (remembered requests "
+                          "are only used by POST /v1/feedback)");
+        return -1;
+    }
     if (c->threads > cores) {
         set_err(err, cap, "threads: %d pool threads is more than the %d online cores",
                 c->threads, cores);
@@ -619,6 +665,7 @@ static void print_keys(FILE *f, const conf_key *tab, size_t n, const char *prefi
     for (size_t i = 0; i < n; i++) {
         const conf_key *k = &tab[i];
         const char *type = k->kind == K_INT ? "integer" : k->kind == K_ENUM ? "enum"
+                           : k->kind == K_BOOL ? "boolean"
                            : k->kind == K_OPTSTR ? "string|null" : "string";
         fprintf(f, "%s%s  (%s", prefix, k->name, type);
         if (k->kind == K_INT)
@@ -628,7 +675,8 @@ static void print_keys(FILE *f, const conf_key *tab, size_t n, const char *prefi
         if (k->required)
             fprintf(f, ", required");
         else if (k->def)
-            fprintf(f, k->kind == K_INT ? ", default %s" : ", default \"%s\"", k->def);
+            fprintf(f, k->kind == K_INT || k->kind == K_BOOL ? ", default %s" : ", default \"%s\"",
+                    k->def);
         else
             fprintf(f, ", default null");
         fprintf(f, ")\n    %s\n", k->doc);

@@ -65,6 +65,13 @@ typedef struct srv_config {
     int debounce_ms;        /* file events within this window cause one rescan */
     int memory_factor_pct;  /* memory check before loading a version beside the current */
     int drain_timeout_ms;
+    /* POST /v1/feedback (feedback.*) */
+    char *feedback_dir;     /* NULL: the endpoint answers 404 feedback_not_configured */
+    int feedback_max_items;
+    int recent_enabled;     /* remember recent requests' texts by request id */
+    int recent_max_requests;
+    int recent_max_bytes;
+    int recent_max_age_s;
     srv_model_conf *models;
     int n_models;
 } srv_config;

@@ -8,6 +8,7 @@ typedef enum srv_endpoint {
     SRV_EP_CLASSIFY,
     SRV_EP_QA,
     SRV_EP_TRANSLATE,
+    SRV_EP_FEEDBACK,
     SRV_EP_MODELS,   /* GET /v1/models and /v1/models/{name} */
     SRV_EP_HEALTHZ,
     SRV_EP_READYZ,
@@ -21,7 +22,7 @@ typedef enum srv_endpoint {
 static inline const char *srv_endpoint_name(srv_endpoint e)
 {
     static const char *const names[SRV_EP_COUNT] = {
-        "embed", "sentiment", "classify", "qa", "translate",
+        "embed", "sentiment", "classify", "qa", "translate", "feedback",
         "models", "healthz", "readyz", "metrics", "admin", "other"};
     return (unsigned)e < SRV_EP_COUNT ? names[e] : "other";
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "feedback.h"
 #include "handlers.h"
 
 static const char *label_name(const eng_model_info *info, int k)
@@ -144,6 +145,7 @@ const srv_infer_ops srv_sentiment_ops = {
     .encode = srv_encode_texts,
     .render_one = sentiment_render,
     .cleanup = srv_free_texts,
+    .rendered = srv_feedback_remember,
 };
 
 const srv_infer_ops srv_classify_ops = {
@@ -151,4 +153,5 @@ const srv_infer_ops srv_classify_ops = {
     .encode = srv_encode_texts,
     .render_one = classify_render,
     .cleanup = srv_free_texts,
+    .rendered = srv_feedback_remember,
 };

@@ -196,12 +196,20 @@ static int infer_finished(srv_req *r)
     }
 }
 
+static void infer_render_response(srv_req *r);
+
 static void infer_render(srv_req *r)
 {
-    if (r->ops->render) {
+    if (r->ops->render)
         r->ops->render(r);
-        return;
-    }
+    else
+        infer_render_response(r);
+    if (r->ops->rendered && !r->warmup && r->status == 200)
+        r->ops->rendered(r);
+}
+
+static void infer_render_response(srv_req *r)
+{
     const eng_model_info *info = r->ver->info;
     const eng_tokenizer *tok = eng_model_tokenizer(r->ver->model);
     srv_buf b;

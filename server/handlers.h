@@ -28,6 +28,9 @@ typedef struct srv_infer_ops {
     /* Optional, pool thread: render the whole response (r's response or error)
      * instead of the common {"model", "version", "result(s)"} with render_one. */
     void (*render)(srv_req *r);
+    /* Optional, pool thread: r (not a warm-up) was answered 200, r->api still
+     * held (the feedback store remembers its texts). */
+    void (*rendered)(srv_req *r);
 } srv_infer_ops;
 
 extern const srv_infer_ops srv_embed_ops;

@@ -14,6 +14,7 @@
 
 #include <malloc.h>
 
+#include "feedback.h"
 #include "http.h"
 #include "log.h"
 #include "reload.h"
@@ -85,6 +86,7 @@ static void finish(app *a, int graceful)
      * then ends. */
     srv_reload_stop(s->reload);
     srv_models_stop(s, graceful, srv_now_ns() + 1000000000);
+    srv_feedback_stop(s); /* answers what it queued: before the connections go */
     if (s->http)
         srv_http_stop(s->http);
     uv_timer_stop(&a->drain_timer);
@@ -315,6 +317,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "nlpd: out of memory\n");
         goto fail_server;
     }
+    if (srv_feedback_init(s, err, sizeof err)) {
+        fprintf(stderr, "nlpd: %s\n", err);
+        goto fail_server;
+    }
 
     /* libuv reads the pool size once, at its first use. */
     char pool[16];
@@ -364,6 +370,7 @@ fail_loop:
         uv_loop_close(&a->loop);
 fail_server:
     srv_reload_free(s->reload);
+    srv_feedback_free(s);
     srv_models_free(s);
     srv_metrics_free(s->metrics);
     srv_auth_free(s->auth);

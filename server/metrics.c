@@ -34,7 +34,7 @@ static const hist_spec TOK = {tok_le, sizeof tok_le / sizeof *tok_le, 1};
 
 /* Statuses nlpd answers with, each counted under its own label; anything
  * else is counted as status="other". */
-static const int statuses[] = {200, 400, 401, 403, 404, 405, 413, 415, 422,
+static const int statuses[] = {200, 202, 400, 401, 403, 404, 405, 413, 415, 422,
                                429, 499, 500, 503, 504};
 #define N_STATUS ((int)(sizeof statuses / sizeof *statuses) + 1) /* + "other" */
 
@@ -50,6 +50,8 @@ struct srv_metrics {
     atomic_uint_fast64_t *requests; /* [SRV_EP_COUNT][n_models + 1][N_STATUS] */
     hist req_dur[SRV_EP_COUNT];
     hist *queue_dur, *infer_dur, *batch_size, *batch_tokens; /* [n_models] */
+    atomic_uint_fast64_t *fb_items, *fb_errors; /* [n_models] */
+    atomic_uint_fast64_t fb_fsyncs;
     pthread_mutex_t info_lock;
     model_info *info;
 };
@@ -78,9 +80,11 @@ srv_metrics *srv_metrics_new(int n_models, const char *const *names)
     m->batch_size = calloc(nm, sizeof(hist));
     m->batch_tokens = calloc(nm, sizeof(hist));
     m->info = calloc(nm, sizeof *m->info);
+    m->fb_items = calloc(nm, sizeof *m->fb_items);
+    m->fb_errors = calloc(nm, sizeof *m->fb_errors);
     pthread_mutex_init(&m->info_lock, NULL);
     if (!m->names || !m->requests || !m->queue_dur || !m->infer_dur || !m->batch_size ||
-        !m->batch_tokens || !m->info)
+        !m->batch_tokens || !m->info || !m->fb_items || !m->fb_errors)
         goto fail;
     for (int i = 0; i < n_models; i++)
         if (!(m->names[i] = strdup(names[i] ? names[i] : "")))
@@ -111,6 +115,8 @@ void srv_metrics_free(srv_metrics *m)
     free(m->batch_size);
     free(m->batch_tokens);
     free(m->info);
+    free(m->fb_items);
+    free(m->fb_errors);
     free(m);
 }
 
@@ -148,6 +154,23 @@ void srv_metrics_batch(srv_metrics *m, int model, int sequences, int tokens)
         return;
     hist_observe(&m->batch_size[model], &SIZE, sequences);
     hist_observe(&m->batch_tokens[model], &TOK, tokens);
+}
+
+void srv_metrics_feedback_items(srv_metrics *m, int model, int n)
+{
+    if (model >= 0 && model < m->n_models && n > 0)
+        atomic_fetch_add_explicit(&m->fb_items[model], (uint64_t)n, memory_order_relaxed);
+}
+
+void srv_metrics_feedback_error(srv_metrics *m, int model)
+{
+    if (model >= 0 && model < m->n_models)
+        atomic_fetch_add_explicit(&m->fb_errors[model], 1, memory_order_relaxed);
+}
+
+void srv_metrics_feedback_fsync(srv_metrics *m)
+{
+    atomic_fetch_add_explicit(&m->fb_fsyncs, 1, memory_order_relaxed);
 }
 
 static void replace(char **dst, const char *s)
@@ -277,6 +300,24 @@ char *srv_metrics_render(srv_metrics *m, const srv_metrics_gauges *g, size_t *le
         label(&b, m->names[i]);
         srv_buf_printf(&b, "\"} %d\n", g && g->queue_depth ? g->queue_depth[i] : 0);
     }
+
+    static const char *const fb_help[2] = {
+        "Feedback items acknowledged (written and synced to the feedback log).",
+        "Feedback requests refused with 503 because the log could not be written."};
+    for (int k = 0; k < 2; k++) {
+        const char *name = k ? "nlpd_feedback_errors_total" : "nlpd_feedback_items_total";
+        srv_buf_printf(&b, "# HELP %s %s\n# TYPE %s counter\n", name, fb_help[k], name);
+        for (int i = 0; i < m->n_models; i++) {
+            srv_buf_printf(&b, "%s{model=\"", name);
+            label(&b, m->names[i]);
+            srv_buf_printf(&b, "\"} %llu\n", (unsigned long long)atomic_load_explicit(
+                               k ? &m->fb_errors[i] : &m->fb_items[i], memory_order_relaxed));
+        }
+    }
+    srv_buf_printf(&b, "# HELP nlpd_feedback_fsyncs_total fdatasync calls of the feedback log "
+                       "writer (one per model file per group of requests).\n"
+                       "# TYPE nlpd_feedback_fsyncs_total counter\nnlpd_feedback_fsyncs_total %llu\n",
+                   (unsigned long long)atomic_load_explicit(&m->fb_fsyncs, memory_order_relaxed));
 
     srv_buf_puts(&b, "# HELP nlpd_model_info Served model versions.\n"
                      "# TYPE nlpd_model_info gauge\n");

@@ -14,6 +14,9 @@
  *   nlpd_model_reloads_total{model,result}               counter (success | rejected)
  *   nlpd_model_load_seconds{model}, nlpd_model_warmup_seconds{model} gauges (serving version)
  *   nlpd_ready, nlpd_draining, nlpd_requests_in_flight   gauges
+ *   nlpd_feedback_items_total{model}                     counter (items acknowledged: on disk)
+ *   nlpd_feedback_errors_total{model}                    counter (requests refused 503: not written)
+ *   nlpd_feedback_fsyncs_total                           counter (fdatasync calls of the writer)
  */
 #ifndef NLPD_SRV_METRICS_H
 #define NLPD_SRV_METRICS_H
@@ -36,6 +39,11 @@ void srv_metrics_request(srv_metrics *m, srv_endpoint ep, int model, int status,
 void srv_metrics_job(srv_metrics *m, int model, int64_t queue_ns, int64_t infer_ns);
 /* One batch: sequences and tokens with padding. */
 void srv_metrics_batch(srv_metrics *m, int model, int sequences, int tokens);
+/* POST /v1/feedback: n items of model acknowledged; one request refused
+ * because its items could not be written; one fdatasync of the writer. */
+void srv_metrics_feedback_items(srv_metrics *m, int model, int n);
+void srv_metrics_feedback_error(srv_metrics *m, int model);
+void srv_metrics_feedback_fsync(srv_metrics *m);
 /* Set (or replace) a model's info labels. Strings are copied; NULL -> "". */
 void srv_metrics_model_info(srv_metrics *m, int model, const char *version, const char *task,
                             const char *architecture, const char *device);

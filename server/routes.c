@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "feedback.h"
 #include "handlers.h"
 #include "log.h"
 
@@ -21,6 +22,8 @@ static const srv_route routes[] = {
     {"POST", "/v1/translate", SRV_EP_TRANSLATE, SRV_ACCESS_DATA, NULL, &srv_infer_handler,
      &srv_translate_ops,
      "{\"model\":\"(the model warmed up)\",\"text\":\"warm up\",\"beam_size\":1,\"max_length\":4}"},
+    {"POST", "/v1/feedback", SRV_EP_FEEDBACK, SRV_ACCESS_DATA, NULL, &srv_feedback_handler, NULL,
+     NULL},
     {"GET", "/v1/models", SRV_EP_MODELS, SRV_ACCESS_DATA, srv_handle_models, NULL, NULL, NULL},
     {"GET", "/v1/models/{name}", SRV_EP_MODELS, SRV_ACCESS_DATA, srv_handle_models, NULL, NULL,
      NULL},
@@ -142,6 +145,11 @@ srv_route_action srv_route_request(srv_req *r, const char *url, const char *meth
     if (rt->task && !atomic_load(&s->ready)) {
         r->retry_after = 1;
         srv_req_error(r, 503, "not_ready", "models are still loading");
+        return SRV_ROUTE_RESPOND;
+    }
+    if (rt->ep == SRV_EP_FEEDBACK && !srv_feedback_enabled(s)) {
+        srv_req_error(r, 404, "feedback_not_configured",
+                      "this server records no feedback (feedback.dir is not set)");
         return SRV_ROUTE_RESPOND;
     }
     srv_api_error e;

@@ -55,6 +55,7 @@ struct srv_server {
     srv_auth *admin_auth;       /* NULL: no admin keys (auth.admin_key_file) */
     struct srv_reload *reload;  /* following model sources (reload.h) */
     srv_metrics *metrics;
+    struct srv_feedback *feedback; /* NULL: feedback.dir unset (feedback.h) */
     srv_model *models;
     int n_models;
     uv_loop_t *loop;

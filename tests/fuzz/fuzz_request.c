@@ -9,6 +9,9 @@
  *     non-empty, valid UTF-8, NUL-free, within max_text_bytes; top_k/timeout_ms
  *     ranges; on failure a status/code pair from README's table and a
  *     NUL-terminated, valid UTF-8 message;
+ *   - srv_api_parse_feedback: on success 1..max_items items, each with exactly one
+ *     of text (checked as above) or request_id (1..71 bytes), index only with a
+ *     request_id, a non-empty label within SRV_API_MAX_LABEL; errors as above;
  *   - srv_utf8_valid against an independent decoder (differential);
  *   - srv_utf8_cp_offset against a reference count;
  *   - srv_api_content_type_ok against a reference matcher;
@@ -116,7 +119,7 @@ static int code_allowed(int status, const char *code)
     } table[] = {
         {400, "malformed_json"},    {404, "not_found"},        {404, "model_not_found"},
         {413, "payload_too_large"}, {413, "too_many_texts"},   {413, "text_too_long"},
-        {422, "invalid_field"},     {422, "invalid_utf8"},
+        {422, "invalid_field"},     {422, "invalid_utf8"},     {413, "too_many_items"},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if (table[i].status == status && strcmp(table[i].code, code) == 0)
@@ -191,6 +194,50 @@ static void fuzz_parse(srv_endpoint ep, const uint8_t *d, size_t n, const srv_ap
     }
     srv_api_request_free(&req);
     srv_api_request_free(&req); /* idempotent */
+}
+
+static void fuzz_feedback(const uint8_t *d, size_t n, const srv_api_limits *lim)
+{
+    srv_api_feedback fb;
+    srv_api_error err;
+    memset(&err, 0x5a, sizeof err);
+    int max_items = lim->max_texts;
+    int rc = srv_api_parse_feedback((const char *)d, n, lim, max_items, &fb, &err);
+    if (rc == 0) {
+        CHECK(fb.model && *fb.model, "feedback without a model accepted%s", "");
+        CHECK(fb.n >= 1 && fb.n <= max_items, "n = %d (max_items %d)", fb.n, max_items);
+        CHECK(fb.list || fb.n == 1, "a single item with n = %d", fb.n);
+        CHECK(ref_utf8_valid(d, n), "a body that is not valid UTF-8 was accepted%s", "");
+        for (int i = 0; i < fb.n; i++) {
+            const srv_feedback_item *it = &fb.items[i];
+            CHECK(!it->text != !it->request_id, "item %d: text and request_id both %s", i,
+                  it->text ? "set" : "unset");
+            if (it->text) {
+                check_text("text", i, it->text, it->text_len, lim);
+                CHECK(it->index == -1, "item %d: index %d with a text", i, it->index);
+            } else {
+                size_t l = strlen(it->request_id);
+                CHECK(l >= 1 && l <= SRV_API_MAX_REQUEST_ID, "item %d: request_id of %zu bytes",
+                      i, l);
+                CHECK(it->index >= -1 && it->index <= 65535, "item %d: index %d", i, it->index);
+            }
+            CHECK(it->label && it->label_len == strlen(it->label) && it->label_len >= 1 &&
+                      it->label_len <= SRV_API_MAX_LABEL,
+                  "item %d: label of %zu bytes", i, it->label_len);
+        }
+    } else {
+        CHECK(rc == -1, "srv_api_parse_feedback returned %d", rc);
+        CHECK(err.code != NULL, "error without a code (status %d)", err.status);
+        CHECK(code_allowed(err.status, err.code), "status %d with code \"%s\"", err.status,
+              err.code);
+        CHECK(memchr(err.message, 0, sizeof err.message) != NULL, "message not terminated%s", "");
+        CHECK(strlen(err.message) > 0, "empty error message for %s", err.code);
+        CHECK(srv_utf8_valid(err.message, strlen(err.message)),
+              "error message is not valid UTF-8: %s", err.code);
+        CHECK(fb.items == NULL && fb.n == 0, "failed parse left %d items", fb.n);
+    }
+    srv_api_feedback_free(&fb);
+    srv_api_feedback_free(&fb); /* idempotent */
 }
 
 static void fuzz_utf8(const uint8_t *d, size_t n)
@@ -312,6 +359,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 6: fuzz_utf8(d, n); break;
     case 7: fuzz_content_type(d, n); break;
     case 8: fuzz_auth(d, n); break;
+    case 9: fuzz_feedback(d, n, &lim); break;
     default: fuzz_parse((srv_endpoint)((sel & 0x0f) % 4), d, n, &lim); break;
     }
     return 0;

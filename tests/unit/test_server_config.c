@@ -119,6 +119,11 @@ static void test_unknown_and_bad(void **state)
     expect_bad("{\"models\":[1]}", "models[0]");
     expect_bad("{\"models\":[{\"name\":\"m\",\"task\":\"embed\"}]}", "models[0].path");
     expect_bad("{\"models\":[{\"name\":\"m\",\"path\":\"p\"}]}", "models[0].task");
+    /* a model is a fixed folder or a repository, never both */
+    expect_bad("{\"models\":[{\"name\":\"m\",\"path\":\"p\",\"repository\":\"r\","
+               "\"task\":\"qa\"}]}", "models[0].path");
+    expect_bad("{\"reload\":{\"rescan_interval_s\":-1}}", "reload.rescan_interval_s");
+    expect_bad("{\"signing\":{\"public_key_file\":1}}", "signing.public_key_file");
     expect_bad("{\"models\":[{\"name\":\"m\",\"path\":\"p\",\"task\":\"summarize\"}]}",
                "models[0].task");
     expect_bad("{\"models\":[{\"name\":\"m\",\"path\":\"p\",\"task\":\"qa\",\"colour\":1}]}",
@@ -187,6 +192,9 @@ static void test_validate(void **state)
     expect_invalid(json, 2, "models[1].name");
     expect_invalid("{\"models\":[{\"name\":\"a b\",\"path\":\"p\",\"task\":\"qa\"}]}", 2,
                    "models[0].name");
+    /* a repository model is versioned by its folder names */
+    expect_invalid("{\"models\":[{\"name\":\"r\",\"repository\":\"d\",\"task\":\"qa\","
+                   "\"version\":\"1\"}]}", 2, "models[0].version");
     /* translation keys: only on translate models, well-formed */
     expect_invalid("{\"models\":[{\"name\":\"t\",\"path\":\"p\",\"task\":\"qa\",\"translation\":"
                    "{\"source_lang\":\"en\"}}]}", 2, "models[0].translation.source_lang");
