@@ -127,6 +127,11 @@ static const conf_key model_keys[] = {
      "Version reported in responses. null: first 12 hex digits of SHA-256 over "
      "config.json + model.safetensors."},
     {"backend", K_ENUM, MOD(backend), "cpu", 0, 0, "cpu", 0, "Compute backend."},
+    {"precision", K_ENUM, MOD(precision), "fp32", 0, 0, "fp32|bf16|int8", 0,
+     "Weights of the linear layers on the CPU: fp32 (bitwise the reference), bf16 (fp32 "
+     "accumulation; AVX-512 BF16 when the CPU has it) or int8 (per-channel weights, per-row "
+     "activations; AVX-512 VNNI, else AVX2). Layer norms, softmax and the residual stream "
+     "stay fp32. /v1/models reports the kernel each model runs on."},
     {"timeout_ms", K_INT, MOD(timeout_ms), "10000", 1, 3600000, NULL, 0,
      "Default request deadline; a request still queued after it gets 504."},
     {"max_timeout_ms", K_INT, MOD(max_timeout_ms), "60000", 1, 3600000, NULL, 0,
@@ -326,6 +331,7 @@ static void model_conf_free(srv_model_conf *m)
     free(m->task_name);
     free(m->version);
     free(m->backend);
+    free(m->precision);
     free(m->source_lang);
     free(m->target_lang);
     free(m->target_token);

@@ -189,7 +189,8 @@ srv_version *srv_models_load_version(srv_model *m, const char *dir, const char *
     int64_t t0 = srv_now_ns();
     eng_error e = {0};
     eng_model *em = NULL;
-    if (eng_model_load(dir, &em, &e)) {
+    eng_model_opts mo = {.precision = c->precision};
+    if (eng_model_load_opts(dir, &mo, &em, &e)) {
         snprintf(why, cap, "cannot load %s: %s", dir, e.msg);
         return NULL;
     }
