@@ -8,7 +8,13 @@
 # its dev set and publishes the folder atomically (eval_results.json, nlpd_train.json
 # inside). Present models are left alone; --force retrains them.
 #
-#   scripts/train_default_models.sh [--force] [sentiment] [intents]
+# --repository ROOT publishes into model repositories ROOT/sentiment and ROOT/intents
+# instead (what a daemon following them serves): first a head-only version (frozen
+# encoder, seconds of training after one encoding pass) when the repository has no
+# version yet, then the full fine-tune, which the gate publishes only when it beats
+# the served version on dev. NLPD_SIGNING_KEY (a PEM file) signs the versions.
+#
+#   scripts/train_default_models.sh [--force] [--repository ROOT] [sentiment] [intents]
 #   env: NLPD_TRAIN (binary, default build/nlpd-train), NLPD_SHARED (default ../shared),
 #        NLPD_TRAIN_THREADS (default: all cores)
 set -euo pipefail
@@ -19,12 +25,15 @@ SHARED=${NLPD_SHARED:-$ROOT/../shared}
 BASE=models/all-MiniLM-L6-v2
 THREADS=${NLPD_TRAIN_THREADS:-0}
 
-force=0; want=()
-for a in "$@"; do
+force=0; want=(); repo_root=""
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+    a=${args[i]}
     case $a in
         --force) force=1 ;;
+        --repository) i=$((i + 1)); repo_root=${args[i]:-} ;;
         sentiment|intents) want+=("$a") ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "train_default_models: unknown argument '$a'" >&2; exit 2 ;;
     esac
 done
@@ -42,6 +51,10 @@ fi
 
 run() {  # name, then nlpd-train arguments
     local name=$1; shift
+    if [[ -n $repo_root ]]; then
+        run_repo "$name" "$@"
+        return
+    fi
     local out=models/$name
     if present "$out" && [[ $force -eq 0 ]]; then
         echo "train_default_models: $out present (--force retrains it)"
@@ -51,6 +64,25 @@ run() {  # name, then nlpd-train arguments
     local t0=$SECONDS
     "$TRAIN" --base "$BASE" --out "$out" --force --threads "$THREADS" "$@"
     echo "train_default_models: $out done in $(( (SECONDS - t0) / 60 )) min $(( (SECONDS - t0) % 60 )) s"
+}
+
+# A repository: head-only first when it has no version, then the gated full fine-tune.
+run_repo() {
+    local name=$1; shift
+    local repo=$repo_root/$name key=()
+    [[ -n ${NLPD_SIGNING_KEY:-} ]] && key=(--key "$NLPD_SIGNING_KEY")
+    mkdir -p "$repo_root"
+    if ! compgen -G "$repo/v*/model.sig" >/dev/null; then
+        echo "train_default_models: $repo: publishing a head-only version first ..."
+        "$TRAIN" --base "$BASE" --repository "$repo" "${key[@]}" --threads "$THREADS" \
+            --head-only "$@" --lr 2e-3 --epochs 20 || return 1
+    fi
+    echo "train_default_models: $repo: full fine-tune, published if it beats the served version ..."
+    local t0=$SECONDS rc=0
+    "$TRAIN" --base "$BASE" --repository "$repo" "${key[@]}" --threads "$THREADS" "$@" || rc=$?
+    [[ $rc -eq 3 ]] && { echo "train_default_models: $repo: the gate kept the served version"; rc=0; }
+    echo "train_default_models: $repo done in $(( (SECONDS - t0) / 60 )) min $(( (SECONDS - t0) % 60 )) s"
+    return $rc
 }
 
 for m in "${want[@]}"; do

@@ -43,6 +43,19 @@ typedef struct trn_opts {
     int eval_batch;          /* 64 */
     long max_steps;          /* stop after this many optimizer steps (0: no limit) */
     int eval_each_epoch;     /* evaluate the dev set after every epoch (1) */
+    int head_only;           /* train the head on a frozen encoder (cached [CLS] vectors) */
+    /* feedback (feedback.h) */
+    const char *const *feedback; /* logs or folders of logs */
+    int n_feedback;
+    double feedback_holdout; /* seeded fraction of the feedback held aside for the gate (0.2) */
+    double base_ratio;       /* base training items per feedback item in each epoch (1);
+                                < 0: all of them */
+    /* model repository (nlpd_repo.h) */
+    const char *from_repository; /* base = the version this repository serves */
+    const char *public_key;  /* verifies versions (NULL: digests only) */
+    const char *repository;  /* publish here when the gate passes */
+    const char *key;         /* signs the published version (NULL: digest-only bundle) */
+    double max_dev_drop;     /* gate: largest dev accuracy drop allowed, in points (0.5) */
     const char *command;     /* the command line, recorded in the output folder */
     volatile sig_atomic_t *stop; /* set asynchronously (SIGINT): stop without publishing */
     FILE *log;               /* progress and reports (stderr when NULL) */
@@ -57,10 +70,33 @@ typedef struct trn_result {
     double examples_per_second;          /* training examples (forward + backward + step) */
     long steps;
     int train_examples, dev_examples, labels;
+    /* feedback */
+    int feedback_train, feedback_holdout; /* items trained on / held aside */
+    int64_t feedback_until;               /* newest feedback time used (unix ms; 0: none) */
+    /* gate (with o->repository) */
+    int gated;               /* the gate ran */
+    int has_old;             /* the repository served a version to compare with */
+    double dev_old, dev_new; /* dev accuracy of the served and the new version */
+    double fb_old, fb_new;   /* accuracy on the held-aside feedback */
+    char base_version[128];  /* the version started from (from_repository) or "" */
+    char version[128];       /* the version published, or "" */
+    char reason[512];        /* why the gate published or refused */
 } trn_result;
 
-/* Runs one fine-tuning job. 0 when the model was published at o->out; a negative
- * ENG_E* code with err filled otherwise (ENG_EINVAL with "interrupted" when *stop). */
+#define TRN_REFUSED 1 /* trn_finetune: trained, but the gate refused to publish */
+
+/* Runs one fine-tuning job: data, schedule, training loop, evaluation, publishing.
+ * 0 when the model was saved at o->out and/or published into o->repository;
+ * TRN_REFUSED when the gate kept the served version (res->reason says why); a
+ * negative ENG_E* code with err filled otherwise (ENG_EINVAL with "interrupted"
+ * when *stop). */
 int trn_finetune(const trn_opts *o, trn_result *res, eng_error *err);
+
+/* feedback_until (unix ms) in a version folder's nlpd-version.json; 0 when absent. */
+int64_t trn_version_feedback_until(const char *version_dir);
+
+/* The gate (README "Gate"): fills r->reason; 1 publish, 0 refuse. has_feedback:
+ * feedback was given (then r->feedback_holdout items were held aside). */
+int trn_gate_decide(trn_result *r, int has_feedback, double max_dev_drop);
 
 #endif

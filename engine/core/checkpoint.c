@@ -297,30 +297,88 @@ static int fsync_tree_dirs(const char *path, const struct stat *sb, int type, st
     return type == FTW_DP ? fsync_path(path, 1) : 0;
 }
 
+/* Test seam: renameat2 (a test swaps it for one that fails like a file system
+ * without RENAME_EXCHANGE / RENAME_NOREPLACE). */
+int (*eng_ckpt_renameat2)(int, const char *, int, const char *, unsigned) = renameat2;
+
+/* rename(from, to) that never replaces an existing `to`: RENAME_NOREPLACE, or, on a
+ * file system without it, a check then rename (which can only replace an empty
+ * directory created in between). -1 with errno (EEXIST when `to` exists). */
+static int rename_noreplace(const char *from, const char *to)
+{
+    if (eng_ckpt_renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+        return 0;
+    if (errno != EINVAL && errno != ENOSYS)
+        return -1;
+    struct stat st;
+    if (lstat(to, &st) == 0) {
+        errno = EEXIST;
+        return -1;
+    }
+    return rename(from, to);
+}
+
+/* The finished folder could not be put in place: move it to a visible sibling
+ * "<final>.unpublished-<pid>[-k]" that nothing cleans up, so that the work is not
+ * lost. kept[cap] says where it is (the temporary path when even that fails). */
+static void keep_finished(eng_ckpt *c, char *kept, size_t cap)
+{
+    for (int k = 0; k < 100; k++) {
+        int w = k ? snprintf(kept, cap, "%s.unpublished-%ld-%d", c->final, (long)getpid(), k)
+                  : snprintf(kept, cap, "%s.unpublished-%ld", c->final, (long)getpid());
+        if (w < 0 || (size_t)w >= cap)
+            break;
+        if (rename_noreplace(c->tmp, kept) == 0) {
+            fsync_path(c->parent, 1);
+            return;
+        }
+        if (errno != EEXIST && errno != ENOTEMPTY)
+            break;
+    }
+    snprintf(kept, cap, "%s (a temporary name: the next publish of %s removes it once this "
+             "process has exited)", c->tmp, c->final);
+}
+
 int eng_ckpt_commit(eng_ckpt *c, int replace, eng_error *err)
 {
     int rc = ENG_OK;
+    char kept[2 * PATH_MAX + 160];
     if (nftw(c->tmp, fsync_tree_dirs, 16, FTW_DEPTH | FTW_PHYS) != 0) {
         rc = eng_fail(err, ENG_EIO, "%s: fsync: %s", c->tmp, strerror(errno));
         goto fail;
     }
+    /* From here on the folder is complete: a failure keeps it (keep_finished). */
     struct stat st;
     if (lstat(c->final, &st) == 0) {
         if (!replace) {
-            rc = eng_fail(err, ENG_EINVAL, "%s already exists (replace it with --force)",
-                          c->final);
-            goto fail;
+            keep_finished(c, kept, sizeof kept);
+            rc = eng_fail(err, ENG_EINVAL, "%s already exists (replace it with --force); the "
+                          "finished model is kept at %s", c->final, kept);
+            free(c);
+            return rc;
         }
         /* Swap atomically, then delete what was there. */
-        if (renameat2(AT_FDCWD, c->tmp, AT_FDCWD, c->final, RENAME_EXCHANGE) != 0) {
-            rc = eng_fail(err, ENG_EIO, "%s: cannot replace: %s", c->final, strerror(errno));
-            goto fail;
+        if (eng_ckpt_renameat2(AT_FDCWD, c->tmp, AT_FDCWD, c->final, RENAME_EXCHANGE) != 0) {
+            int e = errno;
+            keep_finished(c, kept, sizeof kept);
+            rc = eng_fail(err, ENG_EIO, "%s: cannot replace it atomically (%s%s); it was left "
+                          "as it was and the finished model is kept at %s", c->final,
+                          strerror(e), e == EINVAL || e == ENOSYS
+                              ? ": the file system lacks RENAME_EXCHANGE" : "", kept);
+            free(c);
+            return rc;
         }
         fsync_path(c->parent, 1);
         rm_tree(c->tmp); /* now the old folder */
-    } else if (rename(c->tmp, c->final) != 0) {
-        rc = eng_fail(err, ENG_EIO, "%s: rename: %s", c->final, strerror(errno));
-        goto fail;
+    } else if (rename_noreplace(c->tmp, c->final) != 0) {
+        int e = errno;
+        keep_finished(c, kept, sizeof kept);
+        rc = eng_fail(err, e == EEXIST || e == ENOTEMPTY ? ENG_EINVAL : ENG_EIO,
+                      "%s: %s; the finished model is kept at %s", c->final,
+                      e == EEXIST || e == ENOTEMPTY ? "appeared while the model was written "
+                      "(it was left as it is)" : strerror(e), kept);
+        free(c);
+        return rc;
     }
     if (fsync_path(c->parent, 1) != 0) {
         rc = eng_fail(err, ENG_EIO, "%s: fsync: %s", c->parent, strerror(errno));

@@ -16,4 +16,8 @@ int eng_path_join(char *buf, size_t cap, const char *dir, const char *name);
 struct cJSON *eng_read_json(const char *dir, const char *name, int optional, int *rc,
                             eng_error *err);
 
+/* Test seam in checkpoint.c: the renameat2 eng_ckpt_commit calls. */
+extern int (*eng_ckpt_renameat2)(int olddirfd, const char *oldpath, int newdirfd,
+                                 const char *newpath, unsigned int flags);
+
 #endif

@@ -265,9 +265,12 @@ typedef struct eng_tensor_out {
 /* Write an F32 safetensors file of n tensors, with "__metadata__": {"format": "pt"}. */
 int eng_ckpt_write_safetensors(eng_ckpt *c, const char *name, const eng_tensor_out *t, int n,
                                eng_error *err);
-/* fsync and rename into place. If dir exists: replace != 0 swaps it out atomically
- * (renameat2 RENAME_EXCHANGE) and deletes the old folder, else ENG_EINVAL.
- * Frees c in every case (on failure the temporary directory is removed). */
+/* fsync and rename into place (never over a folder that appeared meanwhile). If dir
+ * exists: replace != 0 swaps it out atomically (renameat2 RENAME_EXCHANGE) and deletes
+ * the old folder, else ENG_EINVAL. Frees c in every case. A failure before the folder
+ * is complete removes the temporary directory; a failure at the last step (dir
+ * appeared, no RENAME_EXCHANGE) leaves dir alone and keeps the finished folder as
+ * "<dir>.unpublished-<pid>", which err names. */
 int eng_ckpt_commit(eng_ckpt *c, int replace, eng_error *err);
 /* Remove the temporary directory and free c (NULL is a no-op). */
 void eng_ckpt_abort(eng_ckpt *c);
@@ -302,6 +305,9 @@ typedef struct eng_train_opts {
     float init_std;             /* std of new head weights; <= 0: config initializer_range */
     int threads;                /* CPU threads (<= 0: online cores) */
     const char *backend;        /* "cpu" (NULL: cpu) */
+    int head_only;              /* freeze the encoder: eng_trainer_step updates only the
+                                   head (BERT pooler + classifier; DistilBERT pre_classifier
+                                   + classifier); train it with eng_trainer_head_backward */
 } eng_train_opts;
 
 void eng_train_opts_default(eng_train_opts *o);
@@ -342,6 +348,24 @@ int eng_trainer_step(eng_trainer *t, eng_step_info *info, eng_error *err);
 /* Eval-mode logits[n * num_labels] (dropout off), computed as eng_run_classify does. */
 int eng_trainer_logits(eng_trainer *t, const eng_encoding *const *enc, int n, float *logits,
                        eng_error *err);
+
+/* Head-only training on a frozen encoder: the encoder runs once per input (the
+ * inference forward, dropout off) and the caller caches the head's input, the last
+ * hidden state at [CLS] (what BERT's pooler and DistilBERT's pre_classifier read);
+ * epochs then run over the cached vectors. feats[n * hidden]. */
+int eng_trainer_features(eng_trainer *t, const eng_encoding *const *enc, int n, float *feats,
+                         eng_error *err);
+/* The hidden size (the length of one feature vector). */
+int eng_trainer_hidden(const eng_trainer *t);
+/* eng_trainer_backward for the head only, from cached features (dropout of the head
+ * on): gradients of the head's parameters only. */
+int eng_trainer_head_backward(eng_trainer *t, const float *feats, int n, const int32_t *labels,
+                              const float *targets, float loss_scale, float *loss,
+                              eng_error *err);
+/* Eval-mode logits[n * num_labels] of the head on cached features; equal to
+ * eng_trainer_logits on the inputs the features came from. */
+int eng_trainer_head_logits(eng_trainer *t, const float *feats, int n, float *logits,
+                            eng_error *err);
 
 /* An extra file for eng_trainer_save (metrics, training record). */
 typedef struct eng_file_out {

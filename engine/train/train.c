@@ -805,14 +805,32 @@ int eng_trainer_set_schedule(eng_trainer *t, long total_steps, long warmup_steps
     return ENG_OK;
 }
 
+/* The first parameter the optimizer updates: the head's (the last four of the
+ * table: pooler/pre_classifier and classifier) when the encoder is frozen. */
+static int first_trained(const eng_trainer *t)
+{
+    return t->o.head_only && t->nparams >= 4 ? t->nparams - 4 : 0;
+}
+
 int eng_trainer_step(eng_trainer *t, eng_step_info *info, eng_error *err)
 {
     eng_backend *be = t->be;
     const eng_train_opts *o = &t->o;
+    int p0 = first_trained(t);
     float sumsq = 0;
-    be->ops->train->sum_squares(be, t->scratch, t->grad, t->bert.block_floats);
-    if (be->ops->download(be, &sumsq, t->scratch, sizeof sumsq) || be->ops->synchronize(be))
-        return eng_fail(err, ENG_EBACKEND, "%s backend failed", be->ops->name);
+    if (!p0) {
+        be->ops->train->sum_squares(be, t->scratch, t->grad, t->bert.block_floats);
+        if (be->ops->download(be, &sumsq, t->scratch, sizeof sumsq) || be->ops->synchronize(be))
+            return eng_fail(err, ENG_EBACKEND, "%s backend failed", be->ops->name);
+    }
+    for (int i = p0; p0 && i < t->nparams; i++) { /* frozen encoder: the head's gradients */
+        float part = 0;
+        be->ops->train->sum_squares(be, t->scratch, t->grad + t->params[i].off,
+                                    t->params[i].numel);
+        if (be->ops->download(be, &part, t->scratch, sizeof part) || be->ops->synchronize(be))
+            return eng_fail(err, ENG_EBACKEND, "%s backend failed", be->ops->name);
+        sumsq += part;
+    }
     float norm = sqrtf(sumsq);
     if (!isfinite(norm))
         return eng_fail(err, ENG_EINVAL, "the gradient is not finite (norm %g) at step %ld: "
@@ -827,7 +845,7 @@ int eng_trainer_step(eng_trainer *t, eng_step_info *info, eng_error *err)
     long k = t->step + 1;
     float bc1 = (float)(1.0 - pow(o->beta1, (double)k));
     float bc2 = (float)(1.0 - pow(o->beta2, (double)k));
-    for (int i = 0; i < t->nparams; i++) {
+    for (int i = p0; i < t->nparams; i++) {
         const eng_param *p = &t->params[i];
         be->ops->train->adamw(be, t->bert.block + p->off, t->grad + p->off, t->m + p->off,
                        t->v + p->off, p->numel, lr, o->beta1, o->beta2, o->adam_eps,
@@ -864,6 +882,139 @@ int eng_trainer_logits(eng_trainer *t, const eng_encoding *const *enc, int n, fl
          be->ops->synchronize(be);
     eng_bert_batch_close(&bt);
     if (rc)
+        return eng_fail(err, ENG_EBACKEND, "%s backend failed", be->ops->name);
+    return ENG_OK;
+}
+
+/* ------------------------------------------------------- head-only training */
+
+int eng_trainer_hidden(const eng_trainer *t) { return t->cfg.hidden; }
+
+int eng_trainer_features(eng_trainer *t, const eng_encoding *const *enc, int n, float *feats,
+                         eng_error *err)
+{
+    if (!t || !enc || !feats || n <= 0)
+        return eng_fail(err, ENG_EINVAL, "NULL argument or empty batch");
+    int H = t->cfg.hidden;
+    eng_bert_batch bt;
+    int rc = eng_bert_prepare(&t->bert, t->be, &t->arena, enc, n,
+                              eng_arena_need(sizeof(float) * (size_t)n * H), &bt, err);
+    if (rc)
+        return rc;
+    float *hidden = eng_bert_encode(&t->bert, t->be, &t->arena, &bt);
+    float *cls = eng_arena_alloc(&t->arena, sizeof(float) * (size_t)n * H);
+    eng_backend *be = t->be;
+    be->ops->core->gather_rows(be, cls, hidden, bt.seq_off, n, 0, H);
+    rc = be->ops->download(be, feats, cls, sizeof(float) * (size_t)n * H) ||
+         be->ops->synchronize(be);
+    eng_bert_batch_close(&bt);
+    if (rc)
+        return eng_fail(err, ENG_EBACKEND, "%s backend failed", be->ops->name);
+    return ENG_OK;
+}
+
+/* The head's buffers for n cached feature vectors (arena memory). */
+typedef struct head_bufs {
+    float *cls, *hp, *hq, *g, *logits, *dlogits, *targets;
+    int32_t *labels;
+} head_bufs;
+
+static int head_prepare(eng_trainer *t, const float *feats, int n, head_bufs *h, eng_error *err)
+{
+    size_t nH = sizeof(float) * (size_t)n * t->cfg.hidden;
+    size_t nL = sizeof(float) * (size_t)n * t->cfg.num_labels;
+    size_t need = 4 * eng_arena_need(nH) + 3 * eng_arena_need(nL) +
+                  eng_arena_need(sizeof(int32_t) * (size_t)n);
+    if (eng_arena_reserve(&t->arena, need))
+        return eng_fail(err, ENG_ENOMEM, "out of memory");
+    h->cls = eng_arena_alloc(&t->arena, nH);
+    h->hp = eng_arena_alloc(&t->arena, nH);
+    h->hq = eng_arena_alloc(&t->arena, nH);
+    h->g = eng_arena_alloc(&t->arena, nH);
+    h->logits = eng_arena_alloc(&t->arena, nL);
+    h->dlogits = eng_arena_alloc(&t->arena, nL);
+    h->targets = eng_arena_alloc(&t->arena, nL);
+    h->labels = eng_arena_alloc(&t->arena, sizeof(int32_t) * (size_t)n);
+    if (t->be->ops->upload(t->be, h->cls, feats, nH))
+        return eng_fail(err, ENG_EBACKEND, "%s backend: upload failed", t->be->ops->name);
+    return ENG_OK;
+}
+
+/* Head forward: logits from h->cls; dropout (rate p, the head's site) in training. */
+static void head_forward(eng_trainer *t, head_bufs *h, int n, float p)
+{
+    const eng_bert *b = &t->bert;
+    eng_backend *be = t->be;
+    int H = t->cfg.hidden, bert = t->cfg.family == ENG_FAMILY_BERT;
+    be->ops->core->gemm(be, 1, n, H, H, 1.0f, h->cls, H, bert ? b->pool_w : b->pre_w, H, 0.0f, h->hp,
+                  H);
+    be->ops->train->bias_act_train(be, h->hp, h->hq, bert ? b->pool_b : b->pre_b, n, H,
+                            bert ? ENG_ACT_TANH : ENG_ACT_RELU);
+    if (p > 0)
+        be->ops->train->dropout(be, h->hq, h->hq, (size_t)n * H, p, site_seed(t, SITE_HEAD));
+    linear(be, h->logits, h->hq, b->cls_w, b->cls_b, n, t->cfg.num_labels, H);
+}
+
+int eng_trainer_head_backward(eng_trainer *t, const float *feats, int n, const int32_t *labels,
+                              const float *targets, float loss_scale, float *loss,
+                              eng_error *err)
+{
+    if (!t || !feats || n <= 0)
+        return eng_fail(err, ENG_EINVAL, "empty batch");
+    const eng_model_config *c = &t->cfg;
+    if (c->multi_label ? !targets : !labels)
+        return eng_fail(err, ENG_EINVAL, "%s training needs %s", c->multi_label ? "multi-label"
+                        : "single-label", c->multi_label ? "targets" : "labels");
+    int L = c->num_labels, H = c->hidden, bert = c->family == ENG_FAMILY_BERT;
+    for (int i = 0; !c->multi_label && i < n; i++)
+        if (labels[i] < 0 || labels[i] >= L)
+            return eng_fail(err, ENG_EINVAL, "label id %d of input %d is outside [0, %d)",
+                            labels[i], i, L);
+    head_bufs h;
+    int rc = head_prepare(t, feats, n, &h, err);
+    if (rc)
+        return rc;
+    eng_backend *be = t->be;
+    if (c->multi_label ? be->ops->upload(be, h.targets, targets, sizeof(float) * (size_t)n * L)
+                       : be->ops->upload(be, h.labels, labels, sizeof(int32_t) * (size_t)n))
+        return eng_fail(err, ENG_EBACKEND, "%s backend: upload failed", be->ops->name);
+    head_forward(t, &h, n, t->p_cls);
+    if (c->multi_label)
+        be->ops->train->bce_logits(be, t->scratch, h.dlogits, h.logits, h.targets, n, L, loss_scale);
+    else
+        be->ops->train->cross_entropy(be, t->scratch, h.dlogits, h.logits, h.labels, n, L, loss_scale);
+    const eng_bert *b = &t->bert;
+    linear_back(t, h.g, 0, h.dlogits, h.hq, b->cls_w, b->cls_b, n, L, H);
+    if (t->p_cls > 0)
+        be->ops->train->dropout(be, h.g, h.g, (size_t)n * H, t->p_cls, site_seed(t, SITE_HEAD));
+    be->ops->train->act_backward(be, h.g, h.g, h.hp, n, H, bert ? ENG_ACT_TANH : ENG_ACT_RELU);
+    linear_back(t, NULL, 0, h.g, h.cls, bert ? b->pool_w : b->pre_w, bert ? b->pool_b : b->pre_b,
+                n, H, H);
+    float host_loss = 0;
+    rc = be->ops->download(be, &host_loss, t->scratch, sizeof host_loss);
+    if (!rc)
+        rc = be->ops->synchronize(be);
+    t->micro++;
+    if (rc)
+        return eng_fail(err, ENG_EBACKEND, "%s backend failed", be->ops->name);
+    if (loss)
+        *loss = host_loss;
+    return ENG_OK;
+}
+
+int eng_trainer_head_logits(eng_trainer *t, const float *feats, int n, float *logits,
+                            eng_error *err)
+{
+    if (!t || !feats || !logits || n <= 0)
+        return eng_fail(err, ENG_EINVAL, "NULL argument or empty batch");
+    head_bufs h;
+    int rc = head_prepare(t, feats, n, &h, err);
+    if (rc)
+        return rc;
+    head_forward(t, &h, n, 0);
+    eng_backend *be = t->be;
+    if (be->ops->download(be, logits, h.logits, sizeof(float) * (size_t)n * t->cfg.num_labels) ||
+        be->ops->synchronize(be))
         return eng_fail(err, ENG_EBACKEND, "%s backend failed", be->ops->name);
     return ENG_OK;
 }
