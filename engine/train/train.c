@@ -946,13 +946,13 @@ static void head_forward(eng_trainer *t, head_bufs *h, int n, float p)
     const eng_bert *b = &t->bert;
     eng_backend *be = t->be;
     int H = t->cfg.hidden, bert = t->cfg.family == ENG_FAMILY_BERT;
-    be->ops->core->gemm(be, 1, n, H, H, 1.0f, h->cls, H, bert ? b->pool_w : b->pre_w, H, 0.0f, h->hp,
-                  H);
-    be->ops->train->bias_act_train(be, h->hp, h->hq, bert ? b->pool_b : b->pre_b, n, H,
+    const eng_linear *hl = bert ? &b->pool : &b->pre;
+    eng_nn_linear_matmul(hl, be, h->hp, h->cls, n);
+    be->ops->train->bias_act_train(be, h->hp, h->hq, hl->b, n, H,
                             bert ? ENG_ACT_TANH : ENG_ACT_RELU);
     if (p > 0)
         be->ops->train->dropout(be, h->hq, h->hq, (size_t)n * H, p, site_seed(t, SITE_HEAD));
-    linear(be, h->logits, h->hq, b->cls_w, b->cls_b, n, t->cfg.num_labels, H);
+    linear(be, h->logits, h->hq, &b->cls, n);
 }
 
 int eng_trainer_head_backward(eng_trainer *t, const float *feats, int n, const int32_t *labels,
@@ -984,11 +984,11 @@ int eng_trainer_head_backward(eng_trainer *t, const float *feats, int n, const i
     else
         be->ops->train->cross_entropy(be, t->scratch, h.dlogits, h.logits, h.labels, n, L, loss_scale);
     const eng_bert *b = &t->bert;
-    linear_back(t, h.g, 0, h.dlogits, h.hq, b->cls_w, b->cls_b, n, L, H);
+    linear_back(t, h.g, 0, h.dlogits, h.hq, b->cls.w, b->cls.b, n, L, H);
     if (t->p_cls > 0)
         be->ops->train->dropout(be, h.g, h.g, (size_t)n * H, t->p_cls, site_seed(t, SITE_HEAD));
     be->ops->train->act_backward(be, h.g, h.g, h.hp, n, H, bert ? ENG_ACT_TANH : ENG_ACT_RELU);
-    linear_back(t, NULL, 0, h.g, h.cls, bert ? b->pool_w : b->pre_w, bert ? b->pool_b : b->pre_b,
+    linear_back(t, NULL, 0, h.g, h.cls, bert ? b->pool.w : b->pre.w, bert ? b->pool.b : b->pre.b,
                 n, H, H);
     float host_loss = 0;
     rc = be->ops->download(be, &host_loss, t->scratch, sizeof host_loss);
