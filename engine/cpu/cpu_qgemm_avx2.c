@@ -47,29 +47,37 @@ AI void i8_mk(const eng_cpu_qtile *t, int i0, int h0, const int MR, const int NH
     const int8_t *a[2];
     size_t ps = (size_t)t->K * ENG_QP;
     const __m256i ones = _mm256_set1_epi16(1);
+    #pragma GCC unroll 4
     for (int r = 0; r < MR; r++) {
         a[r] = (const int8_t *)t->A + (size_t)(i0 + r) * t->lda;
+        #pragma GCC unroll 4
         for (int h = 0; h < NH; h++)
             acc[r][h] = _mm256_setzero_si256();
     }
     const int8_t *wh[4];
+    #pragma GCC unroll 4
     for (int h = 0; h < NH; h++)
         wh[h] = (const int8_t *)t->W + (size_t)((h0 + h) / 2) * ps + ((h0 + h) % 2) * 32;
     int K4 = t->K / 4;
     for (int q = 0; q < K4; q++) {
         __m256i b[4];
+        #pragma GCC unroll 4
         for (int h = 0; h < NH; h++)
             b[h] = _mm256_load_si256((const __m256i *)(wh[h] + (size_t)q * 64));
+        #pragma GCC unroll 4
         for (int r = 0; r < MR; r++) {
             __m256i av = _mm256_set1_epi32(ld32(a[r] + 4 * q));
             __m256i au = _mm256_abs_epi8(av);
+            #pragma GCC unroll 4
             for (int h = 0; h < NH; h++) {
                 __m256i p16 = _mm256_maddubs_epi16(au, _mm256_sign_epi8(b[h], av));
                 acc[r][h] = _mm256_add_epi32(acc[r][h], _mm256_madd_epi16(p16, ones));
             }
         }
     }
+    #pragma GCC unroll 4
     for (int r = 0; r < MR; r++)
+        #pragma GCC unroll 4
         for (int h = 0; h < NH; h++)
             i8_store8(t, acc[r][h], i0 + r, (h0 + h) * 8, t->C + (size_t)(i0 + r) * t->ldc);
 }

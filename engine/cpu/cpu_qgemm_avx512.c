@@ -38,23 +38,30 @@ AI void i8_mk(const eng_cpu_qtile *t, int i0, int p0, const int MR, const int NP
     const int8_t *a[4];
     size_t ps = (size_t)t->K * ENG_QP;
     const int8_t *w = (const int8_t *)t->W + (size_t)p0 * ps;
+    #pragma GCC unroll 4
     for (int r = 0; r < MR; r++) {
         a[r] = (const int8_t *)t->A + (size_t)(i0 + r) * t->lda;
+        #pragma GCC unroll 4
         for (int p = 0; p < NP; p++)
             acc[r][p] = _mm512_setzero_si512();
     }
     int K4 = t->K / 4;
     for (int q = 0; q < K4; q++) {
         __m512i b[4];
+        #pragma GCC unroll 4
         for (int p = 0; p < NP; p++)
             b[p] = _mm512_load_si512((const void *)(w + p * ps + (size_t)q * 64));
+        #pragma GCC unroll 4
         for (int r = 0; r < MR; r++) {
             __m512i av = _mm512_set1_epi32(ld32(a[r] + 4 * q) ^ (int32_t)0x80808080u);
+            #pragma GCC unroll 4
             for (int p = 0; p < NP; p++)
                 acc[r][p] = _mm512_dpbusd_epi32(acc[r][p], av, b[p]);
         }
     }
+    #pragma GCC unroll 4
     for (int r = 0; r < MR; r++)
+        #pragma GCC unroll 4
         for (int p = 0; p < NP; p++)
             if ((p0 + p) * 16 < t->ncols)
                 i8_store(t, acc[r][p], i0 + r, (p0 + p) * 16, t->C + (size_t)(i0 + r) * t->ldc);
@@ -85,23 +92,30 @@ AI void bf16_mk(const eng_cpu_qtile *t, int i0, int p0, const int MR, const int 
     const uint16_t *a[4];
     size_t ps = (size_t)t->K * ENG_QP;
     const uint16_t *w = (const uint16_t *)t->W + (size_t)p0 * ps;
+    #pragma GCC unroll 4
     for (int r = 0; r < MR; r++) {
         a[r] = (const uint16_t *)t->A + (size_t)(i0 + r) * t->lda;
+        #pragma GCC unroll 4
         for (int p = 0; p < NP; p++)
             acc[r][p] = _mm512_setzero_ps();
     }
     int K2 = t->K / 2;
     for (int q = 0; q < K2; q++) {
         __m512i b[4];
+        #pragma GCC unroll 4
         for (int p = 0; p < NP; p++)
             b[p] = _mm512_load_si512((const void *)(w + p * ps + (size_t)q * 32));
+        #pragma GCC unroll 4
         for (int r = 0; r < MR; r++) {
             __m512i av = _mm512_set1_epi32(ld32(a[r] + 2 * q));
+            #pragma GCC unroll 4
             for (int p = 0; p < NP; p++)
                 acc[r][p] = _mm512_dpbf16_ps(acc[r][p], (__m512bh)av, (__m512bh)b[p]);
         }
     }
+    #pragma GCC unroll 4
     for (int r = 0; r < MR; r++)
+        #pragma GCC unroll 4
         for (int p = 0; p < NP; p++) {
             int col = (p0 + p) * 16;
             if (col >= t->ncols)
