@@ -9,6 +9,7 @@
  * "batch_seconds": [...]} and writes the generated ids, one sentence per line,
  * to IDS_OUT (for the cross-check against transformers). */
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -24,8 +25,9 @@ static double now(void)
 
 int main(int argc, char **argv)
 {
-    if (argc != 8) {
-        fprintf(stderr, "usage: bench_translate MODEL_DIR FILE BATCH BEAMS MAX_NEW THREADS IDS_OUT\n");
+    if (argc != 8 && argc != 9) {
+        fprintf(stderr, "usage: bench_translate MODEL_DIR FILE BATCH BEAMS MAX_NEW THREADS IDS_OUT "
+                        "[fp32|bf16|int8]\n");
         return 2;
     }
     int batch = atoi(argv[3]), beams = atoi(argv[4]), max_new = atoi(argv[5]);
@@ -33,7 +35,8 @@ int main(int argc, char **argv)
     eng_error err = {0};
     eng_model *m = NULL;
     eng_ctx *ctx = NULL;
-    if (eng_model_load(argv[1], &m, &err) ||
+    eng_model_opts mo = {.precision = argc == 9 ? argv[8] : NULL};
+    if (eng_model_load_opts(argv[1], &mo, &m, &err) ||
         eng_ctx_new(&(eng_ctx_opts){.backend = "cpu", .threads = threads}, &ctx, &err)) {
         fprintf(stderr, "bench_translate: %s\n", err.msg);
         return 1;
@@ -89,8 +92,13 @@ int main(int argc, char **argv)
         for (int i = b; i < b + k; i++)
             tokens += tr[i].n_ids;
     }
-    printf("], \"sentences\": %d, \"target_tokens\": %ld, \"seconds\": %.4f, \"tokens_per_s\": %.2f}\n",
-           n, tokens, total, tokens / total);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    const eng_model_info *mi = eng_model_get_info(m);
+    printf("], \"sentences\": %d, \"target_tokens\": %ld, \"seconds\": %.4f, \"tokens_per_s\": %.2f, "
+           "\"precision\": \"%s\", \"kernel\": \"%s\", \"weight_bytes\": %zu, \"peak_rss_mb\": %.1f}\n",
+           n, tokens, total, tokens / total, mi->precision, mi->kernel, mi->weight_bytes,
+           ru.ru_maxrss / 1024.0);
     FILE *out = fopen(argv[7], "w");
     for (int i = 0; out && i < n; i++) {
         for (int j = 0; j < tr[i].n_ids; j++)
