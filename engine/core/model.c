@@ -183,9 +183,9 @@ static const char *dominant_dtype(const eng_safetensors *st)
 
 /* Packs the inference weights in format fmt for the CPU backend of eng_ctx_new (same
  * kernels: the layout depends on the ISA only, not on threads) and releases the fp32
- * originals of the packed layers. A one-thread backend does the packing; the handles
- * outlive it. fp32 is skipped under NLPD_CPU_GEMM=blas, which never uses packings; an
- * fp32 packing that fails leaves the model on plain gemm; bf16 / int8 must succeed. */
+ * originals of the packed layers as it goes. A one-thread backend does the packing; the
+ * handles outlive it. fp32 is skipped under NLPD_CPU_GEMM=blas, which never uses
+ * packings. A packing that fails (out of memory) fails the load. */
 static int pack_weights(eng_model *m, int fmt, eng_error *err)
 {
     const char *gm = getenv("NLPD_CPU_GEMM");
@@ -203,10 +203,8 @@ static int pack_weights(eng_model *m, int fmt, eng_error *err)
         rc = eng_bert_pack(&m->bert, be, fmt, 1);
     be->ops->destroy(be);
     if (rc) {
-        if (fmt != ENG_WFMT_F32)
-            return eng_fail(err, rc, "packing the weights in %s: %s", eng_wfmt_name(fmt),
-                            eng_strerror(rc));
-        rc = ENG_OK;
+        return eng_fail(err, rc, "packing the weights in %s: %s", eng_wfmt_name(fmt),
+                        eng_strerror(rc));
     } else if (m->marian) {
         m->info.kernel = eng_marian_kernel(m->marian);
     } else if (m->bert.cfg->layers > 0) {

@@ -321,25 +321,37 @@ int eng_bert_pack(eng_bert *b, eng_backend *be, int fmt, int drop)
     if (!ls)
         return ENG_ENOMEM;
     int n = eng_bert_linears(b, ls, MAX_LIN(b)), rc = ENG_OK;
-    size_t bytes = 0;
-    for (int i = 0; i < n && rc == ENG_OK; i++)
-        rc = eng_nn_linear_pack(ls[i], be, fmt, &bytes);
+    size_t bytes = 0, released = b->tail_off * sizeof(float);
+    drop = drop && b->tail_off < b->block_floats;
     b->pack_ops = be->ops;
+    for (int i = 0; i < n && rc == ENG_OK; i++) {
+        rc = eng_nn_linear_pack(ls[i], be, fmt, &bytes);
+        /* the layers lie in the tail in this order: release each original as soon as it
+         * is packed, so that the peak holds one layer twice, not the model */
+        size_t end = (ls[i]->off + (size_t)ls[i]->out * ls[i]->in) * sizeof(float) / 4096 * 4096;
+        if (rc == ENG_OK && drop && end > released &&
+            munmap((char *)b->block + released, end - released) == 0)
+            released = end;
+    }
+    if (drop && released > b->tail_off * sizeof(float)) {
+        b->dropped = 1; /* from here on the originals are (partly) gone */
+        for (int i = 0; i < n; i++)
+            ls[i]->w = NULL;
+    }
     if (rc) {
-        unpack(b);
         free(ls);
-        return rc;
+        return rc; /* the caller frees the model */
     }
     b->fmt = fmt;
     b->packed_bytes = bytes;
-    if (drop && b->tail_off < b->block_floats) {
+    if (drop) {
         size_t keep = b->tail_off * sizeof(float); /* page-aligned (plan_layout) */
-        if (munmap((char *)b->block + keep, b->block_mapped - keep) == 0) {
-            b->block_mapped = keep;
-            b->dropped = 1;
-            for (int i = 0; i < n; i++)
-                ls[i]->w = NULL;
-        }
+        if (released < b->block_mapped)
+            munmap((char *)b->block + released, b->block_mapped - released);
+        b->block_mapped = keep;
+        b->dropped = 1;
+        for (int i = 0; i < n; i++)
+            ls[i]->w = NULL;
     }
     free(ls);
     return ENG_OK;

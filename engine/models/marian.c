@@ -612,28 +612,42 @@ int eng_marian_pack(eng_marian *m, eng_backend *be, int fmt, int drop)
     if (!ls)
         return ENG_ENOMEM;
     int n = marian_linears(m, ls), rc = ENG_OK;
-    size_t bytes = 0;
-    /* every decoding step multiplies a few rows by all of the lm head: packed per call,
-     * it cost a sixth of the translation time */
-    for (int i = 0; i < n && rc == ENG_OK; i++)
-        rc = eng_nn_linear_pack(ls[i], be, fmt, &bytes);
+    size_t bytes = 0, released = m->tail_off * sizeof(float);
+    drop = drop && m->tail_off < m->block_floats;
     m->pack_ops = be->ops;
+    /* every decoding step multiplies a few rows by all of the lm head: packed per call,
+     * it cost a sixth of the translation time. The projections lie in the tail in this
+     * order: each original is released as soon as it is packed (the peak holds one layer
+     * twice, not the model); the lm head (last) is the embedding or lies before. */
+    for (int i = 0; i < n && rc == ENG_OK; i++) {
+        rc = eng_nn_linear_pack(ls[i], be, fmt, &bytes);
+        if (ls[i] == &m->lmh)
+            continue;
+        size_t end = (ls[i]->off + (size_t)ls[i]->out * ls[i]->in) * sizeof(float) / 4096 * 4096;
+        if (rc == ENG_OK && drop && end > released &&
+            munmap((char *)m->block + released, end - released) == 0)
+            released = end;
+    }
+    if (drop && released > m->tail_off * sizeof(float)) {
+        m->dropped = 1;
+        for (int i = 0; i < n; i++)
+            if (ls[i] != &m->lmh)
+                ls[i]->w = NULL;
+    }
     if (rc) {
-        unpack(m);
         free(ls);
-        return rc;
+        return rc; /* the caller frees the model */
     }
     m->fmt = fmt;
     m->packed_bytes = bytes;
-    if (drop && m->tail_off < m->block_floats) {
-        size_t keep = m->tail_off * sizeof(float);
-        if (munmap((char *)m->block + keep, m->block_mapped - keep) == 0) {
-            m->block_mapped = keep;
-            m->dropped = 1;
-            for (int i = 0; i < n; i++)
-                if (ls[i] != &m->lmh) /* the lm head is the embedding or lies before */
-                    ls[i]->w = NULL;
-        }
+    if (drop) {
+        if (released < m->block_mapped)
+            munmap((char *)m->block + released, m->block_mapped - released);
+        m->block_mapped = m->tail_off * sizeof(float);
+        m->dropped = 1;
+        for (int i = 0; i < n; i++)
+            if (ls[i] != &m->lmh)
+                ls[i]->w = NULL;
     }
     free(ls);
     return ENG_OK;
