@@ -315,12 +315,116 @@ static void test_marian_gate(void **state)
     assert_true(same_bf16 * 10 >= total * 9);
 }
 
+/* ------------------------------------------- dropped originals, other backend kind */
+
+/* A test-only backend kind: the CPU's ops under another table (so the CPU packings are
+ * not its own) whose weights_upload makes a copy, as a device backend would. */
+static eng_backend_ops copy_ops;
+
+static void *copy_upload(eng_backend *be, const void *host, size_t bytes)
+{
+    (void)be;
+    void *p = malloc(bytes);
+    if (p)
+        memcpy(p, host, bytes);
+    return p;
+}
+
+static void copy_free(int device, void *view)
+{
+    (void)device;
+    free(view);
+}
+
+static int copy_count(void) { return 1; }
+
+static int copy_create(int device, int threads, eng_backend **out, eng_error *err)
+{
+    (void)device;
+    (void)err;
+    eng_backend *be = eng_backend_cpu_new_isa(threads, eng_cpu_isa_default());
+    if (!be)
+        return ENG_ENOMEM;
+    if (!copy_ops.name) {
+        copy_ops = *be->ops;
+        copy_ops.name = "copycpu";
+        copy_ops.weights_upload = copy_upload;
+        copy_ops.weights_free = copy_free;
+    }
+    be->ops = &copy_ops;
+    *out = be;
+    return ENG_OK;
+}
+
+/* A model whose packed layers' originals were released runs on another backend kind from
+ * weights rebuilt out of the packings: fp32 bitwise as on the CPU, int8 as its
+ * dequantized weights (within the int8 gate of the CPU's int8 results). */
+static void test_dropped_other_backend(void **state)
+{
+    (void)state;
+    static const eng_backend_reg copy_reg = {"copycpu", copy_count, copy_create};
+    if (!eng_backend_reg_find("copycpu"))
+        assert_int_equal(eng_backend_register(&copy_reg), ENG_OK);
+    const char *dir = tu_path("%s/models/all-MiniLM-L6-v2", tu_root());
+    if (!tu_exists(tu_path("%s/model.safetensors", dir)))
+        fail_msg("needs %s (make models)", dir);
+    static const char *const texts[] = {"a lone request does not wait",
+                                        "one copy of the weights in memory",
+                                        "int8 on VNNI, bf16 on AVX-512"};
+    for (int p = 0; p < 3; p += 2) {
+        const char *prec = p ? "int8" : "fp32";
+        eng_model *m;
+        eng_ctx *cpu, *cp;
+        eng_error err = {0};
+        assert_int_equal(eng_model_load_opts(dir, &(eng_model_opts){.precision = prec}, &m, &err), 0);
+        assert_int_equal(eng_ctx_new(&(eng_ctx_opts){.backend = "cpu", .threads = 2}, &cpu, &err), 0);
+        if (eng_ctx_new(&(eng_ctx_opts){.backend = "copycpu", .threads = 2}, &cp, &err))
+            fail_msg("copycpu: %s", err.msg);
+        const eng_model_info *info = eng_model_get_info(m);
+        eng_encoding enc[3];
+        const eng_encoding *ptr[3];
+        for (int i = 0; i < 3; i++) {
+            eng_encoding_init(&enc[i]);
+            ptr[i] = &enc[i];
+            assert_int_equal(eng_tokenizer_encode(eng_model_tokenizer(m), texts[i], strlen(texts[i]),
+                                                  NULL, 0, 128, &enc[i], &err), 0);
+        }
+        float *a = malloc(sizeof(float) * 3 * info->hidden), *b = malloc(sizeof(float) * 3 * info->hidden);
+        assert_int_equal(eng_run_embed(cpu, m, ptr, 3, a, &err), 0);
+        if (eng_run_embed(cp, m, ptr, 3, b, &err))
+            fail_msg("embed on copycpu: %s", err.msg);
+        double worst = 1;
+        for (int i = 0; i < 3; i++) {
+            double d = 0, na = 0, nb = 0;
+            for (int j = 0; j < info->hidden; j++) {
+                double x = a[i * info->hidden + j], y = b[i * info->hidden + j];
+                d += x * y, na += x * x, nb += y * y;
+            }
+            worst = fmin(worst, d / sqrt(na * nb));
+        }
+        printf("  %s, originals released: cosine of another backend's embeddings (weights "
+               "rebuilt from the packings) to the CPU's: min %.7f\n", prec, worst);
+        if (p == 0)
+            assert_memory_equal(a, b, sizeof(float) * 3 * info->hidden);
+        else
+            assert_true(worst >= 0.995); /* fp32 math on int8 weights vs int8 math: the gate */
+        for (int i = 0; i < 3; i++)
+            eng_encoding_free(&enc[i]);
+        free(a);
+        free(b);
+        eng_ctx_free(cp);
+        eng_ctx_free(cpu);
+        eng_model_unref(m);
+    }
+}
+
 TEST_GROUP(precision)
 {
     static const struct CMUnitTest t[] = {
         cmocka_unit_test(test_kernels),
         cmocka_unit_test(test_minilm_gate),
         cmocka_unit_test(test_marian_gate),
+        cmocka_unit_test(test_dropped_other_backend),
     };
     TEST_GROUP_RETURN(t);
 }
