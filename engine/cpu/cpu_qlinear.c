@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define QMB 64 /* rows of A per work item */
+#define QMB 128 /* rows of A per work item */
 #define QNB 8  /* panels of W per work item */
 
 const eng_cpu_qkernels *eng_cpu_qkernels_for(eng_cpu_isa isa, int fmt)
