@@ -123,6 +123,9 @@ $(BUILD)/server/%.o: server/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PUBLIC_INC) -Iserver $(SERVER_CFLAGS) -c $< -o $@
 
+# GET /openapi.json serves server/openapi.json, built in with .incbin.
+$(BUILD)/server/handle_openapi.o: server/openapi.json
+
 $(BUILD)/tests/unit/test_server_%.o: tests/unit/test_server_%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PUBLIC_INC) -Iserver $(SERVER_CFLAGS) -c $< -o $@
@@ -172,12 +175,11 @@ unit: $(BUILD)/test_unit
 # Quick start: install what is needed, fetch the model, build, and serve
 # config/nlpd.json on 127.0.0.1:8080 (Ctrl-C drains and exits). The build runs in a
 # sub-make so that pkg-config sees the packages deps just installed.
-# First run: also fine-tunes models/sentiment and models/intents (about 50 minutes on
-# 2 cores, with progress); later runs start at once.
+# The daemon serves at once; a sidecar nlpd-train publishes head-only sentiment and
+# intents versions within about a minute and the full fine-tunes later (scripts/run.sh).
 run: deps models
 	@$(MAKE) --no-print-directory $(BUILD)/nlpd $(BUILD)/nlpd-train
-	@NLPD_TRAIN=$(BUILD)/nlpd-train scripts/train_default_models.sh
-	$(BUILD)/nlpd --config config/nlpd.json
+	@BUILD=$(BUILD) scripts/run.sh
 
 # Tests run in a sanitizer build of their own (build/san).
 test: deps models

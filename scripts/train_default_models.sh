@@ -13,8 +13,11 @@
 # encoder, seconds of training after one encoding pass) when the repository has no
 # version yet, then the full fine-tune, which the gate publishes only when it beats
 # the served version on dev. NLPD_SIGNING_KEY (a PEM file) signs the versions.
+# --stage head|full (with --repository) runs only one of the two steps, so that a
+# quick start can publish every head-only version before the long fine-tunes.
 #
-#   scripts/train_default_models.sh [--force] [--repository ROOT] [sentiment] [intents]
+#   scripts/train_default_models.sh [--force] [--repository ROOT [--stage head|full]]
+#                                   [sentiment] [intents]
 #   env: NLPD_TRAIN (binary, default build/nlpd-train), NLPD_SHARED (default ../shared),
 #        NLPD_TRAIN_THREADS (default: all cores)
 set -euo pipefail
@@ -25,15 +28,18 @@ SHARED=${NLPD_SHARED:-$ROOT/../shared}
 BASE=models/all-MiniLM-L6-v2
 THREADS=${NLPD_TRAIN_THREADS:-0}
 
-force=0; want=(); repo_root=""
+force=0; want=(); repo_root=""; stage=all
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
     a=${args[i]}
     case $a in
         --force) force=1 ;;
         --repository) i=$((i + 1)); repo_root=${args[i]:-} ;;
+        --stage) i=$((i + 1)); stage=${args[i]:-}
+                 [[ $stage == head || $stage == full ]] ||
+                     { echo "train_default_models: --stage head|full" >&2; exit 2; } ;;
         sentiment|intents) want+=("$a") ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "train_default_models: unknown argument '$a'" >&2; exit 2 ;;
     esac
 done
@@ -72,11 +78,14 @@ run_repo() {
     local repo=$repo_root/$name key=()
     [[ -n ${NLPD_SIGNING_KEY:-} ]] && key=(--key "$NLPD_SIGNING_KEY")
     mkdir -p "$repo_root"
-    if ! compgen -G "$repo/v*/model.sig" >/dev/null; then
+    if [[ $stage != full ]] && ! compgen -G "$repo/v*/model.sig" >/dev/null; then
         echo "train_default_models: $repo: publishing a head-only version first ..."
+        local t0=$SECONDS
         "$TRAIN" --base "$BASE" --repository "$repo" "${key[@]}" --threads "$THREADS" \
             --head-only "$@" --lr 2e-3 --epochs 20 || return 1
+        echo "train_default_models: $repo: head-only version published in $((SECONDS - t0)) s"
     fi
+    [[ $stage == head ]] && return 0
     echo "train_default_models: $repo: full fine-tune, published if it beats the served version ..."
     local t0=$SECONDS rc=0
     "$TRAIN" --base "$BASE" --repository "$repo" "${key[@]}" --threads "$THREADS" "$@" || rc=$?

@@ -81,21 +81,38 @@ int srv_api_content_type_ok(const char *ct)
     return *ct == 0 || *ct == ';';
 }
 
-/* Does the JSON text contain a \u0000 escape inside a string? cJSON would
- * decode it to a NUL and silently cut the string there. */
-static int has_nul_escape(const char *s, size_t n)
+/* Check the characters inside JSON strings, which cJSON does not: a NUL,
+ * raw or escaped (\u0000), would be decoded and silently cut the C string
+ * there; other raw control characters (< 0x20) are malformed JSON (RFC 8259
+ * section 7), and so are control characters other than the four whitespace
+ * ones between tokens, which cJSON skips as whitespace. Returns 0, 1 (a NUL
+ * in a string: 422 invalid_field, as the escaped form), or 2 (a raw control
+ * character: 400 malformed_json); *at: its offset. With this check every string
+ * cJSON returns holds no NUL, so strlen(valuestring) is its decoded length. */
+static int bad_string_chars(const char *s, size_t n, size_t *at)
 {
     int in_str = 0;
     for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
         if (!in_str) {
-            in_str = s[i] == '"';
+            /* cJSON skips every byte <= 0x20 as whitespace; JSON allows four. */
+            if (c < 0x20 && c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+                *at = i;
+                return 2;
+            }
+            in_str = c == '"';
             continue;
         }
-        if (s[i] == '"') {
+        if (c == '"') {
             in_str = 0;
-        } else if (s[i] == '\\' && i + 1 < n) {
-            if (s[i + 1] == 'u' && i + 5 < n && memcmp(s + i + 2, "0000", 4) == 0)
+        } else if (c < 0x20) {
+            *at = i;
+            return c == 0 ? 1 : 2;
+        } else if (c == '\\' && i + 1 < n) {
+            if (s[i + 1] == 'u' && i + 5 < n && memcmp(s + i + 2, "0000", 4) == 0) {
+                *at = i;
                 return 1;
+            }
             i++; /* skip the escaped character */
         }
     }
@@ -342,6 +359,16 @@ static int parse_body(const char *body, size_t len, const srv_api_limits *lim, c
     if (!srv_utf8_valid(body, len))
         return srv_api_error_set(err, 422, "invalid_utf8", "the body is not valid UTF-8");
 
+    size_t bad_at = 0;
+    switch (bad_string_chars(body, len, &bad_at)) {
+    case 1:
+        return srv_api_error_set(err, 422, "invalid_field",
+                                 "strings must not contain NUL (raw or \\u0000, byte %zu)", bad_at);
+    case 2:
+        return srv_api_error_set(err, 400, "malformed_json",
+                                 "raw control character 0x%02x at byte %zu "
+                                 "(JSON needs it escaped, e.g. \\n)", (unsigned char)body[bad_at], bad_at);
+    }
     const char *end = NULL;
     cJSON *d = cJSON_ParseWithLengthOpts(body, len, &end, 0);
     if (!d) {
@@ -355,10 +382,6 @@ static int parse_body(const char *body, size_t len, const srv_api_limits *lim, c
         }
     if (!cJSON_IsObject(d)) {
         srv_api_error_set(err, 422, "invalid_field", "the body must be a JSON object");
-        goto fail;
-    }
-    if (has_nul_escape(body, len)) {
-        srv_api_error_set(err, 422, "invalid_field", "strings must not contain NUL (\\u0000)");
         goto fail;
     }
     *doc = d;

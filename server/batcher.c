@@ -58,8 +58,7 @@ typedef struct worker {
     eng_ctx *ctx;
     cand *cands;              /* window candidates, then the batch (sorted) */
     srv_job **batch;          /* jobs to compute after the drop checks */
-    const eng_encoding **enc; /* the batch's encodings, concatenated */
-    int enc_cap;
+    srv_scratch enc;          /* the batch's encodings, concatenated (const eng_encoding *) */
     srv_scratch scratch;      /* the type's output for the whole batch */
 } worker;
 
@@ -72,8 +71,8 @@ struct srv_batcher {
     pthread_cond_t drained; /* the queue became empty (stop with drain waits) */
     srv_job *head, *tail;
     int q_jobs, q_seqs;
-    int64_t q_tok;       /* sum over jobs of n x max_len: a lower bound of their padded
-                          * cost as one batch */
+    int64_t q_tok;       /* sum over jobs of cost.tokens (at least n x max_len): a lower
+                          * bound of their padded cost as one batch */
     int accepting;       /* submit allowed */
     int draining;        /* stopping with drain: form batches without delay */
     int quit;            /* workers exit after their current batch */
@@ -81,6 +80,14 @@ struct srv_batcher {
 
     int nworkers;
     worker *w;
+
+    /* Recent compute speed per job type (under mu): ns per unit of batch work
+     * (max(sequences x longest, sum of cost.tokens)), an exponential average. */
+    struct {
+        const srv_job_type *type;
+        double ns_per_work;
+        int samples;
+    } rate[8];
 };
 
 int64_t srv_now_ns(void)
@@ -123,7 +130,7 @@ static void q_unlink(srv_batcher *b, srv_job *j)
     j->next = j->prev = NULL;
     b->q_jobs--;
     b->q_seqs -= j->n;
-    b->q_tok -= (int64_t)j->n * j->max_len;
+    b->q_tok -= j->cost.tokens;
 }
 
 /* Finish a job that leaves without compute. */
@@ -157,6 +164,15 @@ int srv_batcher_submit(srv_batcher *b, srv_job *job)
     for (int i = 0; i < job->n; i++)
         max_len = job->enc[i].n > max_len ? job->enc[i].n : max_len;
     job->max_len = max_len;
+    memset(&job->cost, 0, sizeof job->cost);
+    if (job->type->cost)
+        job->type->cost(job, &job->cost);
+    if (job->cost.tokens < (int64_t)job->n * max_len)
+        job->cost.tokens = (int64_t)job->n * max_len;
+    if (job->cost.bytes < 0)
+        job->cost.bytes = 0;
+    if (b->o.max_job_bytes > 0 && job->cost.bytes > b->o.max_job_bytes)
+        return SRV_ETOOCOSTLY;
     job->status = SRV_JOB_PENDING;
     job->error_code = 0;
     job->error[0] = 0;
@@ -186,7 +202,7 @@ int srv_batcher_submit(srv_batcher *b, srv_job *job)
     b->tail = job;
     b->q_jobs++;
     b->q_seqs += job->n;
-    b->q_tok += (int64_t)job->n * max_len;
+    b->q_tok += job->cost.tokens;
     pthread_cond_signal(&b->work);
     pthread_mutex_unlock(&b->mu);
     return 0;
@@ -249,20 +265,28 @@ static int form_batch(srv_batcher *b, worker *w, srv_job **expired, int64_t t)
     if (k == 0)
         return 0;
 
-    const int64_t budget = b->o.max_batch_tokens;
+    const int64_t budget = b->o.max_batch_tokens, max_bytes = b->o.max_batch_bytes;
     const int max_bs = b->o.max_batch_size;
     srv_job *oldest = w->cands[0].job;
     int nsel = 1, seqs = oldest->n, longest = oldest->max_len;
-    if (seqs < max_bs && (int64_t)seqs * longest < budget && k > 1) {
+    /* A batch's tokens: padding counted (sequences x longest), or the sum of
+     * its jobs' costs when larger (decode steps); its bytes: the sum. */
+    int64_t cost_tok = oldest->cost.tokens, bytes = oldest->cost.bytes;
+    if (seqs < max_bs && (int64_t)seqs * longest < budget && cost_tok < budget && k > 1 &&
+        (max_bytes <= 0 || bytes < max_bytes)) {
         qsort(w->cands + 1, (size_t)(k - 1), sizeof *w->cands, cand_cmp);
         for (int i = 1; i < k && seqs < max_bs; i++) {
             srv_job *c = w->cands[i].job;
             int s = seqs + c->n, l = c->max_len > longest ? c->max_len : longest;
-            if (s > max_bs || (int64_t)s * l > budget)
+            int64_t ct = cost_tok + c->cost.tokens, by = bytes + c->cost.bytes;
+            if (s > max_bs || (int64_t)s * l > budget || ct > budget ||
+                (max_bytes > 0 && by > max_bytes))
                 continue; /* a later, shorter-in-count job may still fit */
             w->cands[nsel++] = w->cands[i];
             seqs = s;
             longest = l;
+            cost_tok = ct;
+            bytes = by;
         }
     }
     /* The selected jobs are in length order except the oldest (first): put it
@@ -289,6 +313,8 @@ static int queue_fills_batch(const srv_batcher *b)
 
 void *srv_scratch_get(srv_scratch *s, size_t bytes)
 {
+    if (bytes > s->peak)
+        s->peak = bytes;
     if (bytes <= s->cap)
         return s->p;
     size_t n = s->cap ? s->cap : 4096;
@@ -300,6 +326,36 @@ void *srv_scratch_get(srv_scratch *s, size_t bytes)
     s->p = p;
     s->cap = n;
     return p;
+}
+
+void srv_scratch_trim(srv_scratch *s)
+{
+    s->recent[s->next] = s->peak;
+    s->next = (s->next + 1) % SRV_SCRATCH_WINDOW;
+    if (s->n_recent < SRV_SCRATCH_WINDOW)
+        s->n_recent++;
+    s->peak = 0;
+    size_t need = 0;
+    for (int i = 0; i < s->n_recent; i++)
+        need = s->recent[i] > need ? s->recent[i] : need;
+    if (!s->p || s->cap <= SRV_SCRATCH_KEEP || s->cap / 4 <= need)
+        return;
+    size_t n = 4096;
+    while (n < need)
+        n *= 2;
+    if (n < s->cap) {
+        void *p = realloc(s->p, n);
+        if (p) { /* a failed shrink keeps the larger block */
+            s->p = p;
+            s->cap = n;
+        }
+    }
+}
+
+void srv_scratch_free(srv_scratch *s)
+{
+    free(s->p);
+    memset(s, 0, sizeof *s);
 }
 
 void srv_job_free_output(srv_job *j)
@@ -324,19 +380,60 @@ static void set_error(srv_job *j, int code, const char *msg)
     j->error[len] = 0;
 }
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
+int srv_jobs_late(srv_job *const *jobs, int n)
 {
-    if (need <= *cap)
-        return 0;
-    size_t n = *cap ? *cap : 64;
-    while (n < need)
-        n *= 2;
-    void *q = realloc(*p, n * elem);
-    if (!q)
-        return ENG_ENOMEM;
-    *p = q;
-    *cap = n;
-    return 0;
+    int64_t t = srv_now_ns();
+    for (int i = 0; i < n; i++)
+        if (!jobs[i]->deadline_ns || t < jobs[i]->deadline_ns)
+            return 0;
+    return n > 0;
+}
+
+/* The work a batch of jobs[0..n) does, in token units (padding counted). */
+static int64_t batch_work(srv_job *const *jobs, int n)
+{
+    int64_t seqs = 0, longest = 0, cost = 0;
+    for (int i = 0; i < n; i++) {
+        seqs += jobs[i]->n;
+        longest = jobs[i]->max_len > longest ? jobs[i]->max_len : longest;
+        cost += jobs[i]->cost.tokens;
+    }
+    return seqs * longest > cost ? seqs * longest : cost;
+}
+
+/* Record that a batch of `work` units of type took ns. */
+static void rate_note(srv_batcher *b, const srv_job_type *type, int64_t work, int64_t ns)
+{
+    if (work <= 0 || ns <= 0)
+        return;
+    double v = (double)ns / (double)work;
+    pthread_mutex_lock(&b->mu);
+    int slot = -1, n = (int)(sizeof b->rate / sizeof *b->rate);
+    for (int i = 0; i < n && slot < 0; i++)
+        if (b->rate[i].type == type || !b->rate[i].type)
+            slot = i;
+    if (slot < 0)
+        slot = n - 1; /* more types than slots: the last one is shared */
+    if (b->rate[slot].type != type) {
+        b->rate[slot].type = type;
+        b->rate[slot].samples = 0;
+    }
+    b->rate[slot].ns_per_work =
+        b->rate[slot].samples ? 0.7 * b->rate[slot].ns_per_work + 0.3 * v : v;
+    b->rate[slot].samples++;
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* Estimated ns for `work` units of type, or -1 when too few batches were seen. */
+static int64_t rate_estimate(srv_batcher *b, const srv_job_type *type, int64_t work)
+{
+    int64_t est = -1;
+    pthread_mutex_lock(&b->mu);
+    for (size_t i = 0; i < sizeof b->rate / sizeof *b->rate; i++)
+        if (b->rate[i].type == type && b->rate[i].samples >= 2)
+            est = (int64_t)(b->rate[i].ns_per_work * (double)work);
+    pthread_mutex_unlock(&b->mu);
+    return est;
 }
 
 /* Run jobs[0..n) as one batch on their model and fill their results
@@ -355,26 +452,25 @@ static int run_batch(srv_batcher *b, worker *w, srv_job **jobs, int n, eng_error
         longest = jobs[i]->max_len > longest ? jobs[i]->max_len : longest;
     }
     int rc = 0;
-    size_t enc_cap = (size_t)w->enc_cap;
+    const eng_encoding **enc = NULL;
     err->code = 0;
     err->msg[0] = 0;
     if (type->task != info->task) {
         rc = ENG_EINVAL;
         snprintf(err->msg, sizeof err->msg, "the model does its task '%s', not '%s'",
                  eng_task_name(info->task), eng_task_name(type->task));
-    } else if (grow((void **)&w->enc, &enc_cap, (size_t)seqs, sizeof *w->enc)) {
+    } else if (!(enc = srv_scratch_get(&w->enc, (size_t)seqs * sizeof *enc))) {
         rc = ENG_ENOMEM;
         snprintf(err->msg, sizeof err->msg, "out of memory for a batch of %d sequences", seqs);
     }
-    w->enc_cap = (int)enc_cap;
 
     int64_t t0 = srv_now_ns();
     if (!rc) {
         int e = 0;
         for (int i = 0; i < n; i++)
             for (int s = 0; s < jobs[i]->n; s++)
-                w->enc[e++] = &jobs[i]->enc[s];
-        rc = type->run(w->ctx, m, jobs, n, w->enc, seqs, &w->scratch, err);
+                enc[e++] = &jobs[i]->enc[s];
+        rc = type->run(w->ctx, m, jobs, n, enc, seqs, &w->scratch, err);
     }
     int64_t t1 = srv_now_ns();
 
@@ -383,6 +479,8 @@ static int run_batch(srv_batcher *b, worker *w, srv_job **jobs, int n, eng_error
         return 1;
 
     int batch_tokens = seqs * longest;
+    if (!rc)
+        rate_note(b, type, batch_work(jobs, n), t1 - t0);
     if (b->o.on_batch && !rc)
         b->o.on_batch(b->o.on_batch_arg, seqs, batch_tokens, t1 - t0);
     for (int i = 0; i < n; i++) {
@@ -391,7 +489,9 @@ static int run_batch(srv_batcher *b, worker *w, srv_job **jobs, int n, eng_error
         j->finished_ns = t1;
         j->batch_size = seqs;
         j->batch_tokens = batch_tokens;
-        if (rc)
+        if (rc == SRV_EDEADLINE)
+            j->status = SRV_JOB_EXPIRED; /* stopped between steps */
+        else if (rc)
             set_error(j, rc, err->msg);
         else
             j->status = SRV_JOB_OK;
@@ -415,6 +515,17 @@ static void process(srv_batcher *b, worker *w, int nsel)
     }
     if (!n)
         return;
+    /* A batch that would end after every member's deadline is not started:
+     * from the recent speed of this job type, even at twice that speed. */
+    int64_t est = rate_estimate(b, w->batch[0]->type, batch_work(w->batch, n));
+    int late = est > 0;
+    for (int i = 0; late && i < n; i++)
+        late = w->batch[i]->deadline_ns && t + est / 2 > w->batch[i]->deadline_ns;
+    if (late) {
+        for (int i = 0; i < n; i++)
+            finish(w->batch[i], SRV_JOB_EXPIRED, t);
+        return;
+    }
 
     eng_error err = {0};
     if (run_batch(b, w, w->batch, n, &err)) {
@@ -423,6 +534,11 @@ static void process(srv_batcher *b, worker *w, int nsel)
     }
     for (int i = 0; i < n; i++)
         w->batch[i]->complete(w->batch[i], w->batch[i]->arg);
+    /* After an unusually large batch, give the memory back. (The engine
+     * context's activation arena keeps its high-water mark: the engine has
+     * no public call to shrink it.) */
+    srv_scratch_trim(&w->scratch);
+    srv_scratch_trim(&w->enc);
 }
 
 static void *worker_main(void *arg)
@@ -635,8 +751,8 @@ void srv_batcher_free(srv_batcher *b)
         eng_ctx_free(w->ctx);
         free(w->cands);
         free(w->batch);
-        free(w->enc);
-        free(w->scratch.p);
+        srv_scratch_free(&w->enc);
+        srv_scratch_free(&w->scratch);
     }
     free(b->w);
     pthread_mutex_destroy(&b->mu);

@@ -36,7 +36,8 @@
 typedef enum srv_job_status {
     SRV_JOB_PENDING = 0,
     SRV_JOB_OK,
-    SRV_JOB_EXPIRED,   /* deadline passed while queued -> 504 */
+    SRV_JOB_EXPIRED,   /* deadline passed while queued, would pass before the batch ends
+                          (estimated from recent batches), or passed between steps -> 504 */
     SRV_JOB_CANCELLED, /* client went away; nobody reads the result */
     SRV_JOB_FAILED,    /* engine error (message in error) -> 500, or 422 for input errors */
     SRV_JOB_SHUTDOWN,  /* batcher stopped before the job ran -> 503 */
@@ -47,14 +48,34 @@ typedef struct srv_job srv_job;
 /* CLOCK_MONOTONIC in ns: the clock of deadline_ns and the job timestamps. */
 int64_t srv_now_ns(void);
 
-/* A worker's reusable buffer for a batch's whole output. */
+/* A worker's reusable buffer (a batch's whole output, its encodings). It
+ * grows to what a batch needs and shrinks after an unusually large batch:
+ * srv_scratch_trim, called once per batch, remembers the largest request of
+ * each of the last SRV_SCRATCH_WINDOW batches and gives memory back when the
+ * capacity is over 4x the largest of them (and over SRV_SCRATCH_KEEP bytes). */
+enum { SRV_SCRATCH_WINDOW = 8, SRV_SCRATCH_KEEP = 1 << 16 };
 typedef struct srv_scratch {
     void *p;
     size_t cap;
+    size_t peak;                        /* largest srv_scratch_get since the last trim */
+    size_t recent[SRV_SCRATCH_WINDOW];  /* peaks of the last batches (ring) */
+    int n_recent, next;
 } srv_scratch;
 
-/* At least bytes of s (grown, never shrunk), or NULL when out of memory. */
+/* At least bytes of s (contents kept when it grows), or NULL when out of
+ * memory. Valid until the next srv_scratch_get or srv_scratch_trim. */
 void *srv_scratch_get(srv_scratch *s, size_t bytes);
+/* End of a batch: record its peak; shrink s (to a power of two >= 4 KiB that
+ * holds the recent peaks) when it is far above what recent batches used. */
+void srv_scratch_trim(srv_scratch *s);
+void srv_scratch_free(srv_scratch *s);
+
+/* A job's estimated cost, for admission and batch formation. */
+typedef struct srv_job_cost {
+    int64_t tokens; /* counted against max_batch_tokens (the default: n x longest sequence,
+                       padding counted); a generating job counts its decode steps too */
+    int64_t bytes;  /* working memory while it runs (KV cache, logits); 0: not estimated */
+} srv_job_cost;
 
 /* What a job computes and how (one per handler: classify, embed, qa, translate). */
 typedef struct srv_job_type {
@@ -70,6 +91,9 @@ typedef struct srv_job_type {
                const eng_encoding *const *enc, int seqs, srv_scratch *scratch, eng_error *err);
     /* Free a job's out (NULL: free(out)). */
     void (*free_out)(srv_job *j);
+    /* Optional: estimate job j's cost from its encodings, opts and model
+     * (fields left 0 take the defaults). Called by submit. */
+    void (*cost)(const srv_job *j, srv_job_cost *c);
 } srv_job_type;
 
 struct srv_job {
@@ -97,6 +121,7 @@ struct srv_job {
     void *out;                  /* OK: the type's output, malloc'd; srv_job_free_output frees */
     size_t out_len;             /* in the type's units (floats, results) */
     int64_t enqueued_ns, started_ns, finished_ns; /* CLOCK_MONOTONIC */
+    srv_job_cost cost;          /* set by submit (type->cost, or the defaults) */
     int batch_size;             /* sequences in the batch that ran it */
     int batch_tokens;           /* batch size x longest sequence (padding counted) */
 
@@ -111,6 +136,10 @@ typedef struct srv_batch_opts {
     int max_delay_us;       /* how long a free worker waits to fill a batch, counted from the
                                oldest queued job's arrival (default 2000; 0: never waits) */
     int queue_capacity;     /* queued sequences before submit refuses (default 1024) */
+    int64_t max_job_bytes;  /* submit refuses a job whose cost.bytes is larger (SRV_ETOOCOSTLY);
+                               0: no limit */
+    int64_t max_batch_bytes;/* jobs join a batch while their cost.bytes sum stays within
+                               (the oldest always runs); 0: no limit */
     int workers;            /* worker threads (default 1) */
     int threads_per_worker; /* CPU threads each worker's eng_ctx uses (default: cores / workers) */
     const char *backend;    /* "cpu" (default) */
@@ -135,10 +164,17 @@ typedef struct srv_batcher srv_batcher;
 int srv_batcher_new(const srv_batch_opts *o, srv_batcher **out, eng_error *err);
 
 /* Queue a job. 0, or SRV_EQUEUE_FULL (queue_capacity reached: 429) or
- * SRV_ESTOPPED (batcher stopping: 503), or ENG_EINVAL (n < 1, no enc, no
- * complete, no type or no model). On error complete() is NOT called. The batcher owns the job from a
- * successful submit until complete(). */
-enum { SRV_EQUEUE_FULL = -100, SRV_ESTOPPED = -101 };
+ * SRV_ESTOPPED (batcher stopping: 503), SRV_ETOOCOSTLY (its estimated bytes
+ * exceed max_job_bytes: 413; job->cost says how much), or ENG_EINVAL (n < 1,
+ * no enc, no complete, no type or no model). On error complete() is NOT
+ * called. The batcher owns the job from a successful submit until complete(). */
+enum { SRV_EQUEUE_FULL = -100, SRV_ESTOPPED = -101, SRV_ETOOCOSTLY = -102 };
+
+/* A type's run may stop between steps (QA window chunks, decode steps) and
+ * return SRV_EDEADLINE, without output, once srv_jobs_late says every job's
+ * deadline has passed: the jobs then end EXPIRED (504). */
+enum { SRV_EDEADLINE = -103 };
+int srv_jobs_late(srv_job *const *jobs, int n);
 int srv_batcher_submit(srv_batcher *b, srv_job *job);
 
 /* Sequences and jobs queued now (for metrics and Retry-After). */

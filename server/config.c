@@ -53,6 +53,25 @@ static const conf_key top_keys[] = {
      "Concurrent client connections accepted."},
     {"limits.connection_timeout_s", K_INT, TOP(connection_timeout_s), "60", 0, 86400, NULL, 0,
      "Idle connections are closed after this many seconds (0: never)."},
+    {"limits.max_header_bytes", K_INT, TOP(max_header_bytes), "16384", 1024, 1048576, NULL, 0,
+     "Largest request line + header block; larger get 431 headers_too_large (JSON). A new "
+     "connection's first request is checked before libmicrohttpd reads it; its per-connection "
+     "memory is twice this plus 16 KiB, so a later request on a kept-alive connection that is "
+     "far over is refused by libmicrohttpd itself (a short HTML answer)."},
+    {"limits.max_connections_per_client", K_INT, TOP(max_conns_per_client), "256", 0, 1000000,
+     NULL, 0,
+     "Concurrent connections from one client address; more are answered 429 "
+     "too_many_connections (JSON) and closed at once. Behind a proxy every connection comes "
+     "from the proxy's address: size this above its upstream keep-alive pool. 0: no limit."},
+    {"limits.request_timeout_ms", K_INT, TOP(request_timeout_ms), "30000", 0, 3600000, NULL, 0,
+     "A request must arrive completely (headers and body) within this time of the connection "
+     "opening or of the previous response on it, however slowly its bytes trickle in: a late "
+     "body gets 408 request_timeout, a connection without a complete header block is closed. "
+     "0: no limit (only limits.connection_timeout_s, an idle timeout)."},
+    {"limits.max_in_flight", K_INT, TOP(max_in_flight), "1024", 1, 1000000, NULL, 0,
+     "Inference requests admitted at once over all models, from the arrival of their headers "
+     "until they are answered (reading, parsing, queued, computing, rendering). More get 429 "
+     "queue_full with Retry-After, decided from the headers before the body is read."},
     {"auth.api_key_file", K_OPTSTR, TOP(api_key_file), NULL, 0, 0, NULL, 0,
      "File of hex SHA-256 hashes of the accepted API keys, one per line ('#' comments). "
      "When set, /v1/* needs 'Authorization: Bearer KEY' or 'X-API-Key: KEY'; /healthz, "
@@ -144,6 +163,19 @@ static const conf_key model_keys[] = {
      "How long a free worker waits for more requests to fill a batch."},
     {"batching.queue_capacity", K_INT, MOD(queue_capacity), "1024", 1, 16777216, NULL, 0,
      "Queued sequences before requests get 429 queue_full."},
+    {"batching.max_job_mib", K_INT, MOD(max_job_mib), "1024", 1, 1048576, NULL, 0,
+     "Largest estimated working memory of one request, in MiB; larger requests get 413 "
+     "request_too_large before any work. translate: texts x beam_size x (KV cache for "
+     "max_length + source tokens, both directions of attention, all decoder layers) plus "
+     "logits; /v1/models shows the estimate per text at the model's maxima."},
+    {"batching.max_batch_mib", K_INT, MOD(max_batch_mib), "2048", 1, 1048576, NULL, 0,
+     "Largest estimated working memory of one batch, in MiB: requests join a batch while the "
+     "sum stays within (the oldest queued request always runs)."},
+    {"batching.max_in_flight", K_INT, MOD(max_in_flight), "0", 0, 16777216, NULL, 0,
+     "Requests for this model admitted at once (arrival to answer); more get 429 queue_full "
+     "with Retry-After. Checked from the headers when the endpoint has only this model, else "
+     "as soon as the body names the model (before tokenising). 0: queue_capacity + "
+     "workers x max_batch_size (what can be queued plus what can be computing)."},
     {"batching.workers", K_INT, MOD(workers), "1", 1, 256, NULL, 0,
      "Worker threads running batches for this model."},
     {"batching.threads", K_INT, MOD(threads), "0", 0, 1024, NULL, 0,
@@ -697,6 +729,14 @@ void srv_config_print_doc(FILE *f)
     fprintf(f, "models  (list of objects, at least one)\n"
                "    The served models; each element has the keys models[].*:\n");
     print_keys(f, model_keys, NKEYS(model_keys), "models[].");
+}
+
+int srv_model_conf_max_in_flight(const srv_model_conf *m)
+{
+    if (m->max_in_flight > 0)
+        return m->max_in_flight;
+    long long n = (long long)m->queue_capacity + (long long)m->workers * m->max_batch_size;
+    return n > 16777216 ? 16777216 : (int)n;
 }
 
 int srv_config_compute_threads(const srv_config *c)

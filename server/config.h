@@ -39,6 +39,9 @@ typedef struct srv_model_conf {
     int max_batch_size;
     int max_delay_us;
     int queue_capacity;
+    int max_in_flight;      /* requests admitted at once; 0 = derived (srv_model_max_in_flight) */
+    int max_job_mib;        /* a request's estimated working memory (translate: KV cache) */
+    int max_batch_mib;      /* a batch's estimated working memory */
     int workers;
     int threads;            /* per worker; 0 = auto, resolved by srv_config_validate */
     /* task translate ("translation" section); strings NULL: from the model folder */
@@ -59,6 +62,10 @@ typedef struct srv_config {
     int max_text_bytes;
     int max_connections;
     int connection_timeout_s;
+    int max_header_bytes;     /* request line + headers */
+    int max_conns_per_client; /* 0: no limit */
+    int request_timeout_ms;   /* whole request arrival; 0: none */
+    int max_in_flight;        /* inference requests admitted at once, all models */
     char *api_key_file;     /* NULL: no authentication */
     char *admin_key_file;   /* NULL: admin API open without api_key_file, else refused */
     char *public_key_file;  /* signing key of repository versions; NULL: digests only */
@@ -101,6 +108,9 @@ int srv_config_set(srv_config *c, const char *key, const char *value, char *err,
  * time share the cores): srv_config_compute_threads tells, main warns.
  * 0 or -1 + err. */
 int srv_config_validate(srv_config *c, int cores, char *err, size_t cap);
+
+/* A model's bound on requests in flight (batching.max_in_flight, or derived). */
+int srv_model_conf_max_in_flight(const srv_model_conf *m);
 
 /* Sum over models of workers x threads (after srv_config_validate). */
 int srv_config_compute_threads(const srv_config *c);

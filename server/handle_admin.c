@@ -154,10 +154,11 @@ static void put_model(srv_buf *b, const srv_model *m)
         srv_buf_printf(b, "],\"multi_label\":%s", in->multi_label ? "true" : "false");
         if (c->task == SRV_TASK_TRANSLATE)
             put_translation(b, m, v);
-        srv_version_unref(v);
     } else {
         srv_buf_puts(b, ",\"version\":null");
     }
+    srv_model_put_limits(b, m, v);
+    srv_version_unref(v);
     srv_buf_printf(b,
                    ",\"timeout_ms\":%d,\"max_timeout_ms\":%d,\"batching\":{"
                    "\"max_batch_tokens\":%d,\"max_batch_size\":%d,\"max_delay_us\":%d,"

@@ -15,7 +15,9 @@ void srv_req_engine_error(srv_req *r, const eng_error *e, const char *what)
     const char *msg = e && e->msg[0] ? e->msg : eng_strerror(code);
     if (code == ENG_EUTF8)
         srv_req_error(r, 422, "invalid_utf8", "%s: %s", what, msg);
-    else if (code == ENG_EINVAL || code == ENG_ETOOLONG)
+    else if (code == ENG_ETOOLONG) /* over a bound of the model or the engine (QA windows) */
+        srv_req_error(r, 413, "request_too_large", "%s: %s", what, msg);
+    else if (code == ENG_EINVAL)
         srv_req_error(r, 422, "invalid_field", "%s: %s", what, msg);
     else
         srv_req_error(r, 500, "internal", "%s: %s", what, msg);
@@ -88,7 +90,8 @@ static int infer_prepare(srv_req *r)
 {
     srv_server *s = r->srv;
     srv_api_error e;
-    int rc = srv_api_parse(r->ep, r->body, r->body_len, &s->limits, &r->api, &e);
+    int rc = r->ops->parse ? r->ops->parse(r, &e)
+                           : srv_api_parse(r->ep, r->body, r->body_len, &s->limits, &r->api, &e);
     free(r->body);
     r->body = NULL;
     r->body_len = r->body_cap = 0;
@@ -104,6 +107,15 @@ static int infer_prepare(srv_req *r)
     }
     r->model = m;
     r->model_index = m->index;
+    /* Several models serve this endpoint: the body named this one; count it
+     * against its bound before tokenising. */
+    if (!r->held_model && !r->warmup) {
+        if (srv_model_admit(m)) {
+            srv_req_model_full(r, m);
+            return -1;
+        }
+        r->held_model = m;
+    }
     if (r->api.timeout_ms > m->conf->max_timeout_ms) {
         srv_req_error(r, 422, "invalid_field", "timeout_ms must be at most %d for model %s",
                       m->conf->max_timeout_ms, m->conf->name);
@@ -145,7 +157,16 @@ static int infer_submit(srv_req *r)
     int rc = srv_batcher_submit(r->model->batcher, j);
     if (rc == 0)
         return 0;
-    if (rc == SRV_EQUEUE_FULL) {
+    if (rc == SRV_ETOOCOSTLY) {
+        srv_req_error(r, 413, "request_too_large",
+                      "the request needs an estimated %.0f MiB of working memory; model %s allows "
+                      "%d MiB per request (batching.max_job_mib): send %s",
+                      (double)j->cost.bytes / 1048576.0, r->model->conf->name,
+                      r->model->conf->max_job_mib,
+                      r->ep == SRV_EP_TRANSLATE ? "fewer texts, or a smaller beam_size or max_length"
+                      : r->ep == SRV_EP_QA     ? "fewer items, or shorter questions or contexts"
+                                               : "fewer or shorter texts");
+    } else if (rc == SRV_EQUEUE_FULL) {
         r->retry_after = 1;
         srv_req_error(r, 429, "queue_full", "model %s has too many queued requests",
                       r->model->conf->name);
@@ -171,7 +192,8 @@ static int infer_finished(srv_req *r)
         srv_req_error(r, 500, "internal", "the model returned no output");
         return -1;
     case SRV_JOB_EXPIRED:
-        srv_req_error(r, 504, "deadline_exceeded", "the request waited longer than its %d ms deadline",
+        srv_req_error(r, 504, "deadline_exceeded",
+                      "the request could not be answered within its %d ms deadline",
                       r->api.timeout_ms ? r->api.timeout_ms : r->model->conf->timeout_ms);
         return -1;
     case SRV_JOB_CANCELLED:
@@ -338,4 +360,41 @@ done:
     pthread_mutex_destroy(&w->mu);
     free(w);
     return rc;
+}
+
+/* ---------------------------------------------------------------- limits */
+
+void srv_model_put_limits(srv_buf *b, const srv_model *m, const srv_version *v)
+{
+    const srv_server *s = m->srv;
+    const srv_model_conf *c = m->conf;
+    srv_buf_printf(b,
+                   ",\"limits\":{\"max_body_bytes\":%zu,\"max_texts\":%d,\"max_text_bytes\":%zu,"
+                   "\"max_timeout_ms\":%d,\"max_in_flight\":%d,\"max_job_mib\":%d,"
+                   "\"max_batch_mib\":%d,\"max_batch_tokens\":%d",
+                   s->limits.max_body_bytes, s->limits.max_texts, s->limits.max_text_bytes,
+                   c->max_timeout_ms, srv_model_conf_max_in_flight(c), c->max_job_mib,
+                   c->max_batch_mib, c->max_batch_tokens);
+    if (v)
+        srv_buf_printf(b, ",\"max_seq_len\":%d", v->info->max_seq_len);
+    if (v && c->task == SRV_TASK_QA) {
+        eng_qa_opts qo;
+        srv_qa_opts_for_model(v->info, &qo);
+        srv_buf_printf(b, ",\"qa_window_tokens\":%d,\"qa_doc_stride\":%d", qo.max_seq_len,
+                       qo.doc_stride);
+    }
+    if (c->task == SRV_TASK_TRANSLATE) {
+        srv_buf_printf(b, ",\"max_beam_size\":%d,\"max_length\":%d", c->max_beam_size,
+                       c->max_length);
+        if (v) {
+            /* The estimate one text costs at the maxima, against max_job_mib. */
+            srv_job_cost one;
+            int src = v->tr_info.max_input_tokens > 0 ? v->tr_info.max_input_tokens
+                                                      : v->info->max_seq_len;
+            srv_translate_text_cost(v->info, c->max_beam_size, c->max_length, src, &one);
+            srv_buf_printf(b, ",\"max_input_tokens\":%d,\"mib_per_text_at_maxima\":%.1f", src,
+                           (double)one.bytes / 1048576.0);
+        }
+    }
+    srv_buf_puts(b, "}");
 }

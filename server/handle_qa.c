@@ -152,9 +152,22 @@ static int qa_run(eng_ctx *ctx, eng_model *m, srv_job *const *jobs, int n,
         snprintf(err->msg, sizeof err->msg, "out of memory for a batch of %d sequences", seqs);
         return err->code = ENG_ENOMEM;
     }
-    int rc = eng_run_qa_logits(ctx, m, enc, seqs, all, all + ntok, err);
-    if (rc)
-        return rc;
+    /* Windows in chunks, the deadline checked between them: a long request
+     * stops once every job in the batch is past its deadline. (Each window
+     * is computed independently: chunking does not change results.) */
+    enum { CHUNK = 64 };
+    size_t done_tok = 0;
+    for (int s0 = 0; s0 < seqs; s0 += CHUNK) {
+        int cn = seqs - s0 < CHUNK ? seqs - s0 : CHUNK;
+        if (s0 > 0 && srv_jobs_late(jobs, n))
+            return SRV_EDEADLINE;
+        int rc = eng_run_qa_logits(ctx, m, enc + s0, cn, all + done_tok, all + ntok + done_tok,
+                                   err);
+        if (rc)
+            return rc;
+        for (int s = s0; s < s0 + cn; s++)
+            done_tok += (size_t)enc[s]->n;
+    }
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         srv_job *j = jobs[i];
@@ -177,7 +190,24 @@ static int qa_run(eng_ctx *ctx, eng_model *m, srv_job *const *jobs, int n,
     return 0;
 }
 
-const srv_job_type srv_job_qa = {.name = "qa", .task = ENG_TASK_QA, .run = qa_run};
+/* Working memory of the windows as one forward pass: per token a few hidden-
+ * sized activations (fp32) and the two logits, per window its attention
+ * scores (heads x n x n). Bounded by batching.max_job_mib at submit, so a
+ * request whose windows multiply (a long question leaves a short stride) is
+ * refused before compute. */
+static void qa_cost(const srv_job *j, srv_job_cost *c)
+{
+    const eng_model_info *info = eng_model_get_info(j->model);
+    int64_t hidden = info->hidden > 0 ? info->hidden : 1, heads = info->heads > 0 ? info->heads : 1;
+    c->bytes = 0;
+    for (int i = 0; i < j->n; i++) {
+        int64_t n = j->enc[i].n;
+        c->bytes += n * hidden * 4 * 16 + heads * n * n * 4 + 2 * n * 4;
+    }
+}
+
+const srv_job_type srv_job_qa = {.name = "qa", .task = ENG_TASK_QA, .run = qa_run,
+                                 .cost = qa_cost};
 
 const srv_infer_ops srv_qa_ops = {
     .job_type = &srv_job_qa,

@@ -36,6 +36,17 @@ static int tr_batchable(const srv_job *a, const srv_job *b)
     return opts_equal(a->opts, b->opts);
 }
 
+typedef struct tr_batch {
+    srv_job *const *jobs;
+    int n;
+} tr_batch;
+
+static int tr_late(void *arg)
+{
+    const tr_batch *tb = arg;
+    return srv_jobs_late(tb->jobs, tb->n);
+}
+
 /* The job: n eng_translation results in text order (ids, score; text NULL). */
 static int tr_run(eng_ctx *ctx, eng_model *m, srv_job *const *jobs, int n,
                   const eng_encoding *const *enc, int seqs, srv_scratch *sc, eng_error *err)
@@ -45,7 +56,18 @@ static int tr_run(eng_ctx *ctx, eng_model *m, srv_job *const *jobs, int n,
         snprintf(err->msg, sizeof err->msg, "out of memory for a batch of %d sequences", seqs);
         return err->code = ENG_ENOMEM;
     }
-    int rc = eng_translate_ids(ctx, m, enc, seqs, jobs[0]->opts, all, err);
+    /* The search stops between decode steps once every job is past its deadline. */
+    eng_translate_opts o;
+    if (jobs[0]->opts)
+        o = *(const eng_translate_opts *)jobs[0]->opts;
+    else
+        eng_translate_opts_default(&o);
+    tr_batch tb = {jobs, n};
+    o.should_stop = tr_late;
+    o.stop_arg = &tb;
+    int rc = eng_translate_ids(ctx, m, enc, seqs, &o, all, err);
+    if (rc == ENG_ECANCELLED)
+        return SRV_EDEADLINE;
     if (rc)
         return rc;
     /* The results (and their ids) move to the jobs. */
@@ -69,6 +91,31 @@ static int tr_run(eng_ctx *ctx, eng_model *m, srv_job *const *jobs, int n,
     return 0;
 }
 
+void srv_translate_text_cost(const eng_model_info *info, int beams, int max_length,
+                             int src_tokens, srv_job_cost *c)
+{
+    int64_t b = beams > 0 ? beams : 1, t = max_length > 0 ? max_length : 1;
+    int64_t src = src_tokens > 0 ? src_tokens : 1;
+    int64_t layers = info->layers > 0 ? info->layers : 1, hidden = info->hidden > 0 ? info->hidden : 1;
+    int64_t vocab = info->vocab > 0 ? info->vocab : 1;
+    c->bytes = b * layers * 2 * hidden * (t + src) * 4 + b * vocab * 4 * 2 + src * hidden * 4 * 4;
+    c->tokens = src + t; /* decode steps: beams run side by side (their memory is in bytes) */
+}
+
+/* The batcher's estimate: the sum over the job's texts at its search options. */
+static void tr_cost(const srv_job *j, srv_job_cost *c)
+{
+    const eng_translate_opts *o = j->opts;
+    const eng_model_info *info = eng_model_get_info(j->model);
+    c->bytes = c->tokens = 0;
+    for (int i = 0; o && i < j->n; i++) {
+        srv_job_cost one;
+        srv_translate_text_cost(info, o->beam_size, o->max_length, j->enc[i].n, &one);
+        c->bytes += one.bytes;
+        c->tokens += one.tokens;
+    }
+}
+
 static void tr_free_out(srv_job *j)
 {
     eng_translation *t = j->out;
@@ -81,7 +128,8 @@ const srv_job_type srv_job_translate = {.name = "translate",
                                         .task = ENG_TASK_TRANSLATE,
                                         .batchable = tr_batchable,
                                         .run = tr_run,
-                                        .free_out = tr_free_out};
+                                        .free_out = tr_free_out,
+                                        .cost = tr_cost};
 
 /* ---------------------------------------------------------------- requests */
 
@@ -193,6 +241,30 @@ static srv_model *tr_resolve(srv_req *r)
                                           : min_pos(r->ver->tr_info.num_beams, c->max_beam_size);
     st->opts.max_length = r->api.max_length ? r->api.max_length
                                             : min_pos(r->ver->tr_info.max_length, c->max_length);
+    /* Refuse before tokenising what the batcher would refuse: the source
+     * lengths are bounded by the bytes (plus the >>xx<< token and </s>) and
+     * by the model's maximum. */
+    if (!r->warmup) {
+        int64_t bytes = 0;
+        int max_src = r->ver->tr_info.max_input_tokens;
+        for (int i = 0; i < r->api.n; i++) {
+            size_t len = r->api.text_lens[i] + 3;
+            int src = max_src > 0 && len > (size_t)max_src ? max_src : (int)len;
+            srv_job_cost one;
+            srv_translate_text_cost(r->ver->info, st->opts.beam_size, st->opts.max_length, src,
+                                    &one);
+            bytes += one.bytes;
+        }
+        if (bytes > (int64_t)c->max_job_mib << 20) {
+            srv_req_error(r, 413, "request_too_large",
+                          "%d text(s) x beam_size %d x max_length %d need up to %.0f MiB of "
+                          "working memory; model %s allows %d MiB per request "
+                          "(batching.max_job_mib): send fewer or shorter texts, or a smaller "
+                          "beam_size or max_length", r->api.n, st->opts.beam_size,
+                          st->opts.max_length, (double)bytes / 1048576.0, c->name, c->max_job_mib);
+            return NULL;
+        }
+    }
     return m;
 }
 

@@ -8,6 +8,9 @@
 
 typedef struct srv_infer_ops {
     const srv_job_type *job_type;
+    /* Optional (NULL: srv_api_parse for r->ep): parse r->body into r->api
+     * (and r->task_state, freed by cleanup). 0, or -1 with e set. */
+    int (*parse)(srv_req *r, srv_api_error *e);
     /* Optional (NULL: srv_models_find by r->api.model): pick r's model and,
      * unless r->ver is already set (warm-up), take its current version into
      * r->ver. NULL with r's error response set. */
@@ -38,6 +41,14 @@ extern const srv_infer_ops srv_sentiment_ops;
 extern const srv_infer_ops srv_classify_ops;
 extern const srv_infer_ops srv_qa_ops;
 extern const srv_infer_ops srv_translate_ops;
+/* handle_compat.c: OpenAI /v1/embeddings, TEI /embed and /predict. */
+extern const srv_infer_ops srv_openai_embed_ops;
+extern const srv_infer_ops srv_tei_embed_ops;
+extern const srv_infer_ops srv_tei_predict_ops;
+/* TEI /tokenize: the tokenizer only (no batch); answers in prepare. */
+extern const srv_handler srv_tei_tokenize_handler;
+/* GET /openapi.json (handle_openapi.c). */
+void srv_handle_openapi(srv_req *r, const char *arg);
 
 /* Shared by the text endpoints: one encoding per text, truncated to the
  * model's max_seq_len (enc[i].truncated > 0 then). */
@@ -53,6 +64,17 @@ void srv_req_engine_error(srv_req *r, const eng_error *e, const char *what);
 int srv_jobs_take_rows(srv_job *const *jobs, int n, const float *all, size_t per,
                        eng_error *err);
 
+/* Estimated working memory (bytes) and work (tokens: source tokens + decode
+ * steps, max_length) of translating one text of src_tokens with beams x
+ * max_length on a model of info's size: per beam and decoder layer, fp32 K and
+ * V for max_length target positions and for the source (cross-attention),
+ * two vocabulary-sized rows per beam (logits, log-probabilities), and a few
+ * encoder activations per source token. An upper bound: the search may stop
+ * early at EOS. */
+void srv_translate_text_cost(const eng_model_info *info, int beams, int max_length,
+                             int src_tokens, srv_job_cost *c);
+
 extern const srv_job_type srv_job_classify, srv_job_embed, srv_job_qa, srv_job_translate;
+extern const srv_job_type srv_job_predict;
 
 #endif

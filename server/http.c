@@ -1,7 +1,9 @@
 /* http.c - see http.h. */
 #include "http.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -9,7 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,10 +32,41 @@ struct srv_http {
     srv_req *done_head, *done_tail;
     srv_req *live;          /* every request not yet freed */
     int port;
+    /* Every open connection (conn_rec), and connections per client address. */
+    struct conn_rec *conns;
+    struct client_count *clients[256];
+    uv_timer_t arrival_timer; /* limits.request_timeout_ms */
+    /* Our own listening socket: a new connection waits at the gate until its
+     * first header block has arrived and passed the checks libmicrohttpd
+     * would otherwise answer with its own HTML (gate.c below). */
+    int listen_fd;
+    uv_poll_t accept_poll;
+    int accepting;
+    struct gate *gates;
+    int n_gates;
     void (*idle_cb)(void *);
     void *idle_arg;
     uint64_t rid_seed, rid_count;
 };
+
+/* One open connection (MHD's socket context). Loop thread only. */
+typedef struct conn_rec {
+    srv_http *h;
+    int fd;
+    unsigned char addr[16];
+    int alen;               /* 4 or 16; 0: unknown address (not counted) */
+    int64_t t_begin;        /* the current request began to arrive (connection opened, or the
+                               previous response was sent) */
+    srv_req *r;             /* the request on it, from its headers to its completion */
+    int refused;            /* answered by us on the socket: MHD only closes it */
+    struct conn_rec *prev, *next;
+} conn_rec;
+
+typedef struct client_count {
+    unsigned char addr[16];
+    int alen, n;
+    struct client_count *next;
+} client_count;
 
 /* ------------------------------------------------------------ requests */
 
@@ -45,6 +81,7 @@ static void req_free(srv_req *r)
         r->live_next->live_prev = r->live_prev;
     if (r->route && r->route->handler)
         r->route->handler->cleanup(r);
+    srv_req_release(r);
     free(r->body);
     free(r->resp);
     free(r);
@@ -82,6 +119,23 @@ static const char *get_header(void *conn, const char *name)
     return MHD_lookup_connection_value((struct MHD_Connection *)conn, MHD_HEADER_KIND, name);
 }
 
+static enum MHD_Result add_header_size(void *cls, enum MHD_ValueKind kind, const char *key,
+                                       const char *value)
+{
+    (void)kind;
+    size_t *n = cls;
+    *n += strlen(key) + (value ? strlen(value) : 0) + 4; /* "K: V\r\n" */
+    return MHD_YES;
+}
+
+/* Bytes of the request line and header block as received (near enough). */
+static size_t header_bytes(struct MHD_Connection *c, const char *url, const char *method)
+{
+    size_t n = strlen(method) + strlen(url) + 12;
+    MHD_get_connection_values(c, MHD_HEADER_KIND, add_header_size, &n);
+    return n;
+}
+
 static srv_req *req_new(srv_http *h, struct MHD_Connection *c, const char *url, const char *method)
 {
     srv_req *r = calloc(1, sizeof *r);
@@ -104,9 +158,403 @@ static srv_req *req_new(srv_http *h, struct MHD_Connection *c, const char *url, 
     return r;
 }
 
-/* ------------------------------------------------------------ MHD driving */
-
 static void run_mhd(srv_http *h);
+
+/* ------------------------------------------------------------ the gate
+ *
+ * libmicrohttpd 0.9.75 answers some malformed requests itself, with HTML (and,
+ * for an over-long Content-Length, its header block written twice): a header
+ * block over its memory, an unparsable or overflowing Content-Length. So we
+ * accept connections ourselves and keep each at the gate, peeking (never
+ * reading) until its first request line and header block are complete; those
+ * checks are answered in JSON here, and a good connection is handed to MHD
+ * (MHD_add_connection) with every byte still in the socket. SO_RCVLOWAT makes
+ * the poll wait for more bytes than were peeked. Later requests on a kept-alive
+ * connection are MHD's alone. */
+
+typedef struct gate {
+    srv_http *h;
+    int fd;
+    struct sockaddr_storage addr;
+    socklen_t alen;
+    int64_t t0;
+    int peeked;             /* bytes seen so far */
+    uv_poll_t poll;
+    struct gate *prev, *next;
+} gate;
+
+static void gate_free_cb(uv_handle_t *p)
+{
+    free(p->data);
+}
+
+/* Leave the gate: unlink, stop polling; close fd unless handed to MHD. */
+static void gate_leave(gate *g, int close_fd)
+{
+    srv_http *h = g->h;
+    if (g->prev)
+        g->prev->next = g->next;
+    else
+        h->gates = g->next;
+    if (g->next)
+        g->next->prev = g->prev;
+    h->n_gates--;
+    uv_poll_stop(&g->poll);
+    if (close_fd)
+        close(g->fd);
+    g->poll.data = g;
+    uv_close((uv_handle_t *)&g->poll, gate_free_cb);
+}
+
+static void gate_refuse(gate *g, int status, const char *reason, const char *code,
+                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void gate_refuse(gate *g, int status, const char *reason, const char *code,
+                        const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    srv_buf b;
+    srv_buf_init(&b);
+    srv_buf_puts(&b, "{\"error\":{\"code\":");
+    srv_buf_json_str(&b, code, strlen(code));
+    srv_buf_puts(&b, ",\"message\":");
+    srv_buf_json_str(&b, msg, strlen(msg));
+    srv_buf_puts(&b, "}}\n");
+    size_t blen = 0;
+    char *body = srv_buf_take(&b, &blen);
+    char head[256];
+    int hl = snprintf(head, sizeof head,
+                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                      "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+                      status, reason, body ? blen : 0);
+    struct iovec iov[2] = {{head, (size_t)hl}, {body, body ? blen : 0}};
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+    ssize_t w = sendmsg(g->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)w;
+    free(body);
+    srv_log(SRV_LOG_INFO, NULL, "connection refused at the gate: %d %s", status, msg);
+    shutdown(g->fd, SHUT_WR);
+    gate_leave(g, 1);
+}
+
+/* Check the first header block hdr[0..n) (ending in CRLF CRLF): 0 to pass
+ * it to MHD, -1 when refused (g is gone). */
+static int gate_check(gate *g, const char *hdr, size_t n)
+{
+    const char *eol = memchr(hdr, '\n', n);
+    size_t l = eol ? (size_t)(eol - hdr) : 0;
+    if (l && hdr[l - 1] == '\r')
+        l--;
+    const char *sp1 = l ? memchr(hdr, ' ', l) : NULL;
+    if (!sp1 || sp1 == hdr || l < 14 ||
+        (memcmp(hdr + l - 9, " HTTP/1.1", 9) != 0 && memcmp(hdr + l - 9, " HTTP/1.0", 9) != 0)) {
+        gate_refuse(g, 400, "Bad Request", "malformed_request",
+                    "the request line is not METHOD TARGET HTTP/1.x");
+        return -1;
+    }
+    for (const char *p = eol + 1; p < hdr + n;) {
+        const char *e = memchr(p, '\n', (size_t)(hdr + n - p));
+        size_t ll = e ? (size_t)(e - p) : (size_t)(hdr + n - p);
+        if (ll > 15 && strncasecmp(p, "Content-Length:", 15) == 0) {
+            const char *v = p + 15, *end = p + ll;
+            while (v < end && (*v == ' ' || *v == '\t'))
+                v++;
+            while (end > v && (end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t'))
+                end--;
+            unsigned long long x = 0;
+            int ok = end > v, over = 0;
+            for (const char *q = v; ok && q < end; q++) {
+                ok = *q >= '0' && *q <= '9';
+                if (ok && x > (ULLONG_MAX - 9) / 10)
+                    over = 1;
+                else if (ok)
+                    x = x * 10 + (unsigned)(*q - '0');
+            }
+            if (!ok) {
+                gate_refuse(g, 400, "Bad Request", "malformed_request",
+                            "Content-Length is not a decimal number");
+                return -1;
+            }
+            /* Values MHD cannot hold; smaller ones over the limit are answered
+             * after routing (401, 404... first) by srv_route_request. */
+            if (over || x == ULLONG_MAX) {
+                gate_refuse(g, 413, "Content Too Large", "payload_too_large",
+                            "the body is declared 2^64 bytes long or more, the limit is %zu",
+                            g->h->srv->limits.max_body_bytes);
+                return -1;
+            }
+        }
+        p = e ? e + 1 : hdr + n;
+    }
+    return 0;
+}
+
+static void on_gate(uv_poll_t *p, int status, int events)
+{
+    (void)events;
+    gate *g = p->data;
+    srv_http *h = g->h;
+    size_t limit = (size_t)h->srv->cfg->max_header_bytes;
+    if (status < 0) {
+        gate_leave(g, 1);
+        return;
+    }
+    char *buf = malloc(limit + 1);
+    if (!buf) {
+        gate_leave(g, 1);
+        return;
+    }
+    ssize_t n = recv(g->fd, buf, limit + 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n <= 0) {
+        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            gate_leave(g, 1);
+        free(buf);
+        return;
+    }
+    const char *end = memmem(buf, (size_t)n, "\r\n\r\n", 4);
+    if (!end) {
+        if ((size_t)n > limit)
+            gate_refuse(g, 431, "Request Header Fields Too Large", "headers_too_large",
+                        "the request line and headers are over %zu bytes "
+                        "(limits.max_header_bytes)", limit);
+        else { /* wait for more than what is there */
+            g->peeked = (int)n;
+            int lowat = (int)n + 1;
+            setsockopt(g->fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat);
+        }
+        free(buf);
+        return;
+    }
+    int rc = gate_check(g, buf, (size_t)(end - buf) + 4);
+    free(buf);
+    if (rc)
+        return;
+    int one = 1;
+    setsockopt(g->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one);
+    int fd = g->fd;
+    struct sockaddr_storage addr = g->addr;
+    socklen_t alen = g->alen;
+    gate_leave(g, 0);
+    if (MHD_add_connection(h->d, fd, (const struct sockaddr *)&addr, alen) != MHD_YES)
+        srv_log(SRV_LOG_WARN, NULL, "http: libmicrohttpd refused a connection (connection limit?)");
+    run_mhd(h);
+}
+
+static void on_accept(uv_poll_t *p, int status, int events)
+{
+    (void)events;
+    srv_http *h = p->data;
+    if (status < 0)
+        return;
+    for (int i = 0; i < 64; i++) {
+        gate *g = calloc(1, sizeof *g);
+        if (!g)
+            return;
+        g->alen = sizeof g->addr;
+        g->fd = accept4(h->listen_fd, (struct sockaddr *)&g->addr, &g->alen,
+                        SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (g->fd < 0) {
+            free(g);
+            return; /* EAGAIN, or an error (EMFILE...): try again on the next readiness */
+        }
+        if (h->n_gates >= h->srv->cfg->max_connections) {
+            close(g->fd);
+            free(g);
+            continue;
+        }
+        g->h = h;
+        g->t0 = srv_now_ns();
+        if (uv_poll_init(h->srv->loop, &g->poll, g->fd)) {
+            close(g->fd);
+            free(g);
+            continue;
+        }
+        g->poll.data = g;
+        g->next = h->gates;
+        if (h->gates)
+            h->gates->prev = g;
+        h->gates = g;
+        h->n_gates++;
+        uv_poll_start(&g->poll, UV_READABLE | UV_DISCONNECT, on_gate);
+    }
+}
+
+/* ------------------------------------------------------------ connections */
+
+static conn_rec *conn_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* Answer on the socket ourselves, for refusals MHD cannot queue a response
+ * for (no request yet, or a body half read): a complete JSON error response
+ * with Connection: close, then the socket is shut down so MHD only closes it
+ * (on_access refuses anything more from it). Best effort: the socket is
+ * non-blocking and the response small. */
+static void conn_refuse(conn_rec *cr, int status, const char *reason, const char *code,
+                        const char *msg, int retry_after, const char *rid)
+{
+    if (cr->refused)
+        return;
+    cr->refused = 1;
+    srv_buf b;
+    srv_buf_init(&b);
+    srv_buf_puts(&b, "{\"error\":{\"code\":");
+    srv_buf_json_str(&b, code, strlen(code));
+    srv_buf_puts(&b, ",\"message\":");
+    srv_buf_json_str(&b, msg, strlen(msg));
+    srv_buf_puts(&b, "}}\n");
+    size_t blen = 0;
+    char *body = srv_buf_take(&b, &blen);
+    char head[512];
+    int hl = snprintf(head, sizeof head,
+                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                      "Cache-Control: no-store\r\nConnection: close\r\n",
+                      status, reason, body ? blen : 0);
+    if (retry_after > 0)
+        hl += snprintf(head + hl, sizeof head - (size_t)hl, "Retry-After: %d\r\n", retry_after);
+    if (rid)
+        hl += snprintf(head + hl, sizeof head - (size_t)hl, "X-Request-Id: %s\r\n", rid);
+    hl += snprintf(head + hl, sizeof head - (size_t)hl, "\r\n");
+    if (cr->fd >= 0) {
+        struct iovec iov[2] = {{head, (size_t)hl}, {body, body ? blen : 0}};
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+        ssize_t w = sendmsg(cr->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w;
+        shutdown(cr->fd, SHUT_RDWR);
+    }
+    free(body);
+}
+
+static client_count **client_slot(srv_http *h, const unsigned char *addr, int alen)
+{
+    unsigned hash = 2166136261u;
+    for (int i = 0; i < alen; i++)
+        hash = (hash ^ addr[i]) * 16777619u;
+    client_count **p = &h->clients[hash % (sizeof h->clients / sizeof *h->clients)];
+    while (*p && ((*p)->alen != alen || memcmp((*p)->addr, addr, (size_t)alen) != 0))
+        p = &(*p)->next;
+    return p;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    srv_http *h = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        conn_rec *cr = calloc(1, sizeof *cr);
+        if (!cr)
+            return; /* untracked: no per-client count, no arrival deadline */
+        cr->h = h;
+        cr->t_begin = srv_now_ns();
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        cr->fd = ci ? ci->connect_fd : -1;
+        ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+        if (sa && sa->sa_family == AF_INET) {
+            memcpy(cr->addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+            cr->alen = 4;
+        } else if (sa && sa->sa_family == AF_INET6) {
+            memcpy(cr->addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+            cr->alen = 16;
+        }
+        cr->next = h->conns;
+        if (h->conns)
+            h->conns->prev = cr;
+        h->conns = cr;
+        *socket_context = cr;
+        if (cr->alen) {
+            client_count **slot = client_slot(h, cr->addr, cr->alen);
+            if (!*slot && (*slot = calloc(1, sizeof **slot))) {
+                memcpy((*slot)->addr, cr->addr, (size_t)cr->alen);
+                (*slot)->alen = cr->alen;
+            }
+            if (!*slot) {
+                cr->alen = 0;
+                return;
+            }
+            int limit = h->srv->cfg->max_conns_per_client;
+            if (++(*slot)->n > limit && limit > 0) {
+                char msg[160];
+                snprintf(msg, sizeof msg,
+                         "this client has more than %d connections open "
+                         "(limits.max_connections_per_client)", limit);
+                conn_refuse(cr, 429, "Too Many Requests", "too_many_connections", msg, 1, NULL);
+                srv_log(SRV_LOG_INFO, NULL, "connection refused: %s", msg);
+            }
+        }
+        return;
+    }
+    conn_rec *cr = *socket_context;
+    (void)c;
+    if (!cr)
+        return;
+    *socket_context = NULL;
+    if (cr->alen) {
+        client_count **slot = client_slot(h, cr->addr, cr->alen);
+        if (*slot && --(*slot)->n <= 0) {
+            client_count *dead = *slot;
+            *slot = dead->next;
+            free(dead);
+        }
+    }
+    if (cr->prev)
+        cr->prev->next = cr->next;
+    else
+        h->conns = cr->next;
+    if (cr->next)
+        cr->next->prev = cr->prev;
+    free(cr);
+}
+
+/* limits.request_timeout_ms: a request still arriving (no complete header
+ * block yet, or its body incomplete) after that long since it began is cut
+ * off. A body gets 408 JSON; a connection without a request is closed
+ * silently (its client may be an idle keep-alive one, which must not read a
+ * stray response as the answer to its next request). */
+static void on_arrival_timer(uv_timer_t *t)
+{
+    srv_http *h = t->data;
+    const srv_config *c = h->srv->cfg;
+    int64_t limit = (int64_t)c->request_timeout_ms * 1000000;
+    int64_t gate_limit = limit > 0 ? limit : (int64_t)c->connection_timeout_s * 1000000000;
+    int64_t now = srv_now_ns();
+    int cut = 0;
+    gate *gnext;
+    for (gate *g = h->gates; g; g = gnext) { /* no complete header block in time */
+        gnext = g->next;
+        if (now - g->t0 > gate_limit)
+            gate_leave(g, 1);
+    }
+    for (conn_rec *cr = h->conns; limit > 0 && cr; cr = cr->next) {
+        if (cr->refused || now - cr->t_begin <= limit)
+            continue;
+        srv_req *r = cr->r;
+        if (r && r->phase != SRV_REQ_BODY)
+            continue; /* arrived: working or answering */
+        if (r) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "the request did not arrive completely within %d ms "
+                     "(limits.request_timeout_ms)", h->srv->cfg->request_timeout_ms);
+            srv_req_error(r, 408, "request_timeout", "%s", msg);
+            r->phase = SRV_REQ_SENT; /* answered here; logged as 408 */
+            conn_refuse(cr, 408, "Request Timeout", "request_timeout", msg, 0, r->rid);
+        } else {
+            cr->refused = 1;
+            if (cr->fd >= 0)
+                shutdown(cr->fd, SHUT_RDWR);
+        }
+        cut++;
+    }
+    if (cut)
+        run_mhd(h);
+}
+
+/* ------------------------------------------------------------ MHD driving */
 
 static void on_timer(uv_timer_t *t)
 {
@@ -144,6 +592,12 @@ static enum MHD_Result send_response(srv_http *h, srv_req *r)
                          strlen(r->err.code ? r->err.code : "internal"));
         srv_buf_puts(&b, ",\"message\":");
         srv_buf_json_str(&b, r->err.message, strlen(r->err.message));
+        /* OpenAI's SDK also reads error.type and error.param. */
+        if (r->ep == SRV_EP_OPENAI_EMBEDDINGS)
+            srv_buf_printf(&b, ",\"type\":\"%s\",\"param\":null",
+                           r->status == 401 ? "authentication_error"
+                           : r->status >= 500 || r->status == 0 ? "server_error"
+                                                                 : "invalid_request_error");
         srv_buf_puts(&b, "}");
         if (r->model) {
             srv_buf_puts(&b, ",\"model\":");
@@ -360,10 +814,15 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     (void)version;
     srv_http *h = cls;
     srv_req *r = *con_cls;
+    conn_rec *cr = conn_of(c);
+    if (cr && cr->refused)
+        return MHD_NO; /* answered on the socket already (conn_refuse) */
     if (!r) {
         if (!(r = req_new(h, c, url, method)))
             return MHD_NO;
         *con_cls = r;
+        if (cr)
+            cr->r = r;
         h->srv->in_flight++;
         long long cl = -1;
         const char *cls_h = get_header(c, "Content-Length");
@@ -374,15 +833,21 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
             if (errno || *end || cl < 0)
                 cl = -1;
         }
-        if (srv_route_request(r, url, method, get_header, cl) == SRV_ROUTE_BODY) {
+        size_t hb = header_bytes(c, url, method);
+        if (hb > (size_t)h->srv->cfg->max_header_bytes) {
+            srv_req_error(r, 431, "headers_too_large",
+                          "the request line and headers are %zu bytes, the limit is %d "
+                          "(limits.max_header_bytes)", hb, h->srv->cfg->max_header_bytes);
+        } else if (srv_route_request(r, url, method, get_header, cl) == SRV_ROUTE_BODY) {
             r->phase = SRV_REQ_BODY;
             return MHD_YES;
         }
-        /* A body we refuse by its declared size is not read: answer now
-         * (MHD then closes the connection). Otherwise answer from the last
-         * call: MHD keeps a connection alive only for responses queued
+        /* A refusal decided from the headers (401, 404, 405, 413, 415, 429,
+         * 503...) does not read the body: when one is coming, answer now
+         * (MHD then closes the connection). Without a body, answer from the
+         * last call: MHD keeps a connection alive only for responses queued
          * after the request was read completely. */
-        if (r->status == 413)
+        if (cl > 0 || get_header(c, "Transfer-Encoding"))
             return send_response(h, r);
         r->phase = SRV_REQ_READY;
         return MHD_YES;
@@ -392,12 +857,23 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         if (*upload_size) {
             append_body(r, upload, *upload_size);
             *upload_size = 0;
-            return MHD_YES;
+            if (!r->body_too_large)
+                return MHD_YES;
         }
         if (r->body_too_large) {
+            /* Stop reading as soon as the body passes the limit (a chunked
+             * body declares no length). MHD 0.9.75 cannot queue a response
+             * while a body is arriving: answer on the socket ourselves. */
             srv_req_error(r, 413, "payload_too_large", "the body is over the limit of %zu bytes",
                           r->srv->limits.max_body_bytes);
-            return send_response(h, r);
+            if (*upload_size == 0 && send_response(h, r) == MHD_YES)
+                return MHD_YES;
+            r->phase = SRV_REQ_SENT;
+            if (!cr)
+                return MHD_NO;
+            conn_refuse(cr, 413, "Content Too Large", "payload_too_large", r->err.message, 0,
+                        r->rid);
+            return MHD_YES;
         }
         r->phase = SRV_REQ_WORKING;
         r->busy = 1;
@@ -437,9 +913,13 @@ static void on_idle_timer(uv_timer_t *t)
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)c;
     srv_http *h = cls;
     srv_req *r = *con_cls;
+    conn_rec *cr = conn_of(c);
+    if (cr) { /* the next request on this connection begins to arrive now */
+        cr->r = NULL;
+        cr->t_begin = srv_now_ns();
+    }
     if (!r)
         return;
     *con_cls = NULL;
@@ -497,40 +977,72 @@ srv_http *srv_http_start(srv_server *s, const char *host, int port, char *err, s
         snprintf(err, cap, "listen: cannot resolve \"%s\": %s", host, gai_strerror(gai));
         goto fail;
     }
-    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    h->listen_fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (h->listen_fd < 0 ||
+        setsockopt(h->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
+        bind(h->listen_fd, ai->ai_addr, ai->ai_addrlen) || listen(h->listen_fd, 1024)) {
+        snprintf(err, cap, "listen: cannot listen on %s:%d: %s", host, port, strerror(errno));
+        if (h->listen_fd >= 0)
+            close(h->listen_fd);
+        freeaddrinfo(ai);
+        goto fail;
+    }
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof bound;
+    h->port = port;
+    if (getsockname(h->listen_fd, (struct sockaddr *)&bound, &blen) == 0)
+        h->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                    : ((struct sockaddr_in *)&bound)->sin_port);
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                     MHD_USE_NO_LISTEN_SOCKET;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     const srv_config *c = s->cfg;
-    h->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_access, h,
+    h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, h,
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
-                            MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)c->connection_timeout_s,
-                            MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                            (size_t)c->max_header_bytes * 2 + 16384,
                             MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!h->d) {
-        snprintf(err, cap, "listen: cannot listen on %s:%d (see the message above)", host, port);
+        snprintf(err, cap, "listen: cannot start libmicrohttpd (see the message above)");
+        close(h->listen_fd);
         goto fail;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
-    h->port = di ? di->port : port;
-    di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_EPOLL_FD);
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_EPOLL_FD);
     if (!di) {
         snprintf(err, cap, "listen: libmicrohttpd has no epoll fd");
         goto fail_daemon;
     }
     uv_timer_init(s->loop, &h->timer);
     uv_timer_init(s->loop, &h->idle_timer);
+    uv_timer_init(s->loop, &h->arrival_timer);
     uv_async_init(s->loop, &h->async, on_async);
     uv_poll_init(s->loop, &h->poll, di->epoll_fd);
     h->timer.data = h->idle_timer.data = h->async.data = h->poll.data = h;
+    h->arrival_timer.data = h;
+    int64_t gate_ms = c->request_timeout_ms > 0 ? c->request_timeout_ms
+                                                : (int64_t)c->connection_timeout_s * 1000;
+    if (gate_ms > 0) {
+        uint64_t period = (uint64_t)gate_ms / 4;
+        period = period < 20 ? 20 : period > 1000 ? 1000 : period;
+        uv_timer_start(&h->arrival_timer, on_arrival_timer, period, period);
+    }
     uv_poll_start(&h->poll, UV_READABLE, on_poll);
+    uv_poll_init(s->loop, &h->accept_poll, h->listen_fd);
+    h->accept_poll.data = h;
+    uv_poll_start(&h->accept_poll, UV_READABLE, on_accept);
+    h->accepting = 1;
     run_mhd(h);
     return h;
 fail_daemon:
     MHD_stop_daemon(h->d);
+    close(h->listen_fd);
 fail:
     pthread_mutex_destroy(&h->done_lock);
     s->http = NULL;
@@ -551,11 +1063,13 @@ void srv_http_on_idle(srv_http *h, void (*cb)(void *), void *arg)
 
 void srv_http_quiesce(srv_http *h)
 {
-    if (!h->d)
+    if (!h->accepting)
         return;
-    MHD_socket fd = MHD_quiesce_daemon(h->d);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd); /* after quiescing, the listening socket is ours to close */
+    /* New connections are refused from now on (the listening socket is
+     * ours); those at the gate still get their answer (503 draining). */
+    uv_poll_stop(&h->accept_poll);
+    close(h->listen_fd);
+    h->accepting = 0;
 }
 
 void srv_http_stop(srv_http *h)
@@ -582,9 +1096,14 @@ void srv_http_stop(srv_http *h)
         next = r->next_done;
         reap_orphan(r); /* h->d is NULL: always frees */
     }
+    while (h->gates)
+        gate_leave(h->gates, 1);
+    srv_http_quiesce(h);
+    uv_close((uv_handle_t *)&h->accept_poll, NULL);
     uv_close((uv_handle_t *)&h->poll, NULL);
     uv_close((uv_handle_t *)&h->timer, NULL);
     uv_close((uv_handle_t *)&h->idle_timer, NULL);
+    uv_close((uv_handle_t *)&h->arrival_timer, NULL);
     uv_close((uv_handle_t *)&h->async, NULL);
 }
 

@@ -3,8 +3,10 @@
  * Start-up: config (file, then flags) -> logging -> API keys -> model folders
  * checked -> listen -> models loaded, versioned and warmed up off the loop
  * -> ready. SIGTERM/SIGINT: not ready at once, stop accepting, let in-flight
- * requests finish (bounded by drain_timeout_ms), exit 0; a second signal
- * exits without waiting. */
+ * requests finish (bounded by drain_timeout_ms), exit 0; a signal during
+ * model loading stops it after the model being loaded; a second signal exits
+ * at once with status 1, even while a batch runs (a plain signal handler, not
+ * the loop's). */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -53,10 +55,11 @@ static void usage(FILE *f)
         "  --set KEY=VALUE         set any top-level key, e.g. --set limits.max_texts=16\n"
         "  --check-config          validate the configuration and model folders, then exit\n"
         "  --print-config-doc      print every configuration key with its default and exit\n"
+        "  --print-routes          print every route (METHOD PATH) and exit\n"
         "  --help, --version\n"
         "\n"
-        "Signals: SIGTERM/SIGINT drain and exit 0 (a second one exits at once); SIGHUP checks\n"
-        "every model's source (repository or folder) for a new version.\n"
+        "Signals: SIGTERM/SIGINT drain and exit 0 (a second one exits at once, status 1);\n"
+        "SIGHUP checks every model's source (repository or folder) for a new version.\n"
         "Exit status: 0 ok, 1 start-up or model loading failed, 2 bad usage or configuration.\n");
 }
 
@@ -65,6 +68,29 @@ static void usage(FILE *f)
 static void close_cb(uv_handle_t *h)
 {
     (void)h;
+}
+
+/* A second SIGTERM/SIGINT, in whatever thread and whatever the loop thread is
+ * doing (joining a worker in the middle of a batch, waiting for the loader):
+ * exit at once. Async-signal-safe: write(2) and _exit(2) only. */
+static void on_second_signal(int signum)
+{
+    static const char msg[] = "nlpd: signal received again: exiting without waiting\n";
+    (void)signum;
+    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)w;
+    _exit(1);
+}
+
+/* Replace libuv's handlers (which only wake the loop) by on_second_signal. */
+static void exit_on_next_signal(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_second_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
 }
 
 static void finish(app *a, int graceful)
@@ -94,6 +120,8 @@ static void finish(app *a, int graceful)
     uv_close((uv_handle_t *)&a->sigterm, close_cb);
     uv_close((uv_handle_t *)&a->sigint, close_cb);
     uv_close((uv_handle_t *)&a->sighup, close_cb);
+    if (a->drain_started)
+        exit_on_next_signal(); /* closing the watchers restored the default action */
     srv_log(SRV_LOG_INFO, NULL, "stopped");
 }
 
@@ -116,11 +144,11 @@ static void on_signal(uv_signal_t *h, int signum)
 {
     app *a = h->data;
     srv_server *s = &a->s;
-    if (atomic_load(&s->draining)) {
-        srv_log(SRV_LOG_WARN, NULL, "%s again: exiting without waiting", strsignal(signum));
-        finish(a, 0);
-        return;
-    }
+    /* From now on the next signal is not the loop's to handle: the loop thread
+     * may block while batches finish. */
+    exit_on_next_signal();
+    if (atomic_load(&s->draining))
+        return; /* already stopping (start-up failed) */
     atomic_store(&s->draining, 1);
     atomic_store(&s->ready, 0);
     a->drain_started = srv_now_ns();
@@ -154,7 +182,9 @@ static void after_load(uv_work_t *w, int status)
     app *a = w->data;
     srv_server *s = &a->s;
     a->loading = 0;
-    if (a->load_rc) {
+    if (a->load_rc == SRV_MODELS_LOAD_STOPPED) {
+        srv_log(SRV_LOG_INFO, NULL, "model loading stopped by a signal");
+    } else if (a->load_rc) {
         srv_log(SRV_LOG_ERROR, NULL, "start-up failed: a model could not be loaded (see above)");
         s->exit_code = 1;
         finish(a, 0);
@@ -206,6 +236,10 @@ int main(int argc, char **argv)
         }
         if (strcmp(arg, "--print-config-doc") == 0) {
             srv_config_print_doc(stdout);
+            return 0;
+        }
+        if (strcmp(arg, "--print-routes") == 0) {
+            srv_routes_print(stdout);
             return 0;
         }
         if (strcmp(arg, "--check-config") == 0) {

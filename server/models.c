@@ -252,6 +252,8 @@ static int start_batcher(srv_model *m)
     o.max_batch_size = c->max_batch_size;
     o.max_delay_us = c->max_delay_us;
     o.queue_capacity = c->queue_capacity;
+    o.max_job_bytes = (int64_t)c->max_job_mib << 20;
+    o.max_batch_bytes = (int64_t)c->max_batch_mib << 20;
     o.workers = c->workers;
     o.threads_per_worker = c->threads;
     o.backend = c->backend;

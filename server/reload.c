@@ -725,6 +725,8 @@ int srv_reload_initial(srv_reload *rl)
 {
     for (int i = 0; i < rl->s->n_models; i++) {
         follow *f = &rl->f[i];
+        if (atomic_load(&rl->s->draining)) /* a signal: stop between models */
+            return SRV_MODELS_LOAD_STOPPED;
         check(f);
         pthread_mutex_lock(&f->mu);
         int none = !f->serving[0];

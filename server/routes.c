@@ -38,6 +38,18 @@ static const srv_route routes[] = {
     {"GET", "/healthz", SRV_EP_HEALTHZ, SRV_ACCESS_OPEN, srv_handle_healthz, NULL, NULL, NULL},
     {"GET", "/readyz", SRV_EP_READYZ, SRV_ACCESS_OPEN, srv_handle_readyz, NULL, NULL, NULL},
     {"GET", "/metrics", SRV_EP_METRICS, SRV_ACCESS_OPEN, srv_handle_metrics, NULL, NULL, NULL},
+    {"GET", "/openapi.json", SRV_EP_OPENAPI, SRV_ACCESS_OPEN, srv_handle_openapi, NULL, NULL,
+     NULL},
+    /* Compatible routes for existing clients (handle_compat.c); warm-up is the
+     * native route's. */
+    {"POST", "/v1/embeddings", SRV_EP_OPENAI_EMBEDDINGS, SRV_ACCESS_DATA, NULL,
+     &srv_infer_handler, &srv_openai_embed_ops, NULL},
+    {"POST", "/embed", SRV_EP_TEI_EMBED, SRV_ACCESS_DATA, NULL, &srv_infer_handler,
+     &srv_tei_embed_ops, NULL},
+    {"POST", "/predict", SRV_EP_TEI_PREDICT, SRV_ACCESS_DATA, NULL, &srv_infer_handler,
+     &srv_tei_predict_ops, NULL},
+    {"POST", "/tokenize", SRV_EP_TEI_TOKENIZE, SRV_ACCESS_DATA, NULL,
+     &srv_tei_tokenize_handler, NULL, NULL},
 };
 #define N_ROUTES (sizeof routes / sizeof *routes)
 
@@ -61,12 +73,32 @@ static int path_match(const char *pattern, const char *url, char *arg, size_t ca
     return 1;
 }
 
+void srv_routes_print(FILE *f)
+{
+    for (size_t i = 0; i < N_ROUTES; i++)
+        fprintf(f, "%s %s\n", routes[i].method, routes[i].path);
+}
+
 const srv_route *srv_route_for_task(srv_task t)
 {
     for (size_t i = 0; i < N_ROUTES; i++)
-        if (routes[i].task && srv_task_serves(t, routes[i].ep))
+        if (routes[i].task && routes[i].warmup_body && srv_task_serves(t, routes[i].ep))
             return &routes[i];
     return NULL;
+}
+
+/* The one model that can serve ep, or NULL when several (or none) can: then
+ * the body decides (srv_model_admit after parsing). */
+static srv_model *only_model(srv_server *s, srv_endpoint ep)
+{
+    srv_model *only = NULL;
+    for (int i = 0; i < s->n_models; i++)
+        if (srv_task_serves(s->models[i].conf->task, ep)) {
+            if (only)
+                return NULL;
+            only = &s->models[i];
+        }
+    return only;
 }
 
 /* 0 when the request may use the route, else the status refusing it (401
@@ -168,5 +200,51 @@ srv_route_action srv_route_request(srv_req *r, const char *url, const char *meth
                       content_length, s->limits.max_body_bytes);
         return SRV_ROUTE_RESPOND;
     }
+    if (rt->task) { /* admission, before the body is read */
+        if (s->infer_in_flight >= s->cfg->max_in_flight) {
+            r->retry_after = 1;
+            srv_req_error(r, 429, "queue_full",
+                          "the server has %d requests in flight (limits.max_in_flight)",
+                          s->infer_in_flight);
+            return SRV_ROUTE_RESPOND;
+        }
+        srv_model *only = only_model(s, rt->ep);
+        if (only) {
+            if (srv_model_admit(only)) {
+                srv_req_model_full(r, only);
+                return SRV_ROUTE_RESPOND;
+            }
+            r->held_model = only;
+        }
+        s->infer_in_flight++;
+        r->admitted = 1;
+    }
     return SRV_ROUTE_BODY;
+}
+
+int srv_model_admit(srv_model *m)
+{
+    if (atomic_fetch_add(&m->in_flight, 1) >= srv_model_conf_max_in_flight(m->conf)) {
+        atomic_fetch_sub(&m->in_flight, 1);
+        return -1;
+    }
+    return 0;
+}
+
+void srv_req_model_full(srv_req *r, const srv_model *m)
+{
+    r->retry_after = 1;
+    srv_req_error(r, 429, "queue_full",
+                  "model %s has %d requests in flight (batching.max_in_flight)", m->conf->name,
+                  srv_model_conf_max_in_flight(m->conf));
+}
+
+void srv_req_release(srv_req *r)
+{
+    if (r->admitted)
+        r->srv->infer_in_flight--;
+    if (r->held_model)
+        atomic_fetch_sub(&r->held_model->in_flight, 1);
+    r->admitted = 0;
+    r->held_model = NULL;
 }

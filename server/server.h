@@ -12,6 +12,7 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <uv.h>
 
 #include "api.h"
@@ -44,6 +45,7 @@ typedef struct srv_model {
     srv_model_slot *slot;
     srv_batcher *batcher;
     char device[16];
+    atomic_int in_flight;       /* requests admitted for this model (srv_model_admit) */
 } srv_model;
 
 struct srv_reload;
@@ -65,6 +67,7 @@ struct srv_server {
                                  * batchers wait for batch-mates only while > 0 */
     atomic_int draining;
     int in_flight;              /* requests received, not yet finished (loop thread) */
+    int infer_in_flight;        /* inference requests admitted, not yet freed (loop thread) */
     int exit_code;
 };
 
@@ -93,6 +96,8 @@ struct srv_req {
     srv_endpoint ep;
     int64_t t_start;            /* CLOCK_MONOTONIC ns at arrival */
     srv_req_phase phase;
+    int admitted;               /* counted in srv->infer_in_flight */
+    srv_model *held_model;      /* counted in held_model->in_flight */
 
     /* body */
     char *body;
@@ -187,6 +192,9 @@ typedef struct srv_route {
     const char *warmup_body;
 } srv_route;
 
+/* Print every route as "METHOD PATH" lines (nlpd --print-routes). */
+void srv_routes_print(FILE *f);
+
 /* The inference route whose task a model of task t serves first (its
  * warm-up), or NULL. */
 const srv_route *srv_route_for_task(srv_task t);
@@ -201,6 +209,19 @@ typedef enum srv_route_action {
 srv_route_action srv_route_request(srv_req *r, const char *url, const char *method,
                            const char *(*get_header)(void *conn, const char *name),
                            long long content_length);
+
+/* Count a request against m's batching.max_in_flight: 0, or -1 when m is
+ * full (not counted). Any thread. */
+int srv_model_admit(srv_model *m);
+/* Loop thread, when r is freed: give back what admission counted. */
+void srv_req_release(srv_req *r);
+/* 429 queue_full with Retry-After for a model at its in-flight bound. */
+void srv_req_model_full(srv_req *r, const srv_model *m);
+
+struct srv_buf;
+/* Append ,"limits":{...} for model m (v: its current version, or NULL): what
+ * a request may ask of it, so clients can size requests (handle_infer.c). */
+void srv_model_put_limits(struct srv_buf *b, const srv_model *m, const srv_version *v);
 
 /* ---- handle_infer.c: the inference pipeline (parse + tokenize on the pool,
  * the batcher, render on the pool), shared by every inference route. */
@@ -229,6 +250,9 @@ extern const srv_handler srv_admin_handler;
 int srv_models_init(srv_server *s, char *err, size_t cap);
 /* Start each model's batcher and load its first version (blocking; off the
  * loop thread; reload.h srv_reload_initial). 0, or -1 (reason logged). */
+/* ...or SRV_MODELS_LOAD_STOPPED when s->draining was set (a signal) before
+ * a model's first version was loaded: loading stopped there. */
+enum { SRV_MODELS_LOAD_STOPPED = 1 };
 int srv_models_load(srv_server *s);
 /* Load the model folder dir as version `name` of m: checked to serve m's
  * task, derived state (translation pairs) built, warmed up through m's

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# deploy/docker/systemd-test.sh - run systemd/nlpd.service and nlpd-train.service
+# deploy/docker/systemd-test.sh - run systemd/nlpd.service and nlpd-train@.service
 # under a real systemd (in a container) with all their sandboxing: start, /readyz,
 # one request, reload (SIGHUP), stop drains and exits 0, the trainer runs at nice
 # 19 with SCHED_BATCH. Needs a Docker engine and the nlpd image (deploy/docker/test.sh
@@ -61,7 +61,7 @@ done
 check "systemd is up ($state)" test "$state" = running -o "$state" = degraded
 
 sx '
-install -m 644 /src/systemd/nlpd.service /src/systemd/nlpd-train.service /etc/systemd/system/
+install -m 644 /src/systemd/nlpd.service /src/systemd/nlpd-train@.service /etc/systemd/system/
 install -m 644 /src/systemd/nlpd.sysusers /usr/lib/sysusers.d/nlpd.conf
 install -m 644 /src/systemd/nlpd.tmpfiles /usr/lib/tmpfiles.d/nlpd.conf
 systemd-sysusers && systemd-tmpfiles --create
@@ -103,12 +103,15 @@ check "systemctl stop: drains and exits 0" sx "systemctl stop nlpd && \
     test \$(systemctl show nlpd -p ExecMainStatus --value) = 0 && \
     journalctl -u nlpd --no-pager | grep -q 'exit 0'"
 
-# The trainer's priority: a probe in place of ExecStart (nlpd-train watch may not
-# exist yet), under the same unit settings.
-sx 'mkdir -p /etc/systemd/system/nlpd-train.service.d
-printf "[Service]\nExecStart=\nExecStart=/bin/sh -c \"ps -o ni=,cls=,user= -p \$\$\$\$ > /var/lib/nlpd/prio\"\nRestart=no\n" \
-    > /etc/systemd/system/nlpd-train.service.d/probe.conf
-systemctl daemon-reload && systemctl start nlpd-train'
+# The trainer's priority: a probe in place of ExecStart, under the same unit
+# settings (instance sentiment; its credential, the private key, must load).
+sx 'mkdir -p /etc/systemd/system/nlpd-train@.service.d
+openssl ecparam -name prime256v1 -genkey -noout -out /etc/nlpd/signing.pem 2>/dev/null ||
+    echo "-----BEGIN EC PRIVATE KEY-----" > /etc/nlpd/signing.pem
+chmod 600 /etc/nlpd/signing.pem
+printf "[Service]\nExecStart=\nExecStart=/bin/sh -c \"ps -o ni=,cls=,user= -p \$\$\$\$ > /var/lib/nlpd/prio; test -r %%d/signing.pem && echo key >> /var/lib/nlpd/prio\"\nRestart=no\n" \
+    > /etc/systemd/system/nlpd-train@.service.d/probe.conf
+systemctl daemon-reload && systemctl start nlpd-train@sentiment'
 sleep 1
 prio=$(sx "cat /var/lib/nlpd/prio" 2>/dev/null | xargs)
-check "nlpd-train runs at nice 19, SCHED_BATCH, as nlpd (got: $prio)" test "$prio" = "19 B nlpd"
+check "nlpd-train@sentiment runs at nice 19, SCHED_BATCH, as nlpd, with its key (got: $prio)" test "$prio" = "19 B nlpd key"

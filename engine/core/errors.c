@@ -21,6 +21,7 @@ const char *eng_strerror(int err)
     case ENG_EUTF8: return "invalid UTF-8";
     case ENG_ETOOLONG: return "input too long";
     case ENG_EBACKEND: return "compute backend failure";
+    case ENG_ECANCELLED: return "cancelled";
     default: return "unknown error";
     }
 }

@@ -218,6 +218,10 @@ static int greedy(search *S, eng_search_result *out, eng_error *err)
     int rc = ENG_OK;
     for (int cur_len = 1; L->n > 0 && !rc; cur_len++) {
         int forced = o->forced_eos_id >= 0 && cur_len == o->max_length - 1;
+        if (cur_len > 1 && o->should_stop && o->should_stop(o->stop_arg)) {
+            rc = eng_fail(err, ENG_ECANCELLED, "stopped after %d decode steps", cur_len - 1);
+            break;
+        }
         if (!forced && (rc = candidates(S, cur_len, err)))
             break;
         int w = 0, len = cur_len - 1; /* generated so far */
@@ -352,6 +356,8 @@ static int beam(search *S, eng_search_result *out, eng_error *err)
     int rc = ENG_OK, cur_len = 1, nb = S->nb, hit_max = 0;
     for (; S->cur.n > 0; cur_len++) {
         int forced = o->forced_eos_id >= 0 && cur_len == o->max_length - 1;
+        if (cur_len > 1 && o->should_stop && o->should_stop(o->stop_arg))
+            return eng_fail(err, ENG_ECANCELLED, "stopped after %d decode steps", cur_len - 1);
         if (!forced && (rc = candidates(S, cur_len, err)))
             return rc;
         S->nxt.n = 0;

@@ -31,6 +31,8 @@ typedef struct eng_search_opts {
     const int32_t *bad_ids; /* single-token bad_words_ids (never generated) */
     int n_bad;
     int renormalize;      /* renormalize_logits: log-softmax after the processors (beam) */
+    int (*should_stop)(void *arg); /* optional, between steps: nonzero -> ENG_ECANCELLED */
+    void *stop_arg;
 } eng_search_opts;
 
 /* The decoder side of the search. */

@@ -78,8 +78,12 @@ static int search_opts(const eng_marian *mm, const eng_translate_opts *o, eng_se
                        eng_error *err)
 {
     *s = *eng_marian_generation(mm);
+    s->should_stop = NULL;
+    s->stop_arg = NULL;
     if (!o)
         return ENG_OK;
+    s->should_stop = o->should_stop;
+    s->stop_arg = o->stop_arg;
     if (o->beam_size < 0 || o->beam_size > 64)
         return eng_fail(err, ENG_EINVAL, "beam_size must be in [1, 64]");
     if (o->beam_size > 0)

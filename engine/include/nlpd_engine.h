@@ -29,6 +29,7 @@ enum {
     ENG_EUTF8 = -6,        /* input text is not valid UTF-8 */
     ENG_ETOOLONG = -7,     /* input exceeds a limit */
     ENG_EBACKEND = -8,     /* the compute backend failed */
+    ENG_ECANCELLED = -9,   /* stopped by the caller (a should_stop callback) */
 };
 
 /* Static description of an error code ("invalid UTF-8", ...). Never NULL. */
@@ -398,6 +399,10 @@ typedef struct eng_translate_opts {
     float length_penalty; /* NAN: generation_config.json's */
     const char *target_lang_token; /* e.g. ">>por<<" for multi-target models: prepended to
                                       every source text; NULL: none */
+    /* Optional: called between decode steps; nonzero stops the search, which
+     * then fails with ENG_ECANCELLED (e.g. the caller's deadline passed). */
+    int (*should_stop)(void *arg);
+    void *stop_arg;
 } eng_translate_opts;
 
 void eng_translate_opts_default(eng_translate_opts *o);

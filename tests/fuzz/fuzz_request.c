@@ -12,6 +12,8 @@
  *   - srv_api_parse_feedback: on success 1..max_items items, each with exactly one
  *     of text (checked as above) or request_id (1..71 bytes), index only with a
  *     request_id, a non-empty label within SRV_API_MAX_LABEL; errors as above;
+ *   - srv_compat_parse (OpenAI /v1/embeddings, TEI /embed, /predict, /tokenize): as
+ *     srv_api_parse, plus TEI pairs checked as texts, booleans 0/1, dimensions >= 0;
  *   - srv_utf8_valid against an independent decoder (differential);
  *   - srv_utf8_cp_offset against a reference count;
  *   - srv_api_content_type_ok against a reference matcher;
@@ -31,6 +33,7 @@
 #include <strings.h>
 
 #include "api.h"
+#include "api_compat.h"
 #include "auth.h"
 
 #define CHECK(cond, ...)                                                     \
@@ -120,6 +123,7 @@ static int code_allowed(int status, const char *code)
         {400, "malformed_json"},    {404, "not_found"},        {404, "model_not_found"},
         {413, "payload_too_large"}, {413, "too_many_texts"},   {413, "text_too_long"},
         {422, "invalid_field"},     {422, "invalid_utf8"},     {413, "too_many_items"},
+        {422, "unsupported_input"},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if (table[i].status == status && strcmp(table[i].code, code) == 0)
@@ -194,6 +198,43 @@ static void fuzz_parse(srv_endpoint ep, const uint8_t *d, size_t n, const srv_ap
     }
     srv_api_request_free(&req);
     srv_api_request_free(&req); /* idempotent */
+}
+
+static void fuzz_compat(srv_compat_kind kind, const uint8_t *d, size_t n,
+                        const srv_api_limits *lim)
+{
+    srv_api_request req;
+    srv_compat_opts o;
+    srv_api_error err;
+    memset(&err, 0x5a, sizeof err);
+    int rc = srv_compat_parse(kind, (const char *)d, n, lim, &req, &o, &err);
+    if (rc == 0) {
+        CHECK(req.n >= 1 && req.n <= lim->max_texts, "n = %d (max_texts %d)", req.n,
+              lim->max_texts);
+        CHECK(ref_utf8_valid(d, n), "a body that is not valid UTF-8 was accepted%s", "");
+        CHECK(req.texts != NULL && req.text_lens != NULL, "request without texts%s", "");
+        for (int i = 0; i < req.n; i++) {
+            check_text("input", i, req.texts[i], req.text_lens[i], lim);
+            if (o.pairs && o.pairs[i])
+                check_text("pair", i, o.pairs[i], o.pair_lens[i], lim);
+        }
+        CHECK(req.list || req.n == 1, "a single input with n = %d", req.n);
+        CHECK(kind != SRV_COMPAT_OPENAI_EMBED || (req.model && *req.model),
+              "OpenAI request without a model%s", "");
+        CHECK((o.normalize | o.truncate | o.raw_scores | o.add_special_tokens | o.base64) <= 1,
+              "a boolean option outside 0/1%s", "");
+        CHECK(o.dimensions >= 0, "dimensions %d", o.dimensions);
+    } else {
+        CHECK(rc == -1, "srv_compat_parse returned %d", rc);
+        CHECK(err.code != NULL && code_allowed(err.status, err.code), "status %d with code %s",
+              err.status, err.code ? err.code : "(null)");
+        size_t ml = strnlen(err.message, sizeof err.message);
+        CHECK(ml > 0 && ml < sizeof err.message, "message empty or not terminated%s", "");
+        CHECK(srv_utf8_valid(err.message, ml), "error message is not valid UTF-8: %s", err.code);
+    }
+    srv_api_request_free(&req);
+    srv_compat_opts_free(&o);
+    srv_compat_opts_free(&o); /* idempotent */
 }
 
 static void fuzz_feedback(const uint8_t *d, size_t n, const srv_api_limits *lim)
@@ -360,6 +401,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 7: fuzz_content_type(d, n); break;
     case 8: fuzz_auth(d, n); break;
     case 9: fuzz_feedback(d, n, &lim); break;
+    case 10: fuzz_compat((srv_compat_kind)(sel >> 4 & 3), d, n, &lim); break;
     default: fuzz_parse((srv_endpoint)((sel & 0x0f) % 4), d, n, &lim); break;
     }
     return 0;

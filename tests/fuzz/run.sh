@@ -23,7 +23,7 @@ if ! command -v "$CC" >/dev/null; then
     result 0 1
 fi
 mkdir -p "$OUT/artifacts"
-SRCS=(tests/fuzz/fuzz_request.c server/api.c server/auth.c)
+SRCS=(tests/fuzz/fuzz_request.c server/api.c server/api_compat.c server/auth.c)
 # shellcheck disable=SC2046
 if ! "$CC" -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
         -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \

@@ -9,6 +9,10 @@
   deploy/docker-compose.yml    docker-compose config (the Compose schema)
   deploy/monitoring/           promtool check rules; every metric the dashboard and the
                                alerts use is served by a running nlpd's /metrics
+  the trainer sidecar          one `nlpd-train watch` per repository model in each of
+                               trainer.yaml, docker-compose.yml and nlpd-train@.service,
+                               each command line run by the real nlpd-train (paths moved
+                               to a scratch folder) until it logs, then stopped by SIGTERM
 A missing tool fails its test (scripts/install_deps.sh installs them all; the PyPI
 ones into $NLPD_TEST_VENV, default /opt/nlpd-test). deploy/docker/test.sh, which
 needs a Docker engine, builds the image and smoke-tests it; it is not run here.
@@ -16,8 +20,12 @@ needs a Docker engine, builds the image and smoke-tests it; it is not run here.
 import json
 import os
 import re
+import select
+import shlex
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +39,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 SYSTEMD = ROOT / "systemd"
 K8S = ROOT / "deploy" / "kubernetes"
 COMPOSE = ROOT / "deploy" / "docker-compose.yml"
+COMPOSE_CONFIG = ROOT / "deploy" / "compose" / "nlpd.json"
 DASHBOARD = ROOT / "deploy" / "monitoring" / "grafana-dashboard.json"
 ALERTS = ROOT / "deploy" / "monitoring" / "alerts.yml"
 DEFAULT_CONFIG = ROOT / "config" / "nlpd.json"
@@ -160,7 +169,10 @@ def test_docker_healthcheck_script(main_nlpd):
 
 # --------------------------------------------------------------------- systemd
 
-UNITS = ("nlpd.service", "nlpd-train.service")
+UNITS = ("nlpd.service", "nlpd-train@.service")  # the files in systemd/
+# What systemd-analyze checks: the daemon and the trainer template's instances.
+UNIT_NAMES = ("nlpd.service", "nlpd-train@sentiment.service", "nlpd-train@intents.service")
+REPO_MODELS = ("sentiment", "intents")  # the repository models the configs serve
 MAX_EXPOSURE = 2.0
 
 
@@ -197,14 +209,14 @@ def systemd_root(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("unit", UNITS)
+@pytest.mark.parametrize("unit", UNIT_NAMES)
 def test_systemd_verify(systemd_root, unit):
     r = run([tool("systemd-analyze"), "verify", f"--root={systemd_root}", unit])
     out = (r.stdout + r.stderr).strip()
     assert r.returncode == 0 and not out, f"systemd-analyze verify {unit}:\n{out}"
 
 
-@pytest.mark.parametrize("unit", UNITS)
+@pytest.mark.parametrize("unit", UNIT_NAMES)
 def test_systemd_security_exposure(systemd_root, unit):
     r = run([tool("systemd-analyze"), "security", "--offline=yes", f"--root={systemd_root}",
              "--no-pager", unit])
@@ -233,15 +245,15 @@ def test_systemd_nlpd_lifecycle():
 
 
 def test_systemd_trainer_low_priority():
-    s = unit_settings("nlpd-train.service")
+    s = unit_settings("nlpd-train@.service")
     assert s["Type"] == ["exec"]
-    assert re.match(r"/usr/local/bin/nlpd-train watch --repository \S+ --feedback \S+",
-                    s["ExecStart"][0]), s["ExecStart"]
+    assert re.match(r"/usr/local/bin/nlpd-train watch --repository /var/lib/nlpd/repository/%i "
+                    r"--feedback /var/lib/nlpd/feedback/%i ", s["ExecStart"][0]), s["ExecStart"]
     assert int(s["Nice"][0]) >= 10
     assert s["CPUSchedulingPolicy"] == ["batch"]
     assert s.get("IOSchedulingClass") == ["idle"]
     assert "CPUQuota" in s or "AllowedCPUs" in s
-    text = (SYSTEMD / "nlpd-train.service").read_text()
+    text = (SYSTEMD / "nlpd-train@.service").read_text()
     assert "AllowedCPUs=" in text, "AllowedCPUs is documented for bigger machines"
 
 
@@ -262,7 +274,7 @@ def test_systemd_sysusers_tmpfiles(tmp_path):
     assert r.returncode == 0, r.stderr
     uid = int(user[0][2])
     for d in ("var/lib/nlpd", "var/lib/nlpd/models", "var/lib/nlpd/repository",
-              "var/lib/nlpd/feedback"):
+              "var/lib/nlpd/feedback", "var/lib/nlpd/data"):
         st = (tmp_path / d).stat()
         assert st.st_uid == uid and (st.st_mode & 0o7777) == 0o750, d
     # Every path the units name is one the entries create.
@@ -337,10 +349,11 @@ def test_kubernetes_consistency():
     hpa = k8s_find("HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"]["name"] == "nlpd"
     assert hpa["spec"]["minReplicas"] >= k8s_find("PodDisruptionBudget")["spec"]["minAvailable"] + 1
-    # One trainer, never two at once.
+    # One trainer pod, never two at once: one watcher per repository model.
     tr = k8s_find("Deployment", "nlpd-train")
     assert tr["spec"]["replicas"] == 1 and tr["spec"]["strategy"]["type"] == "Recreate"
-    assert tr["spec"]["template"]["spec"]["containers"][0]["args"][:2] == ["nlpd-train", "watch"]
+    for c in tr["spec"]["template"]["spec"]["containers"]:
+        assert c["args"][:2] == ["nlpd-train", "watch"], c["args"]
     # Everyone mounts the one ReadWriteMany claim: repository and feedback follow it.
     pvc = k8s_find("PersistentVolumeClaim")
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
@@ -348,8 +361,9 @@ def test_kubernetes_consistency():
         spec = d["spec"]["template"]["spec"]
         claims = {v["name"] for v in spec["volumes"]
                   if v.get("persistentVolumeClaim", {}).get("claimName") == pvc["metadata"]["name"]}
-        mounts = {m["mountPath"] for m in spec["containers"][0]["volumeMounts"] if m["name"] in claims}
-        assert {"/var/lib/nlpd/repository", "/var/lib/nlpd/feedback"} <= mounts, mounts
+        for c in spec["containers"]:
+            mounts = {m["mountPath"] for m in c["volumeMounts"] if m["name"] in claims}
+            assert {"/var/lib/nlpd/repository", "/var/lib/nlpd/feedback"} <= mounts, mounts
     # Unprivileged, as the image is.
     for d in (dep, tr):
         sc = d["spec"]["template"]["spec"]["securityContext"]
@@ -364,9 +378,27 @@ def test_kubernetes_config_accepted_by_nlpd(tmp_path):
     cfg = json.loads(k8s_find("ConfigMap", "nlpd-config")["data"]["nlpd.json"])
     fixture = {"embed": "bert_st", "sentiment": "bert_cls", "classify": "bert_cls",
                "qa": "bert_qa"}
+    # The trained models come from repositories on the shared volume that every replica
+    # follows by rescanning (no inotify across machines), verified with the signing key
+    # that deployment.yaml mounts.
+    repos = {m["name"]: m["repository"] for m in cfg["models"] if "repository" in m}
+    assert {"sentiment", "intents"} <= set(repos), cfg["models"]
+    assert all(p.startswith("/var/lib/nlpd/repository/") for p in repos.values()), repos
+    assert cfg["reload"]["rescan_interval_s"] > 0
+    assert cfg["feedback"]["dir"] == "/var/lib/nlpd/feedback"
+    key = cfg["signing"]["public_key_file"]
+    spec = k8s_find("Deployment", "nlpd")["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
+    assert mounts.get(os.path.dirname(key)) == "signing-key", (key, mounts)
+    (tmp_path / "repository").mkdir()
     for m in cfg["models"]:
-        assert m["path"].startswith("/var/lib/nlpd/"), m["path"]
-        m["path"] = str(FIXTURES / fixture[m["task"]])
+        if "repository" in m:
+            m["repository"] = str(tmp_path / "repository" / m["name"])
+        else:
+            assert m["path"].startswith("/var/lib/nlpd/"), m["path"]
+            m["path"] = str(FIXTURES / fixture[m["task"]])
+    cfg["signing"]["public_key_file"] = str(tmp_path / "signing.pub")
+    cfg["feedback"]["dir"] = str(tmp_path / "feedback")
     f = tmp_path / "nlpd.json"
     f.write_text(json.dumps(cfg))
     r = run([str(NLPD_BIN), "--check-config", "--config", str(f)])
@@ -383,7 +415,8 @@ def test_compose_config():
     assert r.returncode == 0, f"docker-compose config:\n{r.stdout}{r.stderr}"
     c = yaml.safe_load(r.stdout)
     svc = c["services"]
-    assert set(svc) == {"nginx", "nlpd", "trainer"}
+    trainers = {f"trainer-{m}" for m in REPO_MODELS}
+    assert set(svc) == {"nginx", "nlpd"} | trainers
     # nginx uses the tested site config as it is, in nlpd's network namespace.
     assert svc["nginx"]["network_mode"] == "service:nlpd"
     assert any(v.startswith(str(SITE_CONF) + ":") for v in svc["nginx"]["volumes"])
@@ -391,14 +424,46 @@ def test_compose_config():
     # The trainer shares the repository and feedback volumes with nlpd.
     def vols(s):
         return {v.split(":")[0]: v.split(":")[1] for v in svc[s]["volumes"]}
-    for name in ("repository", "feedback"):
-        assert vols("nlpd")[name] == vols("trainer")[name] == f"/var/lib/nlpd/{name}"
-    assert svc["trainer"]["command"][:2] == ["nlpd-train", "watch"]
+    for t in trainers:
+        for name in ("repository", "feedback"):
+            assert vols("nlpd")[name] == vols(t)[name] == f"/var/lib/nlpd/{name}"
+        assert svc[t]["command"][:2] == ["nlpd-train", "watch"]
+        # The signing key folder (signing.pub and the private signing.pem) is mounted.
+        signing = [h for h, c in vols("nlpd").items() if c == "/etc/nlpd-signing"]
+        assert signing and vols(t).get(signing[0]) == "/etc/nlpd-signing", vols(t)
+    # nlpd reads deploy/compose/nlpd.json and the repositories' signing key.
+    assert vols("nlpd")[str(COMPOSE_CONFIG)] == "/etc/nlpd/nlpd.json"
+    key = json.loads(COMPOSE_CONFIG.read_text())["signing"]["public_key_file"]
+    assert os.path.dirname(key) in vols("nlpd").values(), key
     # docker-compose prints durations normalised ("30s"); the drain fits.
     grace = svc["nlpd"]["stop_grace_period"]
     grace_s = float(grace[:-1]) if grace.endswith("s") else 60 * float(grace[:-1])
     drain_s = json.loads(DEFAULT_CONFIG.read_text()).get("drain_timeout_ms", 10000) / 1000
     assert grace_s >= drain_s + 5, f"stop_grace_period {grace} vs drain {drain_s} s"
+
+
+def test_compose_nlpd_config_accepted_by_nlpd(tmp_path):
+    """deploy/compose/nlpd.json serves sentiment and intents from the repository
+    volume, followed by rescanning, and passes the real daemon's --check-config."""
+    if not NLPD_BIN.exists():
+        pytest.fail(f"{NLPD_BIN} does not exist (build it)")
+    cfg = json.loads(COMPOSE_CONFIG.read_text())
+    repos = {m["name"]: m["repository"] for m in cfg["models"] if "repository" in m}
+    assert repos == {"sentiment": "/var/lib/nlpd/repository/sentiment",
+                     "intents": "/var/lib/nlpd/repository/intents"}, repos
+    assert cfg["reload"]["rescan_interval_s"] > 0
+    (tmp_path / "repository").mkdir()
+    for m in cfg["models"]:
+        if "repository" in m:
+            m["repository"] = str(tmp_path / "repository" / m["name"])
+        else:
+            m["path"] = str(FIXTURES / "bert_st")
+    cfg["signing"]["public_key_file"] = str(tmp_path / "signing.pub")
+    cfg["feedback"]["dir"] = str(tmp_path / "feedback")
+    f = tmp_path / "nlpd.json"
+    f.write_text(json.dumps(cfg))
+    r = run([str(NLPD_BIN), "--check-config", "--config", str(f)])
+    assert r.returncode == 0, f"nlpd --check-config: {r.stdout}{r.stderr}"
 
 
 def test_compose_config_rejects_a_typo(tmp_path):
@@ -407,6 +472,159 @@ def test_compose_config_rejects_a_typo(tmp_path):
     env = dict(os.environ, DOCKER_HOST="unix:///nonexistent.sock")
     r = run([tool("docker-compose"), "-f", str(bad), "config"], env=env, cwd=tmp_path)
     assert r.returncode != 0, r.stdout
+
+
+# ------------------------------------------------------------ trainer sidecar
+
+NLPD_TRAIN = NLPD_BIN.parent / "nlpd-train"
+
+
+def compose_resolved():
+    env = dict(os.environ, DOCKER_HOST="unix:///nonexistent.sock")
+    r = run([tool("docker-compose"), "-f", str(COMPOSE), "config"], env=env, cwd=ROOT)
+    assert r.returncode == 0, f"docker-compose config:\n{r.stdout}{r.stderr}"
+    return yaml.safe_load(r.stdout)
+
+
+def systemd_env_args(model):
+    """NLPD_TRAIN_ARGS of systemd/nlpd-train-MODEL.env (installed as /etc/nlpd/...)."""
+    f = SYSTEMD / f"nlpd-train-{model}.env"
+    assert f.exists(), f"{f} missing: the per-model options of nlpd-train@{model}"
+    for ln in f.read_text().splitlines():
+        if ln.startswith("NLPD_TRAIN_ARGS="):
+            return shlex.split(ln.split("=", 1)[1])
+    pytest.fail(f"{f}: no NLPD_TRAIN_ARGS=")
+
+
+def watch_commands():
+    """{(file, model): argv after "nlpd-train"} of every watcher the deployment files run."""
+    out = {}
+    tr = k8s_find("Deployment", "nlpd-train")["spec"]["template"]["spec"]
+    for c in tr["containers"]:
+        assert c["args"][0] == "nlpd-train", c["args"]
+        a = c["args"][1:]
+        out[("trainer.yaml", a[a.index("--repository") + 1].rsplit("/", 1)[-1])] = a
+    svc = compose_resolved()["services"]
+    for name, s in svc.items():
+        if name.startswith("trainer"):
+            assert s["command"][0] == "nlpd-train", s["command"]
+            out[("docker-compose.yml", name.split("-", 1)[-1])] = s["command"][1:]
+    execs = unit_settings("nlpd-train@.service")["ExecStart"]
+    assert len(execs) == 1, execs
+    for m in REPO_MODELS:
+        unit = f"nlpd-train@{m}.service"
+        argv = shlex.split(execs[0].replace("%i", m).replace("%d", f"/run/credentials/{unit}"))
+        assert argv[0] == "/usr/local/bin/nlpd-train", argv
+        assert argv[-1] == "$NLPD_TRAIN_ARGS", argv
+        out[("nlpd-train@.service", m)] = argv[1:-1] + systemd_env_args(m)
+    return out
+
+
+def opt(argv, name):
+    vals = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == name]
+    assert len(vals) <= 1, f"{name} given {len(vals)} times: {argv}"
+    return vals[0] if vals else None
+
+
+def test_trainer_one_watcher_per_model():
+    """Each file runs `nlpd-train watch` once per repository model, with that model's
+    repository and feedback folder (nlpd writes <feedback.dir>/<model>/), both keys,
+    and dev data (or a training file to split it from): the per-model command line."""
+    cmds = watch_commands()
+    for f in ("trainer.yaml", "docker-compose.yml", "nlpd-train@.service"):
+        assert sorted(m for ff, m in cmds if ff == f) == sorted(REPO_MODELS), (f, sorted(cmds))
+    k8s_cfg = json.loads(k8s_find("ConfigMap", "nlpd-config")["data"]["nlpd.json"])
+    compose_cfg = json.loads(COMPOSE_CONFIG.read_text())
+    for (f, m), a in cmds.items():
+        where = f"{f} ({m}): {a}"
+        assert a[0] == "watch", where
+        assert opt(a, "--repository") == f"/var/lib/nlpd/repository/{m}", where
+        assert opt(a, "--feedback") == f"/var/lib/nlpd/feedback/{m}", where
+        assert opt(a, "--key") and opt(a, "--public-key"), \
+            f"{where}: without --key it publishes digest-only versions the daemons refuse"
+        assert opt(a, "--dev") or opt(a, "--train"), f"{where}: no dev data, no run can train"
+        assert opt(a, "--threads") == "1", where
+        cfg = {"trainer.yaml": k8s_cfg, "docker-compose.yml": compose_cfg}.get(f)
+        if cfg:  # the daemon serves that repository and writes that feedback folder
+            repos = {x["name"]: x.get("repository") for x in cfg["models"]}
+            assert repos[m] == opt(a, "--repository"), where
+            assert f"{cfg['feedback']['dir']}/{m}" == opt(a, "--feedback"), where
+            assert os.path.dirname(cfg["signing"]["public_key_file"]) == \
+                os.path.dirname(opt(a, "--public-key")), where
+
+
+def test_trainer_keys_mounted():
+    """The private key reaches every watcher: a Secret (Kubernetes), the keys/ bind
+    mount (compose), a credential loaded from /etc/nlpd (systemd)."""
+    cmds = watch_commands()
+    spec = k8s_find("Deployment", "nlpd-train")["spec"]["template"]["spec"]
+    vols = {v["name"]: v for v in spec["volumes"]}
+    for c in spec["containers"]:
+        mounts = {m["mountPath"]: vols[m["name"]] for m in c["volumeMounts"]}
+        key = opt(c["args"], "--key")
+        pub = opt(c["args"], "--public-key")
+        assert mounts[os.path.dirname(key)].get("secret", {}).get("secretName") == \
+            "nlpd-signing-private", (key, mounts)
+        assert mounts[os.path.dirname(pub)].get("configMap", {}).get("name") == \
+            "nlpd-signing-key", (pub, mounts)
+    svc = compose_resolved()["services"]
+    for (f, m), a in cmds.items():
+        if f == "docker-compose.yml":
+            v = {x.split(":")[1]: x.split(":")[0] for x in svc[f"trainer-{m}"]["volumes"]}
+            for k in ("--key", "--public-key"):
+                host = v.get(os.path.dirname(opt(a, k)))
+                assert host and host.rstrip("/").endswith("/keys"), (k, v)
+    s = unit_settings("nlpd-train@.service")
+    assert s["LoadCredential"] == ["signing.pem:/etc/nlpd/signing.pem"], s.get("LoadCredential")
+    for (f, m), a in cmds.items():
+        if f == "nlpd-train@.service":
+            assert opt(a, "--key") == f"/run/credentials/nlpd-train@{m}.service/signing.pem"
+            assert opt(a, "--public-key").startswith("/etc/nlpd/")
+    readme = (ROOT / "README.md").read_text()
+    assert "kubectl -n nlpd create secret generic nlpd-signing-private" in readme
+
+
+@pytest.mark.parametrize("where", sorted(f"{f}:{m}" for f in (
+    "trainer.yaml", "docker-compose.yml", "nlpd-train@.service") for m in REPO_MODELS))
+def test_trainer_command_line_accepted(tmp_path, where):
+    """The real nlpd-train runs the file's command line (absolute paths moved under a
+    scratch folder, a real key pair there): it starts watching (its first line on
+    stderr), and SIGTERM stops it cleanly (0) -- never 2, bad usage."""
+    if not NLPD_TRAIN.exists():
+        pytest.fail(f"{NLPD_TRAIN} does not exist (build it)")
+    f, m = where.split(":")
+    argv = watch_commands()[(f, m)]
+    moved = [str(tmp_path / a.lstrip("/")) if a.startswith("/") else a for a in argv]
+    repo, fb = Path(opt(moved, "--repository")), Path(opt(moved, "--feedback"))
+    repo.mkdir(parents=True)
+    fb.mkdir(parents=True)
+    key, pub = Path(opt(moved, "--key")), Path(opt(moved, "--public-key"))
+    key.parent.mkdir(parents=True, exist_ok=True)
+    pub.parent.mkdir(parents=True, exist_ok=True)
+    r = run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key)])
+    assert r.returncode == 0, r.stderr
+    r = run(["openssl", "ec", "-in", str(key), "-pubout", "-out", str(pub)])
+    assert r.returncode == 0, r.stderr
+    p = subprocess.Popen([str(NLPD_TRAIN), *moved], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        first = ""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and p.poll() is None and not first:
+            if select.select([p.stderr], [], [], 0.2)[0]:
+                first = p.stderr.readline()
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    log = first + err
+    assert p.returncode != 2, f"{where}: bad usage (exit 2):\n{log}"
+    assert first.startswith("watch: "), f"{where}: exit {p.returncode}, no watch line:\n{log}"
+    assert p.returncode == 0, f"{where}: exit {p.returncode}:\n{log}"
+    assert "stopped" in err, log
 
 
 # ---------------------------------------------------------------- monitoring

@@ -146,7 +146,10 @@ def test_deadline_under_load(spawn):
                          max_delay_us=0, queue_capacity=1_000_000)])
     ctx = " ".join(f"Sentence {i} tells that the item number {i} was built in {1900 + i}."
                    for i in range(120))[:16000]
-    heavy = {"items": [{"question": f"When was item {i} built?", "context": ctx} for i in range(16)]}
+    # timeout_ms bounds compute too: the heavy ones get the most a request may ask for, so
+    # that a slow build (sanitizers) still serves them.
+    heavy = {"items": [{"question": f"When was item {i} built?", "context": ctx} for i in range(16)],
+             "timeout_ms": 60000}
     n_heavy, n_short = 6, 12
     barrier = threading.Barrier(n_heavy + n_short)
 

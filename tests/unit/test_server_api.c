@@ -258,6 +258,29 @@ static void test_body_errors(void **state)
     assert_int_equal(parse(SRV_EP_EMBED, "{\"text\":\"a\\\\u0000b\"}", &r, &e), 0);
     assert_string_equal(r.texts[0], "a\\u0000b");
     srv_api_request_free(&r);
+    /* A raw NUL inside a string is refused like the escaped form (the text is
+     * not cut there); other raw control characters are malformed JSON. Keys
+     * and option strings are checked as well as texts. */
+    static const struct { const char *b; size_t n; int status; const char *code; } raw[] = {
+        {"{\"text\":\"good\0 awful\"}", 22, 422, "invalid_field"},
+        {"{\"text\":\"good\"\0}", 16, 400, "malformed_json"},
+        {"{\"text\":\"a\",\"model\":\"m\0x\"}", 26, 422, "invalid_field"},
+        {"{\"te\0xt\":\"a\"}", 13, 422, "invalid_field"},
+        {"{\"text\":\"a\nb\"}", 14, 400, "malformed_json"},
+        {"{\"text\":\"a\x1f\"}", 13, 400, "malformed_json"},
+    };
+    for (size_t i = 0; i < sizeof raw / sizeof *raw; i++) {
+        srv_api_error re = {0};
+        int rc = srv_api_parse(SRV_EP_EMBED, raw[i].b, raw[i].n, &LIM, &r, &re);
+        if (rc != -1 || re.status != raw[i].status || strcmp(re.code, raw[i].code) != 0)
+            fail_msg("raw case %zu: want %d %s, got rc %d %d %s", i, raw[i].status, raw[i].code,
+                     rc, re.status, re.code ? re.code : "(null)");
+        srv_api_request_free(&r);
+    }
+    /* Whitespace between tokens is not inside a string. */
+    assert_int_equal(parse(SRV_EP_EMBED, "{\n\t\"text\":\r\n\"a\"}", &r, &e), 0);
+    assert_int_equal(r.text_lens[0], 1);
+    srv_api_request_free(&r);
     /* Lone surrogates cannot be decoded: malformed JSON. */
     expect_err(SRV_EP_EMBED, "{\"text\":\"\\udc00\"}", 400, "malformed_json");
     /* A proper pair is fine. */

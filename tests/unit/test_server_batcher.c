@@ -10,6 +10,7 @@
 #include "test_util.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include <unistd.h>
 
 #include "batcher.h"
+#include "config.h"
 #include "handlers.h"
 #include "model_slot.h"
 #include "nlpd_engine.h"
@@ -1285,6 +1287,268 @@ static void test_report_invariance(void **state)
     assert_true(g_bitwise == g_cmp);
 }
 
+/* Item 3 of the hardening issue: a worker's buffers give memory back after an
+ * unusually large batch instead of keeping the high-water mark. */
+static void test_scratch_shrinks(void **state)
+{
+    (void)state;
+    srv_scratch s = {0};
+    char *p = srv_scratch_get(&s, 64u << 20);
+    assert_non_null(p);
+    memset(p, 7, 64u << 20);
+    srv_scratch_trim(&s);
+    assert_true(s.cap >= (64u << 20)); /* the big batch is recent: kept */
+    /* Normal batches: still kept until the big one leaves the window... */
+    for (int i = 0; i < SRV_SCRATCH_WINDOW - 1; i++) {
+        assert_non_null(srv_scratch_get(&s, 3000));
+        srv_scratch_trim(&s);
+        assert_true(s.cap >= (64u << 20));
+    }
+    /* ...then shrunk to what recent batches used. */
+    p = srv_scratch_get(&s, 3000);
+    assert_non_null(p);
+    memset(p, 1, 3000);
+    srv_scratch_trim(&s);
+    assert_int_equal(s.cap, 4096);
+    /* Within 4x of the recent peaks, or under SRV_SCRATCH_KEEP: not reallocated. */
+    assert_non_null(srv_scratch_get(&s, 1u << 20));
+    srv_scratch_trim(&s);
+    for (int i = 0; i < SRV_SCRATCH_WINDOW; i++) {
+        assert_non_null(srv_scratch_get(&s, 300u << 10));
+        srv_scratch_trim(&s);
+    }
+    assert_int_equal(s.cap, 1u << 20);
+    for (int i = 0; i < SRV_SCRATCH_WINDOW; i++) {
+        assert_non_null(srv_scratch_get(&s, 100));
+        srv_scratch_trim(&s);
+    }
+    assert_int_equal(s.cap, 4096);
+    srv_scratch_free(&s);
+    assert_null(s.p);
+    srv_scratch_trim(&s); /* on an empty scratch: nothing to do */
+    assert_int_equal(s.cap, 0);
+}
+
+/* Item 2 of the hardening issue: jobs are admitted and batched by their
+ * estimated cost (srv_job_type.cost), not only by their source tokens. */
+static void costly_cost(const srv_job *j, srv_job_cost *c)
+{
+    c->bytes = 1000 * (int64_t)j->max_len;
+    c->tokens = 0; /* the default: n x longest */
+}
+
+static void test_cost_admission_and_batches(void **state)
+{
+    (void)state;
+    static srv_job_type costly;
+    costly = srv_job_classify;
+    costly.cost = costly_cost;
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.max_delay_us = 0;
+    o.max_job_bytes = 20000;
+    o.max_batch_bytes = 25000;
+    fixture f;
+    fx_open(&f, "bert_cls", &o);
+    /* Over max_job_bytes: refused at submit, nothing completed, the estimate said. */
+    tjob *big = job1(&f.t, &costly, 30, 99);
+    assert_int_equal(srv_batcher_submit(f.b, &big->job), SRV_ETOOCOSTLY);
+    assert_int_equal(big->job.cost.bytes, 30000);
+    assert_int_equal(big->completions, 0);
+    tjob *g = gate_hold(&f);
+    const int lens[] = {5, 6, 7, 8, 9, 10};
+    enum { N = 6 };
+    tjob *jobs[N];
+    for (int i = 0; i < N; i++) {
+        jobs[i] = job1(&f.t, &costly, lens[i], i);
+        submit_ok(&f, jobs[i]);
+    }
+    gate_release(&f.t);
+    assert_true(wait_for(&f.t, &f.t.done, N + 1));
+    /* Batches within 25000 estimated bytes: {5,6,7} (18000), {8,9} (17000), {10}. */
+    const int bsize[] = {3, 3, 3, 2, 2, 1};
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(jobs[i]->job.status, SRV_JOB_OK);
+        assert_int_equal(jobs[i]->job.batch_size, bsize[i]);
+    }
+    free_all(jobs, N);
+    job_free(big);
+    job_free(g);
+    fx_close(&f);
+}
+
+/* The translate estimate: a big Marian (6 layers, 1024 wide, 57k vocabulary)
+ * at the config's maxima (beam_size 8, max_length 512, 512 source tokens)
+ * needs ~400 MiB per text, so the default batching.max_job_mib (1024) admits
+ * two such texts, never the default limits.max_texts (64) of them (26 GB). */
+static void test_translate_cost_estimate(void **state)
+{
+    (void)state;
+    eng_model_info info = {.layers = 6, .hidden = 1024, .vocab = 57000};
+    srv_job_cost c;
+    srv_translate_text_cost(&info, 8, 512, 512, &c);
+    assert_true(c.bytes == (int64_t)8 * 6 * 2 * 1024 * 1024 * 4 + (int64_t)8 * 57000 * 8 +
+                               (int64_t)512 * 1024 * 16);
+    assert_int_equal(c.tokens, 512 + 512);
+    srv_config cfg;
+    assert_int_equal(srv_config_init(&cfg), 0);
+    char err[256];
+    const char *doc = "{\"models\":[{\"name\":\"mt\",\"path\":\"/x\",\"task\":\"translate\"}]}";
+    assert_int_equal(srv_config_load_string(&cfg, doc, strlen(doc), "test", err, sizeof err), 0);
+    const srv_model_conf *m = &cfg.models[0];
+    int64_t limit = (int64_t)m->max_job_mib << 20;
+    assert_true(2 * c.bytes <= limit);
+    assert_true((int64_t)cfg.max_texts * c.bytes > limit);
+    /* A greedy search of a short text is far below. */
+    srv_translate_text_cost(&info, 1, 64, 20, &c);
+    assert_true(c.bytes < (16 << 20));
+    srv_config_free(&cfg);
+}
+
+/* Item 4 of the hardening issue: deadlines cover compute. */
+static atomic_int g_slow_runs;
+
+static int slow_run(eng_ctx *ctx, eng_model *m, srv_job *const *jobs, int n,
+                    const eng_encoding *const *enc, int seqs, srv_scratch *sc, eng_error *err)
+{
+    atomic_fetch_add(&g_slow_runs, 1);
+    struct timespec ts = {0, 20 * 1000000}; /* the compute time being simulated */
+    nanosleep(&ts, NULL);
+    return srv_job_classify.run(ctx, m, jobs, n, enc, seqs, sc, err);
+}
+
+/* A batch that would end after its members' deadlines (estimated from the
+ * type's recent batches) is not started: 504 without compute. */
+static void test_deadline_covers_compute(void **state)
+{
+    (void)state;
+    static srv_job_type slow;
+    slow = srv_job_classify;
+    slow.run = slow_run;
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.max_delay_us = 0;
+    fixture f;
+    fx_open(&f, "bert_cls", &o);
+    tjob *warm[3];
+    for (int i = 0; i < 3; i++) { /* the speed: ~20 ms for 10 tokens */
+        warm[i] = job1(&f.t, &slow, 10, i);
+        submit_ok(&f, warm[i]);
+        assert_true(wait_for(&f.t, &f.t.done, i + 1));
+        assert_int_equal(warm[i]->job.status, SRV_JOB_OK);
+    }
+    int runs = atomic_load(&g_slow_runs);
+    tjob *late = job1(&f.t, &slow, 10, 7);
+    late->job.deadline_ns = srv_now_ns() + 5 * 1000000; /* less than half of ~20 ms */
+    submit_ok(&f, late);
+    assert_true(wait_for(&f.t, &f.t.done, 4));
+    assert_int_equal(late->job.status, SRV_JOB_EXPIRED);
+    assert_int_equal(atomic_load(&g_slow_runs), runs); /* never computed */
+    tjob *fine = job1(&f.t, &slow, 10, 8);
+    fine->job.deadline_ns = srv_now_ns() + 30 * 1000000000LL;
+    submit_ok(&f, fine);
+    assert_true(wait_for(&f.t, &f.t.done, 5));
+    assert_int_equal(fine->job.status, SRV_JOB_OK);
+    for (int i = 0; i < 3; i++)
+        job_free(warm[i]);
+    job_free(late);
+    job_free(fine);
+    fx_close(&f);
+}
+
+typedef struct qa_big {
+    srv_job job;
+    eng_encoding enc[320];
+    tctx *t;
+} qa_big;
+
+static void qa_big_done(srv_job *job, void *arg)
+{
+    (void)job;
+    tctx *t = arg;
+    pthread_mutex_lock(&t->mu);
+    t->done++;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* A long QA job (320 windows, computed in chunks) stops between chunks once
+ * its deadline passed: EXPIRED after it started, not a late answer. */
+static void test_qa_stops_between_steps(void **state)
+{
+    (void)state;
+    int stopped = 0;
+    for (int attempt = 0; attempt < 12 && !stopped; attempt++) {
+        srv_batch_opts o;
+        srv_batch_opts_default(&o);
+        o.max_delay_us = 0;
+        o.max_batch_tokens = 1 << 20;
+        o.max_batch_size = 4096;
+        fixture f; /* a fresh batcher each time: no speed estimate yet */
+        fx_open(&f, "bert_qa", &o);
+        qa_big *q = calloc(1, sizeof *q);
+        assert_non_null(q);
+        for (int i = 0; i < 320; i++)
+            make_enc(&q->enc[i], 120, i);
+        q->job.type = &srv_job_qa;
+        q->job.model = f.m;
+        q->job.n = 320;
+        q->job.enc = q->enc;
+        q->job.complete = qa_big_done;
+        q->job.arg = &f.t;
+        /* Long enough to start, too short for 5 chunks of 64 windows. */
+        int64_t margin = (int64_t)(1 + attempt) * 1000000;
+        q->job.deadline_ns = srv_now_ns() + margin;
+        assert_int_equal(srv_batcher_submit(f.b, &q->job), 0);
+        assert_true(wait_for(&f.t, &f.t.done, 1));
+        /* Started (a batch ran it) and expired: stopped between chunks. */
+        if (q->job.status == SRV_JOB_EXPIRED && q->job.batch_size == 320)
+            stopped = 1;
+        print_message("margin %.1f ms: status %d, batch %d, %.1f ms of compute\n",
+                      (double)margin / 1e6, (int)q->job.status, q->job.batch_size,
+                      (double)(q->job.finished_ns - q->job.started_ns) / 1e6);
+        srv_job_free_output(&q->job);
+        for (int i = 0; i < 320; i++)
+            eng_encoding_free(&q->enc[i]);
+        free(q);
+        fx_close(&f);
+    }
+    assert_true(stopped);
+}
+
+/* A long translate job stops between decode steps once its deadline passed
+ * (eng_translate_opts.should_stop): EXPIRED after it started. */
+static void test_translate_stops_between_steps(void **state)
+{
+    (void)state;
+    int stopped = 0;
+    for (int attempt = 0; attempt < 12 && !stopped; attempt++) {
+        srv_batch_opts o;
+        srv_batch_opts_default(&o);
+        o.max_delay_us = 0;
+        fixture f;
+        if (fx_open_marian(&f, "marian_a", &o))
+            fail_msg("the shared OPUS-MT tokenizer is missing");
+        const char *texts[4] = {"The cat sat on the mat.", "Hello world!",
+                                "A much longer sentence about nothing in particular.",
+                                "Good morning, how are you?"};
+        tjob *j = mt_job(&f, texts, 4, 4, 256);
+        int64_t margin = (int64_t)(1 + attempt) * 500000;
+        j->job.deadline_ns = srv_now_ns() + margin;
+        submit_ok(&f, j);
+        assert_true(wait_for(&f.t, &f.t.done, 1));
+        if (j->job.status == SRV_JOB_EXPIRED && j->job.batch_size == 4)
+            stopped = 1;
+        print_message("margin %.1f ms: status %d, batch %d, %.1f ms of compute\n",
+                      (double)margin / 1e6, (int)j->job.status, j->job.batch_size,
+                      (double)(j->job.finished_ns - j->job.started_ns) / 1e6);
+        assert_null(j->job.out); /* an expired job holds no output */
+        job_free(j);
+        fx_close(&f);
+    }
+    assert_true(stopped);
+}
+
 TEST_GROUP(server_batcher)
 {
     static const struct CMUnitTest t[] = {
@@ -1310,6 +1574,12 @@ TEST_GROUP(server_batcher)
         cmocka_unit_test(test_translate_jobs),
         cmocka_unit_test(test_translate_opts_grouping),
         cmocka_unit_test(test_report_invariance),
+        cmocka_unit_test(test_scratch_shrinks),
+        cmocka_unit_test(test_cost_admission_and_batches),
+        cmocka_unit_test(test_translate_cost_estimate),
+        cmocka_unit_test(test_deadline_covers_compute),
+        cmocka_unit_test(test_qa_stops_between_steps),
+        cmocka_unit_test(test_translate_stops_between_steps),
     };
     TEST_GROUP_RETURN(t);
 }
