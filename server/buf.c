@@ -137,7 +137,7 @@ void srv_buf_json_str(srv_buf *b, const char *s, size_t n)
  * that error allowed for, strictly inside f's rounding interval (the midpoints to its
  * neighbours, exact in double), so strtof gives f back. Nine digits always fit (9-digit spacing <= 1e-8
  * relative, the interval's half-width >= 2^-25); values whose scaling would need powers
- * of ten beyond 10^22 (|f| < 1e-15 or >= 1e29: subnormals, extremes) and the never
+ * of ten beyond 10^22 (|f| < 1e-15 or >= 1e21: subnormals, extremes) and the never
  * expected miss take "%.9g". */
 static const double pow10_tab[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                      1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
@@ -161,7 +161,7 @@ size_t srv_fmt_float(char *out, float f)
     float af = fabsf(f);
     double v = af;
     int e10 = (int)floor(log10(v));
-    if (v < pow10_tab[0] * 1e-15 || e10 < -15 || e10 > 28)
+    if (e10 < -15 || e10 > 20) /* keeps every power of ten below within the table */
         goto fallback;
     if (e10 >= 0 ? v < pow10_tab[e10] : v * pow10_tab[-e10] < 1.0) /* log10 rounding */
         e10--;

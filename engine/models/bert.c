@@ -288,9 +288,9 @@ int eng_bert_linears(eng_bert *b, eng_linear **out, int max)
     }
     /* the [CLS] heads' square layers; the classifier / QA outputs (a few rows of W)
      * stay plain */
-    if (b->pool.w && n < max)
+    if ((b->pool.w || b->pool.packed) && n < max) /* w is NULL once released */
         out[n++] = &b->pool;
-    if (b->pre.w && n < max)
+    if ((b->pre.w || b->pre.packed) && n < max)
         out[n++] = &b->pre;
     return n;
 }

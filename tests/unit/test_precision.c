@@ -121,10 +121,11 @@ static void test_kernels(void **state)
 
 /* ------------------------------------------------------------ MiniLM gate */
 
-static int read_sst2(const char *path, char ***out)
+static int read_sst2(const char *path, char ***out, char **bufp)
 {
     size_t len;
     char *buf = tu_read_file(path, &len);
+    *bufp = buf;
     if (!buf)
         return -1;
     char **s = calloc(len / 2 + 1, sizeof *s);
@@ -190,8 +191,8 @@ static void test_minilm_gate(void **state)
     const char *tsv = tu_path("%s/data/sst2/glue_sst2_dev.tsv", tu_shared());
     if (!tu_exists(tu_path("%s/model.safetensors", dir)) || !tu_exists(tsv))
         fail_msg("the MiniLM gate needs %s (make models) and %s", dir, tsv);
-    char **S = NULL;
-    int n = read_sst2(tsv, &S), dim;
+    char **S = NULL, *sbuf = NULL;
+    int n = read_sst2(tsv, &S, &sbuf), dim;
     assert_true(n > 800);
     size_t wb[3];
     const char *kern[3];
@@ -220,6 +221,7 @@ static void test_minilm_gate(void **state)
     for (int p = 0; p < 3; p++)
         free(e[p]);
     free(S);
+    free(sbuf);
 }
 
 /* ------------------------------------------------------------ Marian gate */
