@@ -237,15 +237,17 @@ static int build_encodings(const eng_model *model, const int32_t *ids, int n, in
 
 /* Warmup (dumping the first output), calibration and timed repeats; prints the
  * JSON result line. out holds n * len * hidden floats. */
-/* Resident memory now (VmRSS), MB; -1 when /proc cannot be read. */
-static double rss_now_mb(void)
+/* Resident memory (key "VmRSS:" now, "VmHWM:" its peak), MB; -1 when /proc cannot be
+ * read. VmHWM, not getrusage's ru_maxrss: that one keeps the high-water mark of the
+ * process before exec (the benchmark's Python parent). */
+static double proc_status_mb(const char *key)
 {
     FILE *f = fopen("/proc/self/status", "r");
     char line[256];
     double mb = -1;
     while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, "VmRSS:", 6))
-            mb = atof(line + 6) / 1024.0;
+        if (!strncmp(line, key, strlen(key)))
+            mb = atof(line + strlen(key)) / 1024.0;
     if (f)
         fclose(f);
     return mb;
@@ -330,12 +332,10 @@ static int run_bench(const opts *o, eng_ctx *ctx, eng_model *model,
     printf("], \"repeat_other_load_cores\": [");
     for (int r = 0; r < o->repeats; r++)
         printf("%s%.3f", r ? ", " : "", other[r]);
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
     const eng_model_info *mi = eng_model_get_info(model);
     printf("], \"median_seq_per_s\": %.4f, \"precision\": \"%s\", \"kernel\": \"%s\", "
            "\"weight_bytes\": %zu, \"peak_rss_mb\": %.1f, \"rss_mb\": %.1f}\n", med, mi->precision, mi->kernel,
-           mi->weight_bytes, ru.ru_maxrss / 1024.0, rss_now_mb());
+           mi->weight_bytes, proc_status_mb("VmHWM:"), proc_status_mb("VmRSS:"));
     fflush(stdout);
     return 0;
 }
