@@ -161,6 +161,10 @@ static const conf_key model_keys[] = {
      "Most sequences per batch."},
     {"batching.max_delay_us", K_INT, MOD(max_delay_us), "2000", 0, 10000000, NULL, 0,
      "How long a free worker waits for more requests to fill a batch."},
+    {"batching.always_delay", K_BOOL, MOD(always_delay), "false", 0, 0, NULL, 0,
+     "Wait max_delay_us for batch-mates even when no other request is on its way (by "
+     "default a free worker waits only while requests are being read or parsed, so a lone "
+     "request runs at once). For tests that hold requests in the queue."},
     {"batching.queue_capacity", K_INT, MOD(queue_capacity), "1024", 1, 16777216, NULL, 0,
      "Queued sequences before requests get 429 queue_full."},
     {"batching.max_job_mib", K_INT, MOD(max_job_mib), "1024", 1, 1048576, NULL, 0,

@@ -38,6 +38,7 @@ typedef struct srv_model_conf {
     int max_batch_tokens;
     int max_batch_size;
     int max_delay_us;
+    int always_delay; /* wait max_delay_us even for a lone request */
     int queue_capacity;
     int max_in_flight;      /* requests admitted at once; 0 = derived (srv_model_max_in_flight) */
     int max_job_mib;        /* a request's estimated working memory (translate: KV cache) */

@@ -259,7 +259,7 @@ static int start_batcher(srv_model *m)
     o.backend = c->backend;
     o.on_batch = on_batch;
     o.on_batch_arg = m;
-    o.arriving = m->srv ? &m->srv->arriving : NULL;
+    o.arriving = m->srv && !c->always_delay ? &m->srv->arriving : NULL;
     eng_error e = {0};
     if (!(m->slot = srv_model_slot_new(c->name))) {
         srv_log(SRV_LOG_ERROR, NULL, "model %s: out of memory", c->name);
