@@ -129,10 +129,8 @@ static int classify_run(eng_ctx *ctx, eng_model *m, srv_job *const *jobs, int n,
 {
     size_t per = (size_t)eng_model_get_info(m)->num_labels;
     float *all = srv_scratch_get(sc, per * (size_t)seqs * sizeof(float));
-    if (!all) {
-        snprintf(err->msg, sizeof err->msg, "out of memory for a batch of %d sequences", seqs);
-        return err->code = ENG_ENOMEM;
-    }
+    if (!all)
+        return srv_jobs_oom(jobs, 0, err);
     int rc = eng_run_classify(ctx, m, enc, seqs, all, NULL, err);
     return rc ? rc : srv_jobs_take_rows(jobs, n, all, per, err);
 }

@@ -260,10 +260,8 @@ static int predict_run(eng_ctx *ctx, eng_model *m, srv_job *const *jobs, int n,
 {
     size_t nl = (size_t)eng_model_get_info(m)->num_labels, rows = nl * (size_t)seqs;
     float *all = srv_scratch_get(sc, 4 * rows * sizeof(float));
-    if (!all) {
-        snprintf(err->msg, sizeof err->msg, "out of memory for a batch of %d sequences", seqs);
-        return err->code = ENG_ENOMEM;
-    }
+    if (!all)
+        return srv_jobs_oom(jobs, 0, err);
     float *probs = all, *logits = all + rows, *out = all + 2 * rows;
     int rc = eng_run_classify(ctx, m, enc, seqs, probs, logits, err);
     if (rc)
@@ -441,15 +439,10 @@ static int tokenize_prepare(srv_req *r)
 
 static void tokenize_cleanup(srv_req *r)
 {
-    srv_api_request_free(&r->api);
     srv_compat_opts_free(r->task_state);
     free(r->task_state);
     r->task_state = NULL;
-    free(r->body);
-    r->body = NULL;
-    r->body_len = r->body_cap = 0;
-    srv_version_unref(r->ver);
-    r->ver = NULL;
+    srv_req_free_parts(r);
 }
 
 const srv_handler srv_tei_tokenize_handler = {

@@ -383,11 +383,7 @@ static void fb_cleanup(srv_req *r)
         free(st);
         r->task_state = NULL;
     }
-    free(r->body);
-    r->body = NULL;
-    r->body_len = r->body_cap = 0;
-    srv_version_unref(r->ver);
-    r->ver = NULL;
+    srv_req_free_parts(r);
 }
 
 const srv_handler srv_feedback_handler = {

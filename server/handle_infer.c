@@ -57,6 +57,14 @@ void srv_free_texts(srv_req *r)
     r->n_enc = 0;
 }
 
+int srv_jobs_oom(srv_job *const *jobs, int k, eng_error *err)
+{
+    for (int i = 0; i < k; i++)
+        srv_job_free_output(jobs[i]);
+    snprintf(err->msg, sizeof err->msg, "out of memory for a batch's results");
+    return err->code = ENG_ENOMEM;
+}
+
 int srv_jobs_take_rows(srv_job *const *jobs, int n, const float *all, size_t per,
                        eng_error *err)
 {
@@ -65,12 +73,8 @@ int srv_jobs_take_rows(srv_job *const *jobs, int n, const float *all, size_t per
         srv_job *j = jobs[i];
         size_t len = per * (size_t)j->n;
         float *out = malloc((len ? len : 1) * sizeof *out);
-        if (!out) {
-            for (int k = 0; k < i; k++)
-                srv_job_free_output(jobs[k]);
-            snprintf(err->msg, sizeof err->msg, "out of memory for the results");
-            return err->code = ENG_ENOMEM;
-        }
+        if (!out)
+            return srv_jobs_oom(jobs, i, err);
         memcpy(out, all + off, len * sizeof *out);
         j->out = out;
         j->out_len = len;
@@ -266,12 +270,7 @@ static void infer_cleanup(srv_req *r)
     if (r->ops)
         r->ops->cleanup(r);
     srv_job_free_output(&r->job);
-    srv_api_request_free(&r->api);
-    free(r->body);
-    r->body = NULL;
-    r->body_len = r->body_cap = 0;
-    srv_version_unref(r->ver);
-    r->ver = NULL;
+    srv_req_free_parts(r);
 }
 
 const srv_handler srv_infer_handler = {

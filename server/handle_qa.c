@@ -148,10 +148,8 @@ static int qa_run(eng_ctx *ctx, eng_model *m, srv_job *const *jobs, int n,
     for (int s = 0; s < seqs; s++)
         ntok += (size_t)enc[s]->n;
     float *all = srv_scratch_get(sc, 2 * ntok * sizeof(float));
-    if (!all) {
-        snprintf(err->msg, sizeof err->msg, "out of memory for a batch of %d sequences", seqs);
-        return err->code = ENG_ENOMEM;
-    }
+    if (!all)
+        return srv_jobs_oom(jobs, 0, err);
     /* Windows in chunks, the deadline checked between them: a long request
      * stops once every job in the batch is past its deadline. (Each window
      * is computed independently: chunking does not change results.) */
@@ -175,12 +173,8 @@ static int qa_run(eng_ctx *ctx, eng_model *m, srv_job *const *jobs, int n,
         for (int s = 0; s < j->n; s++)
             jtok += (size_t)j->enc[s].n;
         float *out = malloc((jtok ? 2 * jtok : 1) * sizeof *out);
-        if (!out) {
-            for (int k = 0; k < i; k++)
-                srv_job_free_output(jobs[k]);
-            snprintf(err->msg, sizeof err->msg, "out of memory for the results");
-            return err->code = ENG_ENOMEM;
-        }
+        if (!out)
+            return srv_jobs_oom(jobs, i, err);
         memcpy(out, all + off, jtok * sizeof *out);
         memcpy(out + jtok, all + ntok + off, jtok * sizeof *out);
         j->out = out;

@@ -52,10 +52,8 @@ static int tr_run(eng_ctx *ctx, eng_model *m, srv_job *const *jobs, int n,
                   const eng_encoding *const *enc, int seqs, srv_scratch *sc, eng_error *err)
 {
     eng_translation *all = srv_scratch_get(sc, (size_t)seqs * sizeof *all);
-    if (!all) {
-        snprintf(err->msg, sizeof err->msg, "out of memory for a batch of %d sequences", seqs);
-        return err->code = ENG_ENOMEM;
-    }
+    if (!all)
+        return srv_jobs_oom(jobs, 0, err);
     /* The search stops between decode steps once every job is past its deadline. */
     eng_translate_opts o;
     if (jobs[0]->opts)
@@ -76,12 +74,9 @@ static int tr_run(eng_ctx *ctx, eng_model *m, srv_job *const *jobs, int n,
         srv_job *j = jobs[i];
         eng_translation *out = malloc((size_t)j->n * sizeof *out);
         if (!out) {
-            for (int k = 0; k < i; k++)
-                srv_job_free_output(jobs[k]);
             for (size_t k = off; k < (size_t)seqs; k++)
                 eng_translation_free(&all[k]);
-            snprintf(err->msg, sizeof err->msg, "out of memory for the results");
-            return err->code = ENG_ENOMEM;
+            return srv_jobs_oom(jobs, i, err);
         }
         memcpy(out, all + off, (size_t)j->n * sizeof *out);
         j->out = out;

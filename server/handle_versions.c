@@ -103,9 +103,7 @@ static void admin_cleanup(srv_req *r)
 {
     free(r->task_state);
     r->task_state = NULL;
-    free(r->body);
-    r->body = NULL;
-    r->body_len = r->body_cap = 0;
+    srv_req_free_parts(r);
 }
 
 const srv_handler srv_admin_handler = {

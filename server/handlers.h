@@ -74,6 +74,10 @@ int srv_jobs_take_rows(srv_job *const *jobs, int n, const float *all, size_t per
 void srv_translate_text_cost(const eng_model_info *info, int beams, int max_length,
                              int src_tokens, srv_job_cost *c);
 
+/* Out of memory in a job type's run after jobs[0..k) got their output: free
+ * those, fill err; returns ENG_ENOMEM. */
+int srv_jobs_oom(srv_job *const *jobs, int k, eng_error *err);
+
 extern const srv_job_type srv_job_classify, srv_job_embed, srv_job_qa, srv_job_translate;
 extern const srv_job_type srv_job_predict;
 

@@ -29,3 +29,13 @@ void srv_req_respond(srv_req *r, int status, char *body, size_t len, const char 
     r->resp_len = len;
     r->resp_type = type;
 }
+
+void srv_req_free_parts(srv_req *r)
+{
+    srv_api_request_free(&r->api);
+    free(r->body);
+    r->body = NULL;
+    r->body_len = r->body_cap = 0;
+    srv_version_unref(r->ver);
+    r->ver = NULL;
+}

@@ -146,6 +146,10 @@ void srv_req_error(srv_req *r, int status, const char *code, const char *fmt, ..
 /* Take over a malloc'd body as the response (type NULL: application/json). */
 void srv_req_respond(srv_req *r, int status, char *body, size_t len, const char *type);
 
+/* Free what every handler may leave in r: the parsed request, the body and
+ * the version reference (idempotent; handlers' cleanup steps call it). */
+void srv_req_free_parts(srv_req *r);
+
 /* Any thread: r's asynchronous step (a batch, a model reload) has finished;
  * the loop resumes it with its handler's finished() (http.c). */
 void srv_req_done(srv_req *r);
