@@ -92,7 +92,7 @@ TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/%.o)
 # White-box engine tests: they include engine-internal headers (backend, kernels,
 # tokenizer and model internals). Every other test sees only engine/include/.
 ENGINE_TESTS := backend_cpu backend_ops checkpoint marian marian_tok repo safetensors seq2seq \
-                tokenizer train_grad
+                tokenizer train_grad precision
 ENGINE_TEST_OBJS := $(ENGINE_TESTS:%=$(BUILD)/tests/unit/test_%.o)
 
 .PHONY: all deps ref-deps models test unit bench clean default-models run fuzz

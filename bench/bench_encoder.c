@@ -40,6 +40,7 @@ typedef struct opts {
     const char *ids;
     const char *backend;
     const char *dump;
+    const char *precision;
     int threads;
     double seconds;
     int repeats;
@@ -97,7 +98,8 @@ static double median(const double *v, int n)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: bench-encoder --model DIR --ids FILE [--threads N] [--backend NAME]\n"
-               "                     [--seconds S] [--repeats R] [--warmup-seconds W] [--dump FILE]\n");
+               "                     [--seconds S] [--repeats R] [--warmup-seconds W] [--dump FILE]\n"
+               "                     [--precision fp32|bf16|int8]\n");
 }
 
 static int parse_args(int argc, char **argv, opts *o)
@@ -126,6 +128,8 @@ static int parse_args(int argc, char **argv, opts *o)
             o->backend = v;
         else if (!strcmp(a, "--dump"))
             o->dump = v;
+        else if (!strcmp(a, "--precision"))
+            o->precision = v;
         else if (!strcmp(a, "--threads"))
             o->threads = atoi(v);
         else if (!strcmp(a, "--seconds"))
@@ -233,6 +237,22 @@ static int build_encodings(const eng_model *model, const int32_t *ids, int n, in
 
 /* Warmup (dumping the first output), calibration and timed repeats; prints the
  * JSON result line. out holds n * len * hidden floats. */
+/* Resident memory (key "VmRSS:" now, "VmHWM:" its peak), MB; -1 when /proc cannot be
+ * read. VmHWM, not getrusage's ru_maxrss: that one keeps the high-water mark of the
+ * process before exec (the benchmark's Python parent). */
+static double proc_status_mb(const char *key)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double mb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, key, strlen(key)))
+            mb = atof(line + strlen(key)) / 1024.0;
+    if (f)
+        fclose(f);
+    return mb;
+}
+
 static int run_bench(const opts *o, eng_ctx *ctx, eng_model *model,
                      const eng_encoding *const *encp, int n, int len, float *out,
                      double load_s)
@@ -312,7 +332,10 @@ static int run_bench(const opts *o, eng_ctx *ctx, eng_model *model,
     printf("], \"repeat_other_load_cores\": [");
     for (int r = 0; r < o->repeats; r++)
         printf("%s%.3f", r ? ", " : "", other[r]);
-    printf("], \"median_seq_per_s\": %.4f}\n", med);
+    const eng_model_info *mi = eng_model_get_info(model);
+    printf("], \"median_seq_per_s\": %.4f, \"precision\": \"%s\", \"kernel\": \"%s\", "
+           "\"weight_bytes\": %zu, \"peak_rss_mb\": %.1f, \"rss_mb\": %.1f}\n", med, mi->precision, mi->kernel,
+           mi->weight_bytes, proc_status_mb("VmHWM:"), proc_status_mb("VmRSS:"));
     fflush(stdout);
     return 0;
 }
@@ -340,7 +363,7 @@ int main(int argc, char **argv)
         return 1;
 
     t0 = now_s();
-    rc = eng_model_load(o.model, &model, &err);
+    rc = eng_model_load_opts(o.model, &(eng_model_opts){.precision = o.precision}, &model, &err);
     load_s = now_s() - t0;
     if (rc != 0) {
         print_error("eng_model_load", rc, &err);

@@ -81,7 +81,7 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    const char *model_dir = NULL, *texts_path = NULL;
+    const char *model_dir = NULL, *texts_path = NULL, *precision = NULL;
     int batch = 1, threads = 0, dump = 0;
     double seconds = 5.0, warmup = 1.0;
     for (int i = 1; i < argc; i++) {
@@ -104,6 +104,8 @@ int main(int argc, char **argv)
             warmup = atof(v);
         else if (!strcmp(a, "--dump"))
             dump = atoi(v);
+        else if (!strcmp(a, "--precision"))
+            precision = v;
         else {
             usage();
             return 2;
@@ -122,7 +124,7 @@ int main(int argc, char **argv)
     }
     eng_error err = {0};
     eng_model *m = NULL;
-    if (eng_model_load(model_dir, &m, &err)) {
+    if (eng_model_load_opts(model_dir, &(eng_model_opts){.precision = precision}, &m, &err)) {
         fprintf(stderr, "bench-inproc: %s\n", err.msg);
         return 1;
     }

@@ -10,6 +10,7 @@
  * "batch_seconds": [...]} and writes the generated ids, one sentence per line,
  * to IDS_OUT (for the cross-check against transformers). */
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -23,11 +24,28 @@ static double now(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* Resident memory (key "VmRSS:" now, "VmHWM:" its peak), MB; -1 when /proc cannot be
+ * read. VmHWM, not getrusage's ru_maxrss: that one keeps the high-water mark of the
+ * process before exec (the benchmark's Python parent). */
+static double proc_status_mb(const char *key)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double mb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, key, strlen(key)))
+            mb = atof(line + strlen(key)) / 1024.0;
+    if (f)
+        fclose(f);
+    return mb;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 8 && argc != 9) {
+    if (argc < 8 || argc > 10) {
         fprintf(stderr, "usage: bench_translate MODEL_DIR FILE BATCH BEAMS MAX_NEW THREADS IDS_OUT "
-                "[BACKEND]\n");
+                "[fp32|bf16|int8 [BACKEND]]
+");
         return 2;
     }
     int batch = atoi(argv[3]), beams = atoi(argv[4]), max_new = atoi(argv[5]);
@@ -35,8 +53,9 @@ int main(int argc, char **argv)
     eng_error err = {0};
     eng_model *m = NULL;
     eng_ctx *ctx = NULL;
-    if (eng_model_load(argv[1], &m, &err) ||
-        eng_ctx_new(&(eng_ctx_opts){.backend = argc > 8 ? argv[8] : "cpu", .threads = threads},
+    eng_model_opts mo = {.precision = argc > 8 ? argv[8] : NULL};
+    if (eng_model_load_opts(argv[1], &mo, &m, &err) ||
+        eng_ctx_new(&(eng_ctx_opts){.backend = argc > 9 ? argv[9] : "cpu", .threads = threads},
                     &ctx, &err)) {
         fprintf(stderr, "bench_translate: %s\n", err.msg);
         return 1;
@@ -92,8 +111,11 @@ int main(int argc, char **argv)
         for (int i = b; i < b + k; i++)
             tokens += tr[i].n_ids;
     }
-    printf("], \"sentences\": %d, \"target_tokens\": %ld, \"seconds\": %.4f, \"tokens_per_s\": %.2f}\n",
-           n, tokens, total, tokens / total);
+    const eng_model_info *mi = eng_model_get_info(m);
+    printf("], \"sentences\": %d, \"target_tokens\": %ld, \"seconds\": %.4f, \"tokens_per_s\": %.2f, "
+           "\"precision\": \"%s\", \"kernel\": \"%s\", \"weight_bytes\": %zu, \"peak_rss_mb\": %.1f, \"rss_mb\": %.1f}\n",
+           n, tokens, total, tokens / total, mi->precision, mi->kernel, mi->weight_bytes,
+           proc_status_mb("VmHWM:"), proc_status_mb("VmRSS:"));
     FILE *out = fopen(argv[7], "w");
     for (int i = 0; out && i < n; i++) {
         for (int j = 0; j < tr[i].n_ids; j++)

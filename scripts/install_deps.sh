@@ -2,7 +2,7 @@
 # Install the Debian packages nlpd needs to build and test (idempotent).
 #   scripts/install_deps.sh          build + test dependencies
 #   scripts/install_deps.sh --ref    also the reference stack (torch, transformers,
-#                                    onnxruntime) used by tests/reference and bench/
+#                                    onnxruntime + onnx, ctranslate2) used by tests/reference and bench/
 set -euo pipefail
 
 PKGS=(build-essential pkg-config libcjson-dev libutf8proc-dev libopenblas-dev libsentencepiece-dev
@@ -49,6 +49,6 @@ if [[ "${1:-}" == "--ref" ]]; then
         /usr/bin/python3 -m venv --system-site-packages "$REF_VENV"
     fi
     "$REF_VENV/bin/pip" install -q "transformers==4.44.2" tokenizers safetensors \
-        onnxruntime sentencepiece ctranslate2 "numpy<2"
+        onnxruntime onnx sentencepiece ctranslate2 "numpy<2"
 fi
 echo "install_deps: ok"

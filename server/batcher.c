@@ -11,8 +11,10 @@
  *   - the oldest job has waited max_delay_us already (under load this is the
  *     usual case: jobs queued during the previous batch go straight in), or
  *   - the batcher is stopping (drain runs the queue down without waiting);
- * otherwise it waits until oldest.enqueued + max_delay_us or the next submit,
- * whichever comes first. A job never waits for batch-mates longer than
+ * otherwise, if more requests are on their way (opts.arriving > 0: read by the server,
+ * not yet submitted; always, when the count is not given), it waits until
+ * oldest.enqueued + max_delay_us or the next submit, whichever comes first. A lone
+ * request thus runs at once, and a job never waits for batch-mates longer than
  * max_delay_us (set it to 0 for no waiting at all).
  *
  * Batch formation (under the lock, O(scanned queue prefix) + O(W log W)):
@@ -554,7 +556,8 @@ static void *worker_main(void *arg)
             continue;
         }
         int64_t t = srv_now_ns();
-        if (!b->draining && !queue_fills_batch(b)) {
+        if (!b->draining && !queue_fills_batch(b) &&
+            (!b->o.arriving || atomic_load_explicit(b->o.arriving, memory_order_acquire) > 0)) {
             int64_t until = b->head->enqueued_ns + (int64_t)b->o.max_delay_us * 1000;
             if (t < until) {
                 struct timespec ts = to_ts(until);

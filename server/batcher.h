@@ -28,6 +28,7 @@
 #define NLPD_SRV_BATCHER_H
 
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "nlpd_engine.h"
@@ -142,6 +143,9 @@ typedef struct srv_batch_opts {
     int workers;            /* worker threads (default 1) */
     int threads_per_worker; /* CPU threads each worker's eng_ctx uses (default: cores / workers) */
     const char *backend;    /* "cpu" (default) */
+    /* Optional: requests on their way to a submit (srv_server.arriving). When set, a free
+     * worker waits for batch-mates only while it is > 0: a lone request runs at once. */
+    atomic_int *arriving;
     /* Optional observer, called on the worker thread after each computed batch,
      * before its jobs are completed (metrics). */
     void (*on_batch)(void *arg, int sequences, int tokens_with_padding, int64_t compute_ns);

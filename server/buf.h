@@ -24,7 +24,10 @@ void srv_buf_puts(srv_buf *b, const char *s);
 void srv_buf_printf(srv_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A JSON string literal (quotes included) of s[0..n), escaping as RFC 8259 asks. */
 void srv_buf_json_str(srv_buf *b, const char *s, size_t n);
-/* A JSON number with float precision (%.9g); NaN and infinities become null. */
+/* A JSON number with float precision: v as float32, written as the shortest decimal that
+ * reads back (strtof) as the same float; NaN and infinities become null. */
 void srv_buf_json_float(srv_buf *b, double v);
+/* That number into out (at least 32 bytes, NUL-terminated); returns its length. */
+size_t srv_fmt_float(char *out, float f);
 
 #endif

@@ -148,6 +148,11 @@ static const conf_key model_keys[] = {
     {"backend", K_ENUM, MOD(backend), "cpu", 0, 0,
      "cpu|cuda|cuda:0|cuda:1|cuda:2|cuda:3|cuda:4|cuda:5|cuda:6|cuda:7", 0,
      "Compute backend: the CPU, or a CUDA GPU (cuda = cuda:0) in a build with CUDA."},
+    {"precision", K_ENUM, MOD(precision), "fp32", 0, 0, "fp32|bf16|int8", 0,
+     "Weights of the linear layers on the CPU: fp32 (bitwise the reference), bf16 (fp32 "
+     "accumulation; AVX-512 BF16 when the CPU has it) or int8 (per-channel weights, per-row "
+     "activations; AVX-512 VNNI, else AVX2). Layer norms, softmax and the residual stream "
+     "stay fp32. /v1/models reports the kernel each model runs on."},
     {"timeout_ms", K_INT, MOD(timeout_ms), "10000", 1, 3600000, NULL, 0,
      "Default request deadline; a request still queued after it gets 504."},
     {"max_timeout_ms", K_INT, MOD(max_timeout_ms), "60000", 1, 3600000, NULL, 0,
@@ -158,6 +163,10 @@ static const conf_key model_keys[] = {
      "Most sequences per batch."},
     {"batching.max_delay_us", K_INT, MOD(max_delay_us), "2000", 0, 10000000, NULL, 0,
      "How long a free worker waits for more requests to fill a batch."},
+    {"batching.always_delay", K_BOOL, MOD(always_delay), "false", 0, 0, NULL, 0,
+     "Wait max_delay_us for batch-mates even when no other request is on its way (by "
+     "default a free worker waits only while requests are being read or parsed, so a lone "
+     "request runs at once). For tests that hold requests in the queue."},
     {"batching.queue_capacity", K_INT, MOD(queue_capacity), "1024", 1, 16777216, NULL, 0,
      "Queued sequences before requests get 429 queue_full."},
     {"batching.max_job_mib", K_INT, MOD(max_job_mib), "1024", 1, 1048576, NULL, 0,
@@ -360,6 +369,7 @@ static void model_conf_free(srv_model_conf *m)
     free(m->task_name);
     free(m->version);
     free(m->backend);
+    free(m->precision);
     free(m->source_lang);
     free(m->target_lang);
     free(m->target_token);

@@ -32,11 +32,13 @@ typedef struct srv_model_conf {
     srv_task task;          /* parsed from task_name by srv_config_validate */
     char *version;          /* NULL: derived from the folder's content */
     char *backend;
+    char *precision; /* "fp32" | "bf16" | "int8" */
     int timeout_ms;
     int max_timeout_ms;
     int max_batch_tokens;
     int max_batch_size;
     int max_delay_us;
+    int always_delay; /* wait max_delay_us even for a lone request */
     int queue_capacity;
     int max_in_flight;      /* requests admitted at once; 0 = derived (srv_model_max_in_flight) */
     int max_job_mib;        /* a request's estimated working memory (translate: KV cache) */

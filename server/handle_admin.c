@@ -144,6 +144,7 @@ static void put_model(srv_buf *b, const srv_model *m)
         srv_buf_printf(b, ",\"hidden_size\":%d,\"layers\":%d,\"max_seq_len\":%d,\"dtype\":",
                        in->hidden, in->layers, in->max_seq_len);
         put_str(b, in->file_dtype);
+        srv_buf_printf(b, ",\"precision\":\"%s\",\"kernel\":\"%s\"", in->precision, in->kernel);
         srv_buf_puts(b, ",\"labels\":[");
         for (int k = 0; k < in->num_labels && c->task != SRV_TASK_QA; k++) {
             if (k)

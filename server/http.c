@@ -749,11 +749,22 @@ static void prepare_work(uv_work_t *w)
     r->route->handler->prepare(r);
 }
 
+/* The request leaves the "arriving" count (before it is submitted: a batcher woken by the
+ * submit must not wait for it). */
+static void req_arrived(srv_req *r)
+{
+    if (r->arriving) {
+        r->arriving = 0;
+        atomic_fetch_sub_explicit(&r->srv->arriving, 1, memory_order_release);
+    }
+}
+
 static void after_prepare(uv_work_t *w, int status)
 {
     (void)status;
     srv_req *r = w->data;
     srv_http *h = r->srv->http;
+    req_arrived(r);
     if (reap_orphan(r))
         return;
     const srv_handler *hd = r->route->handler;
@@ -867,8 +878,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         r->phase = SRV_REQ_WORKING;
         r->busy = 1;
         r->work.data = r;
+        r->arriving = 1;
+        atomic_fetch_add_explicit(&h->srv->arriving, 1, memory_order_release);
         MHD_suspend_connection(c);
         if (uv_queue_work(h->srv->loop, &r->work, prepare_work, after_prepare) != 0) {
+            req_arrived(r);
             srv_req_error(r, 500, "internal", "cannot schedule the request");
             req_resume(h, r);
         }

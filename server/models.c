@@ -189,7 +189,8 @@ srv_version *srv_models_load_version(srv_model *m, const char *dir, const char *
     int64_t t0 = srv_now_ns();
     eng_error e = {0};
     eng_model *em = NULL;
-    if (eng_model_load(dir, &em, &e)) {
+    eng_model_opts mo = {.precision = c->precision};
+    if (eng_model_load_opts(dir, &mo, &em, &e)) {
         snprintf(why, cap, "cannot load %s: %s", dir, e.msg);
         return NULL;
     }
@@ -258,6 +259,7 @@ static int start_batcher(srv_model *m)
     o.backend = c->backend;
     o.on_batch = on_batch;
     o.on_batch_arg = m;
+    o.arriving = m->srv && !c->always_delay ? &m->srv->arriving : NULL;
     eng_error e = {0};
     if (!(m->slot = srv_model_slot_new(c->name))) {
         srv_log(SRV_LOG_ERROR, NULL, "model %s: out of memory", c->name);

@@ -63,6 +63,8 @@ struct srv_server {
     uv_loop_t *loop;
     srv_http *http;
     atomic_int ready;           /* every model loaded and warm, not draining */
+    atomic_int arriving;        /* requests read but not yet submitted (being parsed):
+                                 * batchers wait for batch-mates only while > 0 */
     atomic_int draining;
     int in_flight;              /* requests received, not yet finished (loop thread) */
     int infer_in_flight;        /* inference requests admitted, not yet freed (loop thread) */
@@ -126,6 +128,7 @@ struct srv_req {
 
     /* ownership across threads */
     int busy;                   /* in the pool or the batcher: do not free */
+    int arriving;               /* counted in srv->arriving (read, not yet submitted) */
     int orphan;                 /* connection finished while busy: free when idle */
     uv_work_t work;
     srv_req *next_done;

@@ -38,6 +38,14 @@ typedef enum eng_act {
 
 typedef struct eng_backend eng_backend;
 
+/* Weight formats of a linear layer (nn/linear.h): fp32, bf16 (fp32 accumulation), int8
+ * (per-output-channel symmetric weights, per-row dynamic activations, int32 sums). */
+typedef enum eng_wfmt {
+    ENG_WFMT_F32 = 0,
+    ENG_WFMT_BF16 = 1,
+    ENG_WFMT_INT8 = 2,
+} eng_wfmt;
+
 /* Encoder inference: BERT-family forward passes and heads. */
 typedef struct eng_backend_core_ops {
     /* C[M,N] = alpha * A[M,K] . op(B) + beta * C.
@@ -96,6 +104,23 @@ typedef struct eng_backend_core_ops {
     void (*gemm_prepacked)(eng_backend *be, int M, int N, int K, float alpha, const float *A,
                            int lda, const void *packed, float beta, float *C, int ldc);
     void (*free_packed)(eng_backend *be, void *packed);
+
+    /* ---- linear layers in a backend-owned weight format (nn/linear.c; optional)
+     * linear_pack: a self-contained handle for W [N, K] (row stride ldw) in format fmt
+     * (eng_wfmt): W may be freed afterwards; NULL when unsupported or out of memory. The
+     * handle is immutable and usable by any backend of the same kind, concurrently.
+     * linear_forward: y[M, N] = act(x[M, K] . W^T + bias) (bias may be NULL); fp32 is
+     * bitwise gemm + bias_act. Returns 0, or ENG_ENOMEM.
+     * linear_unpack: the weights as the handle holds them (dequantized), fp32 [N, K], into
+     * host memory. linear_info: bytes the handle holds; *kernel (if not NULL) names the
+     * kernel level be runs it on (be may be NULL: the default level).
+     * linear_free: frees a handle (NULL: no-op). */
+    void *(*linear_pack)(eng_backend *be, const float *W, int N, int K, int ldw, int fmt);
+    int (*linear_forward)(eng_backend *be, const void *h, float *y, const float *x, int M,
+                          const float *bias, eng_act act);
+    void (*linear_unpack)(const void *h, float *dst);
+    size_t (*linear_info)(eng_backend *be, const void *h, const char **kernel);
+    void (*linear_free)(void *h);
 } eng_backend_core_ops;
 
 /* Sequence-to-sequence decoding (Marian; beam search). */

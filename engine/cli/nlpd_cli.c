@@ -31,6 +31,7 @@ static void usage(FILE *f)
         "\n"
         "options:\n"
         "  --threads N            CPU threads (default: all cores)\n"
+        "  --precision P          linear layers in fp32 (default), bf16 or int8\n"
         "  --top-k N              classify/qa: results per input (classify default: all\n"
         "                         labels; qa default 1)\n"
         "  --max-length N         truncate inputs to N tokens (default: the model's maximum)\n"
@@ -55,6 +56,7 @@ typedef struct cli_opts {
     const char *pair, *question, *context;
     int beam_size, max_new_tokens;
     const char *target_lang;
+    const char *precision;
 } cli_opts;
 
 static int parse_int(const char *s, const char *name, int lo, int *out)
@@ -312,6 +314,9 @@ static int run_info(eng_model *m)
     cJSON_AddNumberToObject(r, "vocab", i->vocab);
     cJSON_AddNumberToObject(r, "max_seq_len", i->max_seq_len);
     cJSON_AddStringToObject(r, "file_dtype", i->file_dtype);
+    cJSON_AddStringToObject(r, "precision", i->precision);
+    cJSON_AddStringToObject(r, "kernel", i->kernel);
+    cJSON_AddNumberToObject(r, "weight_bytes", (double)i->weight_bytes);
     if (i->task == ENG_TASK_CLASSIFY) {
         cJSON_AddBoolToObject(r, "multi_label", i->multi_label);
         cJSON_AddItemToObject(r, "labels", cJSON_CreateStringArray(i->labels, i->num_labels));
@@ -332,6 +337,7 @@ int main(int argc, char **argv)
         {"max-seq-len", required_argument, 0, 's'}, {"doc-stride", required_argument, 0, 'd'},
         {"beam-size", required_argument, 0, 'b'}, {"max-new-tokens", required_argument, 0, 'n'},
         {"target-lang", required_argument, 0, 'L'},
+        {"precision", required_argument, 0, 'P'},
         {0, 0, 0, 0},
     };
     cli_opts o = {.doc_stride = -1};
@@ -353,6 +359,13 @@ int main(int argc, char **argv)
         case 'b': bad = parse_int(optarg, "--beam-size", 1, &o.beam_size); break;
         case 'n': bad = parse_int(optarg, "--max-new-tokens", 1, &o.max_new_tokens); break;
         case 'L': o.target_lang = optarg; break;
+        case 'P':
+            o.precision = optarg;
+            if (!eng_precision_valid(optarg)) {
+                fprintf(stderr, "nlpd-cli: --precision: expected fp32, bf16 or int8\n");
+                bad = 1;
+            }
+            break;
         default: bad = 1;
         }
         if (bad) {
@@ -379,7 +392,7 @@ int main(int argc, char **argv)
     eng_error err = {0};
     eng_model *m = NULL;
     eng_ctx *ctx = NULL;
-    if (eng_model_load(dir, &m, &err))
+    if (eng_model_load_opts(dir, &(eng_model_opts){.precision = o.precision}, &m, &err))
         return fail("load", &err);
     int rc;
     int translation = eng_model_get_info(m)->task == ENG_TASK_TRANSLATE;

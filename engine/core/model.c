@@ -18,6 +18,7 @@
 #include "nlpd_engine.h"
 #include "core/safetensors.h"
 #include "core/util.h"
+#include "nn/linear.h"
 
 /* The weights of a model version on one backend kind and device: uploaded once
  * (weights_upload: zero-copy on the CPU), freed with the version. */
@@ -180,28 +181,68 @@ static const char *dominant_dtype(const eng_safetensors *st)
     return "F32";
 }
 
-/* Pre-packs the inference weights for the CPU backend of eng_ctx_new (same kernels:
- * the layout depends on the ISA only, not on threads). A one-thread backend does the
- * packing; the handles outlive it. Skipped under NLPD_CPU_GEMM=blas, which never uses
- * them; on failure the model simply runs on plain gemm. */
-static void pack_weights(eng_model *m)
+/* Packs the inference weights in format fmt for the CPU backend of eng_ctx_new (same
+ * kernels: the layout depends on the ISA only, not on threads) and releases the fp32
+ * originals of the packed layers as it goes. A one-thread backend does the packing; the
+ * handles outlive it. fp32 is skipped under NLPD_CPU_GEMM=blas, which never uses
+ * packings. A packing that fails (out of memory) fails the load. */
+static int pack_weights(eng_model *m, int fmt, eng_error *err)
 {
     const char *gm = getenv("NLPD_CPU_GEMM");
-    if (gm && strcmp(gm, "blas") == 0)
-        return;
+    int rc = ENG_OK;
+    m->info.precision = eng_wfmt_name(fmt);
+    m->info.kernel = "gemm";
+    if (fmt == ENG_WFMT_F32 && gm && strcmp(gm, "blas") == 0)
+        goto sizes;
     eng_backend *be = eng_backend_cpu_new(1);
     if (!be)
-        return;
+        return eng_fail(err, ENG_ENOMEM, "out of memory");
     if (m->marian)
-        eng_marian_pack(m->marian, be);
+        rc = eng_marian_pack(m->marian, be, fmt, 1);
     else
-        eng_bert_pack(&m->bert, be);
+        rc = eng_bert_pack(&m->bert, be, fmt, 1);
     be->ops->destroy(be);
+    if (rc) {
+        return eng_fail(err, rc, "packing the weights in %s: %s", eng_wfmt_name(fmt),
+                        eng_strerror(rc));
+    } else if (m->marian) {
+        m->info.kernel = eng_marian_kernel(m->marian);
+    } else if (m->bert.cfg->layers > 0) {
+        m->info.kernel = eng_nn_linear_kernel(&m->bert.layers[0].qkv, NULL);
+    }
+sizes:
+    if (m->marian) {
+        size_t b = 0;
+        eng_marian_block(m->marian, &b);
+        m->info.weight_bytes = (eng_marian_dropped(m->marian) ? 0 : b) +
+                               eng_marian_packed_bytes(m->marian);
+        if (eng_marian_dropped(m->marian))
+            m->info.weight_bytes += eng_marian_kept_bytes(m->marian);
+    } else {
+        m->info.weight_bytes = (m->bert.dropped ? m->bert.tail_off : m->bert.block_floats) *
+                               sizeof(float) + m->bert.packed_bytes;
+    }
+    return rc;
+}
+
+int eng_precision_valid(const char *s)
+{
+    return eng_wfmt_parse(s) >= 0;
 }
 
 int eng_model_load(const char *dir, eng_model **out, eng_error *err)
 {
+    return eng_model_load_opts(dir, NULL, out, err);
+}
+
+int eng_model_load_opts(const char *dir, const eng_model_opts *o, eng_model **out,
+                        eng_error *err)
+{
     char path[4096];
+    int fmt = o && o->precision ? eng_wfmt_parse(o->precision) : ENG_WFMT_F32;
+    if (fmt < 0)
+        return eng_fail(err, ENG_EINVAL, "precision '%s': expected fp32, bf16 or int8",
+                        o->precision);
     eng_safetensors *st = NULL;
     int rc;
     *out = NULL;
@@ -216,7 +257,8 @@ int eng_model_load(const char *dir, eng_model **out, eng_error *err)
         eng_marian_fill_info(m->marian, &m->info);
         m->cfg.task = ENG_TASK_TRANSLATE; /* the BERT entry points refuse it */
         snprintf(m->cfg.architecture, sizeof m->cfg.architecture, "MarianMTModel");
-        pack_weights(m);
+        if ((rc = pack_weights(m, fmt, err)))
+            goto fail_model;
         *out = m;
         return ENG_OK;
     }
@@ -247,7 +289,8 @@ int eng_model_load(const char *dir, eng_model **out, eng_error *err)
     st = NULL;
     if (m->cfg.task == ENG_TASK_EMBED && (rc = load_sentence_transformers(m, dir, err)))
         goto fail_bert;
-    pack_weights(m);
+    if ((rc = pack_weights(m, fmt, err)))
+        goto fail_bert;
     *out = m;
     return ENG_OK;
 fail_bert:
@@ -311,7 +354,38 @@ static int model_view_get(eng_model *m, eng_backend *be, const model_view **out,
         eng_marian_block(m->marian, &bytes);
     else
         bytes = m->bert.block_floats * sizeof(float);
-    if (!(v->base = be->ops->weights_upload(be, host, bytes))) {
+    /* Packed layers whose originals were released: another kind of backend gets them
+     * rebuilt from the packings (a temporary host copy, in the same layout). */
+    float *rebuilt = NULL;
+    int dropped = m->marian ? eng_marian_dropped(m->marian) : m->bert.dropped;
+    int pack_kind = m->marian ? 0 : m->bert.pack_ops == be->ops;
+    if (m->marian) {
+        eng_backend_ops const *po = eng_marian_pack_ops(m->marian);
+        pack_kind = po == be->ops;
+    }
+    if (dropped && !pack_kind) {
+        rebuilt = m->marian ? eng_marian_unpacked_block(m->marian)
+                            : eng_bert_unpacked_block(&m->bert);
+        if (!rebuilt) {
+            rc = eng_fail(err, ENG_ENOMEM, "out of memory");
+            goto done;
+        }
+        host = rebuilt;
+    }
+    v->base = be->ops->weights_upload(be, host, bytes);
+    if (rebuilt && v->base == (void *)rebuilt) { /* a zero-copy backend of another kind */
+        be->ops->weights_free(be->device, v->base);
+        v->base = NULL;
+        free(rebuilt);
+        rc = eng_fail(err, ENG_EUNSUPPORTED, "%s backend: the model's weights are packed for "
+                      "another backend", be->ops->name);
+        goto done;
+    }
+    if (rebuilt) {
+        be->ops->synchronize(be);
+        free(rebuilt);
+    }
+    if (!v->base) {
         rc = eng_fail(err, ENG_EBACKEND, "%s backend (device %d): could not upload %zu MB of "
                       "weights", be->ops->name, be->device, bytes >> 20);
         goto done;

@@ -1,6 +1,8 @@
 /* safetensors.c - mmap'd safetensors reader with strict validation. */
 #include "core/safetensors.h"
 
+#include <stdint.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -309,7 +311,18 @@ float eng_f16_to_f32(uint16_t h)
     return f;
 }
 
-int eng_st_to_f32(const eng_st_tensor *t, float *dst)
+/* The mapping's whole pages inside t are dropped from memory (a read-only private file
+ * mapping: touched again, they are read back from the file), so that loading a model
+ * does not hold the file and its converted copy at once. */
+static void release_pages(const eng_st_tensor *t)
+{
+    uintptr_t a = ((uintptr_t)t->data + 4095) & ~(uintptr_t)4095;
+    uintptr_t e = ((uintptr_t)t->data + t->nbytes) & ~(uintptr_t)4095;
+    if (e > a)
+        madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+static int to_f32(const eng_st_tensor *t, float *dst)
 {
     const unsigned char *s = t->data;
     switch (t->dtype) {
@@ -333,4 +346,12 @@ int eng_st_to_f32(const eng_st_tensor *t, float *dst)
     default:
         return ENG_EUNSUPPORTED;
     }
+}
+
+int eng_st_to_f32(const eng_st_tensor *t, float *dst)
+{
+    int rc = to_f32(t, dst);
+    if (rc == ENG_OK)
+        release_pages(t);
+    return rc;
 }

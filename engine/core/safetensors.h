@@ -53,8 +53,9 @@ const eng_st_tensor *eng_st_find(const eng_safetensors *st, const char *name);
 /* Bytes per element of a dtype (0 for unknown). */
 size_t eng_st_dtype_size(eng_st_dtype dt);
 
-/* Convert a floating tensor (F32/F16/BF16/F64) to fp32 into dst[numel].
- * ENG_EUNSUPPORTED for other dtypes. */
+/* Convert a floating tensor (F32/F16/BF16/F64) to fp32 into dst[numel], then drop the
+ * tensor's pages of the file mapping from memory (read back from the file if touched
+ * again). ENG_EUNSUPPORTED for other dtypes. */
 int eng_st_to_f32(const eng_st_tensor *t, float *dst);
 
 /* fp16 / bf16 bit patterns to float (exact). */

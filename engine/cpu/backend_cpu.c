@@ -13,6 +13,7 @@
 #include "backend/backend.h"
 #include "cpu/cpu_kernels.h"
 #include "cpu/cpu_pool.h"
+#include "cpu/cpu_qlinear.h"
 #include "cpu/cpu_seq2seq_ops.h"
 #include "cpu/cpu_train_ops.h"
 
@@ -215,6 +216,7 @@ typedef struct gemm_job {
     size_t buf_per;
     const float *pre; /* all of B packed once (pack_weight), or NULL */
     size_t pre_ps;    /* floats per panel of pre */
+    const eng_cpu_kernels *kpre; /* kernels of pre's layout when not the backend's */
 } gemm_job;
 
 static void sgemm(const gemm_job *g, int m0, int m1, int n0, int n1)
@@ -290,7 +292,7 @@ static int reserve_gemm_buf(cpu_backend *cb, size_t per)
 
 static void gemm_packed_run(cpu_backend *cb, gemm_job *g)
 {
-    const eng_cpu_kernels *k = cb->k;
+    const eng_cpu_kernels *k = g->kpre ? g->kpre : cb->k;
     int M = g->M, N = g->N, K = g->K, step = k->gemm_nr < 16 ? 16 : k->gemm_nr;
     int nt = threads_for(cb, (double)M * N * K / 60.0);
     /* Blocks of B sized for L2; then small enough that the items keep every thread busy
@@ -410,11 +412,15 @@ static void cpu_gemm(eng_backend *be, int trans_b, int M, int N, int K, float al
  * handle is immutable after packing: workers share it without locks. */
 #define GEMM_PREPACKED_BIG ((size_t)4 << 20) /* floats of B: beyond this, see below */
 
+#define CPU_PACKED_MAGIC 0x46504b44u /* "FPKD" */
+
 typedef struct cpu_packed {
+    uint32_t magic;           /* first, as in eng_cpu_qpacked */
     const eng_cpu_kernels *k; /* kernels whose layout data is in */
     const float *B;           /* the source, for backends on other kernels */
     int N, K, ldb;
     float *data; /* NULL on the scalar path: its packing is B's rows as they are */
+    int own_b;   /* linear_pack: B is the handle's own copy (scalar), else NULL */
 } cpu_packed;
 
 static void *cpu_pack_weight(eng_backend *be, const float *B, int N, int K, int ldb)
@@ -425,7 +431,8 @@ static void *cpu_pack_weight(eng_backend *be, const float *B, int N, int K, int 
     cpu_packed *h = calloc(1, sizeof *h);
     if (!h)
         return NULL;
-    *h = (cpu_packed){.k = cb->k, .B = B, .N = N, .K = K, .ldb = ldb};
+    *h = (cpu_packed){.magic = CPU_PACKED_MAGIC, .k = cb->k, .B = B, .N = N, .K = K,
+                      .ldb = ldb};
     if (cb->k->gemm_nr > 1) {
         size_t n = eng_cpu_gemm_pack_floats(cb->k->gemm_nr, N, K);
         if (posix_memalign((void **)&h->data, 64, n * sizeof(float)) != 0) {
@@ -443,6 +450,12 @@ static void cpu_free_packed(eng_backend *be, void *packed)
     cpu_packed *h = packed;
     if (!h)
         return;
+    if (h->magic == ENG_CPU_QPACKED_MAGIC) {
+        eng_cpu_qfree(packed);
+        return;
+    }
+    if (h->own_b)
+        free((float *)h->B);
     free(h->data);
     free(h);
 }
@@ -469,6 +482,111 @@ static void cpu_gemm_prepacked(eng_backend *be, int M, int N, int K, float alpha
                   .C = C, .pre = h->data,
                   .pre_ps = eng_cpu_gemm_pack_floats(h->k->gemm_nr, h->k->gemm_nr, K)};
     gemm_packed_run(cb, &g);
+}
+
+/* ------------------------------------------------------ linear layers */
+
+static void cpu_bias_act(eng_backend *be, float *x, const float *bias, int rows, int cols,
+                         eng_act act);
+
+/* fp32: the pack_weight layout made self-contained (the source may go: gemm runs on the
+ * packing's own kernels, any backend); scalar kernels keep an own copy of W's rows. */
+static void *cpu_linear_pack(eng_backend *be, const float *W, int N, int K, int ldw, int fmt)
+{
+    if (fmt != ENG_WFMT_F32)
+        return eng_cpu_qpack(W, N, K, ldw, fmt);
+    cpu_packed *h = cpu_pack_weight(be, W, N, K, ldw);
+    if (!h || h->data) {
+        if (h)
+            h->B = NULL;
+        return h;
+    }
+    float *copy = malloc((size_t)N * K * sizeof(float));
+    if (!copy) {
+        free(h);
+        return NULL;
+    }
+    for (int n = 0; n < N; n++)
+        memcpy(copy + (size_t)n * K, W + (size_t)n * ldw, (size_t)K * sizeof(float));
+    h->B = copy;
+    h->ldb = K;
+    h->own_b = 1;
+    return h;
+}
+
+static int cpu_linear_forward(eng_backend *be, const void *hv, float *y, const float *x, int M,
+                              const float *bias, eng_act act)
+{
+    const cpu_packed *h = hv;
+    if (h->magic == ENG_CPU_QPACKED_MAGIC) {
+        if (eng_cpu_qforward(be, hv, y, x, M, bias, act))
+            return ENG_ENOMEM;
+        return ENG_OK;
+    }
+    if (M <= 0)
+        return ENG_OK;
+    if (h->B) { /* scalar own copy, or a pack_weight handle */
+        cpu_gemm(be, 1, M, h->N, h->K, 1.0f, x, h->K, h->B, h->ldb, 0.0f, y, h->N);
+    } else {
+        gemm_job g = {.trans_b = 1, .M = M, .N = h->N, .K = h->K, .lda = h->K, .ldb = h->K,
+                      .ldc = h->N, .by_rows = 1, .alpha = 1.0f, .beta = 0.0f, .A = x,
+                      .C = y, .pre = h->data, .kpre = h->k,
+                      .pre_ps = eng_cpu_gemm_pack_floats(h->k->gemm_nr, h->k->gemm_nr, h->K)};
+        gemm_packed_run(cb_of(be), &g);
+    }
+    cpu_bias_act(be, y, bias, M, h->N, act);
+    return ENG_OK;
+}
+
+static void cpu_linear_unpack(const void *hv, float *dst)
+{
+    const cpu_packed *h = hv;
+    if (h->magic == ENG_CPU_QPACKED_MAGIC) {
+        eng_cpu_qunpack(hv, dst);
+        return;
+    }
+    if (h->B) {
+        for (int n = 0; n < h->N; n++)
+            memcpy(dst + (size_t)n * h->K, h->B + (size_t)n * h->ldb, (size_t)h->K * sizeof(float));
+        return;
+    }
+    /* gemm_pack_b's layout: panels of nr columns [K4][4][nr], column jj of a panel at
+     * (jj % 4) * nr + (jj / 4) * 4 within each k-group (cpu_gemm_impl.h) */
+    int nr = h->k->gemm_nr, K4 = (h->K + 3) / 4;
+    for (int n = 0; n < h->N; n++) {
+        int jj = n % nr;
+        const float *d = h->data + (size_t)(n / nr) * nr * K4 * 4 + (size_t)(jj % 4) * nr +
+                         (size_t)(jj / 4) * 4;
+        for (int k = 0; k < h->K; k++)
+            dst[(size_t)n * h->K + k] = d[(size_t)(k / 4) * 4 * nr + k % 4];
+    }
+}
+
+static size_t cpu_linear_info(eng_backend *be, const void *hv, const char **kernel)
+{
+    const cpu_packed *h = hv;
+    if (h->magic == ENG_CPU_QPACKED_MAGIC) {
+        const eng_cpu_qpacked *q = hv;
+        if (kernel) {
+            const eng_cpu_qkernels *qk =
+                eng_cpu_qkernels_for(be ? cb_of(be)->isa : eng_cpu_isa_default(), q->fmt);
+            *kernel = q->fmt == ENG_WFMT_INT8 ? qk->i8_name : qk->bf16_name;
+        }
+        return q->bytes;
+    }
+    if (kernel)
+        *kernel = h->k->name;
+    size_t b = sizeof *h;
+    if (h->data)
+        b += eng_cpu_gemm_pack_floats(h->k->gemm_nr, h->N, h->K) * sizeof(float);
+    if (h->own_b)
+        b += (size_t)h->N * h->K * sizeof(float);
+    return b;
+}
+
+static void cpu_linear_free(void *h)
+{
+    cpu_free_packed(NULL, h);
 }
 
 /* ------------------------------------------------------ row-parallel ops */
@@ -731,6 +849,11 @@ static const eng_backend_core_ops cpu_core = {
     .pack_weight = cpu_pack_weight,
     .gemm_prepacked = cpu_gemm_prepacked,
     .free_packed = cpu_free_packed,
+    .linear_pack = cpu_linear_pack,
+    .linear_forward = cpu_linear_forward,
+    .linear_unpack = cpu_linear_unpack,
+    .linear_info = cpu_linear_info,
+    .linear_free = cpu_linear_free,
 };
 
 static const eng_backend_gen_ops cpu_gen = {

@@ -127,6 +127,10 @@ typedef struct eng_model_info {
     const char *const *labels;/* num_labels names (id2label, "LABEL_i" when absent) */
     int normalize;            /* embed: L2-normalise pooled vectors */
     const char *file_dtype;   /* dtype of model.safetensors: "F32" | "F16" | "BF16" */
+    const char *precision;    /* linear layers: "fp32" | "bf16" | "int8" (eng_model_opts) */
+    const char *kernel;       /* the CPU kernel they run on: "avx512" (fp32), "avx512_vnni",
+                               * "avx2", "avx512_bf16", "scalar", or "gemm" (unpacked) */
+    size_t weight_bytes;      /* host memory of the weights (block + packings) */
 } eng_model_info;
 
 typedef struct eng_model eng_model;
@@ -134,6 +138,22 @@ typedef struct eng_model eng_model;
 /* Load a Hugging Face model folder (config.json + model.safetensors + tokenizer).
  * Weights are converted to one immutable fp32 block. Refcount starts at 1. */
 int eng_model_load(const char *dir, eng_model **out, eng_error *err);
+
+/* Load options. precision: the linear layers' weight format on the CPU, NULL or "fp32"
+ * (packed fp32: bitwise the reference results), "bf16" (weights bf16, fp32 accumulation)
+ * or "int8" (weights per output channel, activations per row, int32 sums); layer norms,
+ * softmax and the residual stream stay fp32. The packed layers' fp32 originals are
+ * released (one copy of the weights); other backends get them rebuilt from the packing. */
+typedef struct eng_model_opts {
+    const char *precision;
+} eng_model_opts;
+
+/* eng_model_load with options (o may be NULL); ENG_EINVAL for an unknown precision. */
+int eng_model_load_opts(const char *dir, const eng_model_opts *o, eng_model **out,
+                        eng_error *err);
+
+/* 1 if s names a precision ("fp32", "bf16", "int8"). */
+int eng_precision_valid(const char *s);
 eng_model *eng_model_ref(eng_model *m);   /* thread-safe */
 void eng_model_unref(eng_model *m);       /* frees on last reference */
 const eng_model_info *eng_model_get_info(const eng_model *m);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/util.h"
 #include "nn/linear.h"
@@ -22,13 +23,16 @@ typedef struct plan_entry {
     int64_t rows, cols;     /* cols 0: a vector of `rows` */
     size_t off;
     const float **dst;
+    int fused, tail; /* tail: a packable linear weight, laid out after everything else */
+    eng_linear *lin; /* tail: the layer whose weight this is (off, shape recorded) */
 } plan_entry;
 
 typedef struct plan {
     plan_entry *e;
     int n, cap;
-    size_t floats;
-    int fail;
+    size_t floats, tail_off;
+    int fail, tail; /* tail: the next plan_add is a packable linear weight */
+    eng_linear *lin;
 } plan;
 
 static void plan_add(plan *p, const float **dst, int fused, int64_t rows, int64_t cols,
@@ -56,10 +60,33 @@ static void plan_add(plan *p, const float **dst, int fused, int64_t rows, int64_
     e->rows = rows;
     e->cols = cols;
     e->dst = dst;
-    if (!fused)
-        p->floats = (p->floats + 15) / 16 * 16;
-    e->off = p->floats;
-    p->floats += (size_t)(rows * (cols ? cols : 1));
+    e->fused = fused;
+    e->tail = fused && p->n > 1 ? p->e[p->n - 2].tail : p->tail;
+    e->lin = fused ? NULL : p->lin;
+    p->tail = 0;
+    p->lin = NULL;
+}
+
+/* Offsets: everything else first, then (from a page boundary, so that the packed
+ * layers' originals can be released) the packable linear weights. */
+static void plan_layout(plan *p)
+{
+    p->floats = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            p->floats = (p->floats + 1023) / 1024 * 1024; /* 4 KB */
+            p->tail_off = p->floats;
+        }
+        for (int i = 0; i < p->n; i++) {
+            plan_entry *e = &p->e[i];
+            if (e->tail != pass)
+                continue;
+            if (!e->fused)
+                p->floats = (p->floats + 15) / 16 * 16;
+            e->off = p->floats;
+            p->floats += (size_t)(e->rows * (e->cols ? e->cols : 1));
+        }
+    }
 }
 
 /* Layer norm weights: "X.weight"/"X.bias", or "X.gamma"/"X.beta" in old files. */
@@ -73,11 +100,16 @@ static void plan_ln(plan *p, const float **g, const float **b, int64_t h, const 
         p->e[p->n - 1].alt_suffix = "beta";
 }
 
-static void plan_linear(plan *p, const float **w, const float **b, int64_t out, int64_t in,
+/* A linear layer; packable ones go to the tail of the block. */
+static void plan_linear(plan *p, eng_linear *l, int packable, int64_t out, int64_t in,
                         const char *base)
 {
-    plan_add(p, w, 0, out, in, "%s.weight", base);
-    plan_add(p, b, 0, out, 0, "%s.bias", base);
+    l->out = (int)out;
+    l->in = (int)in;
+    p->tail = packable;
+    p->lin = l;
+    plan_add(p, &l->w, 0, out, in, "%s.weight", base);
+    plan_add(p, &l->b, 0, out, 0, "%s.bias", base);
 }
 
 /* Tensor names of one family, relative to the model prefix ("bert." ...). */
@@ -115,20 +147,24 @@ static void plan_encoder(plan *p, eng_bert *b, const eng_model_config *c, const 
         int w = snprintf(lp, sizeof lp, "%s", pre);
         snprintf(lp + w, sizeof lp - (size_t)w, fn->layer, l);
         /* query | key | value land next to each other: one fused [3H, H] matrix. */
-        plan_add(p, &L->qkv_w, 0, H, H, "%s.%s.weight", lp, fn->query);
+        L->qkv.out = (int)(3 * H);
+        L->qkv.in = (int)H;
+        p->tail = 1;
+        p->lin = &L->qkv;
+        plan_add(p, &L->qkv.w, 0, H, H, "%s.%s.weight", lp, fn->query);
         plan_add(p, NULL, 1, H, H, "%s.%s.weight", lp, fn->key);
         plan_add(p, NULL, 1, H, H, "%s.%s.weight", lp, fn->value);
-        plan_add(p, &L->qkv_b, 0, H, 0, "%s.%s.bias", lp, fn->query);
+        plan_add(p, &L->qkv.b, 0, H, 0, "%s.%s.bias", lp, fn->query);
         plan_add(p, NULL, 1, H, 0, "%s.%s.bias", lp, fn->key);
         plan_add(p, NULL, 1, H, 0, "%s.%s.bias", lp, fn->value);
         snprintf(base, sizeof base, "%s.%s", lp, fn->attn_out);
-        plan_linear(p, &L->ao_w, &L->ao_b, H, H, base);
+        plan_linear(p, &L->ao, 1, H, H, base);
         snprintf(base, sizeof base, "%s.%s", lp, fn->ln1);
         plan_ln(p, &L->ln1_g, &L->ln1_b, H, base);
         snprintf(base, sizeof base, "%s.%s", lp, fn->ffn_in);
-        plan_linear(p, &L->in_w, &L->in_b, I, H, base);
+        plan_linear(p, &L->in, 1, I, H, base);
         snprintf(base, sizeof base, "%s.%s", lp, fn->ffn_out);
-        plan_linear(p, &L->out_w, &L->out_b, H, I, base);
+        plan_linear(p, &L->out, 1, H, I, base);
         snprintf(base, sizeof base, "%s.%s", lp, fn->ln2);
         plan_ln(p, &L->ln2_g, &L->ln2_b, H, base);
     }
@@ -213,13 +249,13 @@ int eng_bert_load(eng_bert *b, const eng_model_config *c, const eng_safetensors 
         char pooler[64];
         snprintf(pooler, sizeof pooler, "%spooler.dense", pre);
         if (bert) /* BERT: tanh pooler on [CLS]; DistilBERT: pre_classifier + ReLU */
-            plan_linear(&p, &b->pool_w, &b->pool_b, c->hidden, c->hidden, pooler);
+            plan_linear(&p, &b->pool, 1, c->hidden, c->hidden, pooler);
         else
-            plan_linear(&p, &b->pre_w, &b->pre_b, c->hidden, c->hidden, "pre_classifier");
-        plan_linear(&p, &b->cls_w, &b->cls_b, c->num_labels, c->hidden, "classifier");
+            plan_linear(&p, &b->pre, 1, c->hidden, c->hidden, "pre_classifier");
+        plan_linear(&p, &b->cls, 0, c->num_labels, c->hidden, "classifier");
     }
     else if (c->task == ENG_TASK_QA)
-        plan_linear(&p, &b->qa_w, &b->qa_b, 2, c->hidden, "qa_outputs");
+        plan_linear(&p, &b->qa, 0, 2, c->hidden, "qa_outputs");
     if (p.fail) {
         rc = eng_fail(err, ENG_ENOMEM, "out of memory");
         goto fail;
@@ -231,9 +267,14 @@ int eng_bert_load(eng_bert *b, const eng_model_config *c, const eng_safetensors 
         if ((rc = check_entry(st, &p.e[i], &t, err)))
             goto fail;
     }
+    plan_layout(&p);
     b->block_floats = p.floats;
-    b->block = aligned_alloc(64, (p.floats * sizeof(float) + 63) / 64 * 64);
-    if (!b->block) {
+    b->tail_off = p.tail_off;
+    b->block_mapped = (p.floats * sizeof(float) + 4095) / 4096 * 4096;
+    b->block = mmap(NULL, b->block_mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                    -1, 0);
+    if (b->block == MAP_FAILED) {
+        b->block = NULL;
         rc = eng_fail(err, ENG_ENOMEM, "out of memory for %zu MB of weights",
                       p.floats * sizeof(float) >> 20);
         goto fail;
@@ -243,6 +284,8 @@ int eng_bert_load(eng_bert *b, const eng_model_config *c, const eng_safetensors 
             goto fail;
         if (p.e[i].dst)
             *p.e[i].dst = b->block + p.e[i].off;
+        if (p.e[i].lin)
+            p.e[i].lin->off = p.e[i].off;
     }
     free(p.e);
     return ENG_OK;
@@ -252,49 +295,124 @@ fail:
     return rc;
 }
 
-void eng_bert_pack(eng_bert *b, eng_backend *be)
+int eng_bert_linears(eng_bert *b, eng_linear **out, int max)
 {
-    const eng_model_config *c = b->cfg;
-    int H = c->hidden, I = c->intermediate;
-    if (!be || !be->ops->core->pack_weight || !be->ops->core->gemm_prepacked || !be->ops->core->free_packed ||
-        b->pack_ops)
-        return;
-    b->pack_ops = be->ops;
-    for (int l = 0; l < c->layers; l++) {
+    int n = 0;
+    for (int l = 0; b->layers && l < b->cfg->layers; l++) {
         eng_bert_layer *L = &b->layers[l];
-        L->qkv_p = eng_nn_pack(be, L->qkv_w, 3 * H, H, &b->packed_bytes);
-        L->ao_p = eng_nn_pack(be, L->ao_w, H, H, &b->packed_bytes);
-        L->in_p = eng_nn_pack(be, L->in_w, I, H, &b->packed_bytes);
-        L->out_p = eng_nn_pack(be, L->out_w, H, I, &b->packed_bytes);
+        eng_linear *ls[] = {&L->qkv, &L->ao, &L->in, &L->out};
+        for (int i = 0; i < 4; i++)
+            if (n < max)
+                out[n++] = ls[i];
     }
     /* the [CLS] heads' square layers; the classifier / QA outputs (a few rows of W)
-     * gain nothing from a packing */
-    b->pool_p = eng_nn_pack(be, b->pool_w, H, H, &b->packed_bytes);
-    b->pre_p = eng_nn_pack(be, b->pre_w, H, H, &b->packed_bytes);
+     * stay plain */
+    if ((b->pool.w || b->pool.packed) && n < max) /* w is NULL once released */
+        out[n++] = &b->pool;
+    if ((b->pre.w || b->pre.packed) && n < max)
+        out[n++] = &b->pre;
+    return n;
 }
+
+#define MAX_LIN(b) (4 * (b)->cfg->layers + 2)
 
 /* Frees the packings (the handles do not need the backend that made them). */
 static void unpack(eng_bert *b)
 {
-    const eng_backend_ops *o = b->pack_ops;
-    if (!o)
+    if (!b->layers)
         return;
-    for (int l = 0; b->layers && l < b->cfg->layers; l++) {
-        eng_bert_layer *L = &b->layers[l];
-        void **h[] = {&L->qkv_p, &L->ao_p, &L->in_p, &L->out_p};
-        for (size_t i = 0; i < sizeof h / sizeof *h; i++) {
-            o->core->free_packed(NULL, *h[i]);
-            *h[i] = NULL;
-        }
-    }
-    o->core->free_packed(NULL, b->pool_p);
-    o->core->free_packed(NULL, b->pre_p);
-    b->pool_p = b->pre_p = NULL;
+    eng_linear **ls = malloc((size_t)MAX_LIN(b) * sizeof *ls);
+    if (!ls)
+        abort(); /* a few pointers; see DESIGN §6 on abort */
+    int n = eng_bert_linears(b, ls, MAX_LIN(b));
+    for (int i = 0; i < n; i++)
+        eng_nn_linear_unpack_free(ls[i]);
+    free(ls);
     b->pack_ops = NULL;
     b->packed_bytes = 0;
 }
 
+int eng_bert_pack(eng_bert *b, eng_backend *be, int fmt, int drop)
+{
+    if (!be || b->pack_ops || b->dropped)
+        return ENG_EINVAL;
+    eng_linear **ls = malloc((size_t)MAX_LIN(b) * sizeof *ls);
+    if (!ls)
+        return ENG_ENOMEM;
+    int n = eng_bert_linears(b, ls, MAX_LIN(b)), rc = ENG_OK;
+    size_t bytes = 0, released = b->tail_off * sizeof(float);
+    drop = drop && b->tail_off < b->block_floats;
+    b->pack_ops = be->ops;
+    for (int i = 0; i < n && rc == ENG_OK; i++) {
+        rc = eng_nn_linear_pack(ls[i], be, fmt, &bytes);
+        /* the layers lie in the tail in this order: release each original as soon as it
+         * is packed, so that the peak holds one layer twice, not the model */
+        size_t end = (ls[i]->off + (size_t)ls[i]->out * ls[i]->in) * sizeof(float) / 4096 * 4096;
+        if (rc == ENG_OK && drop && end > released &&
+            munmap((char *)b->block + released, end - released) == 0)
+            released = end;
+    }
+    if (drop && released > b->tail_off * sizeof(float)) {
+        b->dropped = 1; /* from here on the originals are (partly) gone */
+        for (int i = 0; i < n; i++)
+            ls[i]->w = NULL;
+    }
+    if (rc) {
+        free(ls);
+        return rc; /* the caller frees the model */
+    }
+    b->fmt = fmt;
+    b->packed_bytes = bytes;
+    if (drop) {
+        size_t keep = b->tail_off * sizeof(float); /* page-aligned (plan_layout) */
+        if (released < b->block_mapped)
+            munmap((char *)b->block + released, b->block_mapped - released);
+        b->block_mapped = keep;
+        b->dropped = 1;
+        for (int i = 0; i < n; i++)
+            ls[i]->w = NULL;
+    }
+    free(ls);
+    return ENG_OK;
+}
+
+float *eng_bert_unpacked_block(const eng_bert *b)
+{
+    float *h = malloc(b->block_floats * sizeof(float));
+    if (!h)
+        return NULL;
+    eng_bert *mb = (eng_bert *)b; /* eng_bert_linears only reads through it here */
+    eng_linear **ls = malloc((size_t)MAX_LIN(b) * sizeof *ls);
+    if (!ls) {
+        free(h);
+        return NULL;
+    }
+    memcpy(h, b->block, (b->dropped ? b->tail_off : b->block_floats) * sizeof(float));
+    int n = eng_bert_linears(mb, ls, MAX_LIN(b));
+    for (int i = 0; i < n; i++)
+        if (ls[i]->packed)
+            eng_nn_linear_unpack(ls[i], h + ls[i]->off);
+    free(ls);
+    return h;
+}
+
 #define REBASE(p) ((p) ? (const float *)base + ((p) - b->block) : NULL)
+
+/* A layer in the view: weights moved to base; packings kept when shared (zero-copy). */
+static void rebase_linear(const eng_bert *b, const void *base, int same, eng_linear *V,
+                          const eng_linear *L)
+{
+    *V = *L;
+    V->b = REBASE(L->b);
+    V->w = L->w || L->packed ? (const float *)base + L->off : NULL;
+    if (same) {
+        V->w = L->w; /* NULL when dropped: the packing is the copy */
+        return;
+    }
+    V->packed = NULL;
+    V->pack_ops = NULL;
+    V->fmt = ENG_WFMT_F32;
+}
 
 int eng_bert_view(const eng_bert *b, const void *base, eng_bert *out)
 {
@@ -308,26 +426,24 @@ int eng_bert_view(const eng_bert *b, const void *base, eng_bert *out)
         const eng_bert_layer *L = &b->layers[l];
         eng_bert_layer *V = &out->layers[l];
         *V = *L;
-        V->qkv_w = REBASE(L->qkv_w), V->qkv_b = REBASE(L->qkv_b);
-        V->ao_w = REBASE(L->ao_w), V->ao_b = REBASE(L->ao_b);
+        rebase_linear(b, base, same, &V->qkv, &L->qkv);
+        rebase_linear(b, base, same, &V->ao, &L->ao);
         V->ln1_g = REBASE(L->ln1_g), V->ln1_b = REBASE(L->ln1_b);
-        V->in_w = REBASE(L->in_w), V->in_b = REBASE(L->in_b);
-        V->out_w = REBASE(L->out_w), V->out_b = REBASE(L->out_b);
+        rebase_linear(b, base, same, &V->in, &L->in);
+        rebase_linear(b, base, same, &V->out, &L->out);
         V->ln2_g = REBASE(L->ln2_g), V->ln2_b = REBASE(L->ln2_b);
-        if (!same)
-            V->qkv_p = V->ao_p = V->in_p = V->out_p = NULL;
     }
     out->block = NULL; /* not the view's to free */
     out->word = REBASE(b->word), out->pos = REBASE(b->pos), out->type = REBASE(b->type);
     out->emb_ln_g = REBASE(b->emb_ln_g), out->emb_ln_b = REBASE(b->emb_ln_b);
-    out->pool_w = REBASE(b->pool_w), out->pool_b = REBASE(b->pool_b);
-    out->pre_w = REBASE(b->pre_w), out->pre_b = REBASE(b->pre_b);
-    out->cls_w = REBASE(b->cls_w), out->cls_b = REBASE(b->cls_b);
-    out->qa_w = REBASE(b->qa_w), out->qa_b = REBASE(b->qa_b);
+    rebase_linear(b, base, same, &out->pool, &b->pool);
+    rebase_linear(b, base, same, &out->pre, &b->pre);
+    rebase_linear(b, base, same, &out->cls, &b->cls);
+    rebase_linear(b, base, same, &out->qa, &b->qa);
     if (!same) {
         out->pack_ops = NULL;
-        out->pool_p = out->pre_p = NULL;
         out->packed_bytes = 0;
+        out->dropped = 0;
     }
     return ENG_OK;
 }
@@ -343,7 +459,8 @@ void eng_bert_view_free(eng_bert *v)
 void eng_bert_free(eng_bert *b)
 {
     unpack(b);
-    free(b->block);
+    if (b->block)
+        munmap(b->block, b->block_mapped);
     free(b->layers);
     b->block = NULL;
     b->layers = NULL;
@@ -441,11 +558,13 @@ void eng_bert_batch_close(eng_bert_batch *bt)
     bt->host_seq_off = NULL;
 }
 
-/* y[T, out] = act(x[T, in] W^T + bias) with b's packings (nn/linear.h). */
-static void linear(const eng_bert *b, eng_backend *be, float *y, const float *x, const float *w,
-                   const void *wp, const float *bias, int T, int out, int in, eng_act act)
+/* y[T, out] = act(x[T, in] W^T + bias) (nn/linear.h). A failing int8/bf16 scratch
+ * allocation leaves y unset: the caller's arena reservation is the only other memory. */
+static void linear(eng_backend *be, float *y, const float *x, const eng_linear *l, int T,
+                   eng_act act)
 {
-    eng_nn_linear(be, b->pack_ops, y, x, w, wp, bias, T, out, in, act);
+    if (eng_nn_linear_forward(l, be, y, x, T, act))
+        abort(); /* out of memory for a few MB of quantized rows */
 }
 
 float *eng_bert_encode(const eng_bert *b, eng_backend *be, eng_arena *ar,
@@ -464,13 +583,13 @@ float *eng_bert_encode(const eng_bert *b, eng_backend *be, eng_arena *ar,
     o->core->add_layernorm(be, x, x, NULL, b->emb_ln_g, b->emb_ln_b, T, H, c->ln_eps);
     for (int l = 0; l < c->layers; l++) {
         const eng_bert_layer *L = &b->layers[l];
-        linear(b, be, qkv, x, L->qkv_w, L->qkv_p, L->qkv_b, T, 3 * H, H, ENG_ACT_NONE);
+        linear(be, qkv, x, &L->qkv, T, ENG_ACT_NONE);
         o->core->attention(be, ctx, H, qkv, 3 * H, qkv + H, 3 * H, qkv + 2 * H, 3 * H, bt->seq_off,
                      bt->seq_off, bt->n, c->heads, hd, scale, 0);
-        linear(b, be, tmp, ctx, L->ao_w, L->ao_p, L->ao_b, T, H, H, ENG_ACT_NONE);
+        linear(be, tmp, ctx, &L->ao, T, ENG_ACT_NONE);
         o->core->add_layernorm(be, x, tmp, x, L->ln1_g, L->ln1_b, T, H, c->ln_eps);
-        linear(b, be, tmp, x, L->in_w, L->in_p, L->in_b, T, I, H, c->act);
-        linear(b, be, ctx, tmp, L->out_w, L->out_p, L->out_b, T, H, I, ENG_ACT_NONE);
+        linear(be, tmp, x, &L->in, T, c->act);
+        linear(be, ctx, tmp, &L->out, T, ENG_ACT_NONE);
         o->core->add_layernorm(be, x, ctx, x, L->ln2_g, L->ln2_b, T, H, c->ln_eps);
     }
     return x;
@@ -486,10 +605,10 @@ float *eng_bert_classify(const eng_bert *b, eng_backend *be, eng_arena *ar,
     float *logits = eng_arena_alloc(ar, sizeof(float) * (size_t)n * c->num_labels);
     be->ops->core->gather_rows(be, cls, hidden, bt->seq_off, n, 0, H);
     if (c->family == ENG_FAMILY_BERT)
-        linear(b, be, mid, cls, b->pool_w, b->pool_p, b->pool_b, n, H, H, ENG_ACT_TANH);
+        linear(be, mid, cls, &b->pool, n, ENG_ACT_TANH);
     else
-        linear(b, be, mid, cls, b->pre_w, b->pre_p, b->pre_b, n, H, H, ENG_ACT_RELU);
-    linear(b, be, logits, mid, b->cls_w, NULL, b->cls_b, n, c->num_labels, H, ENG_ACT_NONE);
+        linear(be, mid, cls, &b->pre, n, ENG_ACT_RELU);
+    linear(be, logits, mid, &b->cls, n, ENG_ACT_NONE);
     return logits;
 }
 
@@ -497,7 +616,7 @@ float *eng_bert_qa(const eng_bert *b, eng_backend *be, eng_arena *ar, const eng_
                    const float *hidden)
 {
     float *out = eng_arena_alloc(ar, sizeof(float) * (size_t)bt->ntok * 2);
-    linear(b, be, out, hidden, b->qa_w, NULL, b->qa_b, bt->ntok, 2, b->cfg->hidden, ENG_ACT_NONE);
+    linear(be, out, hidden, &b->qa, bt->ntok, ENG_ACT_NONE);
     return out;
 }
 

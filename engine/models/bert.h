@@ -7,33 +7,35 @@
 #include "backend/backend.h"
 #include "core/model_config.h"
 #include "core/safetensors.h"
+#include "nn/linear.h"
 
 typedef struct eng_bert_layer {
-    const float *qkv_w, *qkv_b; /* fused [3H, H], [3H]: query | key | value */
-    const float *ao_w, *ao_b;   /* attention output [H, H] */
+    eng_linear qkv;             /* fused [3H, H], [3H]: query | key | value */
+    eng_linear ao;              /* attention output [H, H] */
     const float *ln1_g, *ln1_b;
-    const float *in_w, *in_b;   /* [I, H] */
-    const float *out_w, *out_b; /* [H, I] */
+    eng_linear in;              /* [I, H] */
+    eng_linear out;             /* [H, I] */
     const float *ln2_g, *ln2_b;
-    /* pre-packed qkv_w, ao_w, in_w, out_w (eng_bert_pack), or NULL: plain gemm */
-    void *qkv_p, *ao_p, *in_p, *out_p;
 } eng_bert_layer;
 
 typedef struct eng_bert {
     const eng_model_config *cfg;
-    float *block;      /* every weight, fp32, one allocation */
-    size_t block_floats;
+    float *block;      /* every weight, fp32, one mapping (the packable linear weights last) */
+    size_t block_floats; /* floats of the block as laid out (all of it, dropped or not) */
+    size_t block_mapped; /* bytes mapped at block */
+    size_t tail_off;   /* floats: the packable linear weights start here (page-aligned) */
+    int dropped;       /* the tail was released: those layers live only in their packings */
     const float *word, *pos, *type, *emb_ln_g, *emb_ln_b;
     eng_bert_layer *layers;
-    const float *pool_w, *pool_b; /* BERT classification pooler (tanh) */
-    const float *pre_w, *pre_b;   /* DistilBERT pre_classifier (relu) */
-    const float *cls_w, *cls_b;   /* classifier [num_labels, H] */
-    const float *qa_w, *qa_b;     /* qa_outputs [2, H] */
-    /* Pre-packed weights (inference model versions only: train.c mutates the block),
-     * owned by the model and freed with it; usable by backends with these ops. */
+    eng_linear pool;   /* BERT classification pooler (tanh) */
+    eng_linear pre;    /* DistilBERT pre_classifier (relu) */
+    eng_linear cls;    /* classifier [num_labels, H] */
+    eng_linear qa;     /* qa_outputs [2, H] */
+    /* Packings (inference model versions only: train.c mutates the block) are owned by
+     * the layers and freed with the model; usable by backends of pack_ops' kind. */
     const eng_backend_ops *pack_ops;
-    void *pool_p, *pre_p;
-    size_t packed_bytes; /* extra memory of the packings, for reports */
+    int fmt;             /* eng_wfmt of the packings */
+    size_t packed_bytes; /* memory of the packings, for reports */
 } eng_bert;
 
 /* Load the weights the config's architecture needs from st into one fp32 block.
@@ -49,11 +51,21 @@ void eng_bert_free(eng_bert *b);
 int eng_bert_view(const eng_bert *b, const void *base, eng_bert *out);
 void eng_bert_view_free(eng_bert *v);
 
-/* Pre-pack the linear weights with be's pack_weight (when it has one) so that
- * forward passes on backends of the same kind skip per-call packing; a weight the
- * backend declines stays on plain gemm. Results are bitwise those of gemm. The
- * weights must not change afterwards; the packings are freed by eng_bert_free. */
-void eng_bert_pack(eng_bert *b, eng_backend *be);
+/* Pack the encoder's and the [CLS] heads' square linear layers with be in format fmt
+ * (eng_wfmt; fp32 packings give bitwise gemm's results) so that forward passes on
+ * backends of be's kind use them. drop: then release the fp32 originals (the packings
+ * become the only copy; eng_bert_unpacked_block rebuilds a full block for other
+ * backends). The weights must not change afterwards; freed by eng_bert_free.
+ * ENG_OK, or an error (nothing packed, nothing dropped). */
+int eng_bert_pack(eng_bert *b, eng_backend *be, int fmt, int drop);
+
+/* The layers a pack covers (n of them) into out[max]. */
+int eng_bert_linears(eng_bert *b, eng_linear **out, int max);
+
+/* A host copy of the whole block with every packed layer's weights as its packing holds
+ * them (malloc'd, block_floats floats; NULL when out of memory): for backends of another
+ * kind after a drop. */
+float *eng_bert_unpacked_block(const eng_bert *b);
 
 /* A batch laid out for the backend: n sequences, packed. seq_off, ids, pos and types
  * are backend memory (arena); host_seq_off is the host copy of seq_off (malloc'd,

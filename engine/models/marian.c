@@ -12,24 +12,24 @@
 #include <unistd.h>
 
 #include "core/safetensors.h"
+#include <sys/mman.h>
+
 #include "core/util.h"
 #include "nn/linear.h"
 
 enum { ACT_RELU, ACT_GELU, ACT_GELU_TANH, ACT_SILU };
 
 typedef struct mm_layer {
-    const float *qkv_w, *qkv_b; /* self-attention q|k|v fused [3D, D], [3D] */
-    const float *o_w, *o_b;
+    eng_linear qkv; /* self-attention q|k|v fused [3D, D], [3D] */
+    eng_linear o;
     const float *ln1_g, *ln1_b;
-    const float *cq_w, *cq_b;   /* decoder: cross-attention query [D, D] */
-    const float *ckv_w, *ckv_b; /* decoder: cross-attention k|v fused [2D, D] */
-    const float *co_w, *co_b;
+    eng_linear cq;  /* decoder: cross-attention query [D, D] */
+    eng_linear ckv; /* decoder: cross-attention k|v fused [2D, D] */
+    eng_linear co;
     const float *lnc_g, *lnc_b;
-    const float *fc1_w, *fc1_b; /* [F, D] */
-    const float *fc2_w, *fc2_b; /* [D, F] */
+    eng_linear fc1; /* [F, D] */
+    eng_linear fc2; /* [D, F] */
     const float *ln2_g, *ln2_b;
-    /* pre-packed weights (eng_marian_pack), or NULL: plain gemm */
-    void *qkv_p, *o_p, *cq_p, *ckv_p, *co_p, *fc1_p, *fc2_p;
 } mm_layer;
 
 struct eng_marian {
@@ -43,14 +43,16 @@ struct eng_marian {
     eng_search_opts gen;
     int32_t bad_ids[16];
     eng_marian_tok *tok;
-    /* weights: one fp32 block (NULL in a view) */
+    /* weights: one fp32 mapping (NULL in a view); the projections last, from tail_off
+     * (page-aligned), so that they can be released once packed (dropped) */
     float *block;
-    size_t block_floats;
+    size_t block_floats, block_mapped, tail_off;
+    int dropped, fmt;
     const float *enc_emb, *dec_emb, *lm, *final_bias, *enc_pos, *dec_pos;
     mm_layer *enc, *dec;
-    /* pre-packed weights: backends with pack_ops use them (lm_p: the lm head) */
+    /* packings (eng_marian_pack): backends of pack_ops' kind use them */
     const eng_backend_ops *pack_ops;
-    void *lm_p;
+    eng_linear lmh; /* the lm head: w = lm (kept: it may be the embedding), b = final_bias */
     size_t packed_bytes;
 };
 
@@ -246,12 +248,15 @@ typedef struct mm_entry {
     const float **dst;
     int optional;       /* absent: zeros (final_logits_bias) or computed (positions) */
     const eng_st_tensor *t; /* resolved and checked before anything is allocated */
+    int fused, tail;    /* tail: a projection weight, laid out last */
+    eng_linear *lin;
 } mm_entry;
 
 typedef struct mm_plan {
     mm_entry *e;
-    int n, cap, fail;
-    size_t floats;
+    int n, cap, fail, tail;
+    size_t floats, tail_off;
+    eng_linear *lin;
 } mm_plan;
 
 static void plan_add(mm_plan *p, const float **dst, int fused, int optional, int64_t rows,
@@ -275,17 +280,42 @@ static void plan_add(mm_plan *p, const float **dst, int fused, int optional, int
     vsnprintf(e->name, sizeof e->name, fmt, ap);
     va_end(ap);
     e->rows = rows, e->cols = cols, e->dst = dst, e->optional = optional;
-    if (!fused)
-        p->floats = (p->floats + 15) / 16 * 16;
-    e->off = p->floats;
-    p->floats += (size_t)(rows * (cols ? cols : 1));
+    e->fused = fused;
+    e->tail = fused && p->n > 1 ? p->e[p->n - 2].tail : p->tail;
+    e->lin = fused ? NULL : p->lin;
+    p->tail = 0;
+    p->lin = NULL;
 }
 
-static void plan_linear(mm_plan *p, const float **w, const float **b, int64_t out, int64_t in,
-                        const char *base)
+/* Offsets: everything else first, then from a page boundary the projection weights. */
+static void plan_layout(mm_plan *p)
 {
-    plan_add(p, w, 0, 0, out, in, "%s.weight", base);
-    plan_add(p, b, 0, 0, out, 0, "%s.bias", base);
+    p->floats = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            p->floats = (p->floats + 1023) / 1024 * 1024;
+            p->tail_off = p->floats;
+        }
+        for (int i = 0; i < p->n; i++) {
+            mm_entry *e = &p->e[i];
+            if (e->tail != pass)
+                continue;
+            if (!e->fused)
+                p->floats = (p->floats + 15) / 16 * 16;
+            e->off = p->floats;
+            p->floats += (size_t)(e->rows * (e->cols ? e->cols : 1));
+        }
+    }
+}
+
+static void plan_linear(mm_plan *p, eng_linear *l, int64_t out, int64_t in, const char *base)
+{
+    l->out = (int)out;
+    l->in = (int)in;
+    p->tail = 1;
+    p->lin = l;
+    plan_add(p, &l->w, 0, 0, out, in, "%s.weight", base);
+    plan_add(p, &l->b, 0, 0, out, 0, "%s.bias", base);
 }
 
 static void plan_ln(mm_plan *p, const float **g, const float **b, int64_t d, const char *base)
@@ -295,13 +325,17 @@ static void plan_ln(mm_plan *p, const float **g, const float **b, int64_t d, con
 }
 
 /* q|k|v (or k|v) projections fused into one matrix and one bias. */
-static void plan_fused(mm_plan *p, const float **w, const float **b, const char *base,
-                       const char *const *parts, int n, int64_t d)
+static void plan_fused(mm_plan *p, eng_linear *l, const char *base, const char *const *parts,
+                       int n, int64_t d)
 {
+    l->out = (int)(n * d);
+    l->in = (int)d;
+    p->tail = 1;
+    p->lin = l;
     for (int i = 0; i < n; i++)
-        plan_add(p, i ? NULL : w, i > 0, 0, d, d, "%s.%s.weight", base, parts[i]);
+        plan_add(p, i ? NULL : &l->w, i > 0, 0, d, d, "%s.%s.weight", base, parts[i]);
     for (int i = 0; i < n; i++)
-        plan_add(p, i ? NULL : b, i > 0, 0, d, 0, "%s.%s.bias", base, parts[i]);
+        plan_add(p, i ? NULL : &l->b, i > 0, 0, d, 0, "%s.%s.bias", base, parts[i]);
 }
 
 static void plan_layer(mm_plan *p, mm_layer *L, const char *pre, int l, int dec, int64_t D,
@@ -310,25 +344,25 @@ static void plan_layer(mm_plan *p, mm_layer *L, const char *pre, int l, int dec,
     static const char *const qkv[] = {"q_proj", "k_proj", "v_proj"};
     char base[160];
     snprintf(base, sizeof base, "%s.layers.%d.self_attn", pre, l);
-    plan_fused(p, &L->qkv_w, &L->qkv_b, base, qkv, 3, D);
+    plan_fused(p, &L->qkv, base, qkv, 3, D);
     snprintf(base, sizeof base, "%s.layers.%d.self_attn.out_proj", pre, l);
-    plan_linear(p, &L->o_w, &L->o_b, D, D, base);
+    plan_linear(p, &L->o, D, D, base);
     snprintf(base, sizeof base, "%s.layers.%d.self_attn_layer_norm", pre, l);
     plan_ln(p, &L->ln1_g, &L->ln1_b, D, base);
     if (dec) {
         snprintf(base, sizeof base, "%s.layers.%d.encoder_attn.q_proj", pre, l);
-        plan_linear(p, &L->cq_w, &L->cq_b, D, D, base);
+        plan_linear(p, &L->cq, D, D, base);
         snprintf(base, sizeof base, "%s.layers.%d.encoder_attn", pre, l);
-        plan_fused(p, &L->ckv_w, &L->ckv_b, base, qkv + 1, 2, D);
+        plan_fused(p, &L->ckv, base, qkv + 1, 2, D);
         snprintf(base, sizeof base, "%s.layers.%d.encoder_attn.out_proj", pre, l);
-        plan_linear(p, &L->co_w, &L->co_b, D, D, base);
+        plan_linear(p, &L->co, D, D, base);
         snprintf(base, sizeof base, "%s.layers.%d.encoder_attn_layer_norm", pre, l);
         plan_ln(p, &L->lnc_g, &L->lnc_b, D, base);
     }
     snprintf(base, sizeof base, "%s.layers.%d.fc1", pre, l);
-    plan_linear(p, &L->fc1_w, &L->fc1_b, F, D, base);
+    plan_linear(p, &L->fc1, F, D, base);
     snprintf(base, sizeof base, "%s.layers.%d.fc2", pre, l);
-    plan_linear(p, &L->fc2_w, &L->fc2_b, D, F, base);
+    plan_linear(p, &L->fc2, D, F, base);
     snprintf(base, sizeof base, "%s.layers.%d.final_layer_norm", pre, l);
     plan_ln(p, &L->ln2_g, &L->ln2_b, D, base);
 }
@@ -462,9 +496,14 @@ static int load_weights(eng_marian *m, const eng_safetensors *st, eng_error *err
                       "checkpoint itself", st->path, m->max_pos, m->d, derived_floats, file_floats);
         goto done;
     }
+    plan_layout(&p);
     m->block_floats = p.floats;
-    m->block = aligned_alloc(64, (p.floats * sizeof(float) + 63) / 64 * 64);
-    if (!m->block) {
+    m->tail_off = p.tail_off;
+    m->block_mapped = (p.floats * sizeof(float) + 4095) / 4096 * 4096;
+    m->block = mmap(NULL, m->block_mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                    -1, 0);
+    if (m->block == MAP_FAILED) {
+        m->block = NULL;
         rc = eng_fail(err, ENG_ENOMEM, "out of memory for %zu MB of weights",
                       p.floats * sizeof(float) >> 20);
         goto done;
@@ -490,11 +529,15 @@ static int load_weights(eng_marian *m, const eng_safetensors *st, eng_error *err
         }
         if (e->dst)
             *e->dst = m->block + e->off;
+        if (e->lin)
+            e->lin->off = e->off;
     }
     if (m->share)
         m->dec_emb = m->enc_emb;
     if (m->tie)
         m->lm = m->dec_emb;
+    m->lmh = (eng_linear){.w = m->lm, .b = m->final_bias, .out = m->dec_vocab, .in = m->d,
+                          .off = (size_t)(m->lm - m->block)};
 done:
     free(p.e);
     return rc;
@@ -560,33 +603,114 @@ fail:
     return rc;
 }
 
-static void pack_layer(eng_marian *m, eng_backend *be, mm_layer *L, int dec, int F)
+/* The projections of every layer (tail of the block), then the lm head. */
+static int marian_linears(eng_marian *m, eng_linear **out)
 {
-    int D = m->d;
-    L->qkv_p = eng_nn_pack(be, L->qkv_w, 3 * D, D, &m->packed_bytes);
-    L->o_p = eng_nn_pack(be, L->o_w, D, D, &m->packed_bytes);
-    if (dec) {
-        L->cq_p = eng_nn_pack(be, L->cq_w, D, D, &m->packed_bytes);
-        L->ckv_p = eng_nn_pack(be, L->ckv_w, 2 * D, D, &m->packed_bytes);
-        L->co_p = eng_nn_pack(be, L->co_w, D, D, &m->packed_bytes);
+    int n = 0;
+    for (int i = 0; i < m->enc_layers + m->dec_layers; i++) {
+        mm_layer *L = i < m->enc_layers ? &m->enc[i] : &m->dec[i - m->enc_layers];
+        eng_linear *ls[] = {&L->qkv, &L->o, &L->cq, &L->ckv, &L->co, &L->fc1, &L->fc2};
+        for (int j = 0; j < 7; j++)
+            if (ls[j]->w || ls[j]->packed)
+                out[n++] = ls[j];
     }
-    L->fc1_p = eng_nn_pack(be, L->fc1_w, F, D, &m->packed_bytes);
-    L->fc2_p = eng_nn_pack(be, L->fc2_w, D, F, &m->packed_bytes);
+    out[n++] = &m->lmh;
+    return n;
 }
 
-void eng_marian_pack(eng_marian *m, eng_backend *be)
+#define MM_MAX_LIN(m) (7 * ((m)->enc_layers + (m)->dec_layers) + 1)
+
+/* Frees the packings (the handles do not need the backend that made them). */
+static void unpack(eng_marian *m)
 {
-    if (!m || !be || !be->ops->core->pack_weight || !be->ops->core->gemm_prepacked ||
-        !be->ops->core->free_packed || m->pack_ops)
+    if (!m->pack_ops || !m->enc || !m->dec)
         return;
+    eng_linear **ls = malloc(sizeof *ls * (size_t)MM_MAX_LIN(m));
+    if (!ls)
+        abort(); /* a few pointers */
+    int n = marian_linears(m, ls);
+    for (int i = 0; i < n; i++)
+        eng_nn_linear_unpack_free(ls[i]);
+    free(ls);
+    m->pack_ops = NULL;
+    m->packed_bytes = 0;
+}
+
+int eng_marian_pack(eng_marian *m, eng_backend *be, int fmt, int drop)
+{
+    if (!m || !be || m->pack_ops || m->dropped)
+        return ENG_EINVAL;
+    eng_linear **ls = malloc(sizeof *ls * (size_t)MM_MAX_LIN(m));
+    if (!ls)
+        return ENG_ENOMEM;
+    int n = marian_linears(m, ls), rc = ENG_OK;
+    size_t bytes = 0, released = m->tail_off * sizeof(float);
+    drop = drop && m->tail_off < m->block_floats;
     m->pack_ops = be->ops;
-    for (int l = 0; l < m->enc_layers; l++)
-        pack_layer(m, be, &m->enc[l], 0, m->enc_ffn);
-    for (int l = 0; l < m->dec_layers; l++)
-        pack_layer(m, be, &m->dec[l], 1, m->dec_ffn);
-    /* every decoding step multiplies a few rows by all of it: packed per call, it cost
-     * a sixth of the translation time */
-    m->lm_p = eng_nn_pack(be, m->lm, m->dec_vocab, m->d, &m->packed_bytes);
+    /* every decoding step multiplies a few rows by all of the lm head: packed per call,
+     * it cost a sixth of the translation time. The projections lie in the tail in this
+     * order: each original is released as soon as it is packed (the peak holds one layer
+     * twice, not the model); the lm head (last) is the embedding or lies before. */
+    for (int i = 0; i < n && rc == ENG_OK; i++) {
+        rc = eng_nn_linear_pack(ls[i], be, fmt, &bytes);
+        if (ls[i] == &m->lmh)
+            continue;
+        size_t end = (ls[i]->off + (size_t)ls[i]->out * ls[i]->in) * sizeof(float) / 4096 * 4096;
+        if (rc == ENG_OK && drop && end > released &&
+            munmap((char *)m->block + released, end - released) == 0)
+            released = end;
+    }
+    if (drop && released > m->tail_off * sizeof(float)) {
+        m->dropped = 1;
+        for (int i = 0; i < n; i++)
+            if (ls[i] != &m->lmh)
+                ls[i]->w = NULL;
+    }
+    if (rc) {
+        free(ls);
+        return rc; /* the caller frees the model */
+    }
+    m->fmt = fmt;
+    m->packed_bytes = bytes;
+    if (drop) {
+        if (released < m->block_mapped)
+            munmap((char *)m->block + released, m->block_mapped - released);
+        m->block_mapped = m->tail_off * sizeof(float);
+        m->dropped = 1;
+        for (int i = 0; i < n; i++)
+            if (ls[i] != &m->lmh)
+                ls[i]->w = NULL;
+    }
+    free(ls);
+    return ENG_OK;
+}
+
+size_t eng_marian_packed_bytes(const eng_marian *m)
+{
+    return m ? m->packed_bytes : 0;
+}
+
+const char *eng_marian_kernel(const eng_marian *m)
+{
+    return m && m->enc_layers ? eng_nn_linear_kernel(&m->enc[0].qkv, NULL) : "gemm";
+}
+
+float *eng_marian_unpacked_block(const eng_marian *m)
+{
+    float *h = malloc(m->block_floats * sizeof(float));
+    eng_linear **ls = malloc(sizeof *ls * (size_t)MM_MAX_LIN(m));
+    if (!h || !ls) {
+        free(h);
+        free(ls);
+        return NULL;
+    }
+    memcpy(h, m->block, (m->dropped ? m->tail_off : m->block_floats) * sizeof(float));
+    int n = marian_linears((eng_marian *)m, ls);
+    for (int i = 0; i < n; i++)
+        if (ls[i]->packed && ls[i] != &m->lmh)
+            eng_nn_linear_unpack(ls[i], h + ls[i]->off);
+    free(ls);
+    return h;
 }
 
 const float *eng_marian_block(const eng_marian *m, size_t *bytes)
@@ -596,24 +720,50 @@ const float *eng_marian_block(const eng_marian *m, size_t *bytes)
     return m->block;
 }
 
+int eng_marian_dropped(const eng_marian *m)
+{
+    return m->dropped;
+}
+
+const eng_backend_ops *eng_marian_pack_ops(const eng_marian *m)
+{
+    return m->pack_ops;
+}
+
+size_t eng_marian_kept_bytes(const eng_marian *m)
+{
+    return m->tail_off * sizeof(float);
+}
+
 #define REBASE(p) ((p) ? (const float *)base + ((p) - m->block) : NULL)
+
+static void view_linear(const eng_marian *m, const void *base, int same, eng_linear *V,
+                        const eng_linear *L)
+{
+    *V = *L;
+    V->b = REBASE(L->b);
+    if (same)
+        return; /* packings shared; w NULL when dropped */
+    V->w = L->w || L->packed ? (const float *)base + L->off : NULL;
+    V->packed = NULL;
+    V->pack_ops = NULL;
+    V->fmt = ENG_WFMT_F32;
+}
 
 static void view_layer(const eng_marian *m, const void *base, int same, const mm_layer *L,
                        mm_layer *V)
 {
     *V = *L;
-    V->qkv_w = REBASE(L->qkv_w), V->qkv_b = REBASE(L->qkv_b);
-    V->o_w = REBASE(L->o_w), V->o_b = REBASE(L->o_b);
+    view_linear(m, base, same, &V->qkv, &L->qkv);
+    view_linear(m, base, same, &V->o, &L->o);
     V->ln1_g = REBASE(L->ln1_g), V->ln1_b = REBASE(L->ln1_b);
-    V->cq_w = REBASE(L->cq_w), V->cq_b = REBASE(L->cq_b);
-    V->ckv_w = REBASE(L->ckv_w), V->ckv_b = REBASE(L->ckv_b);
-    V->co_w = REBASE(L->co_w), V->co_b = REBASE(L->co_b);
+    view_linear(m, base, same, &V->cq, &L->cq);
+    view_linear(m, base, same, &V->ckv, &L->ckv);
+    view_linear(m, base, same, &V->co, &L->co);
     V->lnc_g = REBASE(L->lnc_g), V->lnc_b = REBASE(L->lnc_b);
-    V->fc1_w = REBASE(L->fc1_w), V->fc1_b = REBASE(L->fc1_b);
-    V->fc2_w = REBASE(L->fc2_w), V->fc2_b = REBASE(L->fc2_b);
+    view_linear(m, base, same, &V->fc1, &L->fc1);
+    view_linear(m, base, same, &V->fc2, &L->fc2);
     V->ln2_g = REBASE(L->ln2_g), V->ln2_b = REBASE(L->ln2_b);
-    if (!same)
-        V->qkv_p = V->o_p = V->cq_p = V->ckv_p = V->co_p = V->fc1_p = V->fc2_p = NULL;
 }
 
 eng_marian *eng_marian_view_new(const eng_marian *m, const void *base)
@@ -638,11 +788,12 @@ eng_marian *eng_marian_view_new(const eng_marian *m, const void *base)
     v->enc_emb = REBASE(m->enc_emb), v->dec_emb = REBASE(m->dec_emb), v->lm = REBASE(m->lm);
     v->final_bias = REBASE(m->final_bias);
     v->enc_pos = REBASE(m->enc_pos), v->dec_pos = REBASE(m->dec_pos);
+    view_linear(m, base, same, &v->lmh, &m->lmh);
     v->block = NULL;
     if (!same) {
         v->pack_ops = NULL;
-        v->lm_p = NULL;
         v->packed_bytes = 0;
+        v->dropped = 0;
     }
     return v;
 }
@@ -658,38 +809,14 @@ void eng_marian_view_free(eng_marian *v)
     free(v);
 }
 
-size_t eng_marian_packed_bytes(const eng_marian *m)
-{
-    return m ? m->packed_bytes : 0;
-}
-
-/* Frees the packings (the handles do not need the backend that made them). */
-static void unpack(eng_marian *m)
-{
-    const eng_backend_ops *o = m->pack_ops;
-    if (!o)
-        return;
-    for (int i = 0; i < m->enc_layers + m->dec_layers; i++) {
-        mm_layer *L = i < m->enc_layers ? &m->enc[i] : &m->dec[i - m->enc_layers];
-        void **h[] = {&L->qkv_p, &L->o_p, &L->cq_p, &L->ckv_p, &L->co_p, &L->fc1_p, &L->fc2_p};
-        for (size_t j = 0; j < sizeof h / sizeof *h; j++) {
-            o->core->free_packed(NULL, *h[j]);
-            *h[j] = NULL;
-        }
-    }
-    o->core->free_packed(NULL, m->lm_p);
-    m->lm_p = NULL;
-    m->pack_ops = NULL;
-    m->packed_bytes = 0;
-}
-
 void eng_marian_free(eng_marian *m)
 {
     if (!m)
         return;
     unpack(m);
     eng_marian_tok_free(m->tok);
-    free(m->block);
+    if (m->block)
+        munmap(m->block, m->block_mapped);
     free(m->enc);
     free(m->dec);
     free(m);
@@ -766,28 +893,26 @@ static void mem_free_all(mm_mem *mm)
     mm->n = 0;
 }
 
-/* y[T, out] = x[T, in] W^T, from W's packing wp when this backend made it (the same
- * values, bitwise), else from W. */
-static void mm_gemm(const eng_marian *m, eng_backend *be, float *y, const float *x,
-                    const float *w, const void *wp, int T, int out, int in)
+/* y[T, out] = act(x[T, in] W^T + b) (nn/linear.h). */
+static void linear(eng_backend *be, float *y, const float *x, const eng_linear *l, int T,
+                   eng_act act)
 {
-    eng_nn_matmul(be, m->pack_ops, y, x, w, wp, T, out, in);
+    if (eng_nn_linear_forward(l, be, y, x, T, act))
+        abort(); /* out of memory for a few MB of quantized rows */
 }
 
-static void linear(const eng_marian *m, eng_backend *be, float *y, const float *x,
-                   const float *w, const void *wp, const float *b, int T, int out, int in)
-{
-    mm_gemm(m, be, y, x, w, wp, T, out, in);
-    be->ops->core->bias_act(be, y, b, T, out, ENG_ACT_NONE);
-}
-
-static void ffn_act(const eng_marian *m, eng_backend *be, float *h, const float *b, int T, int F)
+/* h = act(x fc1^T + b): fused into the linear layer but for SiLU. */
+static void ffn_in(const eng_marian *m, eng_backend *be, float *h, const float *x,
+                   const eng_linear *l, int T)
 {
     switch (m->act) {
-    case ACT_SILU: be->ops->gen->bias_silu(be, h, b, T, F); break;
-    case ACT_GELU: be->ops->core->bias_act(be, h, b, T, F, ENG_ACT_GELU); break;
-    case ACT_GELU_TANH: be->ops->core->bias_act(be, h, b, T, F, ENG_ACT_GELU_TANH); break;
-    default: be->ops->core->bias_act(be, h, b, T, F, ENG_ACT_RELU); break;
+    case ACT_SILU:
+        eng_nn_linear_matmul(l, be, h, x, T);
+        be->ops->gen->bias_silu(be, h, l->b, T, l->out);
+        break;
+    case ACT_GELU: linear(be, h, x, l, T, ENG_ACT_GELU); break;
+    case ACT_GELU_TANH: linear(be, h, x, l, T, ENG_ACT_GELU_TANH); break;
+    default: linear(be, h, x, l, T, ENG_ACT_RELU); break;
     }
 }
 
@@ -882,19 +1007,18 @@ static int run_encoder(mm_run *r, const eng_encoding *const *src, int n, eng_err
     o->gen->embed_scaled(be, x, m->enc_emb, embed_scale(m), m->enc_pos, ids, pos, (int)T, D);
     for (int l = 0; l < m->enc_layers; l++) {
         const mm_layer *L = &m->enc[l];
-        linear(m, be, qkv, x, L->qkv_w, L->qkv_p, L->qkv_b, (int)T, 3 * D, D);
+        linear(be, qkv, x, &L->qkv, (int)T, ENG_ACT_NONE);
         o->core->attention(be, ctx, D, qkv, 3 * D, qkv + D, 3 * D, qkv + 2 * D, 3 * D, off, off, n,
                      m->enc_heads, hd, 1.0f / sqrtf((float)hd), 0);
-        linear(m, be, tmp, ctx, L->o_w, L->o_p, L->o_b, (int)T, D, D);
+        linear(be, tmp, ctx, &L->o, (int)T, ENG_ACT_NONE);
         o->core->add_layernorm(be, x, tmp, x, L->ln1_g, L->ln1_b, (int)T, D, m->ln_eps);
-        mm_gemm(m, be, tmp, x, L->fc1_w, L->fc1_p, (int)T, F, D);
-        ffn_act(m, be, tmp, L->fc1_b, (int)T, F);
-        linear(m, be, ctx, tmp, L->fc2_w, L->fc2_p, L->fc2_b, (int)T, D, F);
+        ffn_in(m, be, tmp, x, &L->fc1, (int)T);
+        linear(be, ctx, tmp, &L->fc2, (int)T, ENG_ACT_NONE);
         o->core->add_layernorm(be, x, ctx, x, L->ln2_g, L->ln2_b, (int)T, D, m->ln_eps);
     }
     /* cross-attention keys and values, once per source */
     for (int l = 0; l < m->dec_layers; l++)
-        linear(m, be, r->ckv[l], x, m->dec[l].ckv_w, m->dec[l].ckv_p, m->dec[l].ckv_b, (int)T, 2 * D, D);
+        linear(be, r->ckv[l], x, &m->dec[l].ckv, (int)T, ENG_ACT_NONE);
     mem_release(&r->mem, qkv);
     mem_release(&r->mem, ctx);
     mem_release(&r->mem, tmp);
@@ -968,7 +1092,7 @@ static float *run_step(void *user, int nh, const int32_t *tok, const int32_t *se
     const eng_marian *m = r->m;
     eng_backend *be = r->be;
     const eng_backend_ops *o = be->ops;
-    int D = m->d, F = m->dec_ffn, hd = D / m->dec_heads;
+    int D = m->d, hd = D / m->dec_heads;
     if (pos >= m->max_pos) {
         eng_fail(err, ENG_ETOOLONG, "decoder position %d beyond max_position_embeddings %d", pos,
                  m->max_pos);
@@ -1009,24 +1133,23 @@ static float *run_step(void *user, int nh, const int32_t *tok, const int32_t *se
     o->gen->embed_scaled(be, x, m->dec_emb, embed_scale(m), m->dec_pos, r->d_ids, r->d_pos, nh, D);
     for (int l = 0; l < m->dec_layers; l++) {
         const mm_layer *L = &m->dec[l];
-        linear(m, be, qkv, x, L->qkv_w, L->qkv_p, L->qkv_b, nh, 3 * D, D);
+        linear(be, qkv, x, &L->qkv, nh, ENG_ACT_NONE);
         o->gen->copy_rows(be, r->kc[l], D, r->d_rows, qkv + D, 3 * D, NULL, nh, D);
         o->gen->copy_rows(be, r->vc[l], D, r->d_rows, qkv + 2 * D, 3 * D, NULL, nh, D);
         o->gen->attention_kv(be, ctx, D, qkv, 3 * D, r->kc[l], D, r->vc[l], D, r->d_qoff, r->d_kvs,
                         r->d_kvl, nh, m->dec_heads, hd, scale, 0);
-        linear(m, be, tmp, ctx, L->o_w, L->o_p, L->o_b, nh, D, D);
+        linear(be, tmp, ctx, &L->o, nh, ENG_ACT_NONE);
         o->core->add_layernorm(be, x, tmp, x, L->ln1_g, L->ln1_b, nh, D, m->ln_eps);
-        linear(m, be, qkv, x, L->cq_w, L->cq_p, L->cq_b, nh, D, D);
+        linear(be, qkv, x, &L->cq, nh, ENG_ACT_NONE);
         o->gen->attention_kv(be, ctx, D, qkv, D, r->ckv[l], 2 * D, r->ckv[l] + D, 2 * D, r->d_qoff,
                         r->d_ss, r->d_sl, nh, m->dec_heads, hd, scale, 0);
-        linear(m, be, tmp, ctx, L->co_w, L->co_p, L->co_b, nh, D, D);
+        linear(be, tmp, ctx, &L->co, nh, ENG_ACT_NONE);
         o->core->add_layernorm(be, x, tmp, x, L->lnc_g, L->lnc_b, nh, D, m->ln_eps);
-        mm_gemm(m, be, tmp, x, L->fc1_w, L->fc1_p, nh, F, D);
-        ffn_act(m, be, tmp, L->fc1_b, nh, F);
-        linear(m, be, ctx, tmp, L->fc2_w, L->fc2_p, L->fc2_b, nh, D, F);
+        ffn_in(m, be, tmp, x, &L->fc1, nh);
+        linear(be, ctx, tmp, &L->fc2, nh, ENG_ACT_NONE);
         o->core->add_layernorm(be, x, ctx, x, L->ln2_g, L->ln2_b, nh, D, m->ln_eps);
     }
-    linear(m, be, r->logits, x, m->lm, m->lm_p, m->final_bias, nh, m->dec_vocab, D);
+    linear(be, r->logits, x, &m->lmh, nh, ENG_ACT_NONE);
     return r->logits;
 }
 

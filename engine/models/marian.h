@@ -31,11 +31,23 @@ int eng_marian_is_folder(const char *dir);
 int eng_marian_load(const char *dir, eng_marian **out, eng_error *err);
 void eng_marian_free(eng_marian *m);
 
-/* Pre-pack every projection and the lm head with be's pack_weight (when it has one)
- * for backends of the same kind: results are bitwise those of gemm; freed by
- * eng_marian_free. eng_marian_packed_bytes: the packings' extra memory. */
-void eng_marian_pack(eng_marian *m, eng_backend *be);
+/* Pack every projection and the lm head with be in format fmt (eng_wfmt, nn/linear.h)
+ * so that forward passes on backends of be's kind use them; drop: then release the
+ * projections' fp32 originals (the lm head stays: it is the embedding or lies before).
+ * The weights must not change afterwards; freed by eng_marian_free. ENG_OK or an error
+ * (nothing packed). eng_marian_packed_bytes: the packings' memory; eng_marian_kernel:
+ * the kernel the default CPU backend runs them on. */
+int eng_marian_pack(eng_marian *m, eng_backend *be, int fmt, int drop);
 size_t eng_marian_packed_bytes(const eng_marian *m);
+const char *eng_marian_kernel(const eng_marian *m);
+/* 1 once the projections live only in their packings. */
+int eng_marian_dropped(const eng_marian *m);
+/* The kind of backend the packings are for (NULL: none); the bytes of the block kept. */
+const eng_backend_ops *eng_marian_pack_ops(const eng_marian *m);
+size_t eng_marian_kept_bytes(const eng_marian *m);
+/* A host copy of the whole block with the packed projections as their packings hold them
+ * (malloc'd; NULL when out of memory): for backends of another kind after a drop. */
+float *eng_marian_unpacked_block(const eng_marian *m);
 
 /* Fills the model-info fields (architecture, task ENG_TASK_TRANSLATE, sizes). */
 void eng_marian_fill_info(const eng_marian *m, eng_model_info *info);

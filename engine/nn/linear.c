@@ -1,27 +1,92 @@
 /* linear.c - nn.Linear on a backend (see linear.h). */
 #include "nn/linear.h"
 
-void eng_nn_matmul(eng_backend *be, const eng_backend_ops *pack_ops, float *y, const float *x,
-                   const float *w, const void *wp, int T, int out, int in)
+#include <stdlib.h>
+#include <string.h>
+
+int eng_nn_linear_forward(const eng_linear *l, eng_backend *be, float *y, const float *x, int T,
+                          eng_act act)
 {
-    if (wp && be->ops == pack_ops)
-        be->ops->core->gemm_prepacked(be, T, out, in, 1.0f, x, in, wp, 0.0f, y, out);
-    else
-        be->ops->core->gemm(be, 1, T, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+    if (l->packed && be->ops == l->pack_ops)
+        return be->ops->core->linear_forward(be, l->packed, y, x, T, l->b, act);
+    if (!l->w)
+        abort(); /* programmer error: dropped weights on a backend of another kind */
+    be->ops->core->gemm(be, 1, T, l->out, l->in, 1.0f, x, l->in, l->w, l->in, 0.0f, y, l->out);
+    be->ops->core->bias_act(be, y, l->b, T, l->out, act);
+    return ENG_OK;
 }
 
-void eng_nn_linear(eng_backend *be, const eng_backend_ops *pack_ops, float *y, const float *x,
-                   const float *w, const void *wp, const float *bias, int T, int out, int in,
-                   eng_act act)
+void eng_nn_linear_matmul(const eng_linear *l, eng_backend *be, float *y, const float *x, int T)
 {
-    eng_nn_matmul(be, pack_ops, y, x, w, wp, T, out, in);
-    be->ops->core->bias_act(be, y, bias, T, out, act);
+    if (l->packed && be->ops == l->pack_ops) {
+        be->ops->core->linear_forward(be, l->packed, y, x, T, NULL, ENG_ACT_NONE);
+        return;
+    }
+    be->ops->core->gemm(be, 1, T, l->out, l->in, 1.0f, x, l->in, l->w, l->in, 0.0f, y, l->out);
 }
 
-void *eng_nn_pack(eng_backend *be, const float *w, int n, int k, size_t *bytes)
+int eng_nn_linear_pack(eng_linear *l, eng_backend *be, int fmt, size_t *bytes)
 {
-    void *h = w ? be->ops->core->pack_weight(be, w, n, k, k) : NULL;
-    if (h) /* panels of up to 16 rows, K padded to 4 (the CPU layout; an estimate elsewhere) */
-        *bytes += ((size_t)n + 15) / 16 * 16 * (((size_t)k + 3) / 4 * 4) * sizeof(float);
-    return h;
+    const eng_backend_core_ops *c = be ? be->ops->core : NULL;
+    if (l->packed || !l->w)
+        return ENG_OK;
+    if (!c || !c->linear_pack || !c->linear_forward || !c->linear_free || !c->linear_info)
+        return ENG_EUNSUPPORTED;
+    void *h = c->linear_pack(be, l->w, l->out, l->in, l->in, fmt);
+    if (!h)
+        return ENG_ENOMEM;
+    l->packed = h;
+    l->fmt = fmt;
+    l->pack_ops = be->ops;
+    if (bytes)
+        *bytes += c->linear_info(be, h, NULL);
+    return ENG_OK;
+}
+
+void eng_nn_linear_unpack_free(eng_linear *l)
+{
+    if (l->packed && l->pack_ops)
+        l->pack_ops->core->linear_free(l->packed);
+    l->packed = NULL;
+    l->pack_ops = NULL;
+    l->fmt = ENG_WFMT_F32;
+}
+
+void eng_nn_linear_unpack(const eng_linear *l, float *dst)
+{
+    if (l->packed) {
+        l->pack_ops->core->linear_unpack(l->packed, dst);
+        return;
+    }
+    memcpy(dst, l->w, (size_t)l->out * l->in * sizeof(float));
+}
+
+const char *eng_nn_linear_kernel(const eng_linear *l, eng_backend *be)
+{
+    const char *k = "gemm";
+    if (l->packed && (!be || be->ops == l->pack_ops))
+        l->pack_ops->core->linear_info(be, l->packed, &k);
+    return k;
+}
+
+const char *eng_wfmt_name(int fmt)
+{
+    switch (fmt) {
+    case ENG_WFMT_BF16: return "bf16";
+    case ENG_WFMT_INT8: return "int8";
+    default: return "fp32";
+    }
+}
+
+int eng_wfmt_parse(const char *s)
+{
+    if (!s)
+        return -1;
+    if (!strcmp(s, "fp32"))
+        return ENG_WFMT_F32;
+    if (!strcmp(s, "bf16"))
+        return ENG_WFMT_BF16;
+    if (!strcmp(s, "int8"))
+        return ENG_WFMT_INT8;
+    return -1;
 }

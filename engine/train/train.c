@@ -155,27 +155,27 @@ int eng_bert_param_table(const eng_bert *b, eng_param **out, int *n, eng_error *
         snprintf(lp, sizeof lp, bert ? "%s.encoder.layer.%d" : "%s.transformer.layer.%d", pre, l);
         for (int q = 0; q < 3; q++) {
             snprintf(base, sizeof base, "%s.%s", lp, nm[q]);
-            tab_linear(&t, L->qkv_w + (size_t)q * H * H, L->qkv_b + (size_t)q * H, H, H, base);
+            tab_linear(&t, L->qkv.w + (size_t)q * H * H, L->qkv.b + (size_t)q * H, H, H, base);
         }
         snprintf(base, sizeof base, "%s.%s", lp, nm[3]);
-        tab_linear(&t, L->ao_w, L->ao_b, H, H, base);
+        tab_linear(&t, L->ao.w, L->ao.b, H, H, base);
         snprintf(base, sizeof base, "%s.%s", lp, nm[4]);
         tab_ln(&t, L->ln1_g, L->ln1_b, H, base);
         snprintf(base, sizeof base, "%s.%s", lp, nm[5]);
-        tab_linear(&t, L->in_w, L->in_b, I, H, base);
+        tab_linear(&t, L->in.w, L->in.b, I, H, base);
         snprintf(base, sizeof base, "%s.%s", lp, nm[6]);
-        tab_linear(&t, L->out_w, L->out_b, H, I, base);
+        tab_linear(&t, L->out.w, L->out.b, H, I, base);
         snprintf(base, sizeof base, "%s.%s", lp, nm[7]);
         tab_ln(&t, L->ln2_g, L->ln2_b, H, base);
     }
     if (c->task == ENG_TASK_CLASSIFY) {
         if (bert) {
             snprintf(base, sizeof base, "%s.pooler.dense", pre);
-            tab_linear(&t, b->pool_w, b->pool_b, H, H, base);
+            tab_linear(&t, b->pool.w, b->pool.b, H, H, base);
         } else {
-            tab_linear(&t, b->pre_w, b->pre_b, H, H, "pre_classifier");
+            tab_linear(&t, b->pre.w, b->pre.b, H, H, "pre_classifier");
         }
-        tab_linear(&t, b->cls_w, b->cls_b, c->num_labels, H, "classifier");
+        tab_linear(&t, b->cls.w, b->cls.b, c->num_labels, H, "classifier");
     }
     if (t.fail) {
         free(t.p);
@@ -586,12 +586,10 @@ static uint64_t site_seed(const eng_trainer *t, int site)
 
 #define GP(t, ptr) ((t)->grad + ((ptr) - (t)->bert.block))
 
-/* y[T, out] = x[T, in] W^T + b */
-static void linear(eng_backend *be, float *y, const float *x, const float *w, const float *b,
-                   int T, int out, int in)
+/* y[T, out] = x[T, in] W^T + b (nn/linear.h: the trainer's layers are never packed) */
+static void linear(eng_backend *be, float *y, const float *x, const eng_linear *l, int T)
 {
-    be->ops->core->gemm(be, 1, T, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
-    be->ops->core->bias_act(be, y, b, T, out, ENG_ACT_NONE);
+    eng_nn_linear_forward(l, be, y, x, T, ENG_ACT_NONE);
 }
 
 /* Backward of y = x W^T + b: dW += dy^T x, db += sum dy, dx = dy W (+ dx if acc). */
@@ -625,26 +623,27 @@ static void forward_train(eng_trainer *t, const eng_bert_batch *bt, acts *a)
         layer_acts *s = &a->l[l];
         float *next = l + 1 < c->layers ? a->l[l + 1].x : a->out;
         uint64_t sd = (uint64_t)(SITE_LAYER + 3 * l);
-        linear(be, s->qkv, s->x, L->qkv_w, L->qkv_b, T, 3 * H, H);
+        linear(be, s->qkv, s->x, &L->qkv, T);
         o->train->attention_train(be, s->ctx, H, s->probs, a->p_off, s->qkv, s->qkv + H, s->qkv + 2 * H,
                            3 * H, bt->seq_off, n, c->heads, hd, scale, t->p_attn,
                            site_seed(t, (int)sd));
-        linear(be, s->ao, s->ctx, L->ao_w, L->ao_b, T, H, H);
+        linear(be, s->ao, s->ctx, &L->ao, T);
         if (bert)
             o->train->dropout(be, s->ao, s->ao, (size_t)T * H, t->p_hidden, site_seed(t, (int)sd + 1));
         o->core->add_layernorm(be, s->x1, s->ao, s->x, L->ln1_g, L->ln1_b, T, H, c->ln_eps);
-        be->ops->core->gemm(be, 1, T, I, H, 1.0f, s->x1, H, L->in_w, H, 0.0f, s->pre, I);
-        o->train->bias_act_train(be, s->pre, s->post, L->in_b, T, I, c->act);
-        linear(be, s->fo, s->post, L->out_w, L->out_b, T, H, I);
+        eng_nn_linear_matmul(&L->in, be, s->pre, s->x1, T);
+        o->train->bias_act_train(be, s->pre, s->post, L->in.b, T, I, c->act);
+        linear(be, s->fo, s->post, &L->out, T);
         o->train->dropout(be, s->fo, s->fo, (size_t)T * H, t->p_hidden, site_seed(t, (int)sd + 2));
         o->core->add_layernorm(be, next, s->fo, s->x1, L->ln2_g, L->ln2_b, T, H, c->ln_eps);
     }
     o->core->gather_rows(be, a->cls, a->out, bt->seq_off, n, 0, H);
-    const float *hw = bert ? b->pool_w : b->pre_w, *hb = bert ? b->pool_b : b->pre_b;
-    be->ops->core->gemm(be, 1, n, H, H, 1.0f, a->cls, H, hw, H, 0.0f, a->hp, H);
+    const eng_linear *hl = bert ? &b->pool : &b->pre;
+    const float *hb = hl->b;
+    eng_nn_linear_matmul(hl, be, a->hp, a->cls, n);
     o->train->bias_act_train(be, a->hp, a->hq, hb, n, H, bert ? ENG_ACT_TANH : ENG_ACT_RELU);
     o->train->dropout(be, a->hq, a->hq, (size_t)n * H, t->p_cls, site_seed(t, SITE_HEAD));
-    linear(be, a->logits, a->hq, b->cls_w, b->cls_b, n, c->num_labels, H);
+    linear(be, a->logits, a->hq, &b->cls, n);
 }
 
 static void backward(eng_trainer *t, const eng_bert_batch *bt, acts *a)
@@ -660,11 +659,11 @@ static void backward(eng_trainer *t, const eng_bert_batch *bt, acts *a)
     size_t TH = (size_t)T * H;
 
     /* head */
-    linear_back(t, a->gh1, 0, a->dlogits, a->hq, b->cls_w, b->cls_b, n, Lb, H);
+    linear_back(t, a->gh1, 0, a->dlogits, a->hq, b->cls.w, b->cls.b, n, Lb, H);
     o->train->dropout(be, a->gh1, a->gh1, (size_t)n * H, t->p_cls, site_seed(t, SITE_HEAD));
     o->train->act_backward(be, a->gh1, a->gh1, a->hp, n, H, bert ? ENG_ACT_TANH : ENG_ACT_RELU);
-    linear_back(t, a->gh2, 0, a->gh1, a->cls, bert ? b->pool_w : b->pre_w,
-                bert ? b->pool_b : b->pre_b, n, H, H);
+    linear_back(t, a->gh2, 0, a->gh1, a->cls, bert ? b->pool.w : b->pre.w,
+                bert ? b->pool.b : b->pre.b, n, H, H);
     o->zero(be, a->g1, TH * sizeof(float));
     o->train->scatter_rows(be, a->g1, a->gh2, bt->seq_off, n, 0, H);
     /* layers, last first; g1 holds the gradient of the current layer's output */
@@ -675,9 +674,9 @@ static void backward(eng_trainer *t, const eng_bert_batch *bt, acts *a)
         o->train->layernorm_backward(be, a->g2, GP(t, L->ln2_g), GP(t, L->ln2_b), a->g1, s->fo, s->x1,
                               L->ln2_g, T, H, c->ln_eps);
         o->train->dropout(be, a->g3, a->g2, TH, t->p_hidden, site_seed(t, sd + 2));
-        linear_back(t, a->gi, 0, a->g3, s->post, L->out_w, L->out_b, T, H, I);
+        linear_back(t, a->gi, 0, a->g3, s->post, L->out.w, L->out.b, T, H, I);
         o->train->act_backward(be, a->gi, a->gi, s->pre, T, I, c->act);
-        linear_back(t, a->g2, 1, a->gi, s->x1, L->in_w, L->in_b, T, I, H); /* g2 = d x1 */
+        linear_back(t, a->g2, 1, a->gi, s->x1, L->in.w, L->in.b, T, I, H); /* g2 = d x1 */
         o->train->layernorm_backward(be, a->g1, GP(t, L->ln1_g), GP(t, L->ln1_b), a->g2, s->ao, s->x,
                               L->ln1_g, T, H, c->ln_eps);
         float *dao = a->g1;
@@ -685,11 +684,11 @@ static void backward(eng_trainer *t, const eng_bert_batch *bt, acts *a)
             o->train->dropout(be, a->g3, a->g1, TH, t->p_hidden, site_seed(t, sd + 1));
             dao = a->g3;
         }
-        linear_back(t, a->gc, 0, dao, s->ctx, L->ao_w, L->ao_b, T, H, H);
+        linear_back(t, a->gc, 0, dao, s->ctx, L->ao.w, L->ao.b, T, H, H);
         o->train->attention_backward(be, a->gqkv, a->gqkv + H, a->gqkv + 2 * H, 3 * H, a->gc, H,
                               s->probs, a->p_off, s->qkv, s->qkv + H, s->qkv + 2 * H, 3 * H,
                               bt->seq_off, n, c->heads, hd, scale, t->p_attn, site_seed(t, sd));
-        linear_back(t, a->g1, 1, a->gqkv, s->x, L->qkv_w, L->qkv_b, T, 3 * H, H); /* g1 = d x */
+        linear_back(t, a->g1, 1, a->gqkv, s->x, L->qkv.w, L->qkv.b, T, 3 * H, H); /* g1 = d x */
     }
     /* embeddings */
     o->train->dropout(be, a->g1, a->g1, TH, t->p_hidden, site_seed(t, SITE_EMB));
@@ -949,13 +948,13 @@ static void head_forward(eng_trainer *t, head_bufs *h, int n, float p)
     const eng_bert *b = &t->bert;
     eng_backend *be = t->be;
     int H = t->cfg.hidden, bert = t->cfg.family == ENG_FAMILY_BERT;
-    be->ops->core->gemm(be, 1, n, H, H, 1.0f, h->cls, H, bert ? b->pool_w : b->pre_w, H, 0.0f, h->hp,
-                  H);
-    be->ops->train->bias_act_train(be, h->hp, h->hq, bert ? b->pool_b : b->pre_b, n, H,
+    const eng_linear *hl = bert ? &b->pool : &b->pre;
+    eng_nn_linear_matmul(hl, be, h->hp, h->cls, n);
+    be->ops->train->bias_act_train(be, h->hp, h->hq, hl->b, n, H,
                             bert ? ENG_ACT_TANH : ENG_ACT_RELU);
     if (p > 0)
         be->ops->train->dropout(be, h->hq, h->hq, (size_t)n * H, p, site_seed(t, SITE_HEAD));
-    linear(be, h->logits, h->hq, b->cls_w, b->cls_b, n, t->cfg.num_labels, H);
+    linear(be, h->logits, h->hq, &b->cls, n);
 }
 
 int eng_trainer_head_backward(eng_trainer *t, const float *feats, int n, const int32_t *labels,
@@ -987,11 +986,11 @@ int eng_trainer_head_backward(eng_trainer *t, const float *feats, int n, const i
     else
         be->ops->train->cross_entropy(be, t->scratch, h.dlogits, h.logits, h.labels, n, L, loss_scale);
     const eng_bert *b = &t->bert;
-    linear_back(t, h.g, 0, h.dlogits, h.hq, b->cls_w, b->cls_b, n, L, H);
+    linear_back(t, h.g, 0, h.dlogits, h.hq, b->cls.w, b->cls.b, n, L, H);
     if (t->p_cls > 0)
         be->ops->train->dropout(be, h.g, h.g, (size_t)n * H, t->p_cls, site_seed(t, SITE_HEAD));
     be->ops->train->act_backward(be, h.g, h.g, h.hp, n, H, bert ? ENG_ACT_TANH : ENG_ACT_RELU);
-    linear_back(t, NULL, 0, h.g, h.cls, bert ? b->pool_w : b->pre_w, bert ? b->pool_b : b->pre_b,
+    linear_back(t, NULL, 0, h.g, h.cls, bert ? b->pool.w : b->pre.w, bert ? b->pool.b : b->pre.b,
                 n, H, H);
     float host_loss = 0;
     rc = be->ops->download(be, &host_loss, t->scratch, sizeof host_loss);

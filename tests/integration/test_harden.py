@@ -324,7 +324,7 @@ def test_model_in_flight_bounded(direct):
 
 def test_model_in_flight_bounded_when_named(direct):
     # Two models serve /v1/embed: the body names one; its bound applies before tokenising.
-    t = direct([tiny_embed(max_in_flight=1, max_delay_us=5_000_000),
+    t = direct([tiny_embed(max_in_flight=1, max_delay_us=5_000_000, always_delay=True),
                 ModelSpec("other", FIXTURES / "bert_st", "embed")])
     holder = {}
     th = threading.Thread(target=lambda: holder.setdefault(

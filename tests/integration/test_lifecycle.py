@@ -38,7 +38,7 @@ def slow_model():
     # A free worker waits up to 3 s for batch-mates (a batch needs 512 sequences), so
     # the requests are still queued when SIGTERM comes; the drain must finish them.
     path = MINILM if have_minilm() else FIXTURES / "bert_st"
-    return ModelSpec("slow", path, "embed", max_delay_us=3_000_000, max_batch_size=512,
+    return ModelSpec("slow", path, "embed", max_delay_us=3_000_000, always_delay=True, max_batch_size=512,
                      max_batch_tokens=1 << 20, workers=1, timeout_ms=120000, max_timeout_ms=120000)
 
 

@@ -82,7 +82,7 @@ def test_queue_full(spawn):
     # queue_capacity 1 sequence; a free worker waits up to 1 s for batch-mates, so
     # the first request occupies the queue and a burst behind it overflows.
     t = spawn([ModelSpec("tiny-embed", FIXTURES / "bert_st", "embed", queue_capacity=1,
-                         max_delay_us=1_000_000, max_batch_size=64, workers=1)])
+                         max_delay_us=1_000_000, always_delay=True, max_batch_size=64, workers=1)])
     n = 24
     barrier = threading.Barrier(n)
 
@@ -114,9 +114,9 @@ def test_queue_full(spawn):
 def test_deadline_exceeded(spawn):
     # A free worker waits up to 400 ms for batch-mates: requests that may wait only
     # 20 ms expire in the queue and must get 504 without being computed.
-    t = spawn([ModelSpec("tiny-embed", FIXTURES / "bert_st", "embed", max_delay_us=400_000,
+    t = spawn([ModelSpec("tiny-embed", FIXTURES / "bert_st", "embed", max_delay_us=400_000, always_delay=True,
                          max_batch_size=64, workers=1),
-               ModelSpec("short", FIXTURES / "bert_cls", "sentiment", max_delay_us=400_000,
+               ModelSpec("short", FIXTURES / "bert_cls", "sentiment", max_delay_us=400_000, always_delay=True,
                          timeout_ms=20, max_timeout_ms=60000)])
     n = 8
     barrier = threading.Barrier(n)
@@ -183,7 +183,7 @@ def test_client_gone_while_queued(spawn):
     the daemon carries on."""
     import socket
     from conftest import metric, scrape, wait_until
-    t = spawn([ModelSpec("tiny-embed", FIXTURES / "bert_st", "embed", max_delay_us=2_500_000,
+    t = spawn([ModelSpec("tiny-embed", FIXTURES / "bert_st", "embed", max_delay_us=2_500_000, always_delay=True,
                          max_batch_size=64, workers=1)])
     body = b'{"text": "I will not wait", "model": "tiny-embed"}'
     socks = []

@@ -8,6 +8,11 @@
 #include <string.h>
 
 #include "api.h"
+#include "buf.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <time.h>
 
 static const srv_api_limits LIM = {.max_body_bytes = 4096, .max_texts = 4, .max_text_bytes = 32};
 
@@ -386,6 +391,98 @@ static void test_totality(void **state)
     }
 }
 
+/* srv_fmt_float: strtof of every output gives back the same float32, bit for bit, over
+ * edge cases, every power of two, powers of ten and their neighbours, small integers
+ * and fractions, and millions of random bit patterns; a JSON number's syntax; faster
+ * than "%.9g" (timed, printed). */
+static int fmt_check(float f, long *bad)
+{
+    char out[40];
+    size_t n = srv_fmt_float(out, f);
+    uint32_t a, b;
+    float g = strtof(out, NULL);
+    memcpy(&a, &f, 4);
+    memcpy(&b, &g, 4);
+    int ok = n == strlen(out) && n > 0 && n < 32 && a == b;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = strchr("-0123456789.e", out[i]) != NULL || (out[i] == '+' && i && out[i - 1] == 'e');
+    ok = ok && out[0] != '.' && out[n - 1] != '.' && !(out[0] == '0' && out[1] >= '0' && out[1] <= '9');
+    if (!ok && (*bad)++ < 10)
+        printf("  float %.9g (0x%08x): wrote '%s', read back %.9g\n", (double)f, a, out, (double)g);
+    return ok;
+}
+
+static void test_float_render(void **state)
+{
+    (void)state;
+    long bad = 0, count = 0;
+    const float edge[] = {0.0f, -0.0f, 1.0f, -1.0f, 0.1f, 0.5f, 1e-45f, -1e-45f, 1.17549435e-38f,
+                          1.17549421e-38f, 3.40282347e38f, -3.40282347e38f, 1e-15f, 1e-16f,
+                          9.99999944e-16f, 1e21f, 1e28f, 1e29f, 123456789.0f, 16777216.0f,
+                          16777217.0f, 0.3f, 2.0f / 3.0f, 1e-7f, 9.9999999e-7f, 1e-6f, 1e-5f};
+    for (size_t i = 0; i < sizeof edge / sizeof *edge; i++, count++)
+        fmt_check(edge[i], &bad);
+    for (int e = -149; e <= 127; e++)
+        for (int d = -2; d <= 2; d++, count++) {
+            float f = ldexpf(1.0f, e);
+            for (int k = 0; k < (d < 0 ? -d : d); k++)
+                f = nextafterf(f, d < 0 ? 0.0f : INFINITY);
+            if (isfinite(f))
+                fmt_check(f, &bad), fmt_check(-f, &bad);
+        }
+    for (int e = -45; e <= 38; e++) {
+        float f = strtof(tu_path("1e%d", e), NULL);
+        for (int d = -3; d <= 3; d++, count++) {
+            float g = f;
+            for (int k = 0; k < (d < 0 ? -d : d); k++)
+                g = nextafterf(g, d < 0 ? 0.0f : INFINITY);
+            if (isfinite(g))
+                fmt_check(g, &bad);
+        }
+    }
+    for (int i = 0; i <= 200000; i++, count += 2) {
+        fmt_check((float)i, &bad);
+        fmt_check((float)i / 1000.0f, &bad);
+    }
+    uint64_t x = 0x243f6a8885a308d3ull;
+    for (int i = 0; i < 4000000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        uint32_t u = (uint32_t)(x >> 32);
+        float f;
+        if (i & 1) /* values of the size embeddings and scores have */
+            u = (u & 0x807fffffu) | ((uint32_t)(100 + (x & 31)) << 23);
+        memcpy(&f, &u, 4);
+        if (!isfinite(f))
+            continue;
+        count++;
+        fmt_check(f, &bad);
+    }
+    printf("  float rendering: %ld values, %ld not read back exactly\n", count, bad);
+    assert_int_equal(bad, 0);
+    /* speed, on embedding-like values */
+    enum { N = 200000 };
+    float *v = malloc(sizeof(float) * N);
+    for (int i = 0; i < N; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        v[i] = (float)((double)(x >> 11) / 9007199254740992.0 - 0.5) * 0.4f;
+    }
+    char out[40];
+    size_t sum = 0, sum9 = 0;
+    struct timespec t0, t1, t2;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < N; i++)
+        sum += srv_fmt_float(out, v[i]);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    for (int i = 0; i < N; i++)
+        sum9 += (size_t)snprintf(out, sizeof out, "%.9g", (double)v[i]);
+    clock_gettime(CLOCK_MONOTONIC, &t2);
+    double a = (t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec);
+    double b = (t2.tv_sec - t1.tv_sec) * 1e9 + (t2.tv_nsec - t1.tv_nsec);
+    printf("  float rendering: %.0f ns/value, %.1f bytes (%%.9g: %.0f ns, %.1f bytes)\n", a / N,
+           (double)sum / N, b / N, (double)sum9 / N);
+    free(v);
+}
+
 TEST_GROUP(server_api)
 {
     static const struct CMUnitTest t[] = {
@@ -393,6 +490,7 @@ TEST_GROUP(server_api)
         cmocka_unit_test(test_qa),              cmocka_unit_test(test_translate),
         cmocka_unit_test(test_body_errors),     cmocka_unit_test(test_body_size_and_utf8),
         cmocka_unit_test(test_utf8_helpers),    cmocka_unit_test(test_totality),
+        cmocka_unit_test(test_float_render),
     };
     TEST_GROUP_RETURN(t);
 }

@@ -635,6 +635,46 @@ static void test_delay_collects_batch(void **state)
     fx_close(&f);
 }
 
+/* With the server's "arriving" count: a lone job (nothing else on its way) runs at once
+ * despite a 60 s max_delay; while a request is on its way the worker waits for it, and
+ * the submit that brings the count back to 0 starts the batch with both jobs. */
+static void test_arriving_count(void **state)
+{
+    (void)state;
+    atomic_int arriving;
+    atomic_init(&arriving, 0);
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.max_delay_us = 60 * 1000 * 1000;
+    o.arriving = &arriving;
+    fixture f;
+    fx_open(&f, "bert_cls", &o);
+    tjob *a = job1(&f.t, &srv_job_classify, 8, 1);
+    submit_ok(&f, a);
+    assert_true(wait_for(&f.t, &f.t.done, 1));
+    assert_true(a->job.started_ns - a->job.enqueued_ns < 200 * 1000000LL);
+    /* one more is being parsed: the next job waits for it */
+    atomic_store(&arriving, 1);
+    tjob *b = job1(&f.t, &srv_job_classify, 7, 2), *c = job1(&f.t, &srv_job_classify, 6, 3);
+    submit_ok(&f, b);
+    struct timespec ts = {0, 150 * 1000000};
+    nanosleep(&ts, NULL);
+    pthread_mutex_lock(&f.t.mu);
+    int done = f.t.done;
+    pthread_mutex_unlock(&f.t.mu);
+    assert_int_equal(done, 1); /* b still waits */
+    atomic_store(&arriving, 0); /* as the server does just before it submits */
+    submit_ok(&f, c);
+    assert_true(wait_for(&f.t, &f.t.done, 3));
+    assert_int_equal(f.t.nb, 2);
+    assert_int_equal(f.t.b_seqs[1], 2);
+    assert_true(c->job.started_ns - c->job.enqueued_ns < 200 * 1000000LL);
+    job_free(a);
+    job_free(b);
+    job_free(c);
+    fx_close(&f);
+}
+
 /* A queue that already fills a batch (max_batch_size) runs at once, without
  * the (here 60 s) delay. */
 static void test_full_batch_no_wait(void **state)
@@ -1513,6 +1553,7 @@ TEST_GROUP(server_batcher)
         cmocka_unit_test(test_oldest_goes_first),
         cmocka_unit_test(test_lone_job_prompt),
         cmocka_unit_test(test_delay_collects_batch),
+        cmocka_unit_test(test_arriving_count),
         cmocka_unit_test(test_full_batch_no_wait),
         cmocka_unit_test(test_deadline_expired),
         cmocka_unit_test(test_client_gone),
