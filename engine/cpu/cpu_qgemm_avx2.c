@@ -2,7 +2,11 @@
  * |a|, |w| <= 127 keep each pair sum below the int16 limit, so the sums are exact and
  * equal the other levels' bit for bit). bf16 has no AVX2 level: scalar. */
 #if defined(__x86_64__)
+#if defined(__clang__) /* clang has no GCC target pragma: the same as an attribute */
+#pragma clang attribute push(__attribute__((target("avx,avx2,fma"))), apply_to = function)
+#else
 #pragma GCC target("avx,avx2,fma")
+#endif
 #include <immintrin.h>
 #include <string.h>
 
@@ -143,6 +147,9 @@ const eng_cpu_qkernels eng_cpu_qkernels_avx2 = {
     .quant_i8 = quant_i8,
     .round_bf16 = eng_cpu_round_row_bf16,
 };
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
 #else
 typedef int eng_cpu_qgemm_avx2_unused; /* not an x86-64 build */
 #endif

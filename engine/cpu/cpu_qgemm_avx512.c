@@ -1,7 +1,11 @@
 /* cpu_qgemm_avx512.c - int8 (AVX-512 VNNI vpdpbusd) and bf16 (AVX-512 BF16 vdpbf16ps)
  * linear kernels, chosen at run time on CPUs that have them (see cpu_qgemm.h). */
 #if defined(__x86_64__)
+#if defined(__clang__) /* clang has no GCC target pragma: the same as an attribute */
+#pragma clang attribute push(__attribute__((target("avx,avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512bf16"))), apply_to = function)
+#else
 #pragma GCC target("avx,avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512bf16")
+#endif
 #include <immintrin.h>
 #include <string.h>
 
@@ -194,6 +198,9 @@ const eng_cpu_qkernels eng_cpu_qkernels_avx512 = {
     .quant_i8 = quant_i8,
     .round_bf16 = round_bf16,
 };
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
 #else
 typedef int eng_cpu_qgemm_avx512_unused; /* not an x86-64 build */
 #endif
