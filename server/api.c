@@ -109,7 +109,12 @@ static int bad_string_chars(const char *s, size_t n, size_t *at)
             *at = i;
             return c == 0 ? 1 : 2;
         } else if (c == '\\' && i + 1 < n) {
-            if (s[i + 1] == 'u' && i + 5 < n && memcmp(s + i + 2, "0000", 4) == 0) {
+            unsigned char e = (unsigned char)s[i + 1];
+            if (e < 0x20) { /* "\<control>" is no escape: the control byte is raw */
+                *at = i + 1;
+                return e == 0 ? 1 : 2;
+            }
+            if (e == 'u' && i + 5 < n && memcmp(s + i + 2, "0000", 4) == 0) {
                 *at = i;
                 return 1;
             }
@@ -347,7 +352,7 @@ static int plain_name(const char *s)
 
 /* The body as a JSON object (the checks every endpoint shares): *doc, or -1
  * with err set (*doc then NULL). */
-static int parse_body(const char *body, size_t len, const srv_api_limits *lim, cJSON **doc,
+int srv_api_parse_body(const char *body, size_t len, const srv_api_limits *lim, cJSON **doc,
                       srv_api_error *err)
 {
     *doc = NULL;
@@ -401,7 +406,7 @@ int srv_api_parse(srv_endpoint ep, const char *body, size_t len, const srv_api_l
     if (!allowed)
         return srv_api_error_set(err, 404, "not_found", "no such endpoint");
     cJSON *doc;
-    if (parse_body(body, len, lim, &doc, err))
+    if (srv_api_parse_body(body, len, lim, &doc, err))
         return -1;
     r->doc_ = doc;
 
@@ -534,7 +539,7 @@ int srv_api_parse_feedback(const char *body, size_t len, const srv_api_limits *l
 {
     memset(fb, 0, sizeof *fb);
     cJSON *doc;
-    if (parse_body(body, len, lim, &doc, err))
+    if (srv_api_parse_body(body, len, lim, &doc, err))
         return -1;
     fb->doc_ = doc;
     const cJSON *model = NULL, *items = NULL;

@@ -67,6 +67,13 @@ typedef struct srv_api_request {
  * is then empty; freeing it is harmless). Statuses: 400 malformed_json,
  * 413 payload_too_large / too_many_texts / text_too_long, 422 invalid_field /
  * invalid_utf8. body need not be NUL-terminated and may be NULL when len is 0. */
+/* The checks every JSON endpoint shares: size limit, UTF-8, no NUL (raw, escaped or
+ * as \u0000) or raw control character in strings, one JSON object and nothing after
+ * it. 0 with *doc (free with cJSON_Delete), or -1 with err set. */
+struct cJSON;
+int srv_api_parse_body(const char *body, size_t len, const srv_api_limits *lim,
+                       struct cJSON **doc, srv_api_error *err);
+
 int srv_api_parse(srv_endpoint ep, const char *body, size_t len, const srv_api_limits *lim,
                   srv_api_request *req, srv_api_error *err);
 void srv_api_request_free(srv_api_request *req);

@@ -45,23 +45,6 @@ static const char *route_of(srv_compat_kind k)
 
 /* Does the JSON text hold a \u0000 escape inside a string? cJSON would cut
  * the string there. */
-static int has_nul_escape(const char *s, size_t n)
-{
-    int in_str = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!in_str) {
-            in_str = s[i] == '"';
-        } else if (s[i] == '"') {
-            in_str = 0;
-        } else if (s[i] == '\\' && i + 1 < n) {
-            if (s[i + 1] == 'u' && i + 5 < n && memcmp(s + i + 2, "0000", 4) == 0)
-                return 1;
-            i++;
-        }
-    }
-    return 0;
-}
-
 static int text_of(const cJSON *v, const char *name, const srv_api_limits *lim, const char **out,
                    size_t *len, srv_api_error *err)
 {
@@ -270,33 +253,10 @@ int srv_compat_parse(srv_compat_kind kind, const char *body, size_t len,
     unsigned allowed = allowed_keys(kind);
     if (!allowed)
         return srv_api_error_set(err, 404, "not_found", "no such endpoint");
-    if (len > lim->max_body_bytes)
-        return srv_api_error_set(err, 413, "payload_too_large", "body is %zu bytes, the limit is %zu",
-                                 len, lim->max_body_bytes);
-    if (len == 0 || !body)
-        return srv_api_error_set(err, 400, "malformed_json", "empty body: expected a JSON object");
-    if (!srv_utf8_valid(body, len))
-        return srv_api_error_set(err, 422, "invalid_utf8", "the body is not valid UTF-8");
-    const char *end = NULL;
-    cJSON *doc = cJSON_ParseWithLengthOpts(body, len, &end, 0);
-    if (!doc) {
-        size_t off = end && end >= body && end <= body + len ? (size_t)(end - body) : 0;
-        return srv_api_error_set(err, 400, "malformed_json", "malformed JSON near byte %zu", off);
-    }
+    cJSON *doc = NULL;
+    if (srv_api_parse_body(body, len, lim, &doc, err))
+        return -1;
     r->doc_ = doc;
-    for (const char *p = end; p && p < body + len; p++)
-        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
-            srv_api_error_set(err, 400, "malformed_json", "unexpected data after the JSON value");
-            goto fail;
-        }
-    if (!cJSON_IsObject(doc)) {
-        srv_api_error_set(err, 422, "invalid_field", "the body must be a JSON object");
-        goto fail;
-    }
-    if (has_nul_escape(body, len)) {
-        srv_api_error_set(err, 422, "invalid_field", "strings must not contain NUL (\\u0000)");
-        goto fail;
-    }
     const cJSON *f[K_COUNT] = {0};
     for (const cJSON *k = doc->child; k; k = k->next) {
         int which = -1;

@@ -9,6 +9,8 @@
 #   make fuzz FUZZ_SECONDS=600                the long runs (build/fuzz-long)
 #   NLPD_FUZZ_RUNS=N                          stop each target after N executions (or the time)
 #   NLPD_FUZZ_NICE=19                         run the fuzzers under nice (shared machines)
+#   NLPD_FUZZ_SEED=N                          a fixed libFuzzer seed (make test sets 1, so a
+#                                             CI run repeats the last one; default: random)
 #
 # Targets: request (server/api.c, auth.c), safetensors (engine header parser),
 # wordpiece (bert-base-uncased from NLPD_SHARED), marian_tok (the OPUS-MT spm the tiny
@@ -107,6 +109,7 @@ for t in "${TARGETS[@]}"; do
     # 2. Bounded fuzzing from the seeds (one process: cores are shared).
     new="$WORK/corpus-$t"; mkdir -p "$new"
     limit=(-max_total_time="$SECS"); [[ -n ${NLPD_FUZZ_RUNS:-} ]] && limit+=(-runs="$NLPD_FUZZ_RUNS")
+    [[ -n ${NLPD_FUZZ_SEED:-} ]] && limit+=(-seed="$NLPD_FUZZ_SEED")
     start=$(date +%s)
     "${NICE[@]}" "$bin" "${limit[@]}" -timeout="${TIMEOUT[$t]:-10}" -report_slow_units="$SLOW" -rss_limit_mb=2048 \
         -max_len="${MAXLEN[$t]:-65536}" "${dict[@]}" -artifact_prefix="$OUT/artifacts/$t-" \

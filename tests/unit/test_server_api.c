@@ -268,6 +268,9 @@ static void test_body_errors(void **state)
         {"{\"te\0xt\":\"a\"}", 13, 422, "invalid_field"},
         {"{\"text\":\"a\nb\"}", 14, 400, "malformed_json"},
         {"{\"text\":\"a\x1f\"}", 13, 400, "malformed_json"},
+        /* A backslash does not escape a raw control byte (found by fuzz_request). */
+        {"{\"text\":\"a\\\0q\"}", 15, 422, "invalid_field"},
+        {"{\"text\":\"a\\\nq\"}", 15, 400, "malformed_json"},
     };
     for (size_t i = 0; i < sizeof raw / sizeof *raw; i++) {
         srv_api_error re = {0};

@@ -127,6 +127,29 @@ static void test_tei(void **state)
     expect_err(SRV_COMPAT_TEI_TOKENIZE, "{\"inputs\":\"a\",\"normalize\":true}", 422, "invalid_field");
 }
 
+/* The body checks are the native API's (srv_api_parse_body): NUL raw, escaped or
+ * behind a backslash, and raw control characters, are refused on these routes too. */
+static void test_body_checks(void **state)
+{
+    (void)state;
+    expect_err(SRV_COMPAT_OPENAI_EMBED, "{\"input\":\"a\\u0000b\"}", 422, "invalid_field");
+    expect_err(SRV_COMPAT_OPENAI_EMBED, "{\"input\":\"a\nb\"}", 400, "malformed_json");
+    static const struct { const char *b; size_t n; int status; } raw[] = {
+        {"{\"inputs\":\"good\0 awful\"}", 24, 422},
+        {"{\"inputs\":\"a\\\0q\"}", 17, 422},
+    };
+    for (size_t i = 0; i < sizeof raw / sizeof *raw; i++) {
+        srv_api_request r;
+        srv_compat_opts o;
+        srv_api_error e = {0};
+        int rc = srv_compat_parse(SRV_COMPAT_TEI_EMBED, raw[i].b, raw[i].n, &LIM, &r, &o, &e);
+        if (rc != -1 || e.status != raw[i].status)
+            fail_msg("raw case %zu: want %d, got rc %d status %d", i, raw[i].status, rc, e.status);
+        srv_api_request_free(&r);
+        srv_compat_opts_free(&o);
+    }
+}
+
 static void test_base64(void **state)
 {
     (void)state;
@@ -148,6 +171,7 @@ TEST_GROUP(server_api_compat)
         cmocka_unit_test(test_openai),
         cmocka_unit_test(test_tei),
         cmocka_unit_test(test_base64),
+        cmocka_unit_test(test_body_checks),
     };
     TEST_GROUP_RETURN(t);
 }
