@@ -267,6 +267,8 @@ void eng_qa_opts_for_model(const eng_model_info *info, eng_qa_opts *o);
 typedef struct eng_qa_windows {
     eng_encoding *win;
     int n;
+    long tokens; /* over the windows; on ENG_ETOOLONG > 0 only when o->max_tokens refused
+                    them: the tokens they would have needed */
 } eng_qa_windows;
 
 int eng_qa_windows_make(const eng_tokenizer *tok, const char *question, size_t qlen,

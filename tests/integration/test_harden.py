@@ -408,6 +408,26 @@ def test_qa_cost_bounded(direct):
     assert r.status == 200, r
 
 
+def test_qa_request_token_budget(direct):
+    """The windows of all a QA request's items share one token budget (what
+    batching.max_job_mib allows, said as qa_max_tokens): items that each fit alone are
+    refused together, by the engine before their windows are built, naming the item."""
+    t = direct([ModelSpec("tiny-qa", FIXTURES / "bert_qa", "qa", max_job_mib=1)])
+    lim = t.get("/v1/models/tiny-qa").ok().json()["limits"]
+    budget = lim["qa_max_tokens"]
+    assert 0 < budget < 64 * lim["qa_window_tokens"], lim
+    ctx = " ".join(f"Item {i} was built in {1900 + i}." for i in range(12))
+    item = {"question": "When was item 7 built?", "context": ctx}
+    r = t.post("/v1/qa", {"items": [item], "model": "tiny-qa"})
+    assert r.status == 200, r
+    j = json_error(t.post("/v1/qa", {"items": [item] * 64, "model": "tiny-qa"}), 413,
+                   "request_too_large")
+    msg = j["error"]["message"]
+    m = re.match(r"items\[(\d+)\] \(model tiny-qa allows a request's windows (\d+) tokens", msg)
+    assert m and int(m.group(1)) > 0 and int(m.group(2)) == budget, j
+    assert "max_job_mib" in msg, j
+
+
 def test_draining_refusal_does_not_wait_for_the_body(direct):
     t = direct([tiny_embed()], drain_timeout_ms=30000)
     keep = socket.create_connection((t.host, t.port), timeout=5)
