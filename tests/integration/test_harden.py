@@ -396,6 +396,40 @@ def test_large_header_block_is_json_431(direct):
     assert t.get("/healthz").status == 200
 
 
+def test_kept_alive_connection_refusals_are_json(direct):
+    """libmicrohttpd's own refusals (HTML) are replaced by JSON on a kept-alive
+    connection's later requests too, after a plain and after an inference request:
+    a header block over its memory (431), an unparsable or overflowing
+    Content-Length (400, 413), an unsupported HTTP version (400)."""
+    t = direct([tiny_embed()], limits={"max_header_bytes": 4096})
+    body = json.dumps({"text": "hello", "model": "tiny-embed"}).encode()
+    embed = (b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    bad = [(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 60000 + b"\r\n\r\n", "GET",
+            431, "headers_too_large"),
+           (b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Length: 12x\r\n\r\n", "POST",
+            400, "malformed_request"),
+           (b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"9" * 30 + b"\r\n\r\n",
+            "POST", 413, "payload_too_large"),
+           (b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", "GET", 400, "malformed_request")]
+    for first, method in ((healthz, "GET"), (embed, "POST")):
+        for req, m, status, code in bad:
+            s = socket.create_connection((t.host, t.port), timeout=10)
+            try:
+                for _ in range(2):  # kept alive over two good requests
+                    s.sendall(first)
+                    r = recv_response(s, method)
+                    assert r.status == 200, r
+                    assert r.headers.get("Connection", "").lower() != "close", r.headers
+                s.sendall(req)
+                r = recv_response(s, m)
+            finally:
+                s.close()
+            json_error(r, status, code)
+    assert t.get("/healthz").status == 200
+
+
 def test_qa_cost_bounded(direct):
     """QA windows multiply with the context (and with a long question); the request's
     estimated memory is bounded by batching.max_job_mib before compute."""
