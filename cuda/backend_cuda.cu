@@ -159,6 +159,8 @@ static void cu_destroy(eng_backend *be)
         cudaStreamDestroy(cb->stream);
     if (cb->pinned)
         cudaFreeHost(cb->pinned);
+    if (cb->scratch)
+        cudaFree(cb->scratch);
     free(cb);
 }
 
@@ -182,6 +184,11 @@ static const eng_backend_ops *build_ops(void)
     core.mean_pool = cu_mean_pool;
     core.gather_rows = cu_gather_rows;
     /* pack_weight / gemm_prepacked / free_packed: none (cuBLAS takes the layout) */
+    core.linear_pack = cu_linear_pack; /* fp16 / bf16 weights (linear.cu) */
+    core.linear_forward = cu_linear_forward;
+    core.linear_unpack = cu_linear_unpack;
+    core.linear_info = cu_linear_info;
+    core.linear_free = cu_linear_free;
     gen.embed_scaled = cu_embed_scaled;
     gen.attention_kv = cu_attention_kv;
     gen.copy_rows = cu_copy_rows;

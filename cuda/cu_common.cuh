@@ -54,6 +54,8 @@ struct cu_backend {
     char why[160];       /* the first error */
     int32_t *pinned;     /* host buffer for small index downloads */
     size_t pinned_cap;
+    uint16_t *scratch;   /* device: 16-bit activations of linear_forward (linear.cu) */
+    size_t scratch_cap;
 };
 
 static inline cu_backend *cu_of(eng_backend *be) { return (cu_backend *)be; }
@@ -154,6 +156,13 @@ void cu_attention_kv(eng_backend *be, float *out, int out_ld, const float *q, in
                      const float *k, int k_ld, const float *v, int v_ld, const int32_t *q_off,
                      const int32_t *kv_start, const int32_t *kv_len, int nseq, int heads,
                      int head_dim, float scale, int causal);
+/* linear.cu: 16-bit weights (ENG_WFMT_F16 / ENG_WFMT_BF16) */
+void *cu_linear_pack(eng_backend *be, const float *W, int N, int K, int ldw, int fmt);
+int cu_linear_forward(eng_backend *be, const void *h, float *y, const float *x, int M,
+                      const float *bias, eng_act act);
+void cu_linear_unpack(const void *h, float *dst);
+size_t cu_linear_info(eng_backend *be, const void *h, const char **kernel);
+void cu_linear_free(void *h);
 /* softmax.cu */
 void cu_log_softmax(eng_backend *be, float *x, int rows, int cols, int ld);
 void cu_topk(eng_backend *be, const float *x, int groups, int rows_per_group, int cols, int ld,

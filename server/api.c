@@ -396,6 +396,33 @@ fail:
     return -1;
 }
 
+int srv_api_fields(const cJSON *doc, const char *const *names, int count, unsigned allowed,
+                   const char *route, const cJSON **f, srv_api_error *err)
+{
+    for (int i = 0; i < count; i++)
+        f[i] = NULL;
+    for (const cJSON *k = doc->child; k; k = k->next) {
+        int which = -1, known = -1;
+        for (int i = 0; k->string && i < count; i++)
+            if (strcmp(k->string, names[i]) == 0)
+                known = i, which = allowed & 1u << i ? i : -1;
+        if (which < 0) {
+            /* Echo the name only when it is short and plain. */
+            if (known >= 0)
+                return srv_api_error_set(err, 422, "invalid_field", "field %s is not accepted by %s",
+                                         names[known], route);
+            if (k->string && plain_name(k->string))
+                return srv_api_error_set(err, 422, "invalid_field", "unknown field \"%s\" for %s",
+                                         k->string, route);
+            return srv_api_error_set(err, 422, "invalid_field", "unknown field for %s", route);
+        }
+        if (f[which])
+            return srv_api_error_set(err, 422, "invalid_field", "duplicate field %s", names[which]);
+        f[which] = k;
+    }
+    return 0;
+}
+
 int srv_api_parse(srv_endpoint ep, const char *body, size_t len, const srv_api_limits *lim,
                   srv_api_request *r, srv_api_error *err)
 {
@@ -410,35 +437,11 @@ int srv_api_parse(srv_endpoint ep, const char *body, size_t len, const srv_api_l
         return -1;
     r->doc_ = doc;
 
-    const cJSON *f[F_COUNT] = {0};
-    for (const cJSON *k = doc->child; k; k = k->next) {
-        int which = -1;
-        for (int i = 0; k->string && i < F_COUNT; i++)
-            if (allowed & 1u << i && strcmp(k->string, field_names[i]) == 0)
-                which = i;
-        if (which < 0) {
-            /* Echo the name only when it is short and plain. */
-            int known = -1;
-            for (int i = 0; k->string && i < F_COUNT; i++)
-                if (strcmp(k->string, field_names[i]) == 0)
-                    known = i;
-            if (known >= 0)
-                srv_api_error_set(err, 422, "invalid_field", "field %s is not accepted by /v1/%s",
-                                  field_names[known], srv_endpoint_name(ep));
-            else if (k->string && plain_name(k->string))
-                srv_api_error_set(err, 422, "invalid_field", "unknown field \"%s\" for /v1/%s",
-                                  k->string, srv_endpoint_name(ep));
-            else
-                srv_api_error_set(err, 422, "invalid_field", "unknown field for /v1/%s",
-                                  srv_endpoint_name(ep));
-            goto fail;
-        }
-        if (f[which]) {
-            srv_api_error_set(err, 422, "invalid_field", "duplicate field %s", field_names[which]);
-            goto fail;
-        }
-        f[which] = k;
-    }
+    char route[40];
+    snprintf(route, sizeof route, "/v1/%s", srv_endpoint_name(ep));
+    const cJSON *f[F_COUNT];
+    if (srv_api_fields(doc, field_names, F_COUNT, allowed, route, f, err))
+        goto fail;
     if (parse_options(f, r, err))
         goto fail;
     if (ep == SRV_EP_QA ? parse_qa(f, lim, r, err) : parse_texts(f, lim, r, err))

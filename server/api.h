@@ -74,6 +74,13 @@ struct cJSON;
 int srv_api_parse_body(const char *body, size_t len, const srv_api_limits *lim,
                        struct cJSON **doc, srv_api_error *err);
 
+/* The members of a parsed object matched to a table of names: f[i] is the member
+ * called names[i] or NULL. A name whose bit is not in `allowed`, an unknown name or
+ * a duplicate is a 422 naming it (and `route`, e.g. "/v1/embed"). 0, or -1 with err. */
+int srv_api_fields(const struct cJSON *doc, const char *const *names, int count,
+                   unsigned allowed, const char *route, const struct cJSON **f,
+                   srv_api_error *err);
+
 int srv_api_parse(srv_endpoint ep, const char *body, size_t len, const srv_api_limits *lim,
                   srv_api_request *req, srv_api_error *err);
 void srv_api_request_free(srv_api_request *req);

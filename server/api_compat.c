@@ -257,31 +257,9 @@ int srv_compat_parse(srv_compat_kind kind, const char *body, size_t len,
     if (srv_api_parse_body(body, len, lim, &doc, err))
         return -1;
     r->doc_ = doc;
-    const cJSON *f[K_COUNT] = {0};
-    for (const cJSON *k = doc->child; k; k = k->next) {
-        int which = -1;
-        for (int i = 0; k->string && i < K_COUNT; i++)
-            if (allowed & 1u << i && strcmp(k->string, key_names[i]) == 0)
-                which = i;
-        if (which < 0) {
-            int known = -1;
-            for (int i = 0; k->string && i < K_COUNT; i++)
-                if (strcmp(k->string, key_names[i]) == 0)
-                    known = i;
-            if (known >= 0)
-                srv_api_error_set(err, 422, "invalid_field", "field %s is not accepted by %s",
-                                  key_names[known], route_of(kind));
-            else
-                srv_api_error_set(err, 422, "invalid_field", "unknown field for %s",
-                                  route_of(kind));
-            goto fail;
-        }
-        if (f[which]) {
-            srv_api_error_set(err, 422, "invalid_field", "duplicate field %s", key_names[which]);
-            goto fail;
-        }
-        f[which] = k;
-    }
+    const cJSON *f[K_COUNT];
+    if (srv_api_fields(doc, key_names, K_COUNT, allowed, route_of(kind), f, err))
+        goto fail;
     if (parse_fields(kind, f, lim, r, o, err))
         goto fail;
     return 0;

@@ -61,6 +61,8 @@ typedef struct worker {
     srv_scratch enc;          /* the batch's encodings, concatenated (const eng_encoding *) */
     srv_scratch scratch;      /* the type's output for the whole batch */
     srv_peaks ctx_peaks;      /* ctx's activation memory per recent batch (srv_ctx_trim) */
+    int faulted;              /* (under b->mu) ctx reported a device fault: fault says what */
+    char fault[200];
 } worker;
 
 struct srv_batcher {
@@ -553,6 +555,15 @@ static void process(srv_batcher *b, worker *w, int nsel)
         for (int i = 0; i < n; i++)
             run_batch(b, w, &w->batch[i], 1, &err);
     }
+    /* A device fault (the context then fails every run): kept for /readyz. Read here, on
+     * the worker's thread, the only one that uses the context. */
+    const char *why = w->faulted ? NULL : eng_ctx_fault(w->ctx);
+    if (why) {
+        pthread_mutex_lock(&b->mu);
+        snprintf(w->fault, sizeof w->fault, "%s", why);
+        w->faulted = 1;
+        pthread_mutex_unlock(&b->mu);
+    }
     for (int i = 0; i < n; i++)
         w->batch[i]->complete(w->batch[i], w->batch[i]->arg);
     /* After an unusually large batch, give the memory back. */
@@ -601,6 +612,22 @@ static void *worker_main(void *arg)
     }
     pthread_mutex_unlock(&b->mu);
     return NULL;
+}
+
+int srv_batcher_fault(srv_batcher *b, srv_batcher_fault_info *out)
+{
+    int found = 0;
+    pthread_mutex_lock(&b->mu);
+    for (int i = 0; i < b->nworkers && !found; i++)
+        if (b->w[i].faulted) {
+            found = 1;
+            out->worker = i;
+            out->device = eng_ctx_device(b->w[i].ctx);
+            snprintf(out->backend, sizeof out->backend, "%s", eng_ctx_backend_name(b->w[i].ctx));
+            snprintf(out->error, sizeof out->error, "%s", b->w[i].fault);
+        }
+    pthread_mutex_unlock(&b->mu);
+    return found;
 }
 
 /* ------------------------------------------------------------- lifecycle */

@@ -195,6 +195,18 @@ int srv_batcher_submit(srv_batcher *b, srv_job *job);
 int srv_batcher_queued_sequences(srv_batcher *b);
 int srv_batcher_queued_jobs(srv_batcher *b);
 
+/* A worker whose engine context stopped on a device fault (a CUDA error: it then fails
+ * every run): the first such worker, its backend kind and device, and the fault. */
+typedef struct srv_batcher_fault_info {
+    int worker;
+    int device;
+    char backend[32];
+    char error[200];
+} srv_batcher_fault_info;
+
+/* 1 (and *out) when a worker has faulted, else 0. Any thread. */
+int srv_batcher_fault(srv_batcher *b, srv_batcher_fault_info *out);
+
 /* Stop accepting; when drain, run what is queued (until deadline_ns, 0 = no
  * limit), else complete queued jobs with SRV_JOB_SHUTDOWN; join the workers.
  * Batches already computing finish normally. Call from one non-worker thread;

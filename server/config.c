@@ -148,11 +148,14 @@ static const conf_key model_keys[] = {
     {"backend", K_ENUM, MOD(backend), "cpu", 0, 0,
      "cpu|cuda|cuda:0|cuda:1|cuda:2|cuda:3|cuda:4|cuda:5|cuda:6|cuda:7", 0,
      "Compute backend: the CPU, or a CUDA GPU (cuda = cuda:0) in a build with CUDA."},
-    {"precision", K_ENUM, MOD(precision), "fp32", 0, 0, "fp32|bf16|int8", 0,
-     "Weights of the linear layers on the CPU: fp32 (bitwise the reference), bf16 (fp32 "
+    {"precision", K_ENUM, MOD(precision), "fp32", 0, 0, "fp32|bf16|int8|fp16", 0,
+     "Weights of the linear layers. On the CPU: fp32 (bitwise the reference), bf16 (fp32 "
      "accumulation; AVX-512 BF16 when the CPU has it) or int8 (per-channel weights, per-row "
-     "activations; AVX-512 VNNI, else AVX2). Layer norms, softmax and the residual stream "
-     "stay fp32. /v1/models reports the kernel each model runs on."},
+     "activations; AVX-512 VNNI, else AVX2). On CUDA: fp32, fp16 or bf16 (cuBLAS with 16-bit "
+     "inputs and fp32 accumulation; BERT-family models; the weights are converted on the GPU "
+     "once per model version). fp16 on the CPU and int8 on CUDA stop start-up. Layer norms, "
+     "softmax and the residual stream stay fp32. /v1/models reports the kernel each model "
+     "runs on."},
     {"timeout_ms", K_INT, MOD(timeout_ms), "10000", 1, 3600000, NULL, 0,
      "Default request deadline; a request still queued after it gets 504."},
     {"max_timeout_ms", K_INT, MOD(max_timeout_ms), "60000", 1, 3600000, NULL, 0,

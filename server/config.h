@@ -32,7 +32,7 @@ typedef struct srv_model_conf {
     srv_task task;          /* parsed from task_name by srv_config_validate */
     char *version;          /* NULL: derived from the folder's content */
     char *backend;
-    char *precision; /* "fp32" | "bf16" | "int8" */
+    char *precision; /* "fp32" | "bf16" | "int8" | "fp16" */
     int timeout_ms;
     int max_timeout_ms;
     int max_batch_tokens;

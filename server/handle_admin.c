@@ -31,39 +31,83 @@ void srv_handle_healthz(srv_req *r, const char *arg)
     respond_buf(r, 200, &b, NULL);
 }
 
+int srv_readyz_render(srv_server *s, srv_buf *b, const char **code)
+{
+    /* Ready: started, every model has a version (a repository may still be waiting for
+     * its first one), and no worker's device has faulted (a CUDA error: that worker's
+     * context fails every request until the server is restarted). */
+    int ready = atomic_load(&s->ready), draining = atomic_load(&s->draining), faults = 0;
+    srv_batcher_fault_info fi[64];
+    int fault_of[64];
+    for (int i = 0; i < s->n_models; i++) {
+        int ms = atomic_load_explicit(&s->models[i].status, memory_order_acquire);
+        ready &= ms == SRV_MODEL_READY;
+        if (s->models[i].batcher && faults < 64 &&
+            srv_batcher_fault(s->models[i].batcher, &fi[faults]))
+            fault_of[faults++] = i;
+    }
+    ready &= faults == 0;
+    const char *state = draining ? "draining" : ready ? "ready" : faults ? "unhealthy"
+                                                                          : "not_ready";
+    srv_buf_printf(b, "{\"status\":\"%s\",", state);
+    if (draining) {
+        srv_buf_puts(b, "\"error\":{\"code\":\"draining\",\"message\":\"the server is "
+                        "shutting down\"},");
+    } else if (faults) {
+        char msg[512];
+        const srv_batcher_fault_info *f = &fi[0];
+        snprintf(msg, sizeof msg, "model %s: backend %s:%d (worker %d) failed: %s",
+                 s->models[fault_of[0]].conf->name, f->backend, f->device, f->worker, f->error);
+        srv_buf_puts(b, "\"error\":{\"code\":\"device_fault\",\"message\":");
+        put_str(b, msg);
+        srv_buf_puts(b, "},");
+    } else if (!ready) {
+        srv_buf_puts(b, "\"error\":{\"code\":\"not_ready\",\"message\":\"a model has no "
+                        "version loaded yet\"},");
+    }
+    srv_buf_puts(b, "\"models\":{");
+    for (int i = 0; i < s->n_models; i++) {
+        static const char *const st[] = {"loading", "ready", "failed"};
+        int ms = atomic_load_explicit(&s->models[i].status, memory_order_acquire), bad = 0;
+        for (int k = 0; k < faults; k++)
+            bad |= fault_of[k] == i;
+        if (i)
+            srv_buf_puts(b, ",");
+        put_str(b, s->models[i].conf->name);
+        srv_buf_printf(b, ":\"%s\"", bad ? "unhealthy" : (unsigned)ms < 3 ? st[ms] : "?");
+    }
+    srv_buf_puts(b, "}");
+    if (faults) {
+        srv_buf_puts(b, ",\"faults\":[");
+        for (int k = 0; k < faults; k++) {
+            srv_buf_puts(b, k ? ",{\"model\":" : "{\"model\":");
+            put_str(b, s->models[fault_of[k]].conf->name);
+            srv_buf_puts(b, ",\"backend\":");
+            put_str(b, fi[k].backend);
+            srv_buf_printf(b, ",\"device\":%d,\"worker\":%d,\"error\":", fi[k].device,
+                           fi[k].worker);
+            put_str(b, fi[k].error);
+            srv_buf_puts(b, "}");
+        }
+        srv_buf_puts(b, "]");
+    }
+    srv_buf_puts(b, "}\n");
+    *code = draining ? "draining" : faults ? "device_fault" : ready ? NULL : "not_ready";
+    return ready && !draining ? 200 : 503;
+}
+
 void srv_handle_readyz(srv_req *r, const char *arg)
 {
     (void)arg;
-    srv_server *s = r->srv;
     srv_buf b;
     srv_buf_init(&b);
-    /* Ready: started, and every model has a version (a repository may still
-     * be waiting for its first one). */
-    int ready = atomic_load(&s->ready), draining = atomic_load(&s->draining);
-    for (int i = 0; i < s->n_models; i++)
-        ready &= atomic_load_explicit(&s->models[i].status, memory_order_acquire) ==
-                 SRV_MODEL_READY;
-    const char *state = draining ? "draining" : ready ? "ready" : "not_ready";
-    srv_buf_printf(&b, "{\"status\":\"%s\",", state);
-    if (!ready || draining)
-        srv_buf_printf(&b, "\"error\":{\"code\":\"%s\",\"message\":\"%s\"},", state,
-                       draining ? "the server is shutting down"
-                                : "a model has no version loaded yet");
-    srv_buf_puts(&b, "\"models\":{");
-    for (int i = 0; i < s->n_models; i++) {
-        static const char *const st[] = {"loading", "ready", "failed"};
-        int ms = atomic_load_explicit(&s->models[i].status, memory_order_acquire);
-        if (i)
-            srv_buf_puts(&b, ",");
-        put_str(&b, s->models[i].conf->name);
-        srv_buf_printf(&b, ":\"%s\"", (unsigned)ms < 3 ? st[ms] : "?");
-    }
-    srv_buf_puts(&b, "}}\n");
-    if (!ready || draining) {
+    const char *code = NULL;
+    int status = srv_readyz_render(r->srv, &b, &code);
+    if (status != 200) {
         r->retry_after = 1;
-        r->err.code = draining ? "draining" : "not_ready"; /* for the access log */
+        r->err.code = code; /* for the access log */
     }
-    respond_buf(r, ready && !draining ? 200 : 503, &b, NULL);
+    respond_buf(r, status, &b, NULL);
 }
 
 void srv_handle_metrics(srv_req *r, const char *arg)

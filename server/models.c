@@ -51,6 +51,14 @@ int srv_models_init(srv_server *s, char *err, size_t cap)
         m->srv = s;
         atomic_init(&m->status, SRV_MODEL_LOADING);
         snprintf(m->device, sizeof m->device, "%s", mc->backend);
+        /* The device and the precision on it, before anything is loaded (--check-config
+         * too): a model asking for a GPU that is not here stops start-up, naming both. */
+        eng_error be = {0};
+        if (eng_backend_check(mc->backend, &be) ||
+            eng_precision_check(mc->precision, mc->backend, &be)) {
+            snprintf(err, cap, "models[%d] (%s): %s", i, mc->name, be.msg);
+            return -1;
+        }
         struct stat st;
         char path[4200];
         if (mc->repository) {
@@ -189,7 +197,7 @@ srv_version *srv_models_load_version(srv_model *m, const char *dir, const char *
     int64_t t0 = srv_now_ns();
     eng_error e = {0};
     eng_model *em = NULL;
-    eng_model_opts mo = {.precision = c->precision};
+    eng_model_opts mo = {.precision = c->precision, .backend = c->backend};
     if (eng_model_load_opts(dir, &mo, &em, &e)) {
         snprintf(why, cap, "cannot load %s: %s", dir, e.msg);
         return NULL;

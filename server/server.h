@@ -239,6 +239,10 @@ int srv_infer_warmup(srv_model *m, srv_version *v, char *why, size_t cap);
 /* ---- handle_admin.c: GET endpoints (loop thread). */
 void srv_handle_healthz(srv_req *r, const char *arg);
 void srv_handle_readyz(srv_req *r, const char *arg);
+/* /readyz's body into b; returns the status (200, or 503 with *code the reason:
+ * "not_ready", "draining", "device_fault"). */
+struct srv_buf;
+int srv_readyz_render(srv_server *s, struct srv_buf *b, const char **code);
 void srv_handle_metrics(srv_req *r, const char *arg);
 void srv_handle_models(srv_req *r, const char *name /* NULL: list */);
 

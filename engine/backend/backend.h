@@ -39,11 +39,14 @@ typedef enum eng_act {
 typedef struct eng_backend eng_backend;
 
 /* Weight formats of a linear layer (nn/linear.h): fp32, bf16 (fp32 accumulation), int8
- * (per-output-channel symmetric weights, per-row dynamic activations, int32 sums). */
+ * (per-output-channel symmetric weights, per-row dynamic activations, int32 sums), fp16
+ * (IEEE half, fp32 accumulation). The CPU packs fp32, bf16 and int8; CUDA fp16 and bf16
+ * (cuBLAS GemmEx with 16-bit inputs and CUBLAS_COMPUTE_32F). */
 typedef enum eng_wfmt {
     ENG_WFMT_F32 = 0,
     ENG_WFMT_BF16 = 1,
     ENG_WFMT_INT8 = 2,
+    ENG_WFMT_F16 = 3,
 } eng_wfmt;
 
 /* Encoder inference: BERT-family forward passes and heads. */
@@ -106,9 +109,10 @@ typedef struct eng_backend_core_ops {
     void (*free_packed)(eng_backend *be, void *packed);
 
     /* ---- linear layers in a backend-owned weight format (nn/linear.c; optional)
-     * linear_pack: a self-contained handle for W [N, K] (row stride ldw) in format fmt
-     * (eng_wfmt): W may be freed afterwards; NULL when unsupported or out of memory. The
-     * handle is immutable and usable by any backend of the same kind, concurrently.
+     * linear_pack: a self-contained handle for W [N, K] (row stride ldw; backend memory of
+     * be) in format fmt (eng_wfmt): W may be freed afterwards; NULL when unsupported or out
+     * of memory. The handle is immutable and usable by any backend of the same kind (on a
+     * device backend: on the same device), concurrently.
      * linear_forward: y[M, N] = act(x[M, K] . W^T + bias) (bias may be NULL); fp32 is
      * bitwise gemm + bias_act. Returns 0, or ENG_ENOMEM.
      * linear_unpack: the weights as the handle holds them (dequantized), fp32 [N, K], into
@@ -340,6 +344,10 @@ int eng_backend_register(const eng_backend_reg *r);
  * non-CPU kind that has a device, else the CPU). ENG_EUNSUPPORTED naming the kinds
  * this build has when the kind is unknown; ENG_EINVAL for a malformed spec. */
 int eng_backend_new(const char *spec, int threads, eng_backend **out, eng_error *err);
+
+/* The kind a spec names ("cpu" for NULL; "auto": the kind eng_backend_new would pick
+ * here), or NULL when malformed or not in this build. */
+const eng_backend_reg *eng_backend_spec_reg(const char *spec);
 
 /* 1 if spec is well formed and names a kind of this build (the device may be absent). */
 int eng_backend_spec_valid(const char *spec);

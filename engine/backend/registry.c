@@ -153,6 +153,49 @@ int eng_backend_new(const char *spec, int threads, eng_backend **out, eng_error 
     return r->create(dev, threads, out, err);
 }
 
+const eng_backend_reg *eng_backend_spec_reg(const char *spec)
+{
+    char name[32];
+    int dev;
+    if (!spec)
+        spec = "cpu";
+    if (parse_spec(spec, name, sizeof name, &dev))
+        return NULL;
+    if (strcmp(name, "auto") == 0) {
+        for (int i = 1; i < eng_backend_reg_count(); i++)
+            if (regs[i]->device_count() > 0)
+                return regs[i];
+        return regs[0];
+    }
+    return eng_backend_reg_find(name);
+}
+
+int eng_backend_check(const char *spec, eng_error *err)
+{
+    char name[32], have[128];
+    int dev;
+    if (!spec)
+        return ENG_OK; /* the default: cpu */
+    if (parse_spec(spec, name, sizeof name, &dev))
+        return eng_fail(err, ENG_EINVAL, "backend '%s': expected cpu, cuda, cuda:N or auto",
+                        spec);
+    if (strcmp(name, "auto") == 0)
+        return strchr(spec, ':') ? eng_fail(err, ENG_EINVAL, "backend '%s': auto takes no "
+                                            "device index", spec) : ENG_OK;
+    const eng_backend_reg *r = eng_backend_reg_find(name);
+    if (!r) {
+        kinds(have, sizeof have);
+        return eng_fail(err, ENG_EUNSUPPORTED, "backend '%s' is not available (this build has: "
+                        "%s)", spec, have);
+    }
+    int n = r->device_count();
+    if (dev >= n)
+        return eng_fail(err, ENG_EUNSUPPORTED, "backend '%s': no such device (%d %s device%s "
+                        "present%s)", spec, n, r->name, n == 1 ? "" : "s",
+                        n == 0 && strcmp(r->name, "cpu") ? ": no GPU or no driver here" : "");
+    return ENG_OK;
+}
+
 int eng_backend_kinds(const char **names, int cap)
 {
     int n = 0;

@@ -28,6 +28,7 @@ typedef struct model_view {
     void *base;          /* the backend copy of the host weight block */
     eng_bert bert;       /* BERT family: host struct with pointers into base */
     eng_marian *marian;  /* Marian: likewise */
+    int own_packs;       /* bert's linear layers packed for this view (fp16/bf16 on CUDA) */
 } model_view;
 
 #define MAX_VIEWS 8
@@ -43,6 +44,7 @@ struct eng_model {
     eng_bert bert;
     int cls_pooling; /* sentence-transformers CLS pooling instead of mean */
     eng_marian *marian; /* MarianMTModel folders (translate.c); the rest unused then */
+    int dev_fmt;        /* eng_wfmt of the linear layers on a device backend's views */
 };
 
 struct eng_ctx {
@@ -186,12 +188,18 @@ static const char *dominant_dtype(const eng_safetensors *st)
  * originals of the packed layers as it goes. A one-thread backend does the packing; the
  * handles outlive it. fp32 is skipped under NLPD_CPU_GEMM=blas, which never uses
  * packings. A packing that fails (out of memory) fails the load. */
-static int pack_weights(eng_model *m, int fmt, eng_error *err)
+static int pack_weights(eng_model *m, int fmt, int on_cpu, eng_error *err)
 {
     const char *gm = getenv("NLPD_CPU_GEMM");
     int rc = ENG_OK;
     m->info.precision = eng_wfmt_name(fmt);
     m->info.kernel = "gemm";
+    if (!on_cpu) { /* a device backend: its views convert the layers (model_view_get) */
+        m->dev_fmt = fmt;
+        m->info.kernel = fmt == ENG_WFMT_F16    ? "cublas_fp16"
+                         : fmt == ENG_WFMT_BF16 ? "cublas_bf16" : "cublas";
+        goto sizes;
+    }
     if (fmt == ENG_WFMT_F32 && gm && strcmp(gm, "blas") == 0)
         goto sizes;
     eng_backend *be = eng_backend_cpu_new(1);
@@ -230,6 +238,34 @@ int eng_precision_valid(const char *s)
     return eng_wfmt_parse(s) >= 0;
 }
 
+/* *on_cpu: backend is the CPU (else a device backend: CUDA). */
+static int precision_check(const char *precision, const char *backend, int *fmt, int *on_cpu,
+                           eng_error *err)
+{
+    *fmt = precision ? eng_wfmt_parse(precision) : ENG_WFMT_F32;
+    if (*fmt < 0)
+        return eng_fail(err, ENG_EINVAL, "precision '%s': expected fp32, bf16, int8 or fp16",
+                        precision);
+    const eng_backend_reg *r = eng_backend_spec_reg(backend);
+    if (!r)
+        return eng_fail(err, ENG_EINVAL, "backend '%s' is not a backend of this build",
+                        backend);
+    *on_cpu = strcmp(r->name, "cpu") == 0;
+    if (*on_cpu && *fmt == ENG_WFMT_F16)
+        return eng_fail(err, ENG_EUNSUPPORTED, "precision fp16 runs on CUDA only; backend '%s' "
+                        "is the CPU (it runs fp32, bf16 or int8)", backend ? backend : "cpu");
+    if (!*on_cpu && *fmt == ENG_WFMT_INT8)
+        return eng_fail(err, ENG_EUNSUPPORTED, "precision int8 runs on the CPU only; backend "
+                        "'%s' runs fp32, fp16 or bf16", backend);
+    return ENG_OK;
+}
+
+int eng_precision_check(const char *precision, const char *backend, eng_error *err)
+{
+    int fmt, on_cpu;
+    return precision_check(precision, backend, &fmt, &on_cpu, err);
+}
+
 int eng_model_load(const char *dir, eng_model **out, eng_error *err)
 {
     return eng_model_load_opts(dir, NULL, out, err);
@@ -239,13 +275,12 @@ int eng_model_load_opts(const char *dir, const eng_model_opts *o, eng_model **ou
                         eng_error *err)
 {
     char path[4096];
-    int fmt = o && o->precision ? eng_wfmt_parse(o->precision) : ENG_WFMT_F32;
-    if (fmt < 0)
-        return eng_fail(err, ENG_EINVAL, "precision '%s': expected fp32, bf16 or int8",
-                        o->precision);
-    eng_safetensors *st = NULL;
-    int rc;
+    int fmt, on_cpu, rc;
     *out = NULL;
+    if ((rc = precision_check(o ? o->precision : NULL, o ? o->backend : NULL, &fmt, &on_cpu,
+                              err)))
+        return rc;
+    eng_safetensors *st = NULL;
     eng_model *m = calloc(1, sizeof *m);
     if (!m)
         return eng_fail(err, ENG_ENOMEM, "out of memory");
@@ -257,7 +292,13 @@ int eng_model_load_opts(const char *dir, const eng_model_opts *o, eng_model **ou
         eng_marian_fill_info(m->marian, &m->info);
         m->cfg.task = ENG_TASK_TRANSLATE; /* the BERT entry points refuse it */
         snprintf(m->cfg.architecture, sizeof m->cfg.architecture, "MarianMTModel");
-        if ((rc = pack_weights(m, fmt, err)))
+        if (!on_cpu && fmt != ENG_WFMT_F32) {
+            rc = eng_fail(err, ENG_EUNSUPPORTED, "precision %s on backend '%s': BERT-family "
+                          "models only so far (translation models run fp32 there)",
+                          eng_wfmt_name(fmt), o->backend);
+            goto fail_model;
+        }
+        if ((rc = pack_weights(m, fmt, on_cpu, err)))
             goto fail_model;
         *out = m;
         return ENG_OK;
@@ -289,7 +330,7 @@ int eng_model_load_opts(const char *dir, const eng_model_opts *o, eng_model **ou
     st = NULL;
     if (m->cfg.task == ENG_TASK_EMBED && (rc = load_sentence_transformers(m, dir, err)))
         goto fail_bert;
-    if ((rc = pack_weights(m, fmt, err)))
+    if ((rc = pack_weights(m, fmt, on_cpu, err)))
         goto fail_bert;
     *out = m;
     return ENG_OK;
@@ -320,6 +361,8 @@ void eng_model_unref(eng_model *m)
         return;
     for (int i = 0; i < m->n_views; i++) {
         model_view *v = &m->views[i];
+        if (v->own_packs)
+            eng_bert_view_unpack(&v->bert);
         eng_bert_view_free(&v->bert);
         eng_marian_view_free(v->marian);
         v->ops->weights_free(v->device, v->base);
@@ -373,6 +416,7 @@ static int model_view_get(eng_model *m, eng_backend *be, const model_view **out,
         host = rebuilt;
     }
     v->base = be->ops->weights_upload(be, host, bytes);
+    int zero_copy = v->base == host;
     if (rebuilt && v->base == (void *)rebuilt) { /* a zero-copy backend of another kind */
         be->ops->weights_free(be->device, v->base);
         v->base = NULL;
@@ -400,6 +444,20 @@ static int model_view_get(eng_model *m, eng_backend *be, const model_view **out,
         be->ops->weights_free(be->device, v->base);
         rc = eng_fail(err, ENG_ENOMEM, "out of memory");
         goto done;
+    }
+    /* fp16 / bf16 on a device backend: the linear layers converted there, once */
+    if (!m->marian && m->dev_fmt != ENG_WFMT_F32 && !zero_copy) {
+        if ((rc = eng_bert_view_pack(&v->bert, be, m->dev_fmt))) {
+            const char *why = be->ops->health ? be->ops->health(be) : NULL;
+            eng_bert_view_free(&v->bert);
+            be->ops->weights_free(be->device, v->base);
+            rc = eng_fail(err, rc == ENG_EUNSUPPORTED ? rc : ENG_EBACKEND, "%s backend (device "
+                          "%d): could not convert the weights to %s%s%s", be->ops->name,
+                          be->device, eng_wfmt_name(m->dev_fmt), why ? ": " : " (out of "
+                          "device memory?)", why ? why : "");
+            goto done;
+        }
+        v->own_packs = 1;
     }
     m->n_views++;
     *out = v;
@@ -452,6 +510,7 @@ void eng_ctx_free(eng_ctx *c)
 }
 
 const char *eng_ctx_backend_name(const eng_ctx *c) { return c->be->ops->name; }
+int eng_ctx_device(const eng_ctx *c) { return c->be->device; }
 
 const char *eng_ctx_fault(const eng_ctx *c)
 {

@@ -127,9 +127,10 @@ typedef struct eng_model_info {
     const char *const *labels;/* num_labels names (id2label, "LABEL_i" when absent) */
     int normalize;            /* embed: L2-normalise pooled vectors */
     const char *file_dtype;   /* dtype of model.safetensors: "F32" | "F16" | "BF16" */
-    const char *precision;    /* linear layers: "fp32" | "bf16" | "int8" (eng_model_opts) */
-    const char *kernel;       /* the CPU kernel they run on: "avx512" (fp32), "avx512_vnni",
-                               * "avx2", "avx512_bf16", "scalar", or "gemm" (unpacked) */
+    const char *precision;    /* linear layers: "fp32" | "bf16" | "int8" | "fp16" (eng_model_opts) */
+    const char *kernel;       /* the kernel they run on: "avx512" (fp32), "avx512_vnni",
+                               * "avx2", "avx512_bf16", "scalar", "gemm" (unpacked), or on
+                               * CUDA "cublas" (fp32), "cublas_fp16", "cublas_bf16" */
     size_t weight_bytes;      /* host memory of the weights (block + packings) */
 } eng_model_info;
 
@@ -139,21 +140,37 @@ typedef struct eng_model eng_model;
  * Weights are converted to one immutable fp32 block. Refcount starts at 1. */
 int eng_model_load(const char *dir, eng_model **out, eng_error *err);
 
-/* Load options. precision: the linear layers' weight format on the CPU, NULL or "fp32"
- * (packed fp32: bitwise the reference results), "bf16" (weights bf16, fp32 accumulation)
- * or "int8" (weights per output channel, activations per row, int32 sums); layer norms,
- * softmax and the residual stream stay fp32. The packed layers' fp32 originals are
- * released (one copy of the weights); other backends get them rebuilt from the packing. */
+/* Load options. backend: the backend the model's contexts will run on (NULL: "cpu"; as
+ * eng_ctx_opts.backend), which decides what precision means:
+ *  - on the CPU, precision is the linear layers' weight format, NULL or "fp32" (packed
+ *    fp32: bitwise the reference results), "bf16" (weights bf16, fp32 accumulation) or
+ *    "int8" (weights per output channel, activations per row, int32 sums). The packed
+ *    layers' fp32 originals are released (one copy of the weights); other backends get
+ *    them rebuilt from the packing.
+ *  - on CUDA, "fp32" (cuBLAS fp32), "fp16" or "bf16": the linear layers' weights are
+ *    converted on the device once per model version and device (the fp32 block stays
+ *    there too, for the other weights) and run as cublasGemmEx with 16-bit inputs and
+ *    fp32 accumulation; activations are converted per call. BERT-family models only
+ *    (translation models: fp32). No CPU packing is made (the host keeps the fp32 block).
+ * int8 on CUDA and fp16 on the CPU are refused (ENG_EUNSUPPORTED, naming both). Layer
+ * norms, softmax, attention and the residual stream stay fp32 everywhere. */
 typedef struct eng_model_opts {
     const char *precision;
+    const char *backend;
 } eng_model_opts;
 
-/* eng_model_load with options (o may be NULL); ENG_EINVAL for an unknown precision. */
+/* eng_model_load with options (o may be NULL); ENG_EINVAL for an unknown precision,
+ * ENG_EUNSUPPORTED for one the backend cannot run (eng_precision_check). */
 int eng_model_load_opts(const char *dir, const eng_model_opts *o, eng_model **out,
                         eng_error *err);
 
-/* 1 if s names a precision ("fp32", "bf16", "int8"). */
+/* 1 if s names a precision ("fp32", "bf16", "int8", "fp16"). */
 int eng_precision_valid(const char *s);
+
+/* ENG_OK if backend (NULL: cpu) runs precision (NULL: fp32), else ENG_EINVAL (unknown
+ * precision or backend) or ENG_EUNSUPPORTED with the reason (int8 is CPU only, fp16 CUDA
+ * only). Whether the device is present is eng_backend_check's business. */
+int eng_precision_check(const char *precision, const char *backend, eng_error *err);
 eng_model *eng_model_ref(eng_model *m);   /* thread-safe */
 void eng_model_unref(eng_model *m);       /* frees on last reference */
 const eng_model_info *eng_model_get_info(const eng_model *m);
@@ -184,10 +201,17 @@ int eng_backend_kinds(const char **names, int cap);
  * "auto"), whether or not the device is present here; else 0. */
 int eng_backend_name_valid(const char *spec);
 
+/* ENG_OK if a context on spec (NULL: cpu) could start here: the kind is in this build and
+ * its device is present ("auto" always can). Else ENG_EINVAL (malformed) or
+ * ENG_EUNSUPPORTED with err naming the backend, the device and how many there are (for
+ * start-up checks: no device is touched beyond counting them). */
+int eng_backend_check(const char *spec, eng_error *err);
+
 /* NULL while ctx's backend works, else why it stopped (a device fault: the context then
  * fails every run with ENG_EBACKEND and should be replaced). */
 const char *eng_ctx_fault(const eng_ctx *ctx);
-const char *eng_ctx_backend_name(const eng_ctx *ctx);
+const char *eng_ctx_backend_name(const eng_ctx *ctx); /* the kind: "cpu", "cuda" */
+int eng_ctx_device(const eng_ctx *ctx);               /* the device index within the kind */
 
 /* Activation memory a context keeps between runs (its arena plus the backend's
  * scratch): it grows to the largest batch run and stays there until trimmed. */

@@ -376,6 +376,30 @@ int eng_bert_pack(eng_bert *b, eng_backend *be, int fmt, int drop)
     return ENG_OK;
 }
 
+int eng_bert_view_pack(eng_bert *v, eng_backend *be, int fmt)
+{
+    if (!be || v->pack_ops || !v->layers)
+        return ENG_EINVAL;
+    eng_linear **ls = malloc((size_t)MAX_LIN(v) * sizeof *ls);
+    if (!ls)
+        return ENG_ENOMEM;
+    int n = eng_bert_linears(v, ls, MAX_LIN(v)), rc = ENG_OK;
+    size_t bytes = 0;
+    v->pack_ops = be->ops;
+    for (int i = 0; i < n && rc == ENG_OK; i++)
+        rc = eng_nn_linear_pack(ls[i], be, fmt, &bytes);
+    free(ls);
+    if (rc) {
+        unpack(v);
+        return rc;
+    }
+    v->fmt = fmt;
+    v->packed_bytes = bytes;
+    return ENG_OK;
+}
+
+void eng_bert_view_unpack(eng_bert *v) { unpack(v); }
+
 float *eng_bert_unpacked_block(const eng_bert *b)
 {
     float *h = malloc(b->block_floats * sizeof(float));

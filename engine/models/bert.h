@@ -59,6 +59,13 @@ void eng_bert_view_free(eng_bert *v);
  * ENG_OK, or an error (nothing packed, nothing dropped). */
 int eng_bert_pack(eng_bert *b, eng_backend *be, int fmt, int drop);
 
+/* Packs the linear layers of a view (eng_bert_view on a backend of its own memory) in
+ * format fmt with be, the view's weights (backend memory) as the source; they stay in
+ * the view. ENG_OK, or an error with nothing packed. eng_bert_view_unpack frees them
+ * (before eng_bert_view_free). */
+int eng_bert_view_pack(eng_bert *v, eng_backend *be, int fmt);
+void eng_bert_view_unpack(eng_bert *v);
+
 /* The layers a pack covers (n of them) into out[max]. */
 int eng_bert_linears(eng_bert *b, eng_linear **out, int max);
 

@@ -74,6 +74,7 @@ const char *eng_wfmt_name(int fmt)
     switch (fmt) {
     case ENG_WFMT_BF16: return "bf16";
     case ENG_WFMT_INT8: return "int8";
+    case ENG_WFMT_F16: return "fp16";
     default: return "fp32";
     }
 }
@@ -88,5 +89,7 @@ int eng_wfmt_parse(const char *s)
         return ENG_WFMT_BF16;
     if (!strcmp(s, "int8"))
         return ENG_WFMT_INT8;
+    if (!strcmp(s, "fp16"))
+        return ENG_WFMT_F16;
     return -1;
 }

@@ -46,7 +46,7 @@ void eng_nn_linear_unpack(const eng_linear *l, float *dst);
  * ... or "gemm" when unpacked. */
 const char *eng_nn_linear_kernel(const eng_linear *l, eng_backend *be);
 
-/* "fp32" | "bf16" | "int8"; and back (-1: unknown). */
+/* "fp32" | "bf16" | "int8" | "fp16"; and back (-1: unknown). */
 const char *eng_wfmt_name(int fmt);
 int eng_wfmt_parse(const char *s);
 

@@ -29,6 +29,32 @@ check invalid-utf8 1 'invalid UTF-8 at byte 2' "$CLI" classify "$F/bert_cls" $'a
 check wrong-task 1 "needs a model of task 'embed'" "$CLI" embed "$F/bert_cls" hi
 check too-long 1 'at most 128' "$CLI" classify --max-length 1000 "$F/bert_cls" "$(printf 'word %.0s' {1..200})"
 
+# The daemon's start-up checks of a model's backend and precision (the real nlpd binary):
+# a GPU this machine lacks, or a precision the backend cannot run, stops --check-config
+# and start-up with exit 1 and a message naming the model and the device, before
+# anything is loaded. ("cuda:7", the last index the config accepts, is absent unless a machine has 8 GPUs.)
+NLPD=$(bin nlpd)
+CFGD=$(mktemp -d)
+gpu_cfg() { # NAME BACKEND PRECISION
+    printf '{"listen":"127.0.0.1:0","models":[{"name":"%s","path":"%s","task":"embed","backend":"%s","precision":"%s"}]}\n' \
+        "$1" "$F/bert_st" "$2" "$3" >"$CFGD/$1.json"
+    echo "$CFGD/$1.json"
+}
+check nlpd-cuda-absent 1 "models\[0\] \(emb\): backend 'cuda:7'(: no such device \([0-9]+ cuda devices? present| is not available \(this build has: cpu\))" \
+    "$NLPD" --check-config --config "$(gpu_cfg emb cuda:7 fp32)"
+check nlpd-cuda-absent-start 1 "models\[0\] \(emb2\): backend 'cuda:7'" \
+    timeout 20 "$NLPD" --config "$(gpu_cfg emb2 cuda:7 fp16)"
+if "$NLPD" --check-config --config "$(gpu_cfg probe cuda:0 fp32)" >/dev/null 2>&1; then
+    echo "cli: a CUDA device is present: the no-GPU message is not checked for cuda:0"
+else
+    check nlpd-no-gpu 1 "models\[0\] \(emb3\): backend 'cuda'(: no such device \(0 cuda devices present: no GPU or no driver here\)| is not available \(this build has: cpu\))" \
+        "$NLPD" --check-config --config "$(gpu_cfg emb3 cuda fp16)"
+fi
+check nlpd-fp16-cpu 1 "models\[0\] \(emb4\): precision fp16 runs on CUDA only; backend 'cpu' is the CPU" \
+    "$NLPD" --check-config --config "$(gpu_cfg emb4 cpu fp16)"
+check nlpd-cpu-ok 0 'configuration ok' "$NLPD" --check-config --config "$(gpu_cfg emb5 cpu bf16)"
+rm -rf "$CFGD"
+
 # Translation: a tiny Marian fixture with the real OPUS-MT tokenizer from ../shared
 # (linked, not copied); ids must equal transformers' generate() goldens.
 SHARED=${NLPD_SHARED:-$ROOT/../shared}

@@ -503,20 +503,25 @@ cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s)
     return CUBLAS_STATUS_SUCCESS;
 }
 
-/* Bytes spanned by a column-major rows x cols matrix with leading dimension ld. */
+/* Elements spanned by a column-major rows x cols matrix with leading dimension ld. */
 static size_t span(int rows, int cols, int ld)
 {
     if (rows == 0 || cols == 0)
         return 0;
-    return ((size_t)(cols - 1) * (size_t)ld + (size_t)rows) * sizeof(float);
+    return (size_t)(cols - 1) * (size_t)ld + (size_t)rows;
 }
 
+static size_t dt_size(cudaDataType t) { return t == CUDA_R_32F ? 4 : 2; }
+
+/* Supported as cuBLAS documents for CUBLAS_COMPUTE_32F: fp32 in, fp32 out; fp16 or
+ * bf16 in (both operands the same type), fp32 out. */
 static cublasStatus_t check_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                                  cudaDataType at, int lda, cudaDataType bt, int ldb,
                                  cudaDataType ct, int ldc, cublasComputeType_t compute)
 {
-    if (at != CUDA_R_32F || bt != CUDA_R_32F || ct != CUDA_R_32F || compute != CUBLAS_COMPUTE_32F)
-        return CUBLAS_STATUS_NOT_SUPPORTED; /* the emulation covers fp32 only */
+    if (compute != CUBLAS_COMPUTE_32F || ct != CUDA_R_32F || at != bt ||
+        (at != CUDA_R_32F && at != CUDA_R_16F && at != CUDA_R_16BF))
+        return CUBLAS_STATUS_NOT_SUPPORTED;
     if ((ta != CUBLAS_OP_N && ta != CUBLAS_OP_T) || (tb != CUBLAS_OP_N && tb != CUBLAS_OP_T))
         return CUBLAS_STATUS_INVALID_VALUE;
     int arows = ta == CUBLAS_OP_N ? m : k, brows = tb == CUBLAS_OP_N ? k : n;
@@ -526,14 +531,46 @@ static cublasStatus_t check_gemm(cublasOperation_t ta, cublasOperation_t tb, int
     return CUBLAS_STATUS_SUCCESS;
 }
 
+/* IEEE binary16 / bfloat16 bits -> float (written independently of cuda/linear.cu's
+ * conversions, so that a wrong encoding there shows). */
+static float half_value(uint16_t h)
+{
+    int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    float v = e == 0    ? ldexpf((float)m, -24)
+              : e == 31 ? (m ? NAN : INFINITY)
+                        : ldexpf((float)(m + 1024), e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+
+static float bf16_value(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* n elements of type t at p as floats (a host copy; fp32 is copied too). */
+static std::vector<float> widen(const void *p, cudaDataType t, size_t n)
+{
+    std::vector<float> v(n);
+    const uint16_t *h = (const uint16_t *)p;
+    for (size_t i = 0; i < n; i++)
+        v[i] = t == CUDA_R_32F ? ((const float *)p)[i]
+               : t == CUDA_R_16F ? half_value(h[i]) : bf16_value(h[i]);
+    return v;
+}
+
 static cublasStatus_t gemm_one(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                               float alpha, const float *A, int lda, const float *B, int ldb,
-                               float beta, float *C, int ldc)
+                               float alpha, const void *A, int lda, const void *B, int ldb,
+                               cudaDataType ab, float beta, float *C, int ldc)
 {
     int arows = ta == CUBLAS_OP_N ? m : k, acols = ta == CUBLAS_OP_N ? k : m;
     int brows = tb == CUBLAS_OP_N ? k : n, bcols = tb == CUBLAS_OP_N ? n : k;
     size_t as = span(arows, acols, lda), bs = span(brows, bcols, ldb), cs = span(m, n, ldc);
-    if ((as && !in_device(A, as)) || (bs && !in_device(B, bs)) || (cs && !in_device(C, cs))) {
+    size_t es = dt_size(ab);
+    if ((as && !in_device(A, as * es)) || (bs && !in_device(B, bs * es)) ||
+        (cs && !in_device(C, cs * sizeof(float)))) {
         fprintf(stderr, "cuda_emu: cublasGemmEx: an operand is not (inside) device memory "
                 "(m %d n %d k %d, lda %d ldb %d ldc %d)\n", m, n, k, lda, ldb, ldc);
         return CUBLAS_STATUS_INVALID_VALUE;
@@ -548,8 +585,16 @@ static cublasStatus_t gemm_one(cublasOperation_t ta, cublasOperation_t tb, int m
             }
         return CUBLAS_STATUS_SUCCESS;
     }
+    std::vector<float> wa, wb; /* 16-bit operands read as their values, then fp32 math */
+    const float *fa = (const float *)A, *fb = (const float *)B;
+    if (ab != CUDA_R_32F) {
+        wa = widen(A, ab, as);
+        wb = widen(B, ab, bs);
+        fa = wa.data();
+        fb = wb.data();
+    }
     cblas_sgemm(CblasColMajor, ta == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
-                tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, alpha, A, lda, B, ldb,
+                tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, alpha, fa, lda, fb, ldb,
                 beta, C, ldc);
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -569,8 +614,8 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
     if (st)
         return st;
     n_blas++;
-    return gemm_one(ta, tb, m, n, k, *(const float *)alpha, (const float *)A, lda,
-                    (const float *)B, ldb, *(const float *)beta, (float *)C, ldc);
+    return gemm_one(ta, tb, m, n, k, *(const float *)alpha, A, lda, B, ldb, at,
+                    *(const float *)beta, (float *)C, ldc);
 }
 
 cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta,
@@ -591,9 +636,10 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
         return st ? st : CUBLAS_STATUS_INVALID_VALUE;
     n_blas++;
     for (int i = 0; i < batch && !st; i++)
-        st = gemm_one(ta, tb, m, n, k, *(const float *)alpha, (const float *)A + i * sa, lda,
-                      (const float *)B + i * sb, ldb, *(const float *)beta, (float *)C + i * sc,
-                      ldc);
+        st = gemm_one(ta, tb, m, n, k, *(const float *)alpha,
+                      (const char *)A + (size_t)(i * sa) * dt_size(at), lda,
+                      (const char *)B + (size_t)(i * sb) * dt_size(at), ldb, at,
+                      *(const float *)beta, (float *)C + i * sc, ldc);
     return st;
 }
 

@@ -18,7 +18,8 @@
  * allocation (and that a host side does not), so a host pointer passed as device
  * memory, or an access past an allocation, fails the call (and the test).
  *
- * cuBLAS: cublasGemmEx and cublasGemmStridedBatchedEx for fp32 data with fp32 compute,
+ * cuBLAS: cublasGemmEx and cublasGemmStridedBatchedEx with fp32 compute for fp32 inputs,
+ * or fp16 / bf16 inputs (read as their 16-bit values, widened to float), fp32 output,
  * on CBLAS in column-major mode with the same transposes, leading dimensions, strides
  * and batch counts; argument checks as cuBLAS documents them. */
 #ifndef NLPD_CUDA_EMU_H

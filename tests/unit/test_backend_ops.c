@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend/backend.h"
 #include "cpu/cpu_kernels.h"
@@ -368,6 +369,120 @@ static void test_gemm_ex(void **state)
             }
             free(A), free(B), free(C0), free(want), free(C), free(R);
         }
+    set_close(&s);
+}
+
+/* ============================================ linear layers, 16-bit weights */
+
+static double act_ref(double x, eng_act act);
+
+/* v rounded to nearest even with `bits` significant bits (fp16: 11, bf16: 8), the
+ * exponent no lower than min_exp (fp16 subnormals: values are multiples of 2^-24). */
+static double round_sig(double v, int bits, int min_exp)
+{
+    if (v == 0)
+        return 0;
+    int e;
+    frexp(v, &e); /* v = m 2^e, m in [0.5, 1) */
+    if (e < min_exp)
+        e = min_exp;
+    return ldexp(nearbyint(ldexp(v, bits - e)), e - bits);
+}
+
+static double round16(double v, int fmt)
+{
+    return fmt == ENG_WFMT_F16 ? round_sig(v, 11, -13) : round_sig(v, 8, -125);
+}
+
+/* linear_pack / linear_forward in fp16 and bf16 (backends that pack them: cuda on cuBLAS
+ * GemmEx with 16-bit inputs; the CPU packs bf16). Every backend is checked against the
+ * scalar CPU's fp32 gemm + bias_act at the dtype's tolerance; a device backend (whose
+ * activations are converted too) also against the exact products of the 16-bit values
+ * (fp32 accumulation: 1e-5 of the row's magnitude), and its weights read back must be
+ * exactly the rounded ones, so a wrong type, rounding or layout fails. */
+static void linear16_case(tset *s, int fmt, int M, int N, int K, int pad, eng_act act,
+                          double *worst)
+{
+    int ldw = K + pad;
+    float *W = randv((size_t)N * ldw, 0.25f), *x = randv((size_t)M * K, 0.25f);
+    float *b = randv((size_t)N, 0.25f), *R = zerov((size_t)M * N), *y = zerov((size_t)M * N);
+    float *un = zerov((size_t)N * K);
+    tdtype dt = fmt == ENG_WFMT_F16 ? DT_F16 : DT_BF16;
+    const char *op = fmt == ENG_WFMT_F16 ? "linear_forward(fp16)" : "linear_forward(bf16)";
+    { /* the reference: the scalar CPU, fp32 */
+        eng_backend *rb = s->b[0].be;
+        assert_true(s->b[0].ref);
+        rb->ops->core->gemm(rb, 1, M, N, K, 1.0f, x, K, W, ldw, 0.0f, R, N);
+        rb->ops->core->bias_act(rb, R, b, M, N, act);
+    }
+    FOR_EACH_BE(*s, t)
+    {
+        NEED(t, core, linear_pack);
+        eng_backend *be = t->be;
+        const eng_backend_core_ops *c = be->ops->core;
+        float *dW = dput(be, W, (size_t)N * ldw * sizeof(float));
+        void *h = c->linear_pack(be, dW, N, K, ldw, fmt);
+        if (!h) {
+            dfree(be, dW);
+            note_unsupported(t, op);
+            continue;
+        }
+        dfree(be, dW); /* the handle is self-contained */
+        float *dx = dput(be, x, (size_t)M * K * sizeof(float)), *db = dput(be, b, N * sizeof(float));
+        float *dy = dnew(be, (size_t)M * N * sizeof(float));
+        assert_int_equal(c->linear_forward(be, h, dy, dx, M, db, act), 0);
+        dget(be, y, dy, (size_t)M * N * sizeof(float));
+        assert_null(be->ops->health ? be->ops->health(be) : NULL);
+        vs_ref(t, op, y, R, (size_t)M * N, dt);
+        if (!t->cpu) {
+            const char *kname = NULL;
+            assert_int_equal(c->linear_info(be, h, &kname), (size_t)N * K * 2);
+            assert_string_equal(kname, fmt == ENG_WFMT_F16 ? "cublas_fp16" : "cublas_bf16");
+            c->linear_unpack(h, un);
+            for (int n = 0; n < N; n++)
+                for (int k = 0; k < K; k++)
+                    if (un[(size_t)n * K + k] != (float)round16(W[(size_t)n * ldw + k], fmt))
+                        fail_msg("%s [%s]: weight (%d, %d) reads back %.9g, want %.9g", op,
+                                 t->label, n, k, un[(size_t)n * K + k],
+                                 round16(W[(size_t)n * ldw + k], fmt));
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    double acc = 0, mag = 0;
+                    for (int k = 0; k < K; k++) {
+                        double p = round16(x[(size_t)i * K + k], fmt) *
+                                   round16(W[(size_t)j * ldw + k], fmt);
+                        acc += p;
+                        mag += fabs(p);
+                    }
+                    double want = act_ref(acc + b[j], act);
+                    size_t ix = (size_t)i * N + j;
+                    check_close(op, t, ix, y[ix], want, 1e-5 * (mag + fabs(b[j])) + 1e-7);
+                    double d = fabs(y[ix] - R[ix]);
+                    *worst = d > *worst ? d : *worst;
+                }
+        }
+        c->linear_free(h);
+        dfree(be, dx), dfree(be, db), dfree(be, dy);
+    }
+    free(W), free(x), free(b), free(R), free(y), free(un);
+}
+
+static void test_linear16(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    rng_seed(16);
+    for (int fmt = ENG_WFMT_BF16; fmt <= ENG_WFMT_F16; fmt += ENG_WFMT_F16 - ENG_WFMT_BF16) {
+        double worst = 0; /* largest |16-bit - fp32| on a device backend */
+        linear16_case(&s, fmt, 1, 1, 1, 0, ENG_ACT_NONE, &worst);
+        linear16_case(&s, fmt, 7, 13, 5, 3, ENG_ACT_NONE, &worst);
+        linear16_case(&s, fmt, 33, 96, 65, 1, ENG_ACT_GELU, &worst);
+        linear16_case(&s, fmt, 20, 384, 384, 0, ENG_ACT_TANH, &worst);
+        linear16_case(&s, fmt, 5, 1536, 384, 0, ENG_ACT_GELU, &worst);
+        print_message("  %s: largest |diff| vs fp32 on a device backend: %.3g\n",
+                      fmt == ENG_WFMT_F16 ? "fp16" : "bf16", worst);
+    }
     set_close(&s);
 }
 
@@ -1713,6 +1828,166 @@ static void test_device_fault(void **state)
     eng_model_unref(m);
 }
 
+/* ====================================================== models in fp16/bf16 */
+
+static double cosine(const float *a, const float *b, int n)
+{
+    double ab = 0, aa = 0, bb = 0;
+    for (int i = 0; i < n; i++)
+        ab += (double)a[i] * b[i], aa += (double)a[i] * a[i], bb += (double)b[i] * b[i];
+    return ab / (sqrt(aa) * sqrt(bb) + 1e-30);
+}
+
+static const char *const sents16[] = {
+    "The movie was wonderful and the actors were great.",
+    "I did not like the food at all.",
+    "hello world",
+    "A quick brown fox jumps over the lazy dog near the river bank.",
+    "Où est la gare ? Café naïf, 東京.",
+};
+#define NSENT16 ((int)(sizeof sents16 / sizeof *sents16))
+
+/* A model on the emulated CUDA backend in fp16 / bf16 (precision with backend "cuda-emu")
+ * against the same folder in fp32 on the CPU: embeddings cosine >= min_cos per sentence,
+ * classifier argmax equal, QA logits within qa_tol. Returns the worst cosine. */
+static double model16(const char *dir, const char *prec, double min_cos, double qa_tol)
+{
+    eng_error err = {0};
+    eng_model *m32, *m16;
+    eng_ctx *cpu, *gpu;
+    if (eng_model_load(dir, &m32, &err))
+        fail_msg("load %s: %s", dir, err.msg);
+    eng_model_opts o = {.precision = prec, .backend = "cuda-emu"};
+    if (eng_model_load_opts(dir, &o, &m16, &err))
+        fail_msg("load %s in %s on cuda-emu: %s", dir, prec, err.msg);
+    const eng_model_info *info = eng_model_get_info(m16);
+    assert_string_equal(info->precision, prec);
+    assert_string_equal(info->kernel, !strcmp(prec, "fp16") ? "cublas_fp16" : "cublas_bf16");
+    assert_int_equal(eng_ctx_new(&(eng_ctx_opts){.backend = "cpu", .threads = 1}, &cpu, &err), 0);
+    assert_int_equal(eng_ctx_new(&(eng_ctx_opts){.backend = "cuda-emu"}, &gpu, &err), 0);
+    eng_encoding enc[NSENT16];
+    const eng_encoding *ep[NSENT16];
+    int ntok = 0;
+    for (int i = 0; i < NSENT16; i++) {
+        eng_encoding_init(&enc[i]);
+        ep[i] = &enc[i];
+        if (info->task == ENG_TASK_QA)
+            assert_int_equal(eng_tokenizer_encode(eng_model_tokenizer(m32), "Where is it?", 12,
+                                                  sents16[i], strlen(sents16[i]), 64, &enc[i],
+                                                  &err), 0);
+        else
+            assert_int_equal(eng_tokenizer_encode(eng_model_tokenizer(m32), sents16[i],
+                                                  strlen(sents16[i]), NULL, 0, 64, &enc[i],
+                                                  &err), 0);
+        ntok += enc[i].n;
+    }
+    int H = info->hidden, L = info->num_labels;
+    double worst = 1, worst_abs = 0, qa_mag = 0;
+    if (info->task == ENG_TASK_EMBED) {
+        float *a = malloc(sizeof(float) * NSENT16 * H), *b = malloc(sizeof(float) * NSENT16 * H);
+        assert_int_equal(eng_run_embed(cpu, m32, ep, NSENT16, a, &err), 0);
+        if (eng_run_embed(gpu, m16, ep, NSENT16, b, &err))
+            fail_msg("embed on cuda-emu: %s", err.msg);
+        for (int i = 0; i < NSENT16; i++) {
+            double c = cosine(a + (size_t)i * H, b + (size_t)i * H, H);
+            worst = c < worst ? c : worst;
+        }
+        worst_abs = tu_max_abs_diff(a, b, (size_t)NSENT16 * H);
+        free(a), free(b);
+    } else if (info->task == ENG_TASK_CLASSIFY) {
+        float *a = malloc(sizeof(float) * NSENT16 * L), *b = malloc(sizeof(float) * NSENT16 * L);
+        assert_int_equal(eng_run_classify(cpu, m32, ep, NSENT16, a, NULL, &err), 0);
+        if (eng_run_classify(gpu, m16, ep, NSENT16, b, NULL, &err))
+            fail_msg("classify on cuda-emu: %s", err.msg);
+        for (int i = 0; i < NSENT16; i++) {
+            int ia = 0, ib = 0;
+            for (int j = 1; j < L; j++) {
+                ia = a[i * L + j] > a[i * L + ia] ? j : ia;
+                ib = b[i * L + j] > b[i * L + ib] ? j : ib;
+            }
+            if (ia != ib)
+                fail_msg("%s %s: sentence %d: label %d, fp32 cpu %d", dir, prec, i, ib, ia);
+        }
+        worst_abs = tu_max_abs_diff(a, b, (size_t)NSENT16 * L);
+        free(a), free(b);
+    } else {
+        float *a = malloc(sizeof(float) * 2 * ntok), *b = malloc(sizeof(float) * 2 * ntok);
+        assert_int_equal(eng_run_qa_logits(cpu, m32, ep, NSENT16, a, a + ntok, &err), 0);
+        if (eng_run_qa_logits(gpu, m16, ep, NSENT16, b, b + ntok, &err))
+            fail_msg("qa on cuda-emu: %s", err.msg);
+        worst_abs = tu_max_abs_diff(a, b, (size_t)2 * ntok);
+        for (int i = 0; i < 2 * ntok; i++)
+            qa_mag = fabs(a[i]) > qa_mag ? fabs(a[i]) : qa_mag;
+        free(a), free(b);
+    }
+    /* 16-bit weights were used: not the fp32 result, and within the tolerance */
+    assert_true(worst_abs > 0);
+    if (info->task == ENG_TASK_QA && !(worst_abs <= qa_tol * qa_mag))
+        fail_msg("%s %s: QA logits differ by %g (> %g of the largest, %g)", dir, prec,
+                 worst_abs, qa_tol, qa_mag);
+    if (!(worst >= min_cos))
+        fail_msg("%s %s: cosine %.6f < %.4f", dir, prec, worst, min_cos);
+    if (info->task == ENG_TASK_EMBED)
+        print_message("  %s %s on cuda-emu vs fp32 cpu: worst cosine 1 - %.2e, max |diff| "
+                      "%.3g\n", strrchr(dir, '/') + 1, prec, 1 - worst, worst_abs);
+    else if (info->task == ENG_TASK_CLASSIFY)
+        print_message("  %s %s on cuda-emu vs fp32 cpu: same labels, max |prob diff| %.3g\n",
+                      strrchr(dir, '/') + 1, prec, worst_abs);
+    else
+        print_message("  %s %s on cuda-emu vs fp32 cpu: max |logit diff| %.3g (largest logit "
+                      "%.3g)\n", strrchr(dir, '/') + 1, prec, worst_abs, qa_mag);
+    for (int i = 0; i < NSENT16; i++)
+        eng_encoding_free(&enc[i]);
+    eng_ctx_free(cpu), eng_ctx_free(gpu);
+    eng_model_unref(m32), eng_model_unref(m16);
+    return worst;
+}
+
+static void test_model_16bit(void **state)
+{
+    (void)state;
+    static const char *const prec[] = {"fp16", "bf16"};
+    for (int p = 0; p < 2; p++) {
+        int f16 = p == 0;
+        model16(tu_path("%s/tests/fixtures/models/bert_st", tu_root()), prec[p], 0.999, 0);
+        model16(tu_path("%s/tests/fixtures/models/bert_cls", tu_root()), prec[p], 1, 0);
+        model16(tu_path("%s/tests/fixtures/models/distilbert_cls", tu_root()), prec[p], 1, 0);
+        model16(tu_path("%s/tests/fixtures/models/bert_qa", tu_root()), prec[p], 1,
+                f16 ? 0.005 : 0.03);
+        const char *mini = tu_path("%s/models/all-MiniLM-L6-v2", tu_root());
+        if (access(tu_path("%s/model.safetensors", mini), R_OK) == 0)
+            model16(mini, prec[p], f16 ? 0.9995 : 0.999, 0);
+        else
+            print_message("  models/all-MiniLM-L6-v2 absent: MiniLM not compared\n");
+    }
+
+    /* what a backend cannot run is refused at load, naming it */
+    eng_error err = {0};
+    eng_model *m = NULL;
+    const char *dir = tu_path("%s/tests/fixtures/models/bert_st", tu_root());
+    assert_int_equal(eng_model_load_opts(dir, &(eng_model_opts){.precision = "fp16"}, &m, &err),
+                     ENG_EUNSUPPORTED);
+    assert_null(m);
+    assert_non_null(strstr(err.msg, "fp16 runs on CUDA only"));
+    print_message("  fp16 on the cpu: %s\n", err.msg);
+    assert_int_equal(eng_model_load_opts(dir, &(eng_model_opts){.precision = "int8",
+                                                                .backend = "cuda-emu"},
+                                         &m, &err), ENG_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "int8 runs on the CPU only"));
+    print_message("  int8 on cuda-emu: %s\n", err.msg);
+    assert_int_equal(eng_precision_check("bf16", "cuda-emu", &err), ENG_OK);
+    assert_int_equal(eng_precision_check("fp16", "cpu", &err), ENG_EUNSUPPORTED);
+    assert_int_equal(eng_precision_check("fp8", "cpu", &err), ENG_EINVAL);
+    /* devices: present, absent, and kinds this build lacks */
+    assert_int_equal(eng_backend_check("cuda-emu:0", &err), ENG_OK);
+    assert_int_equal(eng_backend_check("cuda-emu:3", &err), ENG_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "'cuda-emu:3': no such device (1 cuda-emu device present)"));
+    assert_int_equal(eng_backend_check("frob", &err), ENG_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "not available (this build has: cpu"));
+    assert_int_equal(eng_backend_check("cuda:x", &err), ENG_EINVAL);
+    assert_int_equal(eng_backend_check(NULL, &err), ENG_OK);
+}
+
 /* Every op of the interface, by part, for the summary. */
 #define OPS_CORE(X) X(gemm) X(bias_act) X(add_layernorm) X(embed) X(attention) X(mean_pool) \
     X(gather_rows)
@@ -1780,6 +2055,7 @@ TEST_GROUP(backend_ops)
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_mean_pool),
         cmocka_unit_test(test_gather_scatter_rows),
+        cmocka_unit_test(test_linear16),
         /* gen */
         cmocka_unit_test(test_embed_scaled),
         cmocka_unit_test(test_attention_kv),
@@ -1798,6 +2074,7 @@ TEST_GROUP(backend_ops)
         cmocka_unit_test(test_small_ops),
         cmocka_unit_test(test_adamw),
         cmocka_unit_test(test_device_fault),
+        cmocka_unit_test(test_model_16bit),
         cmocka_unit_test(test_summary),
     };
     TEST_GROUP_RETURN(t);

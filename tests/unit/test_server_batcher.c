@@ -22,6 +22,8 @@
 #include <unistd.h>
 
 #include "batcher.h"
+#include "buf.h"
+#include "server.h"
 #include "config.h"
 #include "handlers.h"
 #include "model_slot.h"
@@ -1592,10 +1594,90 @@ static void test_translate_stops_between_steps(void **state)
     assert_true(stopped);
 }
 
+void tu_cuda_emu_fail_after(int n) __attribute__((weak)); /* tests/cuda_emu/ */
+
+/* A worker whose device faults (an injected CUDA error on the emulated CUDA backend):
+ * its job fails, the batcher names the worker, backend, device and error, and /readyz
+ * turns 503 with a body naming the model, the backend and the device. */
+static void test_device_fault_readyz(void **state)
+{
+    (void)state;
+    assert_non_null(tu_cuda_emu_fail_after);
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.backend = "cuda-emu";
+    o.max_delay_us = 0;
+    fixture f;
+    fx_open(&f, "bert_cls", &o);
+    srv_batcher_fault_info fi;
+    tjob *a = job1(&f.t, &srv_job_classify, 6, 1);
+    submit_ok(&f, a);
+    assert_true(wait_for(&f.t, &f.t.done, 1));
+    assert_int_equal(a->job.status, SRV_JOB_OK);
+    assert_int_equal(srv_batcher_fault(f.b, &fi), 0);
+
+    /* a server of one ready model on this batcher (the fields /readyz reads) */
+    srv_model_conf mc = {.name = "sentiment", .backend = "cuda"};
+    srv_model sm = {.conf = &mc, .batcher = f.b};
+    atomic_init(&sm.status, SRV_MODEL_READY);
+    srv_server *srv = calloc(1, sizeof *srv);
+    assert_non_null(srv);
+    srv->models = &sm;
+    srv->n_models = 1;
+    atomic_init(&srv->ready, 1);
+    atomic_init(&srv->draining, 0);
+    srv_buf b;
+    const char *code = NULL;
+    srv_buf_init(&b);
+    assert_int_equal(srv_readyz_render(srv, &b, &code), 200);
+    free(srv_buf_take(&b, NULL));
+
+    tu_cuda_emu_fail_after(3);
+    tjob *j = job1(&f.t, &srv_job_classify, 6, 2);
+    submit_ok(&f, j);
+    assert_true(wait_for(&f.t, &f.t.done, 2));
+    tu_cuda_emu_fail_after(0);
+    assert_int_equal(j->job.status, SRV_JOB_FAILED);
+    assert_int_equal(j->job.error_code, ENG_EBACKEND);
+    assert_int_equal(srv_batcher_fault(f.b, &fi), 1);
+    assert_string_equal(fi.backend, "cuda-emu");
+    assert_int_equal(fi.device, 0);
+    assert_int_equal(fi.worker, 0);
+    assert_non_null(strstr(fi.error, "injected"));
+
+    srv_buf_init(&b);
+    assert_int_equal(srv_readyz_render(srv, &b, &code), 503);
+    assert_string_equal(code, "device_fault");
+    char *body = srv_buf_take(&b, NULL);
+    print_message("  /readyz: %s", body);
+    cJSON *js = cJSON_Parse(body);
+    assert_non_null(js);
+    assert_string_equal(cJSON_GetObjectItem(js, "status")->valuestring, "unhealthy");
+    cJSON *e = cJSON_GetObjectItem(js, "error");
+    assert_string_equal(cJSON_GetObjectItem(e, "code")->valuestring, "device_fault");
+    const char *msg = cJSON_GetObjectItem(e, "message")->valuestring;
+    assert_non_null(strstr(msg, "model sentiment: backend cuda-emu:0 (worker 0) failed: "));
+    assert_non_null(strstr(msg, "injected"));
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(js, "models"), "sentiment")
+                            ->valuestring, "unhealthy");
+    cJSON *f0 = cJSON_GetArrayItem(cJSON_GetObjectItem(js, "faults"), 0);
+    assert_non_null(f0);
+    assert_string_equal(cJSON_GetObjectItem(f0, "model")->valuestring, "sentiment");
+    assert_string_equal(cJSON_GetObjectItem(f0, "backend")->valuestring, "cuda-emu");
+    assert_int_equal(cJSON_GetObjectItem(f0, "device")->valueint, 0);
+    cJSON_Delete(js);
+    free(body);
+    free(srv);
+    job_free(a);
+    job_free(j);
+    fx_close(&f);
+}
+
 TEST_GROUP(server_batcher)
 {
     static const struct CMUnitTest t[] = {
         cmocka_unit_test(test_model_slot),
+        cmocka_unit_test(test_device_fault_readyz),
         cmocka_unit_test(test_single_job_matches_direct),
         cmocka_unit_test(test_concurrent_invariance),
         cmocka_unit_test(test_budget_padding_and_order),
