@@ -430,6 +430,35 @@ def test_kept_alive_connection_refusals_are_json(direct):
     assert t.get("/healthz").status == 200
 
 
+def test_pipelined_requests_all_answered(direct):
+    """HTTP/1.1 pipelining: requests sent back to back in one write (GETs, inference
+    POSTs, and the two mixed) are each answered, in order."""
+    t = direct([tiny_embed()])
+    body = json.dumps({"text": "hello", "model": "tiny-embed"}).encode()
+    embed = (b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    for reqs in ([(healthz, "GET")] * 3, [(embed, "POST")] * 3,
+                 [(embed, "POST"), (healthz, "GET"), (embed, "POST")]):
+        s = socket.create_connection((t.host, t.port), timeout=10)
+        try:
+            s.sendall(b"".join(r for r, _ in reqs))
+            # One buffered reader for all answers (an HTTPResponse per answer would
+            # buffer, and lose, the start of the next one).
+            f = s.makefile("rb")
+            for _ in reqs:
+                status = f.readline().split()
+                headers = {}
+                while (line := f.readline()) not in (b"\r\n", b""):
+                    k, _, v = line.decode().partition(":")
+                    headers[k.strip().lower()] = v.strip()
+                body = f.read(int(headers["content-length"]))
+                assert status[1] == b"200", (status, body)
+                assert json.loads(body), body
+        finally:
+            s.close()
+
+
 def test_qa_cost_bounded(direct):
     """QA windows multiply with the context (and with a long question); the request's
     estimated memory is bounded by batching.max_job_mib before compute."""
