@@ -33,6 +33,10 @@ struct srv_http {
     srv_req *done_head, *done_tail;
     srv_req *live;          /* every request not yet freed */
     int port;
+    /* Set when we end a connection on purpose (MHD_NO for a client that left or was
+     * answered on the socket): MHD then logs "Application reported internal error",
+     * which is no warning in that case. */
+    int closing_on_purpose;
     /* Every open connection (conn_rec), and connections per client address. */
     struct conn_rec *conns;
     struct client_count *clients[256];
@@ -962,8 +966,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     srv_http *h = cls;
     srv_req *r = *con_cls;
     conn_rec *cr = conn_of(c);
-    if (cr && cr->refused)
+    if (cr && cr->refused) {
+        h->closing_on_purpose = 1;
         return MHD_NO; /* answered on the socket already (conn_refuse) */
+    }
     if (!r) {
         if (cr)
             conn_ungate(cr, 1); /* MHD held this request already (a pipelining client) */
@@ -1043,6 +1049,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         }
         return send_response(h, r);
     case SRV_REQ_CLOSE:
+        h->closing_on_purpose = 1;
         return MHD_NO;
     case SRV_REQ_SENT:
         *upload_size = 0; /* answered early (e.g. 413): drop the rest */
@@ -1096,13 +1103,18 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
-    (void)cls;
+    srv_http *h = cls;
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = 0;
-    srv_log(SRV_LOG_WARN, NULL, "http: %s", msg);
+    int expected = h->closing_on_purpose && strstr(msg, "Application reported internal error");
+    h->closing_on_purpose = 0;
+    if (expected)
+        srv_log(SRV_LOG_DEBUG, NULL, "http: connection closed (its client left or was answered)");
+    else
+        srv_log(SRV_LOG_WARN, NULL, "http: %s", msg);
 }
 
 srv_http *srv_http_start(srv_server *s, const char *host, int port, char *err, size_t cap)
