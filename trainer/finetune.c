@@ -536,21 +536,64 @@ static int step_data(run *r, eng_error *err)
 
 /* ----------------------------------------------------------------- model */
 
-/* Head-only: the encoder's [CLS] vectors of e, computed once. */
-static int features(run *r, const encoded *e, float **out, eng_error *err)
+/* Head-only: the encoder's [CLS] vectors of e, computed once by the inference engine
+ * (the forward nlpd serves with, pre-packed weights on every core: several times the
+ * trainer's forward, and the vectors the published head will see). */
+static int features(run *r, eng_ctx *ctx, eng_model *m, const encoded *e, float **out,
+                    eng_error *err)
 {
     if (!(*out = malloc(sizeof(float) * (size_t)(e->n ? e->n : 1) * r->H)))
         return eng_fail(err, ENG_ENOMEM, "out of memory");
-    int batch = r->o->eval_batch;
-    for (int i = 0; i < e->n; i += batch) {
-        if (trn_run_interrupted(r))
-            return eng_fail(err, ENG_EINVAL, "interrupted while encoding: nothing was published");
+    int batch = r->o->eval_batch, rc = ENG_OK;
+    float *hidden = NULL;
+    size_t cap = 0;
+    for (int i = 0; i < e->n && !rc; i += batch) {
+        if (trn_run_interrupted(r)) {
+            rc = eng_fail(err, ENG_EINVAL, "interrupted while encoding: nothing was published");
+            break;
+        }
         int nb = e->n - i < batch ? e->n - i : batch;
-        int rc = eng_trainer_features(r->t, e->ptr + i, nb, *out + (size_t)i * r->H, err);
-        if (rc)
-            return rc;
+        size_t tokens = 0;
+        for (int b = 0; b < nb; b++)
+            tokens += (size_t)e->ptr[i + b]->n;
+        if (tokens > cap) {
+            free(hidden);
+            cap = tokens;
+            if (!(hidden = malloc(sizeof(float) * cap * (size_t)r->H))) {
+                rc = eng_fail(err, ENG_ENOMEM, "out of memory");
+                break;
+            }
+        }
+        if ((rc = eng_run_hidden(ctx, m, e->ptr + i, nb, hidden, err)))
+            break;
+        size_t off = 0; /* packed: sequence b starts at the sum of the lengths before it */
+        for (int b = 0; b < nb; b++) {
+            memcpy(*out + (size_t)(i + b) * r->H, hidden + off * (size_t)r->H,
+                   sizeof(float) * (size_t)r->H);
+            off += (size_t)e->ptr[i + b]->n;
+        }
     }
-    return ENG_OK;
+    free(hidden);
+    return rc;
+}
+
+static int head_only_features(run *r, eng_error *err)
+{
+    eng_model *m = NULL;
+    eng_ctx *ctx = NULL;
+    int rc = eng_model_load(r->base, &m, err);
+    if (!rc)
+        rc = eng_ctx_new(&(eng_ctx_opts){.threads = r->o->threads}, &ctx, err);
+    if (!rc && eng_model_get_info(m)->hidden != r->H)
+        rc = eng_fail(err, ENG_EFORMAT, "%s: the encoder's hidden size differs from the "
+                      "trainer's", r->base);
+    if (!rc)
+        rc = features(r, ctx, m, &r->etr, &r->ftr, err);
+    if (!rc)
+        rc = features(r, ctx, m, &r->edev, &r->fdev, err);
+    eng_ctx_free(ctx);
+    eng_model_unref(m);
+    return rc;
 }
 
 static int step_model(run *r, eng_error *err)
@@ -595,8 +638,7 @@ static int step_model(run *r, eng_error *err)
     if (o->head_only) {
         r->H = eng_trainer_hidden(r->t);
         double t0 = now_s();
-        if ((rc = features(r, &r->etr, &r->ftr, err)) ||
-            (rc = features(r, &r->edev, &r->fdev, err)))
+        if ((rc = head_only_features(r, err)))
             return rc;
         char d[32];
         fmt_dur(d, sizeof d, now_s() - t0);
