@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <dirent.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -251,7 +252,13 @@ int main(void)
         size_t n = 0;
         const struct CMUnitTest *t = groups[i].get(&n);
         int s0 = tu_skipped;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         int f = _cmocka_run_group_tests(groups[i].name, t, n, NULL, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        /* the suite has a time budget (README): each group says what it costs */
+        printf("group %s: %.1f s\n", groups[i].name,
+               (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
         size_t s = (size_t)(tu_skipped - s0);
         failed += (size_t)f;
         skipped += s;
