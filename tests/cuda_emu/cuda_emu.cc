@@ -316,6 +316,15 @@ static int fail_countdown;
 
 void fail_after(int n) { fail_countdown = n; }
 
+size_t device_bytes(void)
+{
+    std::lock_guard<std::mutex> lock(mem_mu);
+    size_t n = 0;
+    for (const auto &a : allocs)
+        n += a.second;
+    return n;
+}
+
 /* 1 if the runtime call should fail (fault injection). */
 static int injected(void)
 {

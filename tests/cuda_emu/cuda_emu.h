@@ -66,6 +66,8 @@ void fail_after(int n);
 /* Kernel launches and cuBLAS calls so far (for tests that check work went through). */
 long long launches(void);
 long long blas_calls(void);
+/* Bytes of device memory allocated now (cudaMalloc'd, not yet freed). */
+size_t device_bytes(void);
 
 namespace api {
 

@@ -18,3 +18,9 @@ extern "C" void tu_cuda_emu_fail_after(int n)
 {
     cuemu::fail_after(n);
 }
+
+/* Device memory allocated now (bytes). */
+extern "C" size_t tu_cuda_emu_device_bytes(void)
+{
+    return cuemu::device_bytes();
+}

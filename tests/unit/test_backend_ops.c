@@ -19,7 +19,10 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#include "core/arena.h"
 #include "cpu/cpu_kernels.h"
+#include "models/bert.h"
+#include "models/marian.h" /* eng_ctx_backend */
 #include "nlpd_engine.h"
 
 /* ------------------------------------------------------------- backends */
@@ -1988,6 +1991,131 @@ static void test_model_16bit(void **state)
     assert_int_equal(eng_backend_check(NULL, &err), ENG_OK);
 }
 
+size_t tu_cuda_emu_device_bytes(void) __attribute__((weak)); /* tests/cuda_emu/ */
+
+/* Device memory of a model in fp32 and fp16 on the emulated CUDA backend: fp16 uploads
+ * the block without the linear layers' fp32 weights plus their 16-bit copies (exact
+ * figures from the layout), the emulation's allocations agree, and the outputs are
+ * bitwise those of the previous path (the whole fp32 block uploaded, the layers packed
+ * from it on the device). Returns the fp32 / fp16 device bytes in d[2]. */
+static void device_memory_case(const char *dir, size_t d[2])
+{
+    eng_error err = {0};
+    eng_model *m32, *m16;
+    eng_ctx *gpu;
+    if (eng_model_load_opts(dir, &(eng_model_opts){.precision = "fp32", .backend = "cuda-emu"},
+                            &m32, &err) ||
+        eng_model_load_opts(dir, &(eng_model_opts){.precision = "fp16", .backend = "cuda-emu"},
+                            &m16, &err))
+        fail_msg("load %s: %s", dir, err.msg);
+    assert_int_equal(eng_ctx_new(&(eng_ctx_opts){.backend = "cuda-emu"}, &gpu, &err), 0);
+    eng_backend *be = eng_ctx_backend(gpu);
+    assert_true(eng_model_device_bytes(m32) == 0); /* nothing on a device before a run */
+    eng_encoding enc[2];
+    const eng_encoding *ep[2] = {&enc[0], &enc[1]};
+    int ntok = 0;
+    for (int i = 0; i < 2; i++) {
+        eng_encoding_init(&enc[i]);
+        assert_int_equal(eng_tokenizer_encode(eng_model_tokenizer(m16), sents16[i],
+                                              strlen(sents16[i]), NULL, 0, 32, &enc[i], &err), 0);
+        ntok += enc[i].n;
+    }
+    size_t H = (size_t)eng_model_get_info(m16)->hidden, nout = (size_t)ntok * H;
+    float *o32 = malloc(sizeof(float) * nout), *o16 = malloc(sizeof(float) * nout),
+          *old = malloc(sizeof(float) * nout);
+    size_t e0 = tu_cuda_emu_device_bytes();
+    if (eng_run_hidden(gpu, m32, ep, 2, o32, &err) || eng_run_hidden(gpu, m16, ep, 2, o16, &err))
+        fail_msg("run on cuda-emu: %s", err.msg);
+    d[0] = eng_model_device_bytes(m32);
+    d[1] = eng_model_device_bytes(m16);
+
+    /* the figures the layout gives */
+    const eng_bert *hb = eng_model_bert(m16);
+    assert_non_null(hb);
+    assert_false(hb->dropped); /* the host keeps the whole fp32 block */
+    eng_linear *ls[256];
+    int n = eng_bert_linears((eng_bert *)hb, ls, 256);
+    assert_true(n > 0 && n < 256);
+    size_t lin = 0;
+    for (int i = 0; i < n; i++)
+        lin += (size_t)ls[i]->out * ls[i]->in;
+    assert_true(d[0] == hb->block_floats * sizeof(float));
+    assert_true(d[1] == hb->tail_off * sizeof(float) + lin * 2);
+    assert_true(d[1] < d[0]);
+    /* the arena may have grown during the runs; the views are what the models hold */
+    assert_true(tu_cuda_emu_device_bytes() - e0 >= d[0] + d[1]);
+
+    /* the previous fp16 path: the whole block up, the layers packed from it */
+    void *base = be->ops->weights_upload(be, hb->block, hb->block_floats * sizeof(float));
+    assert_non_null(base);
+    eng_bert ov;
+    assert_int_equal(eng_bert_view(hb, base, &ov), ENG_OK);
+    assert_int_equal(eng_bert_view_pack(&ov, be, ENG_WFMT_F16), ENG_OK);
+    eng_arena ar;
+    eng_arena_init(&ar, be);
+    eng_bert_batch bt;
+    if (eng_bert_prepare(&ov, be, &ar, ep, 2, 0, &bt, &err))
+        fail_msg("prepare: %s", err.msg);
+    float *hid = eng_bert_encode(&ov, be, &ar, &bt);
+    assert_int_equal(be->ops->download(be, old, hid, sizeof(float) * nout), 0);
+    assert_int_equal(be->ops->synchronize(be), 0);
+    eng_bert_batch_close(&bt);
+    eng_arena_close(&ar);
+    assert_true(tu_max_abs_diff(o16, old, nout) == 0.0f);
+    assert_true(tu_max_abs_diff(o16, o32, nout) > 0.0f); /* 16-bit weights were used */
+    /* and the same 16-bit weights, held without an fp32 copy */
+    const eng_bert *nv = eng_model_bert_on(m16, be, &err);
+    assert_non_null(nv);
+    eng_linear *nls[256], *ols[256];
+    assert_int_equal(eng_bert_linears((eng_bert *)nv, nls, 256), n);
+    assert_int_equal(eng_bert_linears(&ov, ols, 256), n);
+    for (int i = 0; i < n; i++) {
+        assert_null(nls[i]->w);
+        assert_non_null(nls[i]->packed);
+        size_t k = (size_t)nls[i]->out * nls[i]->in;
+        float *a = malloc(sizeof(float) * k), *b = malloc(sizeof(float) * k);
+        eng_nn_linear_unpack(nls[i], a);
+        eng_nn_linear_unpack(ols[i], b);
+        assert_memory_equal(a, b, sizeof(float) * k);
+        free(a), free(b);
+    }
+    eng_bert_view_unpack(&ov);
+    eng_bert_view_free(&ov);
+    be->ops->weights_free(be->device, base);
+
+    /* freeing a version gives back exactly what it reported */
+    size_t e1 = tu_cuda_emu_device_bytes();
+    eng_model_unref(m16);
+    assert_true(e1 - tu_cuda_emu_device_bytes() == d[1]);
+    e1 = tu_cuda_emu_device_bytes();
+    eng_model_unref(m32);
+    assert_true(e1 - tu_cuda_emu_device_bytes() == d[0]);
+    print_message("  %s: device memory fp32 %zu bytes, fp16 %zu (%.1f%%; linear weights %zu "
+                  "-> %zu)\n", strrchr(dir, '/') + 1, d[0], d[1], 100.0 * d[1] / d[0],
+                  lin * 4, lin * 2);
+    for (int i = 0; i < 2; i++)
+        eng_encoding_free(&enc[i]);
+    free(o32), free(o16), free(old);
+    eng_ctx_free(gpu);
+}
+
+static void test_model_device_memory(void **state)
+{
+    (void)state;
+    assert_non_null(tu_cuda_emu_device_bytes);
+    size_t d[2];
+    device_memory_case(tu_path("%s/tests/fixtures/models/bert_st", tu_root()), d);
+    device_memory_case(tu_path("%s/tests/fixtures/models/bert_cls", tu_root()), d);
+    const char *mini = tu_path("%s/models/all-MiniLM-L6-v2", tu_root());
+    if (access(tu_path("%s/model.safetensors", mini), R_OK) == 0) {
+        device_memory_case(mini, d);
+        /* MiniLM: the linear weights are ~47% of it (the word embeddings most of the rest) */
+        assert_true(d[1] < d[0] * 8 / 10);
+    } else {
+        print_message("  models/all-MiniLM-L6-v2 absent: not measured\n");
+    }
+}
+
 /* Every op of the interface, by part, for the summary. */
 #define OPS_CORE(X) X(gemm) X(bias_act) X(add_layernorm) X(embed) X(attention) X(mean_pool) \
     X(gather_rows)
@@ -2075,6 +2203,7 @@ TEST_GROUP(backend_ops)
         cmocka_unit_test(test_adamw),
         cmocka_unit_test(test_device_fault),
         cmocka_unit_test(test_model_16bit),
+        cmocka_unit_test(test_model_device_memory),
         cmocka_unit_test(test_summary),
     };
     TEST_GROUP_RETURN(t);
