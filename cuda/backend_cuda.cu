@@ -161,6 +161,8 @@ static void cu_destroy(eng_backend *be)
         cudaFreeHost(cb->pinned);
     if (cb->scratch)
         cudaFree(cb->scratch);
+    if (cb->scores)
+        cudaFree(cb->scores);
     free(cb);
 }
 

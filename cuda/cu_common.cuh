@@ -56,6 +56,8 @@ struct cu_backend {
     size_t pinned_cap;
     uint16_t *scratch;   /* device: 16-bit activations of linear_forward (linear.cu) */
     size_t scratch_cap;
+    float *scores;       /* device: attention scores of one sequence (attention.cu) */
+    size_t scores_cap;   /* bytes */
 };
 
 static inline cu_backend *cu_of(eng_backend *be) { return (cu_backend *)be; }

@@ -24,3 +24,9 @@ extern "C" size_t tu_cuda_emu_device_bytes(void)
 {
     return cuemu::device_bytes();
 }
+
+/* cuBLAS calls so far (a strided-batched call counts once). */
+extern "C" long long tu_cuda_emu_blas_calls(void)
+{
+    return cuemu::blas_calls();
+}

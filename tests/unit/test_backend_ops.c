@@ -790,6 +790,9 @@ static void attn_ref_row(const float *q, const float *k, int k_ld, const float *
     free(sc);
 }
 
+long long tu_cuda_emu_blas_calls(void) __attribute__((weak)); /* tests/cuda_emu/ */
+static long long attn_emu_blas = -1; /* cuBLAS calls of attn_run's last cuda-emu run */
+
 static void attn_run(tset *s, const attn_case *ac)
 {
     int H = ac->heads, hd = ac->hd, w = H * hd;
@@ -833,8 +836,12 @@ static void attn_run(tset *s, const attn_case *ac)
         float *dout = dput(be, out0, on * sizeof(float));
         int32_t *dqo = dput(be, qo, (size_t)(ac->nseq + 1) * sizeof(int32_t));
         int32_t *dko = dput(be, ko, (size_t)(ac->nseq + 1) * sizeof(int32_t));
+        int emu = !strncmp(t->label, "cuda-emu", 8) && tu_cuda_emu_blas_calls;
+        long long b0 = emu ? tu_cuda_emu_blas_calls() : 0;
         be->ops->core->attention(be, dout, o_ld, dq, q_ld, dkv, kv_ld, dkv + w, kv_ld, dqo, dko,
                                  ac->nseq, H, hd, (float)scale, ac->causal);
+        if (emu)
+            attn_emu_blas = tu_cuda_emu_blas_calls() - b0;
         dget(be, out, dout, on * sizeof(float));
         for (int i = 0; i < nq; i++)
             for (int e = 0; e < o_ld; e++) {
@@ -881,6 +888,45 @@ static void test_attention(void **state)
     attn_run(&s, &empty);
     attn_case nokeys = {1, kv17, zero, 2, 8, 0}; /* no keys: zeros */
     attn_run(&s, &nokeys);
+    set_close(&s);
+}
+
+/* Self-attention of several heads over sequences of different lengths (an empty one
+ * among them), causal or not, against the double reference on every backend; on the
+ * emulated CUDA backend it runs as two cublasGemmStridedBatchedEx per sequence that has
+ * queries (the heads batched), and a sequence with queries but no keys falls back to
+ * the warp kernel (zeros). */
+static void test_attention_batched(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    rng_seed(11);
+    int have_emu = 0;
+    FOR_EACH_BE(s, t)
+    have_emu |= !strncmp(t->label, "cuda-emu", 8);
+    static const int lens[] = {5, 1, 0, 40, 23, 64};
+    static const int qs[] = {5, 1, 0, 12, 23, 70};
+    for (int causal = 0; causal <= 1; causal++) {
+        attn_case self = {6, lens, lens, 6, 16, causal};
+        attn_emu_blas = -1;
+        attn_run(&s, &self);
+        if (have_emu)
+            assert_int_equal(attn_emu_blas, 2 * 5); /* 5 sequences with queries */
+        attn_case cross = {6, qs, lens, 3, 24, causal}; /* nq != nk */
+        attn_emu_blas = -1;
+        attn_run(&s, &cross);
+        if (have_emu)
+            assert_int_equal(attn_emu_blas, 2 * 5);
+    }
+    static const int q2[] = {3, 4}, k2[] = {7, 0};
+    attn_case keyless = {2, q2, k2, 4, 8, 0};
+    attn_emu_blas = -1;
+    attn_run(&s, &keyless);
+    if (have_emu)
+        assert_int_equal(attn_emu_blas, 0);
+    else
+        print_message("  no cuda-emu backend: the strided-batched path not checked\n");
     set_close(&s);
 }
 
@@ -2181,6 +2227,7 @@ TEST_GROUP(backend_ops)
         cmocka_unit_test(test_add_layernorm),
         cmocka_unit_test(test_embed),
         cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_attention_batched),
         cmocka_unit_test(test_mean_pool),
         cmocka_unit_test(test_gather_scatter_rows),
         cmocka_unit_test(test_linear16),
