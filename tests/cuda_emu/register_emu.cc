@@ -30,3 +30,14 @@ extern "C" long long tu_cuda_emu_blas_calls(void)
 {
     return cuemu::blas_calls();
 }
+
+/* Pinned host memory allocated now (bytes), and async copies from/to pageable memory. */
+extern "C" size_t tu_cuda_emu_pinned_bytes(void)
+{
+    return cuemu::pinned_bytes();
+}
+
+extern "C" long long tu_cuda_emu_pageable_copies(void)
+{
+    return cuemu::pageable_async_copies();
+}

@@ -258,6 +258,64 @@ static void test_memory(void **state)
     set_close(&s);
 }
 
+size_t tu_cuda_emu_pinned_bytes(void) __attribute__((weak));      /* tests/cuda_emu/ */
+long long tu_cuda_emu_pageable_copies(void) __attribute__((weak)); /* tests/cuda_emu/ */
+
+static int is_emu(const tbe *t) { return !strncmp(t->label, "cuda-emu", 8); }
+
+/* Uploads and downloads queued without a synchronisation between them, one larger than
+ * a backend's first staging buffer and one larger than its largest (CUDA: 64 KiB and
+ * 16 MiB of pinned memory), a download queued before an upload to the same memory:
+ * after synchronize every result is right. On the emulated CUDA backend no copy touches
+ * pageable memory asynchronously, the pinned buffer grew but stays bounded, and a
+ * download is not in the caller's memory before synchronize (as on a GPU). */
+static void test_transfers(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    size_t na = 1000, nb = 300 * 1024 / 4, nc = 17u * 1024 * 1024 / 4 + 3;
+    float *a = randv(na, 1), *a2 = randv(na, 1), *b = randv(nb, 1), *c = randv(nc, 1);
+    float *ha = malloc(na * 4), *ha2 = malloc(na * 4), *hb = malloc(nb * 4), *hc = malloc(nc * 4);
+    FOR_EACH_BE(s, t)
+    {
+        eng_backend *be = t->be;
+        int emu = is_emu(t) && tu_cuda_emu_pageable_copies && tu_cuda_emu_pinned_bytes;
+        long long pg0 = emu ? tu_cuda_emu_pageable_copies() : 0;
+        float *da = be->ops->alloc(be, na * 4), *db = be->ops->alloc(be, nb * 4),
+              *dc = be->ops->alloc(be, nc * 4);
+        assert_true(da && db && dc);
+        memset(ha, 0, na * 4), memset(ha2, 0, na * 4), memset(hb, 0, nb * 4);
+        memset(hc, 0, nc * 4);
+        assert_int_equal(be->ops->upload(be, da, a, na * 4), 0);
+        assert_int_equal(be->ops->upload(be, db, b, nb * 4), 0);
+        assert_int_equal(be->ops->download(be, ha, da, na * 4), 0);
+        assert_int_equal(be->ops->upload(be, da, a2, na * 4), 0); /* after the download */
+        assert_int_equal(be->ops->download(be, hb, db, nb * 4), 0);
+        assert_int_equal(be->ops->download(be, ha2, da, na * 4), 0);
+        if (emu) /* not delivered before synchronize */
+            assert_true(hb[0] == 0.0f && ha2[0] == 0.0f);
+        assert_int_equal(be->ops->synchronize(be), 0);
+        assert_memory_equal(ha, a, na * 4);
+        assert_memory_equal(ha2, a2, na * 4);
+        assert_memory_equal(hb, b, nb * 4);
+        assert_int_equal(be->ops->upload(be, dc, c, nc * 4), 0);
+        assert_int_equal(be->ops->download(be, hc, dc, nc * 4), 0);
+        assert_int_equal(be->ops->synchronize(be), 0);
+        assert_memory_equal(hc, c, nc * 4);
+        if (emu) {
+            size_t pin = tu_cuda_emu_pinned_bytes();
+            assert_int_equal(tu_cuda_emu_pageable_copies() - pg0, 0);
+            assert_true(pin >= nb * 4 && pin <= 16u * 1024 * 1024);
+            print_message("  [%s] staged through %zu bytes of pinned memory, no pageable "
+                          "async copy\n", t->label, pin);
+        }
+        be->ops->free(be, da), be->ops->free(be, db), be->ops->free(be, dc);
+    }
+    free(a), free(a2), free(b), free(c), free(ha), free(ha2), free(hb), free(hc);
+    set_close(&s);
+}
+
 /* =================================================================== GEMM */
 
 static void gemm_case(tset *s, int trans_b, int M, int N, int K, int pad, float alpha,
@@ -2162,6 +2220,56 @@ static void test_model_device_memory(void **state)
     }
 }
 
+/* A batch whose inputs and results are larger than the CUDA backend's first pinned
+ * staging buffer (64 KiB): the results equal the CPU's within float tolerance and a
+ * second run's bitwise, and no copy went through pageable memory asynchronously. */
+static void test_model_pinned(void **state)
+{
+    (void)state;
+    assert_non_null(tu_cuda_emu_pinned_bytes);
+    eng_error err = {0};
+    eng_model *m;
+    eng_ctx *cpu, *gpu;
+    if (eng_model_load(tu_path("%s/tests/fixtures/models/bert_st", tu_root()), &m, &err))
+        fail_msg("load: %s", err.msg);
+    assert_int_equal(eng_ctx_new(&(eng_ctx_opts){.backend = "cpu", .threads = 1}, &cpu, &err), 0);
+    assert_int_equal(eng_ctx_new(&(eng_ctx_opts){.backend = "cuda-emu"}, &gpu, &err), 0);
+    enum { N = 14 };
+    eng_encoding enc[N];
+    const eng_encoding *ep[N];
+    char text[2048];
+    int ntok = 0;
+    for (int i = 0; i < N; i++) {
+        size_t w = 0;
+        for (int r = 0; r <= 6 + i % 3; r++)
+            w += (size_t)snprintf(text + w, sizeof text - w, "%s ", sents16[(i + r) % NSENT16]);
+        eng_encoding_init(&enc[i]);
+        ep[i] = &enc[i];
+        assert_int_equal(eng_tokenizer_encode(eng_model_tokenizer(m), text, w, NULL, 0, 0,
+                                              &enc[i], &err), 0);
+        ntok += enc[i].n;
+    }
+    size_t H = (size_t)eng_model_get_info(m)->hidden, n = (size_t)ntok * H;
+    assert_true(n * sizeof(float) > 64 * 1024);
+    float *ref = malloc(n * 4), *o1 = malloc(n * 4), *o2 = malloc(n * 4);
+    assert_int_equal(eng_run_hidden(cpu, m, ep, N, ref, &err), 0);
+    long long pg0 = tu_cuda_emu_pageable_copies();
+    if (eng_run_hidden(gpu, m, ep, N, o1, &err) || eng_run_hidden(gpu, m, ep, N, o2, &err))
+        fail_msg("cuda-emu: %s", err.msg);
+    assert_int_equal(tu_cuda_emu_pageable_copies() - pg0, 0);
+    assert_true(tu_cuda_emu_pinned_bytes() >= n * 4);
+    assert_memory_equal(o1, o2, n * 4);
+    float d = tu_max_abs_diff(o1, ref, n);
+    assert_true(d < 1e-4f);
+    print_message("  %d tokens, %zu bytes of results through pinned memory (%zu held): max "
+                  "|diff| vs cpu %.3g\n", ntok, n * 4, tu_cuda_emu_pinned_bytes(), d);
+    for (int i = 0; i < N; i++)
+        eng_encoding_free(&enc[i]);
+    free(ref), free(o1), free(o2);
+    eng_ctx_free(cpu), eng_ctx_free(gpu);
+    eng_model_unref(m);
+}
+
 /* Every op of the interface, by part, for the summary. */
 #define OPS_CORE(X) X(gemm) X(bias_act) X(add_layernorm) X(embed) X(attention) X(mean_pool) \
     X(gather_rows)
@@ -2221,6 +2329,7 @@ TEST_GROUP(backend_ops)
 {
     static const struct CMUnitTest t[] = {
         cmocka_unit_test(test_memory),
+        cmocka_unit_test(test_transfers),
         /* core */
         cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_bias_act),
@@ -2251,6 +2360,7 @@ TEST_GROUP(backend_ops)
         cmocka_unit_test(test_device_fault),
         cmocka_unit_test(test_model_16bit),
         cmocka_unit_test(test_model_device_memory),
+        cmocka_unit_test(test_model_pinned),
         cmocka_unit_test(test_summary),
     };
     TEST_GROUP_RETURN(t);
