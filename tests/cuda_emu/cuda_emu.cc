@@ -345,6 +345,8 @@ size_t device_bytes(void)
 /* 1 if the runtime call should fail (fault injection). */
 static int injected(void)
 {
+    if (fail_countdown < 0) /* a device that stays broken: every call fails */
+        return 1;
     if (fail_countdown > 0 && --fail_countdown == 0)
         return 1;
     return 0;

@@ -67,7 +67,8 @@ float shfl_down(float v, int delta);
 int shfl_xor_i(int v, int lane_mask);
 [[noreturn]] void fatal(const char *fmt, ...);
 
-/* Fault injection for tests: the n-th CUDA runtime call from now fails (0: off). */
+/* Fault injection for tests: the n-th CUDA runtime call from now fails (0: off; -1:
+ * every call fails until fail_after(0), a device that stays broken). */
 void fail_after(int n);
 /* Kernel launches and cuBLAS calls so far (for tests that check work went through). */
 long long launches(void);

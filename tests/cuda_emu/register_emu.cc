@@ -13,7 +13,8 @@ extern "C" void tu_register_backends(void)
 
 #include "cuda_emu.h"
 
-/* Fault injection for tests: the n-th emulated CUDA call from now fails (0: off). */
+/* Fault injection for tests: the n-th emulated CUDA call from now fails (0: off; -1:
+ * every call until reset). */
 extern "C" void tu_cuda_emu_fail_after(int n)
 {
     cuemu::fail_after(n);
