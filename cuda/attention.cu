@@ -113,6 +113,8 @@ static void attention_gemm(cu_backend *cb, float *out, int out_ld, const float *
                    (size_t)(hk[s + 1] - hk[s]);
         need = b > need ? b : need;
     }
+    if (need > cb->scores_peak)
+        cb->scores_peak = need;
     if (need > cb->scores_cap) {
         if (cb->scores)
             cudaFree(cb->scores);

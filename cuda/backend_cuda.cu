@@ -236,6 +236,36 @@ static void cu_destroy(eng_backend *be)
     free(cb);
 }
 
+/* Device scratch kept between calls: linear_forward's 16-bit activations and the
+ * attention scores (the pinned staging buffer is host memory, at most CU_PIN_MAX). */
+static size_t cu_scratch_bytes(eng_backend *be, size_t *peak)
+{
+    cu_backend *cb = cu_of(be);
+    if (peak)
+        *peak = cb->scratch_peak + cb->scores_peak;
+    return cb->scratch_cap + cb->scores_cap;
+}
+
+/* Between runs: frees the scores, then the 16-bit activations, until at most keep bytes
+ * are held (they grow back on demand). cudaFree waits for the device. */
+static void cu_scratch_trim(eng_backend *be, size_t keep)
+{
+    cu_backend *cb = cu_of(be);
+    if (cudaSetDevice(cb->base.device) == cudaSuccess) {
+        if (cb->scratch_cap + cb->scores_cap > keep && cb->scores) {
+            cudaFree(cb->scores);
+            cb->scores = nullptr;
+            cb->scores_cap = 0;
+        }
+        if (cb->scratch_cap > keep && cb->scratch) {
+            cudaFree(cb->scratch);
+            cb->scratch = nullptr;
+            cb->scratch_cap = 0;
+        }
+    }
+    cb->scratch_peak = cb->scores_peak = 0;
+}
+
 static const char *cu_health(const eng_backend *be)
 {
     const cu_backend *cb = (const cu_backend *)be;
@@ -280,6 +310,8 @@ static const eng_backend_ops *build_ops(void)
     ops.weights_upload = cu_weights_upload;
     ops.weights_free = cu_weights_free;
     ops.health = cu_health;
+    ops.scratch_bytes = cu_scratch_bytes;
+    ops.scratch_trim = cu_scratch_trim;
     ops.core = &core;
     ops.gen = &gen;
     ops.train = &train;

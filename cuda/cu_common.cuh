@@ -65,6 +65,7 @@ struct cu_backend {
     size_t scratch_cap;
     float *scores;       /* device: attention scores of one sequence (attention.cu) */
     size_t scores_cap;   /* bytes */
+    size_t scratch_peak, scores_peak; /* bytes calls asked for since the last trim */
 };
 
 static inline cu_backend *cu_of(eng_backend *be) { return (cu_backend *)be; }

@@ -60,6 +60,7 @@ typedef struct worker {
     srv_job **batch;          /* jobs to compute after the drop checks */
     srv_scratch enc;          /* the batch's encodings, concatenated (const eng_encoding *) */
     srv_scratch scratch;      /* the type's output for the whole batch */
+    srv_peaks ctx_peaks;      /* ctx's activation memory per recent batch (srv_ctx_trim) */
     int faulted;              /* (under b->mu) ctx reported a device fault: fault says what;
                                * cleared once a recreated context runs a batch */
     char fault[200];
@@ -340,17 +341,28 @@ void *srv_scratch_get(srv_scratch *s, size_t bytes)
     return p;
 }
 
+size_t srv_peaks_push(srv_peaks *pk, size_t peak)
+{
+    pk->recent[pk->next] = peak;
+    pk->next = (pk->next + 1) % SRV_SCRATCH_WINDOW;
+    if (pk->n_recent < SRV_SCRATCH_WINDOW)
+        pk->n_recent++;
+    size_t need = 0;
+    for (int i = 0; i < pk->n_recent; i++)
+        need = pk->recent[i] > need ? pk->recent[i] : need;
+    return need;
+}
+
+int srv_peaks_shrink_due(size_t cap, size_t need)
+{
+    return cap > SRV_SCRATCH_KEEP && cap / 4 > need;
+}
+
 void srv_scratch_trim(srv_scratch *s)
 {
-    s->recent[s->next] = s->peak;
-    s->next = (s->next + 1) % SRV_SCRATCH_WINDOW;
-    if (s->n_recent < SRV_SCRATCH_WINDOW)
-        s->n_recent++;
+    size_t need = srv_peaks_push(&s->peaks, s->peak);
     s->peak = 0;
-    size_t need = 0;
-    for (int i = 0; i < s->n_recent; i++)
-        need = s->recent[i] > need ? s->recent[i] : need;
-    if (!s->p || s->cap <= SRV_SCRATCH_KEEP || s->cap / 4 <= need)
+    if (!s->p || !srv_peaks_shrink_due(s->cap, need))
         return;
     size_t n = 4096;
     while (n < need)
@@ -362,6 +374,15 @@ void srv_scratch_trim(srv_scratch *s)
             s->cap = n;
         }
     }
+}
+
+void srv_ctx_trim(eng_ctx *ctx, srv_peaks *pk)
+{
+    eng_ctx_stats st;
+    eng_ctx_get_stats(ctx, &st);
+    size_t need = srv_peaks_push(pk, st.peak_bytes);
+    /* Trimming to SIZE_MAX frees nothing: it only starts the next batch's peak. */
+    eng_ctx_trim(ctx, srv_peaks_shrink_due(st.reserved_bytes, need) ? need : SIZE_MAX);
 }
 
 void srv_scratch_free(srv_scratch *s)
@@ -652,11 +673,11 @@ static void process(srv_batcher *b, worker *w, int nsel)
     }
     for (int i = 0; i < n; i++)
         w->batch[i]->complete(w->batch[i], w->batch[i]->arg);
-    /* After an unusually large batch, give the memory back. (The engine
-     * context's activation arena keeps its high-water mark: the engine has
-     * no public call to shrink it.) */
+    /* After an unusually large batch, give the memory back. */
     srv_scratch_trim(&w->scratch);
     srv_scratch_trim(&w->enc);
+    if (w->ctx) /* none while a faulted one waits to be recreated */
+        srv_ctx_trim(w->ctx, &w->ctx_peaks);
 }
 
 static void *worker_main(void *arg)

@@ -54,12 +54,23 @@ int64_t srv_now_ns(void);
  * each of the last SRV_SCRATCH_WINDOW batches and gives memory back when the
  * capacity is over 4x the largest of them (and over SRV_SCRATCH_KEEP bytes). */
 enum { SRV_SCRATCH_WINDOW = 8, SRV_SCRATCH_KEEP = 1 << 16 };
+
+/* The peaks of the last SRV_SCRATCH_WINDOW batches (a ring). */
+typedef struct srv_peaks {
+    size_t recent[SRV_SCRATCH_WINDOW];
+    int n_recent, next;
+} srv_peaks;
+
+/* Records one batch's peak; returns the largest recent one. */
+size_t srv_peaks_push(srv_peaks *pk, size_t peak);
+/* 1 when holding cap bytes is unusual for a need of need bytes (the rule above). */
+int srv_peaks_shrink_due(size_t cap, size_t need);
+
 typedef struct srv_scratch {
     void *p;
     size_t cap;
-    size_t peak;                        /* largest srv_scratch_get since the last trim */
-    size_t recent[SRV_SCRATCH_WINDOW];  /* peaks of the last batches (ring) */
-    int n_recent, next;
+    size_t peak;     /* largest srv_scratch_get since the last trim */
+    srv_peaks peaks; /* of the last batches */
 } srv_scratch;
 
 /* At least bytes of s (contents kept when it grows), or NULL when out of
@@ -68,6 +79,9 @@ void *srv_scratch_get(srv_scratch *s, size_t bytes);
 /* End of a batch: record its peak; shrink s (to a power of two >= 4 KiB that
  * holds the recent peaks) when it is far above what recent batches used. */
 void srv_scratch_trim(srv_scratch *s);
+/* End of a batch on ctx: the same rule for the engine context's activation memory
+ * (arena and backend scratch, eng_ctx_get_stats), shrunk with eng_ctx_trim. */
+void srv_ctx_trim(eng_ctx *ctx, srv_peaks *pk);
 void srv_scratch_free(srv_scratch *s);
 
 /* A job's estimated cost, for admission and batch formation. */

@@ -176,7 +176,10 @@ static const conf_key model_keys[] = {
      "Largest estimated working memory of one request, in MiB; larger requests get 413 "
      "request_too_large before any work. translate: texts x beam_size x (KV cache for "
      "max_length + source tokens, both directions of attention, all decoder layers) plus "
-     "logits; /v1/models shows the estimate per text at the model's maxima."},
+     "logits; /v1/models shows the estimate per text at the model's maxima. qa: the windows "
+     "of all items share the window tokens this allows at the least cost per token "
+     "(qa_max_tokens in /v1/models); the item that would pass it is refused before its "
+     "windows are built."},
     {"batching.max_batch_mib", K_INT, MOD(max_batch_mib), "2048", 1, 1048576, NULL, 0,
      "Largest estimated working memory of one batch, in MiB: requests join a batch while the "
      "sum stays within (the oldest queued request always runs)."},

@@ -378,9 +378,10 @@ void srv_model_put_limits(srv_buf *b, const srv_model *m, const srv_version *v)
         srv_buf_printf(b, ",\"max_seq_len\":%d", v->info->max_seq_len);
     if (v && c->task == SRV_TASK_QA) {
         eng_qa_opts qo;
-        srv_qa_opts_for_model(v->info, &qo);
-        srv_buf_printf(b, ",\"qa_window_tokens\":%d,\"qa_doc_stride\":%d", qo.max_seq_len,
-                       qo.doc_stride);
+        eng_qa_opts_for_model(v->info, &qo);
+        srv_buf_printf(b, ",\"qa_window_tokens\":%d,\"qa_doc_stride\":%d,\"qa_max_tokens\":%ld",
+                       qo.max_seq_len, qo.doc_stride,
+                       srv_qa_max_request_tokens(v->info, c->max_job_mib));
     }
     if (c->task == SRV_TASK_TRANSLATE) {
         srv_buf_printf(b, ",\"max_beam_size\":%d,\"max_length\":%d", c->max_beam_size,

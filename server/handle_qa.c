@@ -32,15 +32,17 @@ static void qa_cleanup(srv_req *r)
     r->n_enc = 0;
 }
 
-void srv_qa_opts_for_model(const eng_model_info *info, eng_qa_opts *o)
+/* The least working memory a window token costs in qa_cost: its activations and
+ * logits (each window's attention scores come on top). */
+static int64_t qa_token_bytes(const eng_model_info *info)
 {
-    /* The pipeline's defaults (384-token windows, stride 128), capped by the
-     * model; the stride never exceeds half a window. */
-    eng_qa_opts_default(o);
-    if (o->max_seq_len > info->max_seq_len)
-        o->max_seq_len = info->max_seq_len;
-    if (o->doc_stride > o->max_seq_len / 2)
-        o->doc_stride = o->max_seq_len / 2;
+    int64_t hidden = info->hidden > 0 ? info->hidden : 1;
+    return hidden * 4 * 16 + 2 * 4;
+}
+
+long srv_qa_max_request_tokens(const eng_model_info *info, int max_job_mib)
+{
+    return (long)(((int64_t)max_job_mib << 20) / qa_token_bytes(info));
 }
 
 static int qa_encode(srv_req *r, eng_model *m)
@@ -56,25 +58,38 @@ static int qa_encode(srv_req *r, eng_model *m)
     st->tok_off = calloc((size_t)st->n_items, sizeof *st->tok_off);
     if (!st->win || !st->tok_off)
         goto oom;
-    srv_qa_opts_for_model(info, &st->opts);
+    eng_qa_opts_for_model(info, &st->opts);
     if (r->api.top_k > 0)
         st->opts.top_k = r->api.top_k;
     if (r->api.max_answer_length > 0)
         st->opts.max_answer_len = r->api.max_answer_length;
     st->opts.handle_impossible_answer = r->api.handle_impossible_answer;
 
+    /* The request's windows, all items together, get the tokens that max_job_mib
+     * allows: each item's windows are refused before they are built once they would
+     * go over what the items before it left (submit's estimate, which adds the
+     * attention scores, would refuse them anyway, but only after all were built). */
+    const long budget = srv_qa_max_request_tokens(info, r->model->conf->max_job_mib);
+    long left = budget;
     int total = 0;
     for (int i = 0; i < st->n_items; i++) {
         const srv_qa_item *it = &r->api.items[i];
         eng_error e = {0};
+        st->opts.max_tokens = left > 0 ? left : 1; /* 0 would mean the engine's default */
         if (eng_qa_windows_make(tok, it->question, it->question_len, it->context, it->context_len,
                                 &st->opts, &st->win[i], &e)) {
-            char what[32];
-            snprintf(what, sizeof what, r->api.list ? "items[%d]" : "question/context", i);
+            char what[192];
+            int k = snprintf(what, sizeof what, r->api.list ? "items[%d]" : "question/context", i);
+            if (e.code == ENG_ETOOLONG && st->win[i].tokens > 0)
+                snprintf(what + k, sizeof what - (size_t)k,
+                         " (model %s allows a request's windows %ld tokens in all under "
+                         "batching.max_job_mib; %ld are left)",
+                         r->model->conf->name, budget, left);
             srv_req_engine_error(r, &e, what);
             return -1;
         }
         total += st->win[i].n;
+        left -= st->win[i].tokens;
     }
     r->enc = calloc(total ? (size_t)total : 1, sizeof *r->enc);
     if (!r->enc)
@@ -192,11 +207,11 @@ static int qa_run(eng_ctx *ctx, eng_model *m, srv_job *const *jobs, int n,
 static void qa_cost(const srv_job *j, srv_job_cost *c)
 {
     const eng_model_info *info = eng_model_get_info(j->model);
-    int64_t hidden = info->hidden > 0 ? info->hidden : 1, heads = info->heads > 0 ? info->heads : 1;
+    int64_t heads = info->heads > 0 ? info->heads : 1;
     c->bytes = 0;
     for (int i = 0; i < j->n; i++) {
         int64_t n = j->enc[i].n;
-        c->bytes += n * hidden * 4 * 16 + heads * n * n * 4 + 2 * n * 4;
+        c->bytes += n * qa_token_bytes(info) + heads * n * n * 4;
     }
 }
 

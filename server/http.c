@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 #include <netinet/in.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -40,6 +41,8 @@ struct srv_http {
      * first header block has arrived and passed the checks libmicrohttpd
      * would otherwise answer with its own HTML (gate.c below). */
     int listen_fd;
+    int mhd_epoll_fd;       /* MHD's epoll set (conn_gate) */
+    int n_want_gate;        /* connections with want_gate set */
     uv_poll_t accept_poll;
     int accepting;
     struct gate *gates;
@@ -59,6 +62,10 @@ typedef struct conn_rec {
                                previous response was sent) */
     srv_req *r;             /* the request on it, from its headers to its completion */
     int refused;            /* answered by us on the socket: MHD only closes it */
+    struct MHD_Connection *mc;
+    uv_poll_t *gate_poll;   /* the next request is at the connection's gate (conn_gate) */
+    int want_gate;          /* to be gated once MHD has it in its epoll set again */
+    int peeked;             /* bytes of it seen there */
     struct conn_rec *prev, *next;
 } conn_rec;
 
@@ -170,7 +177,155 @@ static void run_mhd(srv_http *h);
  * checks are answered in JSON here, and a good connection is handed to MHD
  * (MHD_add_connection) with every byte still in the socket. SO_RCVLOWAT makes
  * the poll wait for more bytes than were peeked. Later requests on a kept-alive
- * connection are MHD's alone. */
+ * connection pass the same checks at the connection's own gate (conn_gate). */
+
+/* A complete JSON error response written on fd (best effort: the socket is
+ * non-blocking and the response small), with Connection: close. */
+static void sock_send_error(int fd, int status, const char *reason, const char *code,
+                            const char *msg, int retry_after, const char *rid)
+{
+    srv_buf b;
+    srv_buf_init(&b);
+    srv_buf_puts(&b, "{\"error\":{\"code\":");
+    srv_buf_json_str(&b, code, strlen(code));
+    srv_buf_puts(&b, ",\"message\":");
+    srv_buf_json_str(&b, msg, strlen(msg));
+    srv_buf_puts(&b, "}}\n");
+    size_t blen = 0;
+    char *body = srv_buf_take(&b, &blen);
+    char head[512];
+    int hl = snprintf(head, sizeof head,
+                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                      "Cache-Control: no-store\r\nConnection: close\r\n",
+                      status, reason, body ? blen : 0);
+    if (retry_after > 0)
+        hl += snprintf(head + hl, sizeof head - (size_t)hl, "Retry-After: %d\r\n", retry_after);
+    if (rid)
+        hl += snprintf(head + hl, sizeof head - (size_t)hl, "X-Request-Id: %s\r\n", rid);
+    hl += snprintf(head + hl, sizeof head - (size_t)hl, "\r\n");
+    struct iovec iov[2] = {{head, (size_t)hl}, {body, body ? blen : 0}};
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+    ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)w;
+    free(body);
+}
+
+/* Why a request head is refused at a gate. */
+typedef struct head_verdict {
+    int status;
+    const char *reason, *code;
+    char msg[256];
+} head_verdict;
+
+static int head_refuse(head_verdict *v, int status, const char *reason, const char *code,
+                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int head_refuse(head_verdict *v, int status, const char *reason, const char *code,
+                       const char *fmt, ...)
+{
+    v->status = status;
+    v->reason = reason;
+    v->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(v->msg, sizeof v->msg, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* Check a complete header block hdr[0..n) (ending in CRLF CRLF): 0 to pass it to
+ * MHD, -1 when refused (why in v). later: a later request of a kept-alive
+ * connection, whose first bytes MHD may already hold (a client that sent them
+ * early): its first line is judged only when it ends in " HTTP/x" (any other may
+ * be the rest of a line, and MHD closes the connection on a bad request line
+ * without an HTML page). */
+static int head_check(srv_http *h, const char *hdr, size_t n, int later, head_verdict *v)
+{
+    const char *eol = memchr(hdr, '\n', n);
+    size_t l = eol ? (size_t)(eol - hdr) : 0;
+    if (l && hdr[l - 1] == '\r')
+        l--;
+    const char *sp1 = l ? memchr(hdr, ' ', l) : NULL, *last = l ? memrchr(hdr, ' ', l) : NULL;
+    int version_ok = l >= 9 && (memcmp(hdr + l - 9, " HTTP/1.1", 9) == 0 ||
+                                memcmp(hdr + l - 9, " HTTP/1.0", 9) == 0);
+    /* later: only a line ending in another HTTP version is surely a bad request line */
+    int bad = later ? last && hdr + l - last > 6 && memcmp(last, " HTTP/", 6) == 0 && !version_ok
+                    : !sp1 || sp1 == hdr || l < 14 || !version_ok;
+    if (bad)
+        return head_refuse(v, 400, "Bad Request", "malformed_request",
+                           "the request line is not METHOD TARGET HTTP/1.x");
+    for (const char *p = eol + 1; p < hdr + n;) {
+        const char *e = memchr(p, '\n', (size_t)(hdr + n - p));
+        size_t ll = e ? (size_t)(e - p) : (size_t)(hdr + n - p);
+        if (ll > 15 && strncasecmp(p, "Content-Length:", 15) == 0) {
+            const char *v0 = p + 15, *end = p + ll;
+            while (v0 < end && (*v0 == ' ' || *v0 == '\t'))
+                v0++;
+            while (end > v0 && (end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t'))
+                end--;
+            unsigned long long x = 0;
+            int ok = end > v0, over = 0;
+            for (const char *q = v0; ok && q < end; q++) {
+                ok = *q >= '0' && *q <= '9';
+                if (ok && x > (ULLONG_MAX - 9) / 10)
+                    over = 1;
+                else if (ok)
+                    x = x * 10 + (unsigned)(*q - '0');
+            }
+            if (!ok)
+                return head_refuse(v, 400, "Bad Request", "malformed_request",
+                                   "Content-Length is not a decimal number");
+            /* Values MHD cannot hold; smaller ones over the limit are answered
+             * after routing (401, 404... first) by srv_route_request. */
+            if (over || x == ULLONG_MAX)
+                return head_refuse(v, 413, "Content Too Large", "payload_too_large",
+                                   "the body is declared 2^64 bytes long or more, the limit is %zu",
+                                   h->srv->limits.max_body_bytes);
+        }
+        p = e ? e + 1 : hdr + n;
+    }
+    return 0;
+}
+
+enum { HEAD_PASS, HEAD_WAIT, HEAD_REFUSED, HEAD_GONE };
+
+/* Peek at what has arrived on fd (never reading it): HEAD_PASS once a header block
+ * is complete and passes head_check; HEAD_WAIT until then (SO_RCVLOWAT set so that
+ * the next poll waits for more than *peeked bytes); HEAD_REFUSED (why in v);
+ * HEAD_GONE when the peer closed or the socket failed. */
+static int head_peek(srv_http *h, int fd, int later, int *peeked, head_verdict *v)
+{
+    size_t limit = (size_t)h->srv->cfg->max_header_bytes;
+    char *buf = malloc(limit + 1);
+    if (!buf)
+        return HEAD_GONE;
+    ssize_t n = recv(fd, buf, limit + 1, MSG_PEEK | MSG_DONTWAIT);
+    int rc;
+    if (n <= 0) {
+        rc = n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) ? HEAD_GONE
+                                                                                   : HEAD_WAIT;
+    } else {
+        const char *end = memmem(buf, (size_t)n, "\r\n\r\n", 4);
+        if (end) {
+            rc = head_check(h, buf, (size_t)(end - buf) + 4, later, v) ? HEAD_REFUSED : HEAD_PASS;
+        } else if ((size_t)n > limit) {
+            rc = HEAD_REFUSED;
+            head_refuse(v, 431, "Request Header Fields Too Large", "headers_too_large",
+                        "the request line and headers are over %zu bytes "
+                        "(limits.max_header_bytes)", limit);
+        } else { /* wait for more than what is there */
+            *peeked = (int)n;
+            int lowat = (int)n + 1;
+            setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat);
+            rc = HEAD_WAIT;
+        }
+    }
+    free(buf);
+    if (rc == HEAD_PASS) {
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one);
+    }
+    return rc;
+}
 
 typedef struct gate {
     srv_http *h;
@@ -206,90 +361,12 @@ static void gate_leave(gate *g, int close_fd)
     uv_close((uv_handle_t *)&g->poll, gate_free_cb);
 }
 
-static void gate_refuse(gate *g, int status, const char *reason, const char *code,
-                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static void gate_refuse(gate *g, int status, const char *reason, const char *code,
-                        const char *fmt, ...)
+static void gate_refuse(gate *g, const head_verdict *v)
 {
-    char msg[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    srv_buf b;
-    srv_buf_init(&b);
-    srv_buf_puts(&b, "{\"error\":{\"code\":");
-    srv_buf_json_str(&b, code, strlen(code));
-    srv_buf_puts(&b, ",\"message\":");
-    srv_buf_json_str(&b, msg, strlen(msg));
-    srv_buf_puts(&b, "}}\n");
-    size_t blen = 0;
-    char *body = srv_buf_take(&b, &blen);
-    char head[256];
-    int hl = snprintf(head, sizeof head,
-                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                      "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-                      status, reason, body ? blen : 0);
-    struct iovec iov[2] = {{head, (size_t)hl}, {body, body ? blen : 0}};
-    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
-    ssize_t w = sendmsg(g->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)w;
-    free(body);
-    srv_log(SRV_LOG_INFO, NULL, "connection refused at the gate: %d %s", status, msg);
+    sock_send_error(g->fd, v->status, v->reason, v->code, v->msg, 0, NULL);
+    srv_log(SRV_LOG_INFO, NULL, "connection refused at the gate: %d %s", v->status, v->msg);
     shutdown(g->fd, SHUT_WR);
     gate_leave(g, 1);
-}
-
-/* Check the first header block hdr[0..n) (ending in CRLF CRLF): 0 to pass
- * it to MHD, -1 when refused (g is gone). */
-static int gate_check(gate *g, const char *hdr, size_t n)
-{
-    const char *eol = memchr(hdr, '\n', n);
-    size_t l = eol ? (size_t)(eol - hdr) : 0;
-    if (l && hdr[l - 1] == '\r')
-        l--;
-    const char *sp1 = l ? memchr(hdr, ' ', l) : NULL;
-    if (!sp1 || sp1 == hdr || l < 14 ||
-        (memcmp(hdr + l - 9, " HTTP/1.1", 9) != 0 && memcmp(hdr + l - 9, " HTTP/1.0", 9) != 0)) {
-        gate_refuse(g, 400, "Bad Request", "malformed_request",
-                    "the request line is not METHOD TARGET HTTP/1.x");
-        return -1;
-    }
-    for (const char *p = eol + 1; p < hdr + n;) {
-        const char *e = memchr(p, '\n', (size_t)(hdr + n - p));
-        size_t ll = e ? (size_t)(e - p) : (size_t)(hdr + n - p);
-        if (ll > 15 && strncasecmp(p, "Content-Length:", 15) == 0) {
-            const char *v = p + 15, *end = p + ll;
-            while (v < end && (*v == ' ' || *v == '\t'))
-                v++;
-            while (end > v && (end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t'))
-                end--;
-            unsigned long long x = 0;
-            int ok = end > v, over = 0;
-            for (const char *q = v; ok && q < end; q++) {
-                ok = *q >= '0' && *q <= '9';
-                if (ok && x > (ULLONG_MAX - 9) / 10)
-                    over = 1;
-                else if (ok)
-                    x = x * 10 + (unsigned)(*q - '0');
-            }
-            if (!ok) {
-                gate_refuse(g, 400, "Bad Request", "malformed_request",
-                            "Content-Length is not a decimal number");
-                return -1;
-            }
-            /* Values MHD cannot hold; smaller ones over the limit are answered
-             * after routing (401, 404... first) by srv_route_request. */
-            if (over || x == ULLONG_MAX) {
-                gate_refuse(g, 413, "Content Too Large", "payload_too_large",
-                            "the body is declared 2^64 bytes long or more, the limit is %zu",
-                            g->h->srv->limits.max_body_bytes);
-                return -1;
-            }
-        }
-        p = e ? e + 1 : hdr + n;
-    }
-    return 0;
 }
 
 static void on_gate(uv_poll_t *p, int status, int events)
@@ -297,43 +374,18 @@ static void on_gate(uv_poll_t *p, int status, int events)
     (void)events;
     gate *g = p->data;
     srv_http *h = g->h;
-    size_t limit = (size_t)h->srv->cfg->max_header_bytes;
-    if (status < 0) {
+    head_verdict v;
+    int rc = status < 0 ? HEAD_GONE : head_peek(h, g->fd, 0, &g->peeked, &v);
+    if (rc == HEAD_WAIT)
+        return;
+    if (rc == HEAD_GONE) {
         gate_leave(g, 1);
         return;
     }
-    char *buf = malloc(limit + 1);
-    if (!buf) {
-        gate_leave(g, 1);
+    if (rc == HEAD_REFUSED) {
+        gate_refuse(g, &v);
         return;
     }
-    ssize_t n = recv(g->fd, buf, limit + 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n <= 0) {
-        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-            gate_leave(g, 1);
-        free(buf);
-        return;
-    }
-    const char *end = memmem(buf, (size_t)n, "\r\n\r\n", 4);
-    if (!end) {
-        if ((size_t)n > limit)
-            gate_refuse(g, 431, "Request Header Fields Too Large", "headers_too_large",
-                        "the request line and headers are over %zu bytes "
-                        "(limits.max_header_bytes)", limit);
-        else { /* wait for more than what is there */
-            g->peeked = (int)n;
-            int lowat = (int)n + 1;
-            setsockopt(g->fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat);
-        }
-        free(buf);
-        return;
-    }
-    int rc = gate_check(g, buf, (size_t)(end - buf) + 4);
-    free(buf);
-    if (rc)
-        return;
-    int one = 1;
-    setsockopt(g->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one);
     int fd = g->fd;
     struct sockaddr_storage addr = g->addr;
     socklen_t alen = g->alen;
@@ -401,33 +453,124 @@ static void conn_refuse(conn_rec *cr, int status, const char *reason, const char
     if (cr->refused)
         return;
     cr->refused = 1;
-    srv_buf b;
-    srv_buf_init(&b);
-    srv_buf_puts(&b, "{\"error\":{\"code\":");
-    srv_buf_json_str(&b, code, strlen(code));
-    srv_buf_puts(&b, ",\"message\":");
-    srv_buf_json_str(&b, msg, strlen(msg));
-    srv_buf_puts(&b, "}}\n");
-    size_t blen = 0;
-    char *body = srv_buf_take(&b, &blen);
-    char head[512];
-    int hl = snprintf(head, sizeof head,
-                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                      "Cache-Control: no-store\r\nConnection: close\r\n",
-                      status, reason, body ? blen : 0);
-    if (retry_after > 0)
-        hl += snprintf(head + hl, sizeof head - (size_t)hl, "Retry-After: %d\r\n", retry_after);
-    if (rid)
-        hl += snprintf(head + hl, sizeof head - (size_t)hl, "X-Request-Id: %s\r\n", rid);
-    hl += snprintf(head + hl, sizeof head - (size_t)hl, "\r\n");
     if (cr->fd >= 0) {
-        struct iovec iov[2] = {{head, (size_t)hl}, {body, body ? blen : 0}};
-        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
-        ssize_t w = sendmsg(cr->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-        (void)w;
+        sock_send_error(cr->fd, status, reason, code, msg, retry_after, rid);
         shutdown(cr->fd, SHUT_RDWR);
     }
-    free(body);
+}
+
+/* The gate of a kept-alive connection's later requests. Between two requests,
+ * MHD's interest in the socket is taken out of its epoll set (the entry stays,
+ * so that MHD's own removal still works; MHD 0.9.75 registers a connection as
+ * EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLET with the connection as data.ptr): MHD
+ * reads nothing while we peek at the next header block, as at the first gate.
+ * A good one gives MHD its interest back (the MOD reports the waiting bytes as
+ * a new edge); a bad one is answered in JSON (conn_refuse) and MHD only closes
+ * the connection. MHD may already hold the start of the next request (a
+ * pipelining client): that request starting (on_access) opens the gate too,
+ * and head_check does not judge a first line that may be a header's tail. */
+#define CONN_GATE_MHD_EVENTS (EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLET)
+
+static void conn_want_gate(conn_rec *cr, int want)
+{
+    if (cr->want_gate != want)
+        cr->h->n_want_gate += want ? 1 : -1;
+    cr->want_gate = want;
+}
+
+static void conn_gate_free_cb(uv_handle_t *p)
+{
+    free(p);
+}
+
+static int conn_gate_mhd_events(conn_rec *cr, uint32_t events)
+{
+    struct epoll_event ev = {.events = events, .data.ptr = cr->mc};
+    return epoll_ctl(cr->h->mhd_epoll_fd, EPOLL_CTL_MOD, cr->fd, &ev);
+}
+
+/* Open the gate (stop peeking); give MHD back its interest unless it is closing
+ * the connection (restore 0). */
+static void conn_ungate(conn_rec *cr, int restore)
+{
+    conn_want_gate(cr, 0);
+    if (!cr->gate_poll)
+        return;
+    uv_poll_stop(cr->gate_poll);
+    uv_close((uv_handle_t *)cr->gate_poll, conn_gate_free_cb);
+    cr->gate_poll = NULL;
+    if (!restore)
+        return;
+    int one = 1;
+    setsockopt(cr->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one);
+    if (conn_gate_mhd_events(cr, CONN_GATE_MHD_EVENTS) != 0)
+        srv_log(SRV_LOG_WARN, NULL, "http: cannot give a connection back to libmicrohttpd: %s",
+                strerror(errno));
+}
+
+static void on_conn_gate(uv_poll_t *p, int status, int events)
+{
+    (void)events;
+    conn_rec *cr = p->data;
+    srv_http *h = cr->h;
+    head_verdict v;
+    int rc = status < 0 ? HEAD_GONE : head_peek(h, cr->fd, 1, &cr->peeked, &v);
+    if (rc == HEAD_WAIT)
+        return;
+    if (rc == HEAD_REFUSED) {
+        srv_log(SRV_LOG_INFO, NULL, "connection refused at its gate: %d %s", v.status, v.msg);
+        conn_refuse(cr, v.status, v.reason, v.code, v.msg, 0, NULL);
+    }
+    conn_ungate(cr, 1); /* MHD reads the request, or the end of a refused or gone socket */
+    run_mhd(h);
+}
+
+/* Keep cr's next request at the gate: 0, or -1 while MHD has not put the socket
+ * back in its epoll set (after a suspended request MHD first reads until EAGAIN,
+ * then adds it: run_mhd retries then). */
+static int conn_gate(conn_rec *cr)
+{
+    if (cr->refused || cr->fd < 0 || !cr->mc || cr->h->mhd_epoll_fd < 0) {
+        conn_want_gate(cr, 0);
+        return 0;
+    }
+    if (cr->gate_poll)
+        return 0;
+    if (conn_gate_mhd_events(cr, EPOLLET) != 0) {
+        /* MHD reads on its next pass: judge what has arrived by then already. */
+        head_verdict v;
+        int peeked = 0, one = 1;
+        int rc = head_peek(cr->h, cr->fd, 1, &peeked, &v);
+        if (rc == HEAD_WAIT) /* MHD must still be woken by the next byte */
+            setsockopt(cr->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one);
+        if (rc != HEAD_REFUSED)
+            return -1;
+        srv_log(SRV_LOG_INFO, NULL, "connection refused at its gate: %d %s", v.status, v.msg);
+        conn_refuse(cr, v.status, v.reason, v.code, v.msg, 0, NULL);
+        conn_want_gate(cr, 0);
+        return 0;
+    }
+    uv_poll_t *p = malloc(sizeof *p);
+    if (!p || uv_poll_init(cr->h->srv->loop, p, cr->fd)) {
+        free(p);
+        conn_gate_mhd_events(cr, CONN_GATE_MHD_EVENTS);
+        conn_want_gate(cr, 0);
+        return 0;
+    }
+    conn_want_gate(cr, 0);
+    p->data = cr;
+    cr->gate_poll = p;
+    cr->peeked = 0;
+    uv_poll_start(p, UV_READABLE | UV_DISCONNECT, on_conn_gate);
+    return 0;
+}
+
+/* After MHD_run: gate the connections whose requests completed in it. */
+static void conn_gate_pending(srv_http *h)
+{
+    for (conn_rec *cr = h->conns; h->n_want_gate > 0 && cr; cr = cr->next)
+        if (cr->want_gate)
+            conn_gate(cr);
 }
 
 static client_count **client_slot(srv_http *h, const unsigned char *addr, int alen)
@@ -450,6 +593,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         if (!cr)
             return; /* untracked: no per-client count, no arrival deadline */
         cr->h = h;
+        cr->mc = c;
         cr->t_begin = srv_now_ns();
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
         cr->fd = ci ? ci->connect_fd : -1;
@@ -494,6 +638,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     if (!cr)
         return;
     *socket_context = NULL;
+    conn_ungate(cr, 0); /* MHD removes the socket from its set and closes it next */
     if (cr->alen) {
         client_count **slot = client_slot(h, cr->addr, cr->alen);
         if (*slot && --(*slot)->n <= 0) {
@@ -547,6 +692,7 @@ static void on_arrival_timer(uv_timer_t *t)
             cr->refused = 1;
             if (cr->fd >= 0)
                 shutdown(cr->fd, SHUT_RDWR);
+            conn_ungate(cr, 1); /* MHD sees the end and closes it */
         }
         cut++;
     }
@@ -566,6 +712,7 @@ static void run_mhd(srv_http *h)
     if (!h->d)
         return;
     MHD_run(h->d);
+    conn_gate_pending(h);
     MHD_UNSIGNED_LONG_LONG to = 0;
     if (MHD_get_timeout(h->d, &to) == MHD_YES)
         uv_timer_start(&h->timer, on_timer, to, 0);
@@ -818,6 +965,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     if (cr && cr->refused)
         return MHD_NO; /* answered on the socket already (conn_refuse) */
     if (!r) {
+        if (cr)
+            conn_ungate(cr, 1); /* MHD held this request already (a pipelining client) */
         if (!(r = req_new(h, c, url, method)))
             return MHD_NO;
         *con_cls = r;
@@ -919,6 +1068,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (cr) { /* the next request on this connection begins to arrive now */
         cr->r = NULL;
         cr->t_begin = srv_now_ns();
+        if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+            conn_want_gate(cr, 1); /* gated after this MHD_run (conn_gate_pending) */
     }
     if (!r)
         return;
@@ -1023,6 +1174,7 @@ srv_http *srv_http_start(srv_server *s, const char *host, int port, char *err, s
     uv_timer_init(s->loop, &h->idle_timer);
     uv_timer_init(s->loop, &h->arrival_timer);
     uv_async_init(s->loop, &h->async, on_async);
+    h->mhd_epoll_fd = di->epoll_fd;
     uv_poll_init(s->loop, &h->poll, di->epoll_fd);
     h->timer.data = h->idle_timer.data = h->async.data = h->poll.data = h;
     h->arrival_timer.data = h;

@@ -135,9 +135,9 @@ struct srv_req {
     srv_req *live_prev, *live_next; /* every request not yet freed (loop thread) */
 };
 
-/* QA windowing options for a model (handle_qa.c): the pipeline's defaults,
- * windows capped by its max_seq_len, stride at most half a window. */
-void srv_qa_opts_for_model(const eng_model_info *info, eng_qa_opts *o);
+/* The most window tokens one QA request may have in all, over its items
+ * (handle_qa.c): what batching.max_job_mib allows at the least cost per token. */
+long srv_qa_max_request_tokens(const eng_model_info *info, int max_job_mib);
 
 /* Set an error response (status, code, formatted message). */
 void srv_req_error(srv_req *r, int status, const char *code, const char *fmt, ...)

@@ -284,6 +284,13 @@ typedef struct eng_backend_ops {
      * call fails with ENG_EBACKEND). NULL entry: the backend cannot fail that way. */
     const char *(*health)(const eng_backend *be);
 
+    /* Scratch the backend keeps between calls (NULL entries: it keeps none).
+     * scratch_bytes: bytes held now, and in *peak (may be NULL) the most the calls
+     * since the last trim needed. scratch_trim: free scratch until at most keep bytes
+     * are held (it grows back on demand) and reset the peak. */
+    size_t (*scratch_bytes)(eng_backend *be, size_t *peak);
+    void (*scratch_trim)(eng_backend *be, size_t keep);
+
     const eng_backend_core_ops *core;   /* NULL: no inference */
     const eng_backend_gen_ops *gen;     /* NULL: no sequence-to-sequence decoding */
     const eng_backend_train_ops *train; /* NULL: no training */

@@ -9,7 +9,7 @@ void eng_arena_init(eng_arena *a, eng_backend *be)
 {
     a->be = be;
     a->base = NULL;
-    a->cap = a->used = 0;
+    a->cap = a->used = a->peak = 0;
 }
 
 void eng_arena_close(eng_arena *a)
@@ -28,6 +28,8 @@ size_t eng_arena_need(size_t bytes)
 int eng_arena_reserve(eng_arena *a, size_t bytes)
 {
     a->used = 0;
+    if (bytes > a->peak)
+        a->peak = bytes;
     if (bytes <= a->cap)
         return ENG_OK;
     /* Grow geometrically so a slowly rising peak does not reallocate each batch. */
@@ -38,6 +40,17 @@ int eng_arena_reserve(eng_arena *a, size_t bytes)
         return ENG_ENOMEM;
     a->cap = cap;
     return ENG_OK;
+}
+
+void eng_arena_trim(eng_arena *a, size_t keep)
+{
+    a->peak = 0;
+    if (a->cap <= keep)
+        return;
+    eng_arena_close(a);
+    keep = keep / ARENA_ALIGN * ARENA_ALIGN; /* the bound is a bound, not a hint */
+    if (keep && (a->base = a->be->ops->alloc(a->be, keep)))
+        a->cap = keep;
 }
 
 void *eng_arena_alloc(eng_arena *a, size_t bytes)

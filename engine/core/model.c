@@ -546,6 +546,26 @@ const char *eng_ctx_fault(const eng_ctx *c)
 }
 eng_backend *eng_ctx_backend(eng_ctx *c) { return c->be; }
 
+void eng_ctx_get_stats(eng_ctx *c, eng_ctx_stats *out)
+{
+    size_t be_peak = 0;
+    size_t be_held = c->be->ops->scratch_bytes ? c->be->ops->scratch_bytes(c->be, &be_peak) : 0;
+    out->reserved_bytes = c->arena.cap + be_held;
+    out->peak_bytes = c->arena.peak + be_peak;
+}
+
+void eng_ctx_trim(eng_ctx *c, size_t keep_bytes)
+{
+    /* The backend's scratch (small, sized by sequence length) first; the arena (sized
+     * by the whole batch) gets what it leaves of the bound. */
+    size_t held = 0;
+    if (c->be->ops->scratch_trim) {
+        c->be->ops->scratch_trim(c->be, keep_bytes);
+        held = c->be->ops->scratch_bytes(c->be, NULL);
+    }
+    eng_arena_trim(&c->arena, keep_bytes - held);
+}
+
 /* -------------------------------------------------------------------- run */
 
 static int check_task(const eng_model *m, eng_task want, const char *what, eng_error *err)

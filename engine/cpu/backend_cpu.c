@@ -38,6 +38,8 @@ typedef struct cpu_backend {
     pthread_mutex_t scratch_mu;
     float *scratch; /* attention scratch, scratch_per floats per thread */
     size_t scratch_per;
+    /* The most floats per thread a call asked for since the last trim (cpu_scratch_bytes). */
+    size_t gemm_buf_peak, scratch_peak;
 } cpu_backend;
 
 static cpu_backend *cb_of(eng_backend *be)
@@ -279,6 +281,8 @@ static void packed_task(void *arg, int tid, int nt)
 /* Grows the per-thread GEMM buffers to per floats each (cb->gemm_mu held); 0 or -1. */
 static int reserve_gemm_buf(cpu_backend *cb, size_t per)
 {
+    if (per > cb->gemm_buf_peak)
+        cb->gemm_buf_peak = per;
     if (per <= cb->gemm_buf_per)
         return 0;
     float *s = NULL;
@@ -717,6 +721,8 @@ static void attn_task(void *arg, int tid, int nt)
 /* Grows the per-thread scratch to per floats each; 0 or -1. */
 static int reserve_scratch(cpu_backend *cb, size_t per)
 {
+    if (per > cb->scratch_peak)
+        cb->scratch_peak = per;
     if (per <= cb->scratch_per)
         return 0;
     per = per + per / 2;
@@ -824,6 +830,45 @@ static void cpu_destroy(eng_backend *be)
     free(cb);
 }
 
+/* The GEMM buffers and attention scratch held between calls, and in *peak what calls
+ * needed since the last trim. */
+static size_t cpu_scratch_bytes(eng_backend *be, size_t *peak)
+{
+    cpu_backend *cb = cb_of(be);
+    size_t t = (size_t)cb->base.threads * sizeof(float);
+    pthread_mutex_lock(&cb->gemm_mu);
+    pthread_mutex_lock(&cb->scratch_mu);
+    size_t held = (cb->gemm_buf_per + cb->scratch_per) * t;
+    if (peak)
+        *peak = (cb->gemm_buf_peak + cb->scratch_peak) * t;
+    pthread_mutex_unlock(&cb->scratch_mu);
+    pthread_mutex_unlock(&cb->gemm_mu);
+    return held;
+}
+
+/* Frees the attention scratch, then the GEMM buffers, until at most keep bytes are
+ * held (they grow back on demand: no partial shrink is worth a copy). */
+static void cpu_scratch_trim(eng_backend *be, size_t keep)
+{
+    cpu_backend *cb = cb_of(be);
+    size_t t = (size_t)cb->base.threads * sizeof(float);
+    pthread_mutex_lock(&cb->gemm_mu);
+    pthread_mutex_lock(&cb->scratch_mu);
+    if ((cb->gemm_buf_per + cb->scratch_per) * t > keep) {
+        free(cb->scratch);
+        cb->scratch = NULL;
+        cb->scratch_per = 0;
+    }
+    if (cb->gemm_buf_per * t > keep) {
+        free(cb->gemm_buf);
+        cb->gemm_buf = NULL;
+        cb->gemm_buf_per = 0;
+    }
+    cb->gemm_buf_peak = cb->scratch_peak = 0;
+    pthread_mutex_unlock(&cb->scratch_mu);
+    pthread_mutex_unlock(&cb->gemm_mu);
+}
+
 /* Weights stay where the model loaded them: the CPU reads host memory. */
 static void *cpu_weights_upload(eng_backend *be, const void *host, size_t bytes)
 {
@@ -894,6 +939,8 @@ static const eng_backend_ops cpu_ops = {
     .zero = eng_cpu_zero,
     .weights_upload = cpu_weights_upload,
     .weights_free = cpu_weights_free,
+    .scratch_bytes = cpu_scratch_bytes,
+    .scratch_trim = cpu_scratch_trim,
     .core = &cpu_core,
     .gen = &cpu_gen,
     .train = &cpu_train,

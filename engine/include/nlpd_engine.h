@@ -219,6 +219,20 @@ const char *eng_ctx_fault(const eng_ctx *ctx);
 const char *eng_ctx_backend_name(const eng_ctx *ctx); /* the kind: "cpu", "cuda" */
 int eng_ctx_device(const eng_ctx *ctx);               /* the device index within the kind */
 
+/* Activation memory a context keeps between runs (its arena plus the backend's
+ * scratch): it grows to the largest batch run and stays there until trimmed. */
+typedef struct eng_ctx_stats {
+    size_t reserved_bytes; /* held now */
+    size_t peak_bytes;     /* the most a run needed since creation or the last trim */
+} eng_ctx_stats;
+
+void eng_ctx_get_stats(eng_ctx *ctx, eng_ctx_stats *out);
+
+/* Gives back held activation memory so that at most keep_bytes stay reserved (the
+ * next run grows it again as it needs), and resets peak_bytes (SIZE_MAX: only that).
+ * Between runs only. Outputs do not change. */
+void eng_ctx_trim(eng_ctx *ctx, size_t keep_bytes);
+
 /* ---------------------------------------------------------------- running
  * All run functions take n encodings made by eng_tokenizer_encode (with special
  * tokens); lengths may differ (no padding is computed). Results for one input
@@ -283,6 +297,8 @@ void eng_qa_opts_for_model(const eng_model_info *info, eng_qa_opts *o);
 typedef struct eng_qa_windows {
     eng_encoding *win;
     int n;
+    long tokens; /* over the windows; on ENG_ETOOLONG > 0 only when o->max_tokens refused
+                    them: the tokens they would have needed */
 } eng_qa_windows;
 
 int eng_qa_windows_make(const eng_tokenizer *tok, const char *question, size_t qlen,

@@ -132,6 +132,7 @@ int eng_qa_windows_make(const eng_tokenizer *tok, const char *question, size_t q
         goto done;
     }
     if ((long)nwin * win_len > max_tokens) {
+        out->tokens = (long)nwin * win_len; /* tells the caller which bound refused */
         rc = eng_fail(err, ENG_ETOOLONG, "the question and context need %d windows of %d tokens "
                       "(%ld tokens); at most %ld are allowed", nwin, win_len,
                       (long)nwin * win_len, max_tokens);
@@ -156,6 +157,7 @@ int eng_qa_windows_make(const eng_tokenizer *tok, const char *question, size_t q
             rc = eng_fail(err, rc, "out of memory");
             break;
         }
+        out->tokens += out->win[i].n;
     }
     if (rc)
         eng_qa_windows_free(out);

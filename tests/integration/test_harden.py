@@ -396,6 +396,40 @@ def test_large_header_block_is_json_431(direct):
     assert t.get("/healthz").status == 200
 
 
+def test_kept_alive_connection_refusals_are_json(direct):
+    """libmicrohttpd's own refusals (HTML) are replaced by JSON on a kept-alive
+    connection's later requests too, after a plain and after an inference request:
+    a header block over its memory (431), an unparsable or overflowing
+    Content-Length (400, 413), an unsupported HTTP version (400)."""
+    t = direct([tiny_embed()], limits={"max_header_bytes": 4096})
+    body = json.dumps({"text": "hello", "model": "tiny-embed"}).encode()
+    embed = (b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    bad = [(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 60000 + b"\r\n\r\n", "GET",
+            431, "headers_too_large"),
+           (b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Length: 12x\r\n\r\n", "POST",
+            400, "malformed_request"),
+           (b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"9" * 30 + b"\r\n\r\n",
+            "POST", 413, "payload_too_large"),
+           (b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", "GET", 400, "malformed_request")]
+    for first, method in ((healthz, "GET"), (embed, "POST")):
+        for req, m, status, code in bad:
+            s = socket.create_connection((t.host, t.port), timeout=10)
+            try:
+                for _ in range(2):  # kept alive over two good requests
+                    s.sendall(first)
+                    r = recv_response(s, method)
+                    assert r.status == 200, r
+                    assert r.headers.get("Connection", "").lower() != "close", r.headers
+                s.sendall(req)
+                r = recv_response(s, m)
+            finally:
+                s.close()
+            json_error(r, status, code)
+    assert t.get("/healthz").status == 200
+
+
 def test_qa_cost_bounded(direct):
     """QA windows multiply with the context (and with a long question); the request's
     estimated memory is bounded by batching.max_job_mib before compute."""
@@ -406,6 +440,26 @@ def test_qa_cost_bounded(direct):
     assert "max_job_mib" in j["error"]["message"], j
     r = t.post("/v1/qa", {"question": "Who?", "context": "Marie wrote it."})
     assert r.status == 200, r
+
+
+def test_qa_request_token_budget(direct):
+    """The windows of all a QA request's items share one token budget (what
+    batching.max_job_mib allows, said as qa_max_tokens): items that each fit alone are
+    refused together, by the engine before their windows are built, naming the item."""
+    t = direct([ModelSpec("tiny-qa", FIXTURES / "bert_qa", "qa", max_job_mib=1)])
+    lim = t.get("/v1/models/tiny-qa").ok().json()["limits"]
+    budget = lim["qa_max_tokens"]
+    assert 0 < budget < 64 * lim["qa_window_tokens"], lim
+    ctx = " ".join(f"Item {i} was built in {1900 + i}." for i in range(12))
+    item = {"question": "When was item 7 built?", "context": ctx}
+    r = t.post("/v1/qa", {"items": [item], "model": "tiny-qa"})
+    assert r.status == 200, r
+    j = json_error(t.post("/v1/qa", {"items": [item] * 64, "model": "tiny-qa"}), 413,
+                   "request_too_large")
+    msg = j["error"]["message"]
+    m = re.match(r"items\[(\d+)\] \(model tiny-qa allows a request's windows (\d+) tokens", msg)
+    assert m and int(m.group(1)) > 0 and int(m.group(2)) == budget, j
+    assert "max_job_mib" in msg, j
 
 
 def test_draining_refusal_does_not_wait_for_the_body(direct):

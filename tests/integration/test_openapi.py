@@ -58,6 +58,90 @@ def test_document_matches_routes():
                     f"{path}: parameter {name} undeclared"
 
 
+# The server's error calls: (status arg, code arg) positions, counted from 0.
+ERROR_CALLS = {"srv_req_error": (1, 2), "srv_api_error_set": (1, 2), "gate_refuse": (1, 3),
+               "conn_refuse": (1, 3)}
+# Emitted but not answered to an operation of the document: 405 answers a method a path
+# lacks (the info says so); 499 only labels, in logs and metrics, a client that left.
+UNDOCUMENTED = {405, 499}
+# Transport-level refusals, before a route is known: every operation can get them.
+EVERY_OPERATION = {"400", "429", "431"}
+
+
+def _call_args(text, i):
+    """The top-level arguments of the call whose "(" ends at text[i - 1]."""
+    args, depth, start = [], 1, i
+    while depth:
+        c = text[i]
+        if c == '"':
+            i += 1
+            while text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        if (c == "," and depth == 1) or depth == 0:
+            args.append(text[start:i].strip())
+            start = i + 1
+        i += 1
+    return args
+
+
+def emitted_errors():
+    """{(status, code): file} for every literal status and code the server's sources
+    pass to an error call (a ternary gives each branch's pair)."""
+    call = re.compile(r"\b(" + "|".join(ERROR_CALLS) + r")\s*\(")
+    out = {}
+    for f in sorted((ROOT / "server").glob("*.c")):
+        text = f.read_text()
+        for m in call.finditer(text):
+            if re.search(r"\b(void|int)\s*$", text[max(0, m.start() - 16):m.start()]):
+                continue  # the definition or a declaration
+            args = _call_args(text, m.end())
+            si, ci = ERROR_CALLS[m.group(1)]
+            if len(args) <= ci:
+                continue
+            statuses = re.findall(r"\b[1-5]\d\d\b", args[si])
+            codes = re.findall(r'"([a-z0-9_]+)"', args[ci])
+            if not statuses or not codes:
+                continue  # forwards a status and code decided elsewhere
+            if len(statuses) == 1:
+                statuses *= len(codes)
+            for st, code in zip(statuses, codes):
+                out[(int(st), code)] = f.name
+    return out
+
+
+def test_every_error_the_server_emits_is_documented():
+    doc = json.loads(DOC.read_text())
+
+    def resolve(r):
+        while "$ref" in r:
+            r = doc["components"]["responses"][r["$ref"].rsplit("/", 1)[-1]]
+        return r
+
+    described = {}  # status -> the descriptions documenting it
+    for path, item in doc["paths"].items():
+        for m, op in item.items():
+            if m not in METHODS:
+                continue
+            codes = set(op["responses"])
+            missing = EVERY_OPERATION - codes | ({"408"} - codes if m == "post" else set())
+            assert not missing, f"{m} {path}: transport errors {sorted(missing)} undocumented"
+            for st, r in op["responses"].items():
+                described.setdefault(st, set()).add(resolve(r)["description"])
+    errors = emitted_errors()
+    assert len(errors) > 20 and (431, "headers_too_large") in errors, errors  # the parse works
+    lacking = []
+    for (st, code), f in sorted(errors.items()):
+        if st in UNDOCUMENTED:
+            continue
+        if not any(re.search(rf"\b{code}\b", d) for d in described.get(str(st), ())):
+            lacking.append(f"{st} {code} ({f})")
+    assert not lacking, f"emitted by the server, missing from server/openapi.json: {lacking}"
+
+
 def test_document_is_valid_openapi_31():
     """openapi-spec-validator (tests/requirements.txt) checks the document against the
     OpenAPI 3.1 specification and its JSON Schema dialect."""

@@ -2270,6 +2270,52 @@ static void test_model_pinned(void **state)
     eng_model_unref(m);
 }
 
+/* The CUDA backend's device scratch (16-bit activations, attention scores) counts in the
+ * context's stats and is given back by eng_ctx_trim; the next run is unchanged. */
+static void test_cuda_scratch_trim(void **state)
+{
+    (void)state;
+    eng_error err = {0};
+    eng_model *m;
+    eng_ctx *gpu;
+    if (eng_model_load_opts(tu_path("%s/tests/fixtures/models/bert_st", tu_root()),
+                            &(eng_model_opts){.precision = "fp16", .backend = "cuda-emu"}, &m,
+                            &err))
+        fail_msg("load: %s", err.msg);
+    assert_int_equal(eng_ctx_new(&(eng_ctx_opts){.backend = "cuda-emu"}, &gpu, &err), 0);
+    eng_encoding enc[3];
+    const eng_encoding *ep[3];
+    for (int i = 0; i < 3; i++) {
+        eng_encoding_init(&enc[i]);
+        ep[i] = &enc[i];
+        assert_int_equal(eng_tokenizer_encode(eng_model_tokenizer(m), sents16[i],
+                                              strlen(sents16[i]), NULL, 0, 0, &enc[i], &err), 0);
+    }
+    size_t H = (size_t)eng_model_get_info(m)->hidden;
+    float a[3 * 64], b[3 * 64];
+    assert_true(H <= 64);
+    assert_int_equal(eng_run_embed(gpu, m, ep, 3, a, &err), 0);
+    eng_backend *be = eng_ctx_backend(gpu);
+    size_t peak = 0, held = be->ops->scratch_bytes(be, &peak);
+    assert_true(held > 0 && peak > 0 && peak <= held);
+    eng_ctx_stats st;
+    eng_ctx_get_stats(gpu, &st);
+    assert_true(st.reserved_bytes >= held);
+    size_t d0 = tu_cuda_emu_device_bytes();
+    eng_ctx_trim(gpu, 0);
+    assert_int_equal(be->ops->scratch_bytes(be, &peak), 0);
+    assert_int_equal(peak, 0);
+    assert_true(d0 - tu_cuda_emu_device_bytes() >= held);
+    print_message("  cuda-emu scratch %zu bytes given back (context held %zu)\n", held,
+                  st.reserved_bytes);
+    assert_int_equal(eng_run_embed(gpu, m, ep, 3, b, &err), 0);
+    assert_memory_equal(a, b, sizeof(float) * 3 * H);
+    for (int i = 0; i < 3; i++)
+        eng_encoding_free(&enc[i]);
+    eng_ctx_free(gpu);
+    eng_model_unref(m);
+}
+
 /* Every op of the interface, by part, for the summary. */
 #define OPS_CORE(X) X(gemm) X(bias_act) X(add_layernorm) X(embed) X(attention) X(mean_pool) \
     X(gather_rows)
@@ -2361,6 +2407,7 @@ TEST_GROUP(backend_ops)
         cmocka_unit_test(test_model_16bit),
         cmocka_unit_test(test_model_device_memory),
         cmocka_unit_test(test_model_pinned),
+        cmocka_unit_test(test_cuda_scratch_trim),
         cmocka_unit_test(test_summary),
     };
     TEST_GROUP_RETURN(t);

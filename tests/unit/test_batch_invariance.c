@@ -190,11 +190,73 @@ static void test_minilm_mixed_lengths(void **state)
     eng_model_unref(m);
 }
 
+/* eng_ctx_trim gives back what a big batch reserved, and changes no output bit. */
+static void test_ctx_trim(void **state)
+{
+    (void)state;
+    enum { BIG = 96 };
+    eng_model *m;
+    eng_ctx *ctx;
+    eng_error err = {0};
+    if (eng_model_load(tu_path("%s/tests/fixtures/models/bert_base", tu_root()), &m, &err))
+        fail_msg("load: %s", err.msg);
+    assert_int_equal(eng_ctx_new(&(eng_ctx_opts){.threads = 2}, &ctx, &err), ENG_OK);
+    static const char text[] = "a batch far larger than usual leaves its memory behind";
+    eng_encoding enc;
+    eng_encoding_init(&enc);
+    if (eng_tokenizer_encode(eng_model_tokenizer(m), text, sizeof text - 1, NULL, 0, 64, &enc,
+                             &err))
+        fail_msg("tokenize: %s", err.msg);
+    const eng_encoding *ptrs[BIG];
+    for (int i = 0; i < BIG; i++)
+        ptrs[i] = &enc;
+    outs before, big, after, after0;
+    eng_ctx_stats small_st, big_st, st;
+    run(ctx, m, ptrs, 1, &before);
+    eng_ctx_get_stats(ctx, &small_st);
+    assert_true(small_st.reserved_bytes > 0 && small_st.peak_bytes > 0);
+    run(ctx, m, ptrs, BIG, &big);
+    eng_ctx_get_stats(ctx, &big_st);
+    assert_true(big_st.reserved_bytes > 8 * small_st.reserved_bytes);
+    assert_true(big_st.peak_bytes > 8 * small_st.peak_bytes);
+
+    eng_ctx_trim(ctx, small_st.reserved_bytes);
+    eng_ctx_get_stats(ctx, &st);
+    assert_true(st.reserved_bytes <= small_st.reserved_bytes);
+    assert_int_equal(st.peak_bytes, 0);
+    run(ctx, m, ptrs, 1, &after);
+    eng_ctx_get_stats(ctx, &st);
+    assert_true(st.reserved_bytes < big_st.reserved_bytes);
+    assert_int_equal(st.peak_bytes, small_st.peak_bytes); /* the peak counts from the trim */
+
+    eng_ctx_trim(ctx, 0); /* everything goes; the next run reserves afresh */
+    eng_ctx_get_stats(ctx, &st);
+    assert_int_equal(st.reserved_bytes, 0);
+    run(ctx, m, ptrs, 1, &after0);
+    assert_true(before.na == after.na && before.nb == after.nb);
+    assert_true(before.na == after0.na && before.nb == after0.nb);
+    assert_memory_equal(before.a, after.a, before.na * sizeof(float));
+    assert_memory_equal(before.b, after.b, before.nb * sizeof(float));
+    assert_memory_equal(before.a, after0.a, before.na * sizeof(float));
+    assert_memory_equal(before.b, after0.b, before.nb * sizeof(float));
+    /* and the big batch's first row is the same input: the same bits */
+    assert_memory_equal(before.b, big.b, before.nb * sizeof(float));
+    outs *all[] = {&before, &big, &after, &after0};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        free(all[i]->a);
+        free(all[i]->b);
+    }
+    eng_encoding_free(&enc);
+    eng_ctx_free(ctx);
+    eng_model_unref(m);
+}
+
 TEST_GROUP(batch_invariance)
 {
     static const struct CMUnitTest t[] = {
         cmocka_unit_test(test_tiny_models),
         cmocka_unit_test(test_minilm_mixed_lengths),
+        cmocka_unit_test(test_ctx_trim),
     };
     TEST_GROUP_RETURN(t);
 }

@@ -401,6 +401,13 @@ static void test_qa_bounds(void **state)
     rc = eng_qa_windows_make(tok, "who?", 4, mid, strlen(mid), &small, &w, &err);
     if (rc != ENG_ETOOLONG || !strstr(err.msg, "tokens"))
         fail_msg("token budget: rc %d, '%s'", rc, err.msg);
+    /* The caller can tell this bound refused (what the windows need is over it)... */
+    assert_true(w.tokens > small.max_tokens);
+    few = o;
+    few.max_windows = 1;
+    rc = eng_qa_windows_make(tok, "who?", 4, mid, strlen(mid), &few, &w, &err);
+    assert_int_equal(rc, ENG_ETOOLONG);
+    assert_int_equal(w.tokens, 0); /* ...from another bound's refusal */
     /* Span search: top_k 1000 x max_answer_length 4096 over the windows. */
     eng_qa_opts big = o;
     big.top_k = 1000;
@@ -414,6 +421,7 @@ static void test_qa_bounds(void **state)
     int total = 0;
     for (int i = 0; i < w.n; i++)
         total += w.win[i].n;
+    assert_int_equal(w.tokens, total);
     float *z = calloc((size_t)total, sizeof *z);
     eng_qa_answer *ans = calloc(1000, sizeof *ans);
     int na = -1;

@@ -1324,6 +1324,56 @@ static void test_scratch_shrinks(void **state)
     assert_int_equal(s.cap, 0);
 }
 
+/* The engine context's activation memory follows the same rule (srv_ctx_trim, which
+ * each worker calls after each batch): kept while a big batch is recent, then given
+ * back, with the outputs unchanged. */
+static void test_ctx_shrinks(void **state)
+{
+    (void)state;
+    enum { BIG = 128 };
+    eng_model *m = load("bert_base");
+    eng_ctx *ctx;
+    eng_error err = {0};
+    assert_int_equal(eng_ctx_new(&(eng_ctx_opts){.threads = 1}, &ctx, &err), ENG_OK);
+    static const char text[] = "one big batch should not pin its memory for ever";
+    eng_encoding enc;
+    eng_encoding_init(&enc);
+    if (eng_tokenizer_encode(eng_model_tokenizer(m), text, sizeof text - 1, NULL, 0, 64, &enc,
+                             &err))
+        fail_msg("tokenize: %s", err.msg);
+    const eng_encoding *ptrs[BIG];
+    for (int i = 0; i < BIG; i++)
+        ptrs[i] = &enc;
+    size_t H = (size_t)eng_model_get_info(m)->hidden;
+    float *big = malloc(sizeof(float) * H * BIG), *one = malloc(sizeof(float) * H);
+    assert_non_null(big);
+    assert_non_null(one);
+    srv_peaks pk = {0};
+    eng_ctx_stats big_st, st;
+    assert_int_equal(eng_run_embed(ctx, m, ptrs, BIG, big, &err), 0);
+    srv_ctx_trim(ctx, &pk);
+    eng_ctx_get_stats(ctx, &big_st);
+    assert_true(big_st.reserved_bytes > 4 * SRV_SCRATCH_KEEP);
+    for (int i = 0; i < SRV_SCRATCH_WINDOW - 1; i++) {
+        assert_int_equal(eng_run_embed(ctx, m, ptrs, 1, one, &err), 0);
+        srv_ctx_trim(ctx, &pk);
+        eng_ctx_get_stats(ctx, &st);
+        assert_int_equal(st.reserved_bytes, big_st.reserved_bytes); /* still recent: kept */
+    }
+    assert_int_equal(eng_run_embed(ctx, m, ptrs, 1, one, &err), 0);
+    srv_ctx_trim(ctx, &pk);
+    eng_ctx_get_stats(ctx, &st);
+    assert_true(st.reserved_bytes * 4 < big_st.reserved_bytes);
+    memset(one, 0, sizeof(float) * H);
+    assert_int_equal(eng_run_embed(ctx, m, ptrs, 1, one, &err), 0);
+    assert_memory_equal(one, big, sizeof(float) * H);
+    free(big);
+    free(one);
+    eng_encoding_free(&enc);
+    eng_ctx_free(ctx);
+    eng_model_unref(m);
+}
+
 /* Item 2 of the hardening issue: jobs are admitted and batched by their
  * estimated cost (srv_job_type.cost), not only by their source tokens. */
 static void costly_cost(const srv_job *j, srv_job_cost *c)
@@ -1737,6 +1787,7 @@ TEST_GROUP(server_batcher)
         cmocka_unit_test(test_translate_opts_grouping),
         cmocka_unit_test(test_report_invariance),
         cmocka_unit_test(test_scratch_shrinks),
+        cmocka_unit_test(test_ctx_shrinks),
         cmocka_unit_test(test_cost_admission_and_batches),
         cmocka_unit_test(test_translate_cost_estimate),
         cmocka_unit_test(test_deadline_covers_compute),
