@@ -49,25 +49,96 @@ static int enter(cu_backend *cb)
     return cb->healthy && !cu_check(cb, cudaSetDevice(cb->base.device), "cudaSetDevice");
 }
 
-int cu_fetch_i32(cu_backend *cb, int32_t *host, const int32_t *dev, int n)
+/* ---------------------------------------------------------- pinned staging */
+
+/* Waits for the stream, then hands the finished downloads to their callers; the whole
+ * buffer is free again. -1 after a device error (the downloads are then lost). */
+static int pin_drain(cu_backend *cb, const char *what)
 {
-    size_t bytes = sizeof(int32_t) * (size_t)n;
+    int rc = cu_check(cb, cudaStreamSynchronize(cb->stream), what) ? -1 : 0;
+    for (int i = 0; i < cb->npend && rc == 0; i++)
+        memcpy(cb->pend[i].dst, cb->pinned + cb->pend[i].off, cb->pend[i].bytes);
+    cb->npend = 0;
+    cb->pinned_used = 0;
+    return rc;
+}
+
+/* A region of `bytes` (<= CU_PIN_MAX) of the pinned buffer for one transfer: after what
+ * is in use, or (draining first) from the start of a buffer grown to hold it. */
+static char *pin_take(cu_backend *cb, size_t bytes, const char *what)
+{
+    size_t off = (cb->pinned_used + 63) / 64 * 64;
+    if (cb->pinned && off + bytes <= cb->pinned_cap) {
+        cb->pinned_used = off + bytes;
+        return cb->pinned + off;
+    }
+    if (cb->pinned && pin_drain(cb, what))
+        return nullptr;
     if (bytes > cb->pinned_cap) {
+        size_t cap = cb->pinned_cap ? cb->pinned_cap : CU_PIN_INITIAL;
+        while (cap < bytes)
+            cap *= 2;
+        cap = cap > CU_PIN_MAX ? CU_PIN_MAX : cap;
         if (cb->pinned)
             cudaFreeHost(cb->pinned);
         cb->pinned = nullptr;
         cb->pinned_cap = 0;
-        size_t cap = bytes < 4096 ? 4096 : bytes;
-        if (cu_check(cb, cudaMallocHost((void **)&cb->pinned, cap), "cudaMallocHost"))
-            return -1;
+        if (cu_check(cb, cudaMallocHost((void **)&cb->pinned, cap), "cudaMallocHost (staging)"))
+            return nullptr;
         cb->pinned_cap = cap;
     }
-    if (cu_check(cb, cudaMemcpyAsync(cb->pinned, dev, bytes, cudaMemcpyDeviceToHost, cb->stream),
-                 "offsets download") ||
-        cu_check(cb, cudaStreamSynchronize(cb->stream), "offsets download"))
-        return -1;
-    memcpy(host, cb->pinned, bytes);
+    cb->pinned_used = bytes;
+    return cb->pinned;
+}
+
+static int pin_upload(cu_backend *cb, void *dst, const void *src, size_t bytes, const char *what)
+{
+    for (size_t done = 0; done < bytes;) {
+        size_t n = bytes - done < CU_PIN_MAX ? bytes - done : CU_PIN_MAX;
+        char *p = pin_take(cb, n, what);
+        if (!p)
+            return -1;
+        memcpy(p, (const char *)src + done, n);
+        if (cu_check(cb, cudaMemcpyAsync((char *)dst + done, p, n, cudaMemcpyHostToDevice,
+                                         cb->stream), what))
+            return -1;
+        done += n;
+    }
     return 0;
+}
+
+static int pin_download(cu_backend *cb, void *dst, const void *src, size_t bytes, const char *what)
+{
+    for (size_t done = 0; done < bytes;) {
+        size_t n = bytes - done < CU_PIN_MAX ? bytes - done : CU_PIN_MAX;
+        char *p = pin_take(cb, n, what);
+        if (!p)
+            return -1;
+        if (cb->npend == cb->pend_cap) {
+            int cap = cb->pend_cap ? 2 * cb->pend_cap : 16;
+            cu_pending *q = (cu_pending *)realloc(cb->pend, sizeof *q * (size_t)cap);
+            if (!q) {
+                cu_check(cb, cudaErrorMemoryAllocation, "download (host memory)");
+                return -1;
+            }
+            cb->pend = q;
+            cb->pend_cap = cap;
+        }
+        if (cu_check(cb, cudaMemcpyAsync(p, (const char *)src + done, n, cudaMemcpyDeviceToHost,
+                                         cb->stream), what))
+            return -1;
+        cb->pend[cb->npend++] = {(char *)dst + done, (size_t)(p - cb->pinned), n};
+        done += n;
+    }
+    return 0;
+}
+
+int cu_fetch_i32(cu_backend *cb, int32_t *host, const int32_t *dev, int n)
+{
+    return pin_download(cb, host, dev, sizeof(int32_t) * (size_t)n, "offsets download") ||
+                   pin_drain(cb, "offsets download")
+               ? -1
+               : 0;
 }
 
 /* ------------------------------------------------------------------ memory */
@@ -103,8 +174,7 @@ static int cu_upload(eng_backend *be, void *dst, const void *src, size_t bytes)
         return ENG_EBACKEND;
     if (!bytes)
         return ENG_OK;
-    return cu_check(cb, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, cb->stream),
-                    "upload") ? ENG_EBACKEND : ENG_OK;
+    return pin_upload(cb, dst, src, bytes, "upload") ? ENG_EBACKEND : ENG_OK;
 }
 
 static int cu_download(eng_backend *be, void *dst, const void *src, size_t bytes)
@@ -114,8 +184,7 @@ static int cu_download(eng_backend *be, void *dst, const void *src, size_t bytes
         return ENG_EBACKEND;
     if (!bytes)
         return ENG_OK;
-    return cu_check(cb, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, cb->stream),
-                    "download") ? ENG_EBACKEND : ENG_OK;
+    return pin_download(cb, dst, src, bytes, "download") ? ENG_EBACKEND : ENG_OK;
 }
 
 static int cu_synchronize(eng_backend *be)
@@ -123,7 +192,7 @@ static int cu_synchronize(eng_backend *be)
     cu_backend *cb = cu_of(be);
     if (!enter(cb))
         return ENG_EBACKEND;
-    return cu_check(cb, cudaStreamSynchronize(cb->stream), "synchronize") ? ENG_EBACKEND : ENG_OK;
+    return pin_drain(cb, "synchronize") ? ENG_EBACKEND : ENG_OK;
 }
 
 static void *cu_weights_upload(eng_backend *be, const void *host, size_t bytes)
@@ -159,9 +228,42 @@ static void cu_destroy(eng_backend *be)
         cudaStreamDestroy(cb->stream);
     if (cb->pinned)
         cudaFreeHost(cb->pinned);
+    free(cb->pend);
     if (cb->scratch)
         cudaFree(cb->scratch);
+    if (cb->scores)
+        cudaFree(cb->scores);
     free(cb);
+}
+
+/* Device scratch kept between calls: linear_forward's 16-bit activations and the
+ * attention scores (the pinned staging buffer is host memory, at most CU_PIN_MAX). */
+static size_t cu_scratch_bytes(eng_backend *be, size_t *peak)
+{
+    cu_backend *cb = cu_of(be);
+    if (peak)
+        *peak = cb->scratch_peak + cb->scores_peak;
+    return cb->scratch_cap + cb->scores_cap;
+}
+
+/* Between runs: frees the scores, then the 16-bit activations, until at most keep bytes
+ * are held (they grow back on demand). cudaFree waits for the device. */
+static void cu_scratch_trim(eng_backend *be, size_t keep)
+{
+    cu_backend *cb = cu_of(be);
+    if (cudaSetDevice(cb->base.device) == cudaSuccess) {
+        if (cb->scratch_cap + cb->scores_cap > keep && cb->scores) {
+            cudaFree(cb->scores);
+            cb->scores = nullptr;
+            cb->scores_cap = 0;
+        }
+        if (cb->scratch_cap > keep && cb->scratch) {
+            cudaFree(cb->scratch);
+            cb->scratch = nullptr;
+            cb->scratch_cap = 0;
+        }
+    }
+    cb->scratch_peak = cb->scores_peak = 0;
 }
 
 static const char *cu_health(const eng_backend *be)
@@ -208,6 +310,8 @@ static const eng_backend_ops *build_ops(void)
     ops.weights_upload = cu_weights_upload;
     ops.weights_free = cu_weights_free;
     ops.health = cu_health;
+    ops.scratch_bytes = cu_scratch_bytes;
+    ops.scratch_trim = cu_scratch_trim;
     ops.core = &core;
     ops.gen = &gen;
     ops.train = &train;

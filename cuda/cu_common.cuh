@@ -52,10 +52,20 @@ struct cu_backend {
     cublasHandle_t blas;
     int healthy;         /* 0 after any CUDA error: every later call fails */
     char why[160];       /* the first error */
-    int32_t *pinned;     /* host buffer for small index downloads */
-    size_t pinned_cap;
+    /* Pinned (page-locked) host staging for every upload and download: an upload is
+     * copied into it and sent with cudaMemcpyAsync on the stream; a download lands in it
+     * and reaches the caller's memory at the next synchronisation (pin_drain). Regions
+     * are handed out in order and reclaimed at each drain; the buffer grows (after a
+     * drain) up to CU_PIN_MAX, larger transfers go through it in pieces. */
+    char *pinned;
+    size_t pinned_cap, pinned_used;
+    struct cu_pending *pend; /* downloads waiting for the drain */
+    int npend, pend_cap;
     uint16_t *scratch;   /* device: 16-bit activations of linear_forward (linear.cu) */
     size_t scratch_cap;
+    float *scores;       /* device: attention scores of one sequence (attention.cu) */
+    size_t scores_cap;   /* bytes */
+    size_t scratch_peak, scores_peak; /* bytes calls asked for since the last trim */
 };
 
 static inline cu_backend *cu_of(eng_backend *be) { return (cu_backend *)be; }
@@ -63,6 +73,17 @@ static inline cu_backend *cu_of(eng_backend *be) { return (cu_backend *)be; }
 /* Records a CUDA error (marks the device unhealthy); returns 1 if rc is an error. */
 int cu_check(cu_backend *cb, cudaError_t rc, const char *what);
 int cu_check_blas(cu_backend *cb, cublasStatus_t rc, const char *what);
+
+struct cu_pending {
+    void *dst;     /* the caller's host memory */
+    size_t off;    /* in the pinned buffer */
+    size_t bytes;
+};
+
+enum : size_t {
+    CU_PIN_INITIAL = 64 * 1024,       /* bytes a backend starts with */
+    CU_PIN_MAX = 16 * 1024 * 1024,    /* largest the buffer grows to */
+};
 
 /* Copies n int32 from device memory to a host array (synchronous, on the stream);
  * 0, or -1 after an error. For the few launch shapes that depend on offsets. */

@@ -144,6 +144,8 @@ int cu_linear_forward(eng_backend *be, const void *hv, float *y, const float *x,
         return ENG_OK;
     }
     size_t need = sizeof(uint16_t) * (size_t)M * h->K;
+    if (need > cb->scratch_peak)
+        cb->scratch_peak = need;
     if (need > cb->scratch_cap) {
         if (cb->scratch)
             cudaFree(cb->scratch);

@@ -61,8 +61,16 @@ typedef struct worker {
     srv_scratch enc;          /* the batch's encodings, concatenated (const eng_encoding *) */
     srv_scratch scratch;      /* the type's output for the whole batch */
     srv_peaks ctx_peaks;      /* ctx's activation memory per recent batch (srv_ctx_trim) */
-    int faulted;              /* (under b->mu) ctx reported a device fault: fault says what */
+    int faulted;              /* (under b->mu) ctx reported a device fault: fault says what;
+                               * cleared once a recreated context runs a batch */
     char fault[200];
+    int attempts;             /* (under b->mu) context recreations since the fault */
+    int recovering;           /* (under b->mu) ctx is a recreated one, not yet proven */
+    int gave_up;              /* (under b->mu) recover_attempts used up */
+    char recover_err[200];    /* (under b->mu) why the last recreation failed, or "" */
+    int64_t next_try_ns;      /* (worker thread) no recreation before this */
+    const char *be_name;      /* the backend kind and device of the contexts */
+    int be_dev;
 } worker;
 
 struct srv_batcher {
@@ -116,6 +124,8 @@ void srv_batch_opts_default(srv_batch_opts *o)
     o->workers = 1;
     o->threads_per_worker = 0;
     o->backend = "cpu";
+    o->recover_attempts = 5;
+    o->recover_backoff_ms = 200;
 }
 
 /* ------------------------------------------------------------------ queue */
@@ -522,6 +532,101 @@ static int run_batch(srv_batcher *b, worker *w, srv_job **jobs, int n, eng_error
     return 0;
 }
 
+/* ------------------------------------------------------- device faults */
+
+/* Replaces w's faulted context (worker thread): the attempt is counted, the next one
+ * is not tried before the backoff has passed, and after recover_attempts the worker
+ * gives up. w->ctx is NULL when the attempt failed. */
+static void recreate_ctx(srv_batcher *b, worker *w)
+{
+    int max = b->o.recover_attempts;
+    pthread_mutex_lock(&b->mu);
+    if (w->gave_up || w->attempts >= max) {
+        w->gave_up = 1;
+        pthread_mutex_unlock(&b->mu);
+        eng_ctx_free(w->ctx);
+        w->ctx = NULL;
+        return;
+    }
+    int k = ++w->attempts;
+    w->recovering = 0;
+    pthread_mutex_unlock(&b->mu);
+
+    eng_ctx_free(w->ctx);
+    w->ctx = NULL;
+    eng_ctx_opts co = {.backend = b->o.backend, .threads = b->o.threads_per_worker};
+    eng_error e = {0};
+    int rc = eng_ctx_new(&co, &w->ctx, &e);
+    int64_t backoff = (int64_t)b->o.recover_backoff_ms * 1000000;
+    for (int i = 1; i < k && backoff < 30 * (int64_t)1000000000; i++)
+        backoff *= 2;
+    if (backoff > 30 * (int64_t)1000000000)
+        backoff = 30 * (int64_t)1000000000;
+    w->next_try_ns = srv_now_ns() + backoff;
+
+    pthread_mutex_lock(&b->mu);
+    if (rc) {
+        w->ctx = NULL;
+        snprintf(w->recover_err, sizeof w->recover_err, "%.199s",
+                 e.msg[0] ? e.msg : eng_strerror(rc));
+        w->gave_up = k >= max;
+    } else {
+        w->recover_err[0] = 0;
+        w->recovering = 1;
+    }
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* After a batch (worker thread): a new fault is recorded and the context replaced (at
+ * once the first time, later after the backoff); a recreated context that ran the batch
+ * with a result clears the fault. */
+static void check_fault(srv_batcher *b, worker *w, srv_job *const *jobs, int n)
+{
+    const char *why = w->ctx ? eng_ctx_fault(w->ctx) : NULL;
+    if (why) {
+        pthread_mutex_lock(&b->mu);
+        snprintf(w->fault, sizeof w->fault, "%s", why);
+        w->faulted = 1;
+        w->recovering = 0;
+        pthread_mutex_unlock(&b->mu);
+        if (srv_now_ns() >= w->next_try_ns) {
+            recreate_ctx(b, w);
+        } else { /* wait for the backoff: no context meanwhile */
+            eng_ctx_free(w->ctx);
+            w->ctx = NULL;
+        }
+        return;
+    }
+    int ok = 0;
+    for (int i = 0; i < n && !ok; i++)
+        ok = jobs[i]->status == SRV_JOB_OK;
+    pthread_mutex_lock(&b->mu);
+    if (w->recovering && ok) {
+        w->faulted = w->recovering = w->attempts = w->gave_up = 0;
+        w->fault[0] = w->recover_err[0] = 0;
+        w->next_try_ns = 0;
+    }
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* Fails a batch that has no context to run on (its device faulted; the context is
+ * being recreated, or every attempt failed). */
+static void fail_no_ctx(srv_batcher *b, worker *w, srv_job *const *jobs, int n)
+{
+    char msg[600];
+    pthread_mutex_lock(&b->mu);
+    snprintf(msg, sizeof msg, "backend %.31s:%d faulted (%.199s); %s%.199s", w->be_name, w->be_dev,
+             w->fault, w->gave_up ? "recreating its context failed, no attempt left: "
+                                  : "its context is being recreated",
+             w->gave_up ? w->recover_err : "");
+    pthread_mutex_unlock(&b->mu);
+    int64_t t = srv_now_ns();
+    for (int i = 0; i < n; i++) {
+        jobs[i]->started_ns = jobs[i]->finished_ns = t;
+        set_error(jobs[i], ENG_EBACKEND, msg);
+    }
+}
+
 /* Outside the lock: drop, compute and complete the batch in w->cands[0..nsel). */
 static void process(srv_batcher *b, worker *w, int nsel)
 {
@@ -551,25 +656,28 @@ static void process(srv_batcher *b, worker *w, int nsel)
     }
 
     eng_error err = {0};
-    if (run_batch(b, w, w->batch, n, &err)) {
-        for (int i = 0; i < n; i++)
-            run_batch(b, w, &w->batch[i], 1, &err);
-    }
-    /* A device fault (the context then fails every run): kept for /readyz. Read here, on
-     * the worker's thread, the only one that uses the context. */
-    const char *why = w->faulted ? NULL : eng_ctx_fault(w->ctx);
-    if (why) {
-        pthread_mutex_lock(&b->mu);
-        snprintf(w->fault, sizeof w->fault, "%s", why);
-        w->faulted = 1;
-        pthread_mutex_unlock(&b->mu);
+    /* A faulted context was dropped: a new one once the backoff has passed */
+    if (!w->ctx && srv_now_ns() >= w->next_try_ns)
+        recreate_ctx(b, w);
+    if (!w->ctx) {
+        fail_no_ctx(b, w, w->batch, n);
+    } else {
+        if (run_batch(b, w, w->batch, n, &err)) {
+            for (int i = 0; i < n; i++)
+                run_batch(b, w, &w->batch[i], 1, &err);
+        }
+        /* A device fault (the context then fails every run): kept for /readyz, and the
+         * context replaced. Read here, on the worker's thread, the only one that uses
+         * the context. */
+        check_fault(b, w, w->batch, n);
     }
     for (int i = 0; i < n; i++)
         w->batch[i]->complete(w->batch[i], w->batch[i]->arg);
     /* After an unusually large batch, give the memory back. */
     srv_scratch_trim(&w->scratch);
     srv_scratch_trim(&w->enc);
-    srv_ctx_trim(w->ctx, &w->ctx_peaks);
+    if (w->ctx) /* none while a faulted one waits to be recreated */
+        srv_ctx_trim(w->ctx, &w->ctx_peaks);
 }
 
 static void *worker_main(void *arg)
@@ -620,11 +728,31 @@ int srv_batcher_fault(srv_batcher *b, srv_batcher_fault_info *out)
     pthread_mutex_lock(&b->mu);
     for (int i = 0; i < b->nworkers && !found; i++)
         if (b->w[i].faulted) {
+            const worker *w = &b->w[i];
             found = 1;
             out->worker = i;
-            out->device = eng_ctx_device(b->w[i].ctx);
-            snprintf(out->backend, sizeof out->backend, "%s", eng_ctx_backend_name(b->w[i].ctx));
-            snprintf(out->error, sizeof out->error, "%s", b->w[i].fault);
+            out->device = w->be_dev;
+            snprintf(out->backend, sizeof out->backend, "%s", w->be_name);
+            snprintf(out->error, sizeof out->error, "%s", w->fault);
+            out->attempts = w->attempts;
+            out->max_attempts = b->o.recover_attempts;
+            out->recovering = w->recovering;
+            out->gave_up = w->gave_up;
+            if (w->gave_up)
+                snprintf(out->recovery, sizeof out->recovery, "gave up after %d context "
+                         "recreation%s%s%s; restart nlpd", w->attempts,
+                         w->attempts == 1 ? "" : "s", w->recover_err[0] ? ": " : "",
+                         w->recover_err);
+            else if (w->recovering)
+                snprintf(out->recovery, sizeof out->recovery, "context recreated (attempt %d "
+                         "of %d), ready again once it has run a batch", w->attempts,
+                         b->o.recover_attempts);
+            else if (w->attempts)
+                snprintf(out->recovery, sizeof out->recovery, "recreating the context: "
+                         "attempt %d of %d failed: %s", w->attempts, b->o.recover_attempts,
+                         w->recover_err);
+            else
+                snprintf(out->recovery, sizeof out->recovery, "the context will be recreated");
         }
     pthread_mutex_unlock(&b->mu);
     return found;
@@ -655,6 +783,10 @@ int srv_batcher_new(const srv_batch_opts *opts, srv_batcher **out, eng_error *er
         o.workers = d.workers;
     if (!o.backend)
         o.backend = d.backend;
+    if (o.recover_attempts < 0)
+        o.recover_attempts = 0;
+    if (o.recover_backoff_ms < 0)
+        o.recover_backoff_ms = 0;
     if (o.threads_per_worker <= 0) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         o.threads_per_worker = cores > o.workers ? (int)(cores / o.workers) : 1;
@@ -706,6 +838,8 @@ int srv_batcher_new(const srv_batch_opts *opts, srv_batcher **out, eng_error *er
         eng_ctx_opts co = {.backend = o.backend, .threads = o.threads_per_worker};
         if ((rc = eng_ctx_new(&co, &w->ctx, err)))
             goto fail_workers;
+        w->be_name = eng_ctx_backend_name(w->ctx); /* the ops table's: static */
+        w->be_dev = eng_ctx_device(w->ctx);
     }
     for (nw = 0; nw < o.workers; nw++) {
         if (pthread_create(&b->w[nw].thread, NULL, worker_main, &b->w[nw])) {

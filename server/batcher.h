@@ -157,6 +157,14 @@ typedef struct srv_batch_opts {
     int workers;            /* worker threads (default 1) */
     int threads_per_worker; /* CPU threads each worker's eng_ctx uses (default: cores / workers) */
     const char *backend;    /* "cpu" (default) */
+    /* After a device fault a worker recreates its engine context (a new stream, cuBLAS
+     * handle and arena; the model's weights stay on the device): at once, then, should
+     * recreating fail or the new context fault again, after recover_backoff_ms doubling
+     * each time (at most 30 s), at most recover_attempts times in all (defaults 5 and
+     * 200; 0 attempts: never). The worker counts as faulted until a recreated context has
+     * run a batch with a result; meanwhile, and after the last attempt, its batches fail. */
+    int recover_attempts;
+    int recover_backoff_ms;
     /* Optional: requests on their way to a submit (srv_server.arriving). When set, a free
      * worker waits for batch-mates only while it is > 0: a lone request runs at once. */
     atomic_int *arriving;
@@ -196,12 +204,18 @@ int srv_batcher_queued_sequences(srv_batcher *b);
 int srv_batcher_queued_jobs(srv_batcher *b);
 
 /* A worker whose engine context stopped on a device fault (a CUDA error: it then fails
- * every run): the first such worker, its backend kind and device, and the fault. */
+ * every run) and has not yet run a batch on a recreated context: the first such worker,
+ * its backend kind and device, the fault, and where its recovery stands. */
 typedef struct srv_batcher_fault_info {
     int worker;
     int device;
     char backend[32];
     char error[200];
+    int attempts;     /* context recreations tried since the fault */
+    int max_attempts; /* srv_batch_opts.recover_attempts */
+    int recovering;   /* a recreated context waits for its first batch */
+    int gave_up;      /* every attempt used: the worker fails its batches until restart */
+    char recovery[300]; /* the above in words */
 } srv_batcher_fault_info;
 
 /* 1 (and *out) when a worker has faulted, else 0. Any thread. */

@@ -34,8 +34,8 @@ void srv_handle_healthz(srv_req *r, const char *arg)
 int srv_readyz_render(srv_server *s, srv_buf *b, const char **code)
 {
     /* Ready: started, every model has a version (a repository may still be waiting for
-     * its first one), and no worker's device has faulted (a CUDA error: that worker's
-     * context fails every request until the server is restarted). */
+     * its first one), and no worker's device has faulted (a CUDA error: that worker
+     * recreates its context, and counts as faulted until the new one has run a batch). */
     int ready = atomic_load(&s->ready), draining = atomic_load(&s->draining), faults = 0;
     srv_batcher_fault_info fi[64];
     int fault_of[64];
@@ -54,10 +54,11 @@ int srv_readyz_render(srv_server *s, srv_buf *b, const char **code)
         srv_buf_puts(b, "\"error\":{\"code\":\"draining\",\"message\":\"the server is "
                         "shutting down\"},");
     } else if (faults) {
-        char msg[512];
+        char msg[1024];
         const srv_batcher_fault_info *f = &fi[0];
-        snprintf(msg, sizeof msg, "model %s: backend %s:%d (worker %d) failed: %s",
-                 s->models[fault_of[0]].conf->name, f->backend, f->device, f->worker, f->error);
+        snprintf(msg, sizeof msg, "model %.200s: backend %s:%d (worker %d) failed: %s (%s)",
+                 s->models[fault_of[0]].conf->name, f->backend, f->device, f->worker, f->error,
+                 f->recovery);
         srv_buf_puts(b, "\"error\":{\"code\":\"device_fault\",\"message\":");
         put_str(b, msg);
         srv_buf_puts(b, "},");
@@ -87,6 +88,10 @@ int srv_readyz_render(srv_server *s, srv_buf *b, const char **code)
             srv_buf_printf(b, ",\"device\":%d,\"worker\":%d,\"error\":", fi[k].device,
                            fi[k].worker);
             put_str(b, fi[k].error);
+            srv_buf_printf(b, ",\"attempts\":%d,\"max_attempts\":%d,\"recovering\":%s,"
+                           "\"gave_up\":%s,\"recovery\":", fi[k].attempts, fi[k].max_attempts,
+                           fi[k].recovering ? "true" : "false", fi[k].gave_up ? "true" : "false");
+            put_str(b, fi[k].recovery);
             srv_buf_puts(b, "}");
         }
         srv_buf_puts(b, "]");

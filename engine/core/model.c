@@ -29,6 +29,7 @@ typedef struct model_view {
     eng_bert bert;       /* BERT family: host struct with pointers into base */
     eng_marian *marian;  /* Marian: likewise */
     int own_packs;       /* bert's linear layers packed for this view (fp16/bf16 on CUDA) */
+    size_t dev_bytes;    /* backend memory the view holds (0: zero-copy) */
 } model_view;
 
 #define MAX_VIEWS 8
@@ -415,7 +416,11 @@ static int model_view_get(eng_model *m, eng_backend *be, const model_view **out,
         }
         host = rebuilt;
     }
-    v->base = be->ops->weights_upload(be, host, bytes);
+    /* fp16 / bf16 on a device backend: the linear layers' fp32 weights (the block's
+     * tail) are not uploaded; eng_bert_view_pack_host converts them from the host */
+    int head_only = !m->marian && m->dev_fmt != ENG_WFMT_F32 && !rebuilt;
+    size_t up = head_only ? m->bert.tail_off * sizeof(float) : bytes;
+    v->base = be->ops->weights_upload(be, host, up);
     int zero_copy = v->base == host;
     if (rebuilt && v->base == (void *)rebuilt) { /* a zero-copy backend of another kind */
         be->ops->weights_free(be->device, v->base);
@@ -431,7 +436,7 @@ static int model_view_get(eng_model *m, eng_backend *be, const model_view **out,
     }
     if (!v->base) {
         rc = eng_fail(err, ENG_EBACKEND, "%s backend (device %d): could not upload %zu MB of "
-                      "weights", be->ops->name, be->device, bytes >> 20);
+                      "weights", be->ops->name, be->device, up >> 20);
         goto done;
     }
     v->ops = be->ops;
@@ -447,7 +452,7 @@ static int model_view_get(eng_model *m, eng_backend *be, const model_view **out,
     }
     /* fp16 / bf16 on a device backend: the linear layers converted there, once */
     if (!m->marian && m->dev_fmt != ENG_WFMT_F32 && !zero_copy) {
-        if ((rc = eng_bert_view_pack(&v->bert, be, m->dev_fmt))) {
+        if ((rc = eng_bert_view_pack_host(&v->bert, be, m->dev_fmt, m->bert.block))) {
             const char *why = be->ops->health ? be->ops->health(be) : NULL;
             eng_bert_view_free(&v->bert);
             be->ops->weights_free(be->device, v->base);
@@ -459,6 +464,7 @@ static int model_view_get(eng_model *m, eng_backend *be, const model_view **out,
         }
         v->own_packs = 1;
     }
+    v->dev_bytes = zero_copy ? 0 : up + v->bert.packed_bytes;
     m->n_views++;
     *out = v;
 done:
@@ -467,6 +473,28 @@ done:
 }
 
 const eng_model_info *eng_model_get_info(const eng_model *m) { return &m->info; }
+
+size_t eng_model_device_bytes(eng_model *m)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&m->view_mu);
+    for (int i = 0; i < m->n_views; i++)
+        n += m->views[i].dev_bytes;
+    pthread_mutex_unlock(&m->view_mu);
+    return n;
+}
+
+const eng_bert *eng_model_bert(const eng_model *m) { return m->marian ? NULL : &m->bert; }
+
+const eng_bert *eng_model_bert_on(eng_model *m, eng_backend *be, eng_error *err)
+{
+    const model_view *v;
+    if (m->marian) {
+        eng_fail(err, ENG_EINVAL, "not a BERT-family model");
+        return NULL;
+    }
+    return model_view_get(m, be, &v, err) ? NULL : &v->bert;
+}
 eng_marian *eng_model_marian(const eng_model *m) { return m->marian; }
 
 const eng_marian *eng_model_marian_on(eng_model *m, eng_backend *be, eng_error *err)

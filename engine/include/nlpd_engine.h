@@ -148,8 +148,8 @@ int eng_model_load(const char *dir, eng_model **out, eng_error *err);
  *    layers' fp32 originals are released (one copy of the weights); other backends get
  *    them rebuilt from the packing.
  *  - on CUDA, "fp32" (cuBLAS fp32), "fp16" or "bf16": the linear layers' weights are
- *    converted on the device once per model version and device (the fp32 block stays
- *    there too, for the other weights) and run as cublasGemmEx with 16-bit inputs and
+ *    converted on the device once per model version and device (only the other weights
+ *    go up in fp32: embeddings, norms, biases, heads) and run as cublasGemmEx with 16-bit inputs and
  *    fp32 accumulation; activations are converted per call. BERT-family models only
  *    (translation models: fp32). No CPU packing is made (the host keeps the fp32 block).
  * int8 on CUDA and fp16 on the CPU are refused (ENG_EUNSUPPORTED, naming both). Layer
@@ -174,6 +174,12 @@ int eng_precision_check(const char *precision, const char *backend, eng_error *e
 eng_model *eng_model_ref(eng_model *m);   /* thread-safe */
 void eng_model_unref(eng_model *m);       /* frees on last reference */
 const eng_model_info *eng_model_get_info(const eng_model *m);
+/* Device memory the version's weights hold, in bytes, summed over the devices it has
+ * run on so far (a backend with its own memory: CUDA; the CPU shares the host block and
+ * counts 0). Weights go to a device on the first run there. fp32 on CUDA: the whole fp32
+ * block; fp16 / bf16: the block without the linear layers' fp32 weights (embeddings,
+ * norms, biases, classifier heads) plus their 16-bit copies. Thread-safe. */
+size_t eng_model_device_bytes(eng_model *m);
 const eng_tokenizer *eng_model_tokenizer(const eng_model *m);
 
 /* ---------------------------------------------------------------- contexts */

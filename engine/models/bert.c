@@ -400,6 +400,52 @@ int eng_bert_view_pack(eng_bert *v, eng_backend *be, int fmt)
 
 void eng_bert_view_unpack(eng_bert *v) { unpack(v); }
 
+int eng_bert_view_pack_host(eng_bert *v, eng_backend *be, int fmt, const float *host_block)
+{
+    if (!be || v->pack_ops || !v->layers || !host_block)
+        return ENG_EINVAL;
+    eng_linear **ls = malloc((size_t)MAX_LIN(v) * sizeof *ls);
+    if (!ls)
+        return ENG_ENOMEM;
+    int n = eng_bert_linears(v, ls, MAX_LIN(v)), rc = ENG_OK;
+    size_t bytes = 0, most = 0;
+    for (int i = 0; i < n; i++) {
+        size_t b = sizeof(float) * (size_t)ls[i]->out * ls[i]->in;
+        most = b > most ? b : most;
+    }
+    /* one staging buffer for the largest layer: each layer's fp32 weights go up, are
+     * converted (linear_pack, which waits for its conversion), and the buffer is reused */
+    float *stage = n ? be->ops->alloc(be, most) : NULL;
+    if (n && !stage) {
+        free(ls);
+        return ENG_ENOMEM;
+    }
+    v->pack_ops = be->ops;
+    for (int i = 0; i < n && rc == ENG_OK; i++) {
+        eng_linear *l = ls[i];
+        size_t b = sizeof(float) * (size_t)l->out * l->in;
+        if (be->ops->upload(be, stage, host_block + l->off, b)) {
+            rc = ENG_EBACKEND;
+            break;
+        }
+        l->w = stage;
+        rc = eng_nn_linear_pack(l, be, fmt, &bytes);
+        l->w = NULL; /* the packing is the layer's only device copy */
+    }
+    if (be->ops->synchronize(be) && rc == ENG_OK)
+        rc = ENG_EBACKEND;
+    be->ops->free(be, stage);
+    free(ls);
+    if (rc) {
+        unpack(v);
+        return rc;
+    }
+    v->fmt = fmt;
+    v->packed_bytes = bytes;
+    v->dropped = 1; /* the view holds the block up to tail_off only */
+    return ENG_OK;
+}
+
 float *eng_bert_unpacked_block(const eng_bert *b)
 {
     float *h = malloc(b->block_floats * sizeof(float));

@@ -66,6 +66,18 @@ int eng_bert_pack(eng_bert *b, eng_backend *be, int fmt, int drop);
 int eng_bert_view_pack(eng_bert *v, eng_backend *be, int fmt);
 void eng_bert_view_unpack(eng_bert *v);
 
+/* The same for a view whose backend copy holds only the block's first tail_off floats
+ * (everything but the packable linear weights): each layer's fp32 weights are uploaded
+ * from host_block (the model's complete host block) into one staging buffer, packed
+ * from there, and not kept (w = NULL; the view's dropped = 1). Device memory then holds
+ * the head of the block and the packings, not the fp32 linear weights. */
+int eng_bert_view_pack_host(eng_bert *v, eng_backend *be, int fmt, const float *host_block);
+
+/* model.c's accessors (internal; tests): the host model, and its view on be's kind and
+ * device (uploaded on first use), NULL unless a BERT-family model / with err set. */
+const eng_bert *eng_model_bert(const eng_model *m);
+const eng_bert *eng_model_bert_on(eng_model *m, eng_backend *be, eng_error *err);
+
 /* The layers a pack covers (n of them) into out[max]. */
 int eng_bert_linears(eng_bert *b, eng_linear **out, int max);
 

@@ -312,13 +312,41 @@ long long blas_calls(void) { return n_blas; }
 
 static std::mutex mem_mu;
 static std::map<uintptr_t, size_t> allocs; /* device allocations: base -> bytes */
+static std::map<uintptr_t, size_t> pinned; /* cudaMallocHost: base -> bytes */
+static long long n_pageable;
 static int fail_countdown;
 
 void fail_after(int n) { fail_countdown = n; }
 
+size_t pinned_bytes(void)
+{
+    std::lock_guard<std::mutex> lock(mem_mu);
+    size_t n = 0;
+    for (const auto &a : pinned)
+        n += a.second;
+    return n;
+}
+
+long long pageable_async_copies(void)
+{
+    std::lock_guard<std::mutex> lock(mem_mu);
+    return n_pageable;
+}
+
+size_t device_bytes(void)
+{
+    std::lock_guard<std::mutex> lock(mem_mu);
+    size_t n = 0;
+    for (const auto &a : allocs)
+        n += a.second;
+    return n;
+}
+
 /* 1 if the runtime call should fail (fault injection). */
 static int injected(void)
 {
+    if (fail_countdown < 0) /* a device that stays broken: every call fails */
+        return 1;
     if (fail_countdown > 0 && --fail_countdown == 0)
         return 1;
     return 0;
@@ -338,10 +366,28 @@ static int in_device(const void *p, size_t bytes)
 
 static int is_device(const void *p) { return in_device(p, 1); }
 
+/* 1 if [p, p + bytes) lies inside one pinned host allocation. */
+static int in_pinned(const void *p, size_t bytes)
+{
+    std::lock_guard<std::mutex> lock(mem_mu);
+    uintptr_t a = (uintptr_t)p;
+    auto it = pinned.upper_bound(a);
+    if (it == pinned.begin())
+        return 0;
+    --it;
+    return a >= it->first && a + bytes <= it->first + it->second;
+}
+
 } // namespace cuemu
 
+/* A download into pinned memory waiting for the stream's synchronisation. */
+struct emu_pending {
+    void *dst;
+    std::vector<char> bytes;
+};
+
 struct cuemu::stream_s {
-    int dummy;
+    std::vector<emu_pending> pending;
 };
 
 namespace cuemu {
@@ -390,20 +436,33 @@ cudaError_t cudaFree(void *p)
 
 cudaError_t cudaMallocHost(void **p, size_t bytes)
 {
-    *p = malloc(bytes ? bytes : 1);
-    return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+    size_t n = bytes ? bytes : 1;
+    *p = malloc(n);
+    if (!*p)
+        return cudaErrorMemoryAllocation;
+    std::lock_guard<std::mutex> lock(mem_mu);
+    pinned[(uintptr_t)*p] = n;
+    return cudaSuccess;
 }
 
 cudaError_t cudaFreeHost(void *p)
 {
+    if (!p)
+        return cudaSuccess;
+    std::lock_guard<std::mutex> lock(mem_mu);
+    auto it = pinned.find((uintptr_t)p);
+    if (it == pinned.end()) {
+        fprintf(stderr, "cuda_emu: cudaFreeHost of %p, not a cudaMallocHost allocation\n", p);
+        return cudaErrorInvalidValue;
+    }
+    pinned.erase(it);
     free(p);
     return cudaSuccess;
 }
 
-cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
-                            cudaStream_t s)
+static cudaError_t memcpy_any(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
+                              cudaStream_t s, int async)
 {
-    (void)s;
     if (injected())
         return cudaErrorLaunchFailure;
     if (!bytes)
@@ -418,13 +477,31 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpy
                 (int)kind, bytes, src, dst);
         return cudaErrorInvalidValue;
     }
+    const void *host = kind == cudaMemcpyHostToDevice ? src
+                       : kind == cudaMemcpyDeviceToHost ? (const void *)dst : nullptr;
+    int pin = host && in_pinned(host, bytes);
+    if (async && host && !pin) {
+        std::lock_guard<std::mutex> lock(mem_mu);
+        n_pageable++;
+    }
+    if (async && s && pin && kind == cudaMemcpyDeviceToHost) {
+        /* read now, delivered at the stream's synchronisation */
+        s->pending.push_back({dst, std::vector<char>((const char *)src, (const char *)src + bytes)});
+        return cudaSuccess;
+    }
     memmove(dst, src, bytes);
     return cudaSuccess;
 }
 
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t s)
+{
+    return memcpy_any(dst, src, bytes, kind, s, 1);
+}
+
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
 {
-    return cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
+    return memcpy_any(dst, src, bytes, kind, nullptr, 0);
 }
 
 cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s)
@@ -457,8 +534,17 @@ cudaError_t cudaStreamDestroy(cudaStream_t s)
 
 cudaError_t cudaStreamSynchronize(cudaStream_t s)
 {
-    (void)s;
-    return injected() ? cudaErrorLaunchFailure : cudaSuccess;
+    if (injected()) {
+        if (s)
+            s->pending.clear(); /* a faulted stream delivers nothing */
+        return cudaErrorLaunchFailure;
+    }
+    if (s) {
+        for (auto &p : s->pending)
+            memcpy(p.dst, p.bytes.data(), p.bytes.size());
+        s->pending.clear();
+    }
+    return cudaSuccess;
 }
 
 cudaError_t cudaGetLastError(void)

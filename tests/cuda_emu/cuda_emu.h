@@ -13,6 +13,12 @@
  * writes (threads never run at once). Flat launches (CU_LAUNCH_FLAT) run the threads
  * as a loop and fail a kernel that reaches a barrier or shuffle.
  *
+ * Asynchronous copies: a cudaMemcpyAsync from device memory into pinned host memory
+ * (cudaMallocHost) reads the device side at once (in stream order, as kernels run at
+ * once) but writes the host side only when the stream is synchronised, so that code
+ * reading a download before cudaStreamSynchronize sees stale bytes, as it could on a
+ * GPU. Into pageable memory it is synchronous (as CUDA does it), and counted.
+ *
  * Memory: cudaMalloc'd memory is host memory, but every allocation is recorded:
  * copies and cuBLAS calls check that the device side of each access lies inside one
  * allocation (and that a host side does not), so a host pointer passed as device
@@ -61,11 +67,19 @@ float shfl_down(float v, int delta);
 int shfl_xor_i(int v, int lane_mask);
 [[noreturn]] void fatal(const char *fmt, ...);
 
-/* Fault injection for tests: the n-th CUDA runtime call from now fails (0: off). */
+/* Fault injection for tests: the n-th CUDA runtime call from now fails (0: off; -1:
+ * every call fails until fail_after(0), a device that stays broken). */
 void fail_after(int n);
 /* Kernel launches and cuBLAS calls so far (for tests that check work went through). */
 long long launches(void);
 long long blas_calls(void);
+/* Bytes of device memory allocated now (cudaMalloc'd, not yet freed). */
+size_t device_bytes(void);
+/* Bytes of pinned host memory allocated now (cudaMallocHost). */
+size_t pinned_bytes(void);
+/* cudaMemcpyAsync calls whose host side was pageable memory (not cudaMallocHost'd):
+ * real CUDA runs those synchronously, so the backend stages through pinned memory. */
+long long pageable_async_copies(void);
 
 namespace api {
 

@@ -13,8 +13,32 @@ extern "C" void tu_register_backends(void)
 
 #include "cuda_emu.h"
 
-/* Fault injection for tests: the n-th emulated CUDA call from now fails (0: off). */
+/* Fault injection for tests: the n-th emulated CUDA call from now fails (0: off; -1:
+ * every call until reset). */
 extern "C" void tu_cuda_emu_fail_after(int n)
 {
     cuemu::fail_after(n);
+}
+
+/* Device memory allocated now (bytes). */
+extern "C" size_t tu_cuda_emu_device_bytes(void)
+{
+    return cuemu::device_bytes();
+}
+
+/* cuBLAS calls so far (a strided-batched call counts once). */
+extern "C" long long tu_cuda_emu_blas_calls(void)
+{
+    return cuemu::blas_calls();
+}
+
+/* Pinned host memory allocated now (bytes), and async copies from/to pageable memory. */
+extern "C" size_t tu_cuda_emu_pinned_bytes(void)
+{
+    return cuemu::pinned_bytes();
+}
+
+extern "C" long long tu_cuda_emu_pageable_copies(void)
+{
+    return cuemu::pageable_async_copies();
 }

@@ -19,7 +19,10 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#include "core/arena.h"
 #include "cpu/cpu_kernels.h"
+#include "models/bert.h"
+#include "models/marian.h" /* eng_ctx_backend */
 #include "nlpd_engine.h"
 
 /* ------------------------------------------------------------- backends */
@@ -252,6 +255,64 @@ static void test_memory(void **state)
         assert_memory_equal(host, back, sizeof host);
         be->ops->weights_free(be->device, w);
     }
+    set_close(&s);
+}
+
+size_t tu_cuda_emu_pinned_bytes(void) __attribute__((weak));      /* tests/cuda_emu/ */
+long long tu_cuda_emu_pageable_copies(void) __attribute__((weak)); /* tests/cuda_emu/ */
+
+static int is_emu(const tbe *t) { return !strncmp(t->label, "cuda-emu", 8); }
+
+/* Uploads and downloads queued without a synchronisation between them, one larger than
+ * a backend's first staging buffer and one larger than its largest (CUDA: 64 KiB and
+ * 16 MiB of pinned memory), a download queued before an upload to the same memory:
+ * after synchronize every result is right. On the emulated CUDA backend no copy touches
+ * pageable memory asynchronously, the pinned buffer grew but stays bounded, and a
+ * download is not in the caller's memory before synchronize (as on a GPU). */
+static void test_transfers(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    size_t na = 1000, nb = 300 * 1024 / 4, nc = 17u * 1024 * 1024 / 4 + 3;
+    float *a = randv(na, 1), *a2 = randv(na, 1), *b = randv(nb, 1), *c = randv(nc, 1);
+    float *ha = malloc(na * 4), *ha2 = malloc(na * 4), *hb = malloc(nb * 4), *hc = malloc(nc * 4);
+    FOR_EACH_BE(s, t)
+    {
+        eng_backend *be = t->be;
+        int emu = is_emu(t) && tu_cuda_emu_pageable_copies && tu_cuda_emu_pinned_bytes;
+        long long pg0 = emu ? tu_cuda_emu_pageable_copies() : 0;
+        float *da = be->ops->alloc(be, na * 4), *db = be->ops->alloc(be, nb * 4),
+              *dc = be->ops->alloc(be, nc * 4);
+        assert_true(da && db && dc);
+        memset(ha, 0, na * 4), memset(ha2, 0, na * 4), memset(hb, 0, nb * 4);
+        memset(hc, 0, nc * 4);
+        assert_int_equal(be->ops->upload(be, da, a, na * 4), 0);
+        assert_int_equal(be->ops->upload(be, db, b, nb * 4), 0);
+        assert_int_equal(be->ops->download(be, ha, da, na * 4), 0);
+        assert_int_equal(be->ops->upload(be, da, a2, na * 4), 0); /* after the download */
+        assert_int_equal(be->ops->download(be, hb, db, nb * 4), 0);
+        assert_int_equal(be->ops->download(be, ha2, da, na * 4), 0);
+        if (emu) /* not delivered before synchronize */
+            assert_true(hb[0] == 0.0f && ha2[0] == 0.0f);
+        assert_int_equal(be->ops->synchronize(be), 0);
+        assert_memory_equal(ha, a, na * 4);
+        assert_memory_equal(ha2, a2, na * 4);
+        assert_memory_equal(hb, b, nb * 4);
+        assert_int_equal(be->ops->upload(be, dc, c, nc * 4), 0);
+        assert_int_equal(be->ops->download(be, hc, dc, nc * 4), 0);
+        assert_int_equal(be->ops->synchronize(be), 0);
+        assert_memory_equal(hc, c, nc * 4);
+        if (emu) {
+            size_t pin = tu_cuda_emu_pinned_bytes();
+            assert_int_equal(tu_cuda_emu_pageable_copies() - pg0, 0);
+            assert_true(pin >= nb * 4 && pin <= 16u * 1024 * 1024);
+            print_message("  [%s] staged through %zu bytes of pinned memory, no pageable "
+                          "async copy\n", t->label, pin);
+        }
+        be->ops->free(be, da), be->ops->free(be, db), be->ops->free(be, dc);
+    }
+    free(a), free(a2), free(b), free(c), free(ha), free(ha2), free(hb), free(hc);
     set_close(&s);
 }
 
@@ -787,6 +848,9 @@ static void attn_ref_row(const float *q, const float *k, int k_ld, const float *
     free(sc);
 }
 
+long long tu_cuda_emu_blas_calls(void) __attribute__((weak)); /* tests/cuda_emu/ */
+static long long attn_emu_blas = -1; /* cuBLAS calls of attn_run's last cuda-emu run */
+
 static void attn_run(tset *s, const attn_case *ac)
 {
     int H = ac->heads, hd = ac->hd, w = H * hd;
@@ -830,8 +894,12 @@ static void attn_run(tset *s, const attn_case *ac)
         float *dout = dput(be, out0, on * sizeof(float));
         int32_t *dqo = dput(be, qo, (size_t)(ac->nseq + 1) * sizeof(int32_t));
         int32_t *dko = dput(be, ko, (size_t)(ac->nseq + 1) * sizeof(int32_t));
+        int emu = !strncmp(t->label, "cuda-emu", 8) && tu_cuda_emu_blas_calls;
+        long long b0 = emu ? tu_cuda_emu_blas_calls() : 0;
         be->ops->core->attention(be, dout, o_ld, dq, q_ld, dkv, kv_ld, dkv + w, kv_ld, dqo, dko,
                                  ac->nseq, H, hd, (float)scale, ac->causal);
+        if (emu)
+            attn_emu_blas = tu_cuda_emu_blas_calls() - b0;
         dget(be, out, dout, on * sizeof(float));
         for (int i = 0; i < nq; i++)
             for (int e = 0; e < o_ld; e++) {
@@ -878,6 +946,45 @@ static void test_attention(void **state)
     attn_run(&s, &empty);
     attn_case nokeys = {1, kv17, zero, 2, 8, 0}; /* no keys: zeros */
     attn_run(&s, &nokeys);
+    set_close(&s);
+}
+
+/* Self-attention of several heads over sequences of different lengths (an empty one
+ * among them), causal or not, against the double reference on every backend; on the
+ * emulated CUDA backend it runs as two cublasGemmStridedBatchedEx per sequence that has
+ * queries (the heads batched), and a sequence with queries but no keys falls back to
+ * the warp kernel (zeros). */
+static void test_attention_batched(void **state)
+{
+    (void)state;
+    tset s;
+    set_open(&s);
+    rng_seed(11);
+    int have_emu = 0;
+    FOR_EACH_BE(s, t)
+    have_emu |= !strncmp(t->label, "cuda-emu", 8);
+    static const int lens[] = {5, 1, 0, 40, 23, 64};
+    static const int qs[] = {5, 1, 0, 12, 23, 70};
+    for (int causal = 0; causal <= 1; causal++) {
+        attn_case self = {6, lens, lens, 6, 16, causal};
+        attn_emu_blas = -1;
+        attn_run(&s, &self);
+        if (have_emu)
+            assert_int_equal(attn_emu_blas, 2 * 5); /* 5 sequences with queries */
+        attn_case cross = {6, qs, lens, 3, 24, causal}; /* nq != nk */
+        attn_emu_blas = -1;
+        attn_run(&s, &cross);
+        if (have_emu)
+            assert_int_equal(attn_emu_blas, 2 * 5);
+    }
+    static const int q2[] = {3, 4}, k2[] = {7, 0};
+    attn_case keyless = {2, q2, k2, 4, 8, 0};
+    attn_emu_blas = -1;
+    attn_run(&s, &keyless);
+    if (have_emu)
+        assert_int_equal(attn_emu_blas, 0);
+    else
+        print_message("  no cuda-emu backend: the strided-batched path not checked\n");
     set_close(&s);
 }
 
@@ -1988,6 +2095,227 @@ static void test_model_16bit(void **state)
     assert_int_equal(eng_backend_check(NULL, &err), ENG_OK);
 }
 
+size_t tu_cuda_emu_device_bytes(void) __attribute__((weak)); /* tests/cuda_emu/ */
+
+/* Device memory of a model in fp32 and fp16 on the emulated CUDA backend: fp16 uploads
+ * the block without the linear layers' fp32 weights plus their 16-bit copies (exact
+ * figures from the layout), the emulation's allocations agree, and the outputs are
+ * bitwise those of the previous path (the whole fp32 block uploaded, the layers packed
+ * from it on the device). Returns the fp32 / fp16 device bytes in d[2]. */
+static void device_memory_case(const char *dir, size_t d[2])
+{
+    eng_error err = {0};
+    eng_model *m32, *m16;
+    eng_ctx *gpu;
+    if (eng_model_load_opts(dir, &(eng_model_opts){.precision = "fp32", .backend = "cuda-emu"},
+                            &m32, &err) ||
+        eng_model_load_opts(dir, &(eng_model_opts){.precision = "fp16", .backend = "cuda-emu"},
+                            &m16, &err))
+        fail_msg("load %s: %s", dir, err.msg);
+    assert_int_equal(eng_ctx_new(&(eng_ctx_opts){.backend = "cuda-emu"}, &gpu, &err), 0);
+    eng_backend *be = eng_ctx_backend(gpu);
+    assert_true(eng_model_device_bytes(m32) == 0); /* nothing on a device before a run */
+    eng_encoding enc[2];
+    const eng_encoding *ep[2] = {&enc[0], &enc[1]};
+    int ntok = 0;
+    for (int i = 0; i < 2; i++) {
+        eng_encoding_init(&enc[i]);
+        assert_int_equal(eng_tokenizer_encode(eng_model_tokenizer(m16), sents16[i],
+                                              strlen(sents16[i]), NULL, 0, 32, &enc[i], &err), 0);
+        ntok += enc[i].n;
+    }
+    size_t H = (size_t)eng_model_get_info(m16)->hidden, nout = (size_t)ntok * H;
+    float *o32 = malloc(sizeof(float) * nout), *o16 = malloc(sizeof(float) * nout),
+          *old = malloc(sizeof(float) * nout);
+    size_t e0 = tu_cuda_emu_device_bytes();
+    if (eng_run_hidden(gpu, m32, ep, 2, o32, &err) || eng_run_hidden(gpu, m16, ep, 2, o16, &err))
+        fail_msg("run on cuda-emu: %s", err.msg);
+    d[0] = eng_model_device_bytes(m32);
+    d[1] = eng_model_device_bytes(m16);
+
+    /* the figures the layout gives */
+    const eng_bert *hb = eng_model_bert(m16);
+    assert_non_null(hb);
+    assert_false(hb->dropped); /* the host keeps the whole fp32 block */
+    eng_linear *ls[256];
+    int n = eng_bert_linears((eng_bert *)hb, ls, 256);
+    assert_true(n > 0 && n < 256);
+    size_t lin = 0;
+    for (int i = 0; i < n; i++)
+        lin += (size_t)ls[i]->out * ls[i]->in;
+    assert_true(d[0] == hb->block_floats * sizeof(float));
+    assert_true(d[1] == hb->tail_off * sizeof(float) + lin * 2);
+    assert_true(d[1] < d[0]);
+    /* the arena may have grown during the runs; the views are what the models hold */
+    assert_true(tu_cuda_emu_device_bytes() - e0 >= d[0] + d[1]);
+
+    /* the previous fp16 path: the whole block up, the layers packed from it */
+    void *base = be->ops->weights_upload(be, hb->block, hb->block_floats * sizeof(float));
+    assert_non_null(base);
+    eng_bert ov;
+    assert_int_equal(eng_bert_view(hb, base, &ov), ENG_OK);
+    assert_int_equal(eng_bert_view_pack(&ov, be, ENG_WFMT_F16), ENG_OK);
+    eng_arena ar;
+    eng_arena_init(&ar, be);
+    eng_bert_batch bt;
+    if (eng_bert_prepare(&ov, be, &ar, ep, 2, 0, &bt, &err))
+        fail_msg("prepare: %s", err.msg);
+    float *hid = eng_bert_encode(&ov, be, &ar, &bt);
+    assert_int_equal(be->ops->download(be, old, hid, sizeof(float) * nout), 0);
+    assert_int_equal(be->ops->synchronize(be), 0);
+    eng_bert_batch_close(&bt);
+    eng_arena_close(&ar);
+    assert_true(tu_max_abs_diff(o16, old, nout) == 0.0f);
+    assert_true(tu_max_abs_diff(o16, o32, nout) > 0.0f); /* 16-bit weights were used */
+    /* and the same 16-bit weights, held without an fp32 copy */
+    const eng_bert *nv = eng_model_bert_on(m16, be, &err);
+    assert_non_null(nv);
+    eng_linear *nls[256], *ols[256];
+    assert_int_equal(eng_bert_linears((eng_bert *)nv, nls, 256), n);
+    assert_int_equal(eng_bert_linears(&ov, ols, 256), n);
+    for (int i = 0; i < n; i++) {
+        assert_null(nls[i]->w);
+        assert_non_null(nls[i]->packed);
+        size_t k = (size_t)nls[i]->out * nls[i]->in;
+        float *a = malloc(sizeof(float) * k), *b = malloc(sizeof(float) * k);
+        eng_nn_linear_unpack(nls[i], a);
+        eng_nn_linear_unpack(ols[i], b);
+        assert_memory_equal(a, b, sizeof(float) * k);
+        free(a), free(b);
+    }
+    eng_bert_view_unpack(&ov);
+    eng_bert_view_free(&ov);
+    be->ops->weights_free(be->device, base);
+
+    /* freeing a version gives back exactly what it reported */
+    size_t e1 = tu_cuda_emu_device_bytes();
+    eng_model_unref(m16);
+    assert_true(e1 - tu_cuda_emu_device_bytes() == d[1]);
+    e1 = tu_cuda_emu_device_bytes();
+    eng_model_unref(m32);
+    assert_true(e1 - tu_cuda_emu_device_bytes() == d[0]);
+    print_message("  %s: device memory fp32 %zu bytes, fp16 %zu (%.1f%%; linear weights %zu "
+                  "-> %zu)\n", strrchr(dir, '/') + 1, d[0], d[1], 100.0 * d[1] / d[0],
+                  lin * 4, lin * 2);
+    for (int i = 0; i < 2; i++)
+        eng_encoding_free(&enc[i]);
+    free(o32), free(o16), free(old);
+    eng_ctx_free(gpu);
+}
+
+static void test_model_device_memory(void **state)
+{
+    (void)state;
+    assert_non_null(tu_cuda_emu_device_bytes);
+    size_t d[2];
+    device_memory_case(tu_path("%s/tests/fixtures/models/bert_st", tu_root()), d);
+    device_memory_case(tu_path("%s/tests/fixtures/models/bert_cls", tu_root()), d);
+    const char *mini = tu_path("%s/models/all-MiniLM-L6-v2", tu_root());
+    if (access(tu_path("%s/model.safetensors", mini), R_OK) == 0) {
+        device_memory_case(mini, d);
+        /* MiniLM: the linear weights are ~47% of it (the word embeddings most of the rest) */
+        assert_true(d[1] < d[0] * 8 / 10);
+    } else {
+        print_message("  models/all-MiniLM-L6-v2 absent: not measured\n");
+    }
+}
+
+/* A batch whose inputs and results are larger than the CUDA backend's first pinned
+ * staging buffer (64 KiB): the results equal the CPU's within float tolerance and a
+ * second run's bitwise, and no copy went through pageable memory asynchronously. */
+static void test_model_pinned(void **state)
+{
+    (void)state;
+    assert_non_null(tu_cuda_emu_pinned_bytes);
+    eng_error err = {0};
+    eng_model *m;
+    eng_ctx *cpu, *gpu;
+    if (eng_model_load(tu_path("%s/tests/fixtures/models/bert_st", tu_root()), &m, &err))
+        fail_msg("load: %s", err.msg);
+    assert_int_equal(eng_ctx_new(&(eng_ctx_opts){.backend = "cpu", .threads = 1}, &cpu, &err), 0);
+    assert_int_equal(eng_ctx_new(&(eng_ctx_opts){.backend = "cuda-emu"}, &gpu, &err), 0);
+    enum { N = 14 };
+    eng_encoding enc[N];
+    const eng_encoding *ep[N];
+    char text[2048];
+    int ntok = 0;
+    for (int i = 0; i < N; i++) {
+        size_t w = 0;
+        for (int r = 0; r <= 6 + i % 3; r++)
+            w += (size_t)snprintf(text + w, sizeof text - w, "%s ", sents16[(i + r) % NSENT16]);
+        eng_encoding_init(&enc[i]);
+        ep[i] = &enc[i];
+        assert_int_equal(eng_tokenizer_encode(eng_model_tokenizer(m), text, w, NULL, 0, 0,
+                                              &enc[i], &err), 0);
+        ntok += enc[i].n;
+    }
+    size_t H = (size_t)eng_model_get_info(m)->hidden, n = (size_t)ntok * H;
+    assert_true(n * sizeof(float) > 64 * 1024);
+    float *ref = malloc(n * 4), *o1 = malloc(n * 4), *o2 = malloc(n * 4);
+    assert_int_equal(eng_run_hidden(cpu, m, ep, N, ref, &err), 0);
+    long long pg0 = tu_cuda_emu_pageable_copies();
+    if (eng_run_hidden(gpu, m, ep, N, o1, &err) || eng_run_hidden(gpu, m, ep, N, o2, &err))
+        fail_msg("cuda-emu: %s", err.msg);
+    assert_int_equal(tu_cuda_emu_pageable_copies() - pg0, 0);
+    assert_true(tu_cuda_emu_pinned_bytes() >= n * 4);
+    assert_memory_equal(o1, o2, n * 4);
+    float d = tu_max_abs_diff(o1, ref, n);
+    assert_true(d < 1e-4f);
+    print_message("  %d tokens, %zu bytes of results through pinned memory (%zu held): max "
+                  "|diff| vs cpu %.3g\n", ntok, n * 4, tu_cuda_emu_pinned_bytes(), d);
+    for (int i = 0; i < N; i++)
+        eng_encoding_free(&enc[i]);
+    free(ref), free(o1), free(o2);
+    eng_ctx_free(cpu), eng_ctx_free(gpu);
+    eng_model_unref(m);
+}
+
+/* The CUDA backend's device scratch (16-bit activations, attention scores) counts in the
+ * context's stats and is given back by eng_ctx_trim; the next run is unchanged. */
+static void test_cuda_scratch_trim(void **state)
+{
+    (void)state;
+    eng_error err = {0};
+    eng_model *m;
+    eng_ctx *gpu;
+    if (eng_model_load_opts(tu_path("%s/tests/fixtures/models/bert_st", tu_root()),
+                            &(eng_model_opts){.precision = "fp16", .backend = "cuda-emu"}, &m,
+                            &err))
+        fail_msg("load: %s", err.msg);
+    assert_int_equal(eng_ctx_new(&(eng_ctx_opts){.backend = "cuda-emu"}, &gpu, &err), 0);
+    eng_encoding enc[3];
+    const eng_encoding *ep[3];
+    for (int i = 0; i < 3; i++) {
+        eng_encoding_init(&enc[i]);
+        ep[i] = &enc[i];
+        assert_int_equal(eng_tokenizer_encode(eng_model_tokenizer(m), sents16[i],
+                                              strlen(sents16[i]), NULL, 0, 0, &enc[i], &err), 0);
+    }
+    size_t H = (size_t)eng_model_get_info(m)->hidden;
+    float a[3 * 64], b[3 * 64];
+    assert_true(H <= 64);
+    assert_int_equal(eng_run_embed(gpu, m, ep, 3, a, &err), 0);
+    eng_backend *be = eng_ctx_backend(gpu);
+    size_t peak = 0, held = be->ops->scratch_bytes(be, &peak);
+    assert_true(held > 0 && peak > 0 && peak <= held);
+    eng_ctx_stats st;
+    eng_ctx_get_stats(gpu, &st);
+    assert_true(st.reserved_bytes >= held);
+    size_t d0 = tu_cuda_emu_device_bytes();
+    eng_ctx_trim(gpu, 0);
+    assert_int_equal(be->ops->scratch_bytes(be, &peak), 0);
+    assert_int_equal(peak, 0);
+    assert_true(d0 - tu_cuda_emu_device_bytes() >= held);
+    print_message("  cuda-emu scratch %zu bytes given back (context held %zu)\n", held,
+                  st.reserved_bytes);
+    assert_int_equal(eng_run_embed(gpu, m, ep, 3, b, &err), 0);
+    assert_memory_equal(a, b, sizeof(float) * 3 * H);
+    for (int i = 0; i < 3; i++)
+        eng_encoding_free(&enc[i]);
+    eng_ctx_free(gpu);
+    eng_model_unref(m);
+}
+
 /* Every op of the interface, by part, for the summary. */
 #define OPS_CORE(X) X(gemm) X(bias_act) X(add_layernorm) X(embed) X(attention) X(mean_pool) \
     X(gather_rows)
@@ -2047,12 +2375,14 @@ TEST_GROUP(backend_ops)
 {
     static const struct CMUnitTest t[] = {
         cmocka_unit_test(test_memory),
+        cmocka_unit_test(test_transfers),
         /* core */
         cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_bias_act),
         cmocka_unit_test(test_add_layernorm),
         cmocka_unit_test(test_embed),
         cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_attention_batched),
         cmocka_unit_test(test_mean_pool),
         cmocka_unit_test(test_gather_scatter_rows),
         cmocka_unit_test(test_linear16),
@@ -2075,6 +2405,9 @@ TEST_GROUP(backend_ops)
         cmocka_unit_test(test_adamw),
         cmocka_unit_test(test_device_fault),
         cmocka_unit_test(test_model_16bit),
+        cmocka_unit_test(test_model_device_memory),
+        cmocka_unit_test(test_model_pinned),
+        cmocka_unit_test(test_cuda_scratch_trim),
         cmocka_unit_test(test_summary),
     };
     TEST_GROUP_RETURN(t);

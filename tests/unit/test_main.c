@@ -238,6 +238,10 @@ int main(void)
     if (tu_register_backends)
         tu_register_backends();
     const char *only = getenv("NLPD_TEST_GROUP");
+    /* NLPD_TEST_FILTER: only the tests whose names match (cmocka's pattern: * and ?) */
+    const char *filter = getenv("NLPD_TEST_FILTER");
+    if (filter && *filter)
+        cmocka_set_test_filter(filter);
     size_t passed = 0, failed = 0, skipped = 0, ran = 0;
     for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) {
         if (only && *only && strcmp(only, groups[i].name) != 0)

@@ -1665,12 +1665,98 @@ static void test_device_fault_readyz(void **state)
     assert_string_equal(cJSON_GetObjectItem(f0, "model")->valuestring, "sentiment");
     assert_string_equal(cJSON_GetObjectItem(f0, "backend")->valuestring, "cuda-emu");
     assert_int_equal(cJSON_GetObjectItem(f0, "device")->valueint, 0);
+    /* the worker recreated its context at once; not ready until it has run a batch */
+    assert_int_equal(fi.attempts, 1);
+    assert_int_equal(fi.max_attempts, 5);
+    assert_true(fi.recovering && !fi.gave_up);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(f0, "recovering")));
+    assert_int_equal(cJSON_GetObjectItem(f0, "attempts")->valueint, 1);
+    assert_non_null(strstr(msg, "context recreated (attempt 1 of 5)"));
     cJSON_Delete(js);
     free(body);
+
+    /* the recreated context runs the next batch: ready again, the same result */
+    tjob *k = job1(&f.t, &srv_job_classify, 6, 1);
+    submit_ok(&f, k);
+    assert_true(wait_for(&f.t, &f.t.done, 3));
+    assert_int_equal(k->job.status, SRV_JOB_OK);
+    assert_memory_equal(k->job.out, a->job.out, k->job.out_len * sizeof(float));
+    assert_int_equal(srv_batcher_fault(f.b, &fi), 0);
+    srv_buf_init(&b);
+    assert_int_equal(srv_readyz_render(srv, &b, &code), 200);
+    free(srv_buf_take(&b, NULL));
     free(srv);
     job_free(a);
     job_free(j);
+    job_free(k);
     fx_close(&f);
+}
+
+/* A device that stays broken: recreating the context fails; the next attempt waits for
+ * the backoff (meanwhile batches fail at once, naming the fault), and after
+ * recover_attempts the worker gives up (/readyz says so) even once the device works.
+ * With attempts left, a device that works again is used again once the backoff passed. */
+static void test_device_fault_recovery(void **state)
+{
+    (void)state;
+    assert_non_null(tu_cuda_emu_fail_after);
+    for (int give_up = 1; give_up >= 0; give_up--) {
+        srv_batch_opts o;
+        srv_batch_opts_default(&o);
+        o.backend = "cuda-emu";
+        o.max_delay_us = 0;
+        o.recover_attempts = give_up ? 2 : 3;
+        o.recover_backoff_ms = give_up ? 1000 : 100;
+        fixture f;
+        fx_open(&f, "bert_cls", &o);
+        srv_batcher_fault_info fi;
+        tjob *jobs[5] = {0};
+        int done = 0;
+#define RUN_JOB(i, want)                                                                \
+    do {                                                                                \
+        jobs[i] = job1(&f.t, &srv_job_classify, 6, 1);                                  \
+        submit_ok(&f, jobs[i]);                                                         \
+        assert_true(wait_for(&f.t, &f.t.done, ++done));                                 \
+        assert_int_equal(jobs[i]->job.status, want);                                    \
+    } while (0)
+        RUN_JOB(0, SRV_JOB_OK);
+        tu_cuda_emu_fail_after(-1);
+        RUN_JOB(1, SRV_JOB_FAILED); /* the fault; recreating at once fails too */
+        assert_int_equal(srv_batcher_fault(f.b, &fi), 1);
+        assert_int_equal(fi.attempts, 1);
+        assert_true(!fi.recovering && !fi.gave_up);
+        assert_non_null(strstr(fi.recovery, "attempt 1 of"));
+        print_message("  after the fault: %s (%s)\n", fi.error, fi.recovery);
+        if (give_up) {
+            RUN_JOB(2, SRV_JOB_FAILED); /* within the backoff: no attempt */
+            assert_non_null(strstr(jobs[2]->job.error, "being recreated"));
+            assert_int_equal(srv_batcher_fault(f.b, &fi), 1);
+            assert_int_equal(fi.attempts, 1);
+            usleep(1100 * 1000);
+            RUN_JOB(3, SRV_JOB_FAILED); /* attempt 2 of 2 fails: given up */
+            assert_int_equal(srv_batcher_fault(f.b, &fi), 1);
+            assert_true(fi.gave_up && fi.attempts == 2);
+            assert_non_null(strstr(fi.recovery, "gave up after 2 context recreations"));
+            print_message("  %s\n", fi.recovery);
+            tu_cuda_emu_fail_after(0);
+            usleep(150 * 1000);
+            RUN_JOB(4, SRV_JOB_FAILED); /* no attempt left, though the device works */
+            assert_non_null(strstr(jobs[4]->job.error, "no attempt left"));
+            assert_int_equal(srv_batcher_fault(f.b, &fi), 1);
+        } else {
+            tu_cuda_emu_fail_after(0);
+            usleep(150 * 1000);
+            RUN_JOB(2, SRV_JOB_OK); /* attempt 2 works and runs the batch */
+            assert_memory_equal(jobs[2]->job.out, jobs[0]->job.out,
+                                jobs[0]->job.out_len * sizeof(float));
+            assert_int_equal(srv_batcher_fault(f.b, &fi), 0);
+        }
+#undef RUN_JOB
+        for (int i = 0; i < 5; i++)
+            if (jobs[i])
+                job_free(jobs[i]);
+        fx_close(&f);
+    }
 }
 
 TEST_GROUP(server_batcher)
@@ -1678,6 +1764,7 @@ TEST_GROUP(server_batcher)
     static const struct CMUnitTest t[] = {
         cmocka_unit_test(test_model_slot),
         cmocka_unit_test(test_device_fault_readyz),
+        cmocka_unit_test(test_device_fault_recovery),
         cmocka_unit_test(test_single_job_matches_direct),
         cmocka_unit_test(test_concurrent_invariance),
         cmocka_unit_test(test_budget_padding_and_order),
