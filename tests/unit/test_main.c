@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fnmatch.h>
 #include <dirent.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -264,6 +265,12 @@ int main(void)
         printf("group %s: %.1f s\n", groups[i].name,
                (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
         size_t s = (size_t)(tu_skipped - s0);
+        if (filter && *filter) { /* count only the tests the filter ran */
+            size_t m = 0;
+            for (size_t k = 0; k < n; k++)
+                m += fnmatch(filter, t[k].name, 0) == 0;
+            n = m;
+        }
         failed += (size_t)f;
         skipped += s;
         passed += n - (size_t)f - s;
