@@ -108,7 +108,7 @@ def emitted_errors():
                 continue  # forwards a status and code decided elsewhere
             if len(statuses) == 1:
                 statuses *= len(codes)
-            for st, code in zip(statuses, codes):
+            for st, code in zip(statuses, codes, strict=True):
                 out[(int(st), code)] = f.name
     return out
 
