@@ -4,112 +4,38 @@
 #include "models/bert.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
 #include "core/util.h"
+#include "core/weight_block.h"
 #include "nn/linear.h"
 
 /* ---------------------------------------------------------------- loading */
 
-/* One tensor to copy into the block. `fused` entries follow the previous one
- * without alignment padding, so query|key|value form one [3H, H] matrix. */
-typedef struct plan_entry {
-    char name[160];
-    const char *alt_suffix; /* old checkpoints: LayerNorm.gamma/.beta */
-    int64_t rows, cols;     /* cols 0: a vector of `rows` */
-    size_t off;
-    const float **dst;
-    int fused, tail; /* tail: a packable linear weight, laid out after everything else */
-    eng_linear *lin; /* tail: the layer whose weight this is (off, shape recorded) */
-} plan_entry;
-
-typedef struct plan {
-    plan_entry *e;
-    int n, cap;
-    size_t floats, tail_off;
-    int fail, tail; /* tail: the next plan_add is a packable linear weight */
-    eng_linear *lin;
-} plan;
-
-static void plan_add(plan *p, const float **dst, int fused, int64_t rows, int64_t cols,
-                     const char *fmt, ...) __attribute__((format(printf, 6, 7)));
-
-static void plan_add(plan *p, const float **dst, int fused, int64_t rows, int64_t cols,
-                     const char *fmt, ...)
-{
-    if (p->n == p->cap) {
-        int cap = p->cap ? p->cap * 2 : 64;
-        plan_entry *e = realloc(p->e, (size_t)cap * sizeof *e);
-        if (!e) {
-            p->fail = 1;
-            return;
-        }
-        p->e = e;
-        p->cap = cap;
-    }
-    plan_entry *e = &p->e[p->n++];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->name, sizeof e->name, fmt, ap);
-    va_end(ap);
-    e->alt_suffix = NULL;
-    e->rows = rows;
-    e->cols = cols;
-    e->dst = dst;
-    e->fused = fused;
-    e->tail = fused && p->n > 1 ? p->e[p->n - 2].tail : p->tail;
-    e->lin = fused ? NULL : p->lin;
-    p->tail = 0;
-    p->lin = NULL;
-}
-
-/* Offsets: everything else first, then (from a page boundary, so that the packed
- * layers' originals can be released) the packable linear weights. */
-static void plan_layout(plan *p)
-{
-    p->floats = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        if (pass == 1) {
-            p->floats = (p->floats + 1023) / 1024 * 1024; /* 4 KB */
-            p->tail_off = p->floats;
-        }
-        for (int i = 0; i < p->n; i++) {
-            plan_entry *e = &p->e[i];
-            if (e->tail != pass)
-                continue;
-            if (!e->fused)
-                p->floats = (p->floats + 15) / 16 * 16;
-            e->off = p->floats;
-            p->floats += (size_t)(e->rows * (e->cols ? e->cols : 1));
-        }
-    }
-}
-
 /* Layer norm weights: "X.weight"/"X.bias", or "X.gamma"/"X.beta" in old files. */
-static void plan_ln(plan *p, const float **g, const float **b, int64_t h, const char *base)
+static void plan_ln(eng_wplan *p, const float **g, const float **b, int64_t h, const char *base)
 {
-    plan_add(p, g, 0, h, 0, "%s.weight", base);
+    eng_wplan_add(p, g, 0, 0, h, 0, "%s.weight", base);
     if (p->n)
         p->e[p->n - 1].alt_suffix = "gamma";
-    plan_add(p, b, 0, h, 0, "%s.bias", base);
+    eng_wplan_add(p, b, 0, 0, h, 0, "%s.bias", base);
     if (p->n)
         p->e[p->n - 1].alt_suffix = "beta";
 }
 
 /* A linear layer; packable ones go to the tail of the block. */
-static void plan_linear(plan *p, eng_linear *l, int packable, int64_t out, int64_t in,
+static void plan_linear(eng_wplan *p, eng_linear *l, int packable, int64_t out, int64_t in,
                         const char *base)
 {
     l->out = (int)out;
     l->in = (int)in;
     p->tail = packable;
     p->lin = l;
-    plan_add(p, &l->w, 0, out, in, "%s.weight", base);
-    plan_add(p, &l->b, 0, out, 0, "%s.bias", base);
+    eng_wplan_add(p, &l->w, 0, 0, out, in, "%s.weight", base);
+    eng_wplan_add(p, &l->b, 0, 0, out, 0, "%s.bias", base);
 }
 
 /* Tensor names of one family, relative to the model prefix ("bert." ...). */
@@ -130,16 +56,17 @@ static const family_names distilbert_names = {
     "attention.out_lin", "sa_layer_norm", "ffn.lin1", "ffn.lin2", "output_layer_norm",
 };
 
-static void plan_encoder(plan *p, eng_bert *b, const eng_model_config *c, const char *pre,
+static void plan_encoder(eng_wplan *p, eng_bert *b, const eng_model_config *c, const char *pre,
                          const family_names *fn)
 {
     int64_t H = c->hidden, I = c->intermediate;
     char base[128], lp[96];
-    plan_add(p, &b->word, 0, c->vocab, H, "%sembeddings.word_embeddings.weight", pre);
-    plan_add(p, &b->pos, 0, c->max_positions, H, "%sembeddings.position_embeddings.weight", pre);
+    eng_wplan_add(p, &b->word, 0, 0, c->vocab, H, "%sembeddings.word_embeddings.weight", pre);
+    eng_wplan_add(p, &b->pos, 0, 0, c->max_positions, H,
+                  "%sembeddings.position_embeddings.weight", pre);
     if (c->type_vocab)
-        plan_add(p, &b->type, 0, c->type_vocab, H, "%sembeddings.token_type_embeddings.weight",
-                 pre);
+        eng_wplan_add(p, &b->type, 0, 0, c->type_vocab, H,
+                      "%sembeddings.token_type_embeddings.weight", pre);
     snprintf(base, sizeof base, "%sembeddings.LayerNorm", pre);
     plan_ln(p, &b->emb_ln_g, &b->emb_ln_b, H, base);
     for (int l = 0; l < c->layers; l++) {
@@ -151,12 +78,12 @@ static void plan_encoder(plan *p, eng_bert *b, const eng_model_config *c, const 
         L->qkv.in = (int)H;
         p->tail = 1;
         p->lin = &L->qkv;
-        plan_add(p, &L->qkv.w, 0, H, H, "%s.%s.weight", lp, fn->query);
-        plan_add(p, NULL, 1, H, H, "%s.%s.weight", lp, fn->key);
-        plan_add(p, NULL, 1, H, H, "%s.%s.weight", lp, fn->value);
-        plan_add(p, &L->qkv.b, 0, H, 0, "%s.%s.bias", lp, fn->query);
-        plan_add(p, NULL, 1, H, 0, "%s.%s.bias", lp, fn->key);
-        plan_add(p, NULL, 1, H, 0, "%s.%s.bias", lp, fn->value);
+        eng_wplan_add(p, &L->qkv.w, 0, 0, H, H, "%s.%s.weight", lp, fn->query);
+        eng_wplan_add(p, NULL, 1, 0, H, H, "%s.%s.weight", lp, fn->key);
+        eng_wplan_add(p, NULL, 1, 0, H, H, "%s.%s.weight", lp, fn->value);
+        eng_wplan_add(p, &L->qkv.b, 0, 0, H, 0, "%s.%s.bias", lp, fn->query);
+        eng_wplan_add(p, NULL, 1, 0, H, 0, "%s.%s.bias", lp, fn->key);
+        eng_wplan_add(p, NULL, 1, 0, H, 0, "%s.%s.bias", lp, fn->value);
         snprintf(base, sizeof base, "%s.%s", lp, fn->attn_out);
         plan_linear(p, &L->ao, 1, H, H, base);
         snprintf(base, sizeof base, "%s.%s", lp, fn->ln1);
@@ -170,7 +97,7 @@ static void plan_encoder(plan *p, eng_bert *b, const eng_model_config *c, const 
     }
 }
 
-static const eng_st_tensor *find_tensor(const eng_safetensors *st, const plan_entry *e)
+static const eng_st_tensor *find_tensor(const eng_safetensors *st, const eng_wplan_entry *e)
 {
     const eng_st_tensor *t = eng_st_find(st, e->name);
     if (t || !e->alt_suffix)
@@ -191,7 +118,7 @@ static void shape_str(char *buf, size_t cap, const int64_t *shape, int ndim)
 }
 
 /* The tensor of entry e, present with the planned shape; else ENG_EFORMAT. */
-static int check_entry(const eng_safetensors *st, const plan_entry *e,
+static int check_entry(const eng_safetensors *st, const eng_wplan_entry *e,
                        const eng_st_tensor **out, eng_error *err)
 {
     int64_t want[2] = {e->rows, e->cols};
@@ -211,7 +138,7 @@ static int check_entry(const eng_safetensors *st, const plan_entry *e,
     return ENG_OK;
 }
 
-static int load_entry(eng_bert *b, const eng_safetensors *st, const plan_entry *e,
+static int load_entry(eng_bert *b, const eng_safetensors *st, const eng_wplan_entry *e,
                       eng_error *err)
 {
     const eng_st_tensor *t;
@@ -236,7 +163,7 @@ int eng_bert_load(eng_bert *b, const eng_model_config *c, const eng_safetensors 
                   eng_error *err)
 {
     int rc = ENG_OK;
-    plan p = {0};
+    eng_wplan p = {0};
     memset(b, 0, sizeof *b);
     b->cfg = c;
     b->layers = calloc((size_t)c->layers, sizeof *b->layers);
@@ -267,18 +194,9 @@ int eng_bert_load(eng_bert *b, const eng_model_config *c, const eng_safetensors 
         if ((rc = check_entry(st, &p.e[i], &t, err)))
             goto fail;
     }
-    plan_layout(&p);
-    b->block_floats = p.floats;
-    b->tail_off = p.tail_off;
-    b->block_mapped = (p.floats * sizeof(float) + 4095) / 4096 * 4096;
-    b->block = mmap(NULL, b->block_mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                    -1, 0);
-    if (b->block == MAP_FAILED) {
-        b->block = NULL;
-        rc = eng_fail(err, ENG_ENOMEM, "out of memory for %zu MB of weights",
-                      p.floats * sizeof(float) >> 20);
+    if ((rc = eng_weight_block_map(&p, &b->block, &b->block_floats, &b->tail_off,
+                                   &b->block_mapped, err)))
         goto fail;
-    }
     for (int i = 0; i < p.n; i++) {
         if ((rc = load_entry(b, st, &p.e[i], err)))
             goto fail;
@@ -347,10 +265,9 @@ int eng_bert_pack(eng_bert *b, eng_backend *be, int fmt, int drop)
         rc = eng_nn_linear_pack(ls[i], be, fmt, &bytes);
         /* the layers lie in the tail in this order: release each original as soon as it
          * is packed, so that the peak holds one layer twice, not the model */
-        size_t end = (ls[i]->off + (size_t)ls[i]->out * ls[i]->in) * sizeof(float) / 4096 * 4096;
-        if (rc == ENG_OK && drop && end > released &&
-            munmap((char *)b->block + released, end - released) == 0)
-            released = end;
+        if (rc == ENG_OK && drop)
+            eng_weight_block_release(b->block, &released,
+                                     ls[i]->off + (size_t)ls[i]->out * ls[i]->in);
     }
     if (drop && released > b->tail_off * sizeof(float)) {
         b->dropped = 1; /* from here on the originals are (partly) gone */
@@ -364,10 +281,8 @@ int eng_bert_pack(eng_bert *b, eng_backend *be, int fmt, int drop)
     b->fmt = fmt;
     b->packed_bytes = bytes;
     if (drop) {
-        size_t keep = b->tail_off * sizeof(float); /* page-aligned (plan_layout) */
-        if (released < b->block_mapped)
-            munmap((char *)b->block + released, b->block_mapped - released);
-        b->block_mapped = keep;
+        eng_weight_block_release(b->block, &released, b->block_mapped / sizeof(float));
+        b->block_mapped = b->tail_off * sizeof(float); /* page-aligned (the layout) */
         b->dropped = 1;
         for (int i = 0; i < n; i++)
             ls[i]->w = NULL;

@@ -5,7 +5,6 @@
 #include <cjson/cJSON.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +14,7 @@
 #include <sys/mman.h>
 
 #include "core/util.h"
+#include "core/weight_block.h"
 #include "nn/linear.h"
 
 enum { ACT_RELU, ACT_GELU, ACT_GELU_TANH, ACT_SILU };
@@ -241,91 +241,24 @@ static int parse_generation(eng_marian *m, const cJSON *g, const char *file, eng
 
 /* ------------------------------------------------------------- weights */
 
-typedef struct mm_entry {
-    char name[168];
-    int64_t rows, cols; /* cols 0: vector */
-    size_t off;
-    const float **dst;
-    int optional;       /* absent: zeros (final_logits_bias) or computed (positions) */
-    const eng_st_tensor *t; /* resolved and checked before anything is allocated */
-    int fused, tail;    /* tail: a projection weight, laid out last */
-    eng_linear *lin;
-} mm_entry;
-
-typedef struct mm_plan {
-    mm_entry *e;
-    int n, cap, fail, tail;
-    size_t floats, tail_off;
-    eng_linear *lin;
-} mm_plan;
-
-static void plan_add(mm_plan *p, const float **dst, int fused, int optional, int64_t rows,
-                     int64_t cols, const char *fmt, ...) __attribute__((format(printf, 7, 8)));
-
-static void plan_add(mm_plan *p, const float **dst, int fused, int optional, int64_t rows,
-                     int64_t cols, const char *fmt, ...)
-{
-    if (p->n == p->cap) {
-        int cap = p->cap ? 2 * p->cap : 128;
-        mm_entry *e = realloc(p->e, sizeof *e * (size_t)cap);
-        if (!e) {
-            p->fail = 1;
-            return;
-        }
-        p->e = e, p->cap = cap;
-    }
-    mm_entry *e = &p->e[p->n++];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->name, sizeof e->name, fmt, ap);
-    va_end(ap);
-    e->rows = rows, e->cols = cols, e->dst = dst, e->optional = optional;
-    e->fused = fused;
-    e->tail = fused && p->n > 1 ? p->e[p->n - 2].tail : p->tail;
-    e->lin = fused ? NULL : p->lin;
-    p->tail = 0;
-    p->lin = NULL;
-}
-
-/* Offsets: everything else first, then from a page boundary the projection weights. */
-static void plan_layout(mm_plan *p)
-{
-    p->floats = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        if (pass == 1) {
-            p->floats = (p->floats + 1023) / 1024 * 1024;
-            p->tail_off = p->floats;
-        }
-        for (int i = 0; i < p->n; i++) {
-            mm_entry *e = &p->e[i];
-            if (e->tail != pass)
-                continue;
-            if (!e->fused)
-                p->floats = (p->floats + 15) / 16 * 16;
-            e->off = p->floats;
-            p->floats += (size_t)(e->rows * (e->cols ? e->cols : 1));
-        }
-    }
-}
-
-static void plan_linear(mm_plan *p, eng_linear *l, int64_t out, int64_t in, const char *base)
+static void plan_linear(eng_wplan *p, eng_linear *l, int64_t out, int64_t in, const char *base)
 {
     l->out = (int)out;
     l->in = (int)in;
     p->tail = 1;
     p->lin = l;
-    plan_add(p, &l->w, 0, 0, out, in, "%s.weight", base);
-    plan_add(p, &l->b, 0, 0, out, 0, "%s.bias", base);
+    eng_wplan_add(p, &l->w, 0, 0, out, in, "%s.weight", base);
+    eng_wplan_add(p, &l->b, 0, 0, out, 0, "%s.bias", base);
 }
 
-static void plan_ln(mm_plan *p, const float **g, const float **b, int64_t d, const char *base)
+static void plan_ln(eng_wplan *p, const float **g, const float **b, int64_t d, const char *base)
 {
-    plan_add(p, g, 0, 0, d, 0, "%s.weight", base);
-    plan_add(p, b, 0, 0, d, 0, "%s.bias", base);
+    eng_wplan_add(p, g, 0, 0, d, 0, "%s.weight", base);
+    eng_wplan_add(p, b, 0, 0, d, 0, "%s.bias", base);
 }
 
 /* q|k|v (or k|v) projections fused into one matrix and one bias. */
-static void plan_fused(mm_plan *p, eng_linear *l, const char *base, const char *const *parts,
+static void plan_fused(eng_wplan *p, eng_linear *l, const char *base, const char *const *parts,
                        int n, int64_t d)
 {
     l->out = (int)(n * d);
@@ -333,12 +266,12 @@ static void plan_fused(mm_plan *p, eng_linear *l, const char *base, const char *
     p->tail = 1;
     p->lin = l;
     for (int i = 0; i < n; i++)
-        plan_add(p, i ? NULL : &l->w, i > 0, 0, d, d, "%s.%s.weight", base, parts[i]);
+        eng_wplan_add(p, i ? NULL : &l->w, i > 0, 0, d, d, "%s.%s.weight", base, parts[i]);
     for (int i = 0; i < n; i++)
-        plan_add(p, i ? NULL : &l->b, i > 0, 0, d, 0, "%s.%s.bias", base, parts[i]);
+        eng_wplan_add(p, i ? NULL : &l->b, i > 0, 0, d, 0, "%s.%s.bias", base, parts[i]);
 }
 
-static void plan_layer(mm_plan *p, mm_layer *L, const char *pre, int l, int dec, int64_t D,
+static void plan_layer(eng_wplan *p, mm_layer *L, const char *pre, int l, int dec, int64_t D,
                        int64_t F)
 {
     static const char *const qkv[] = {"q_proj", "k_proj", "v_proj"};
@@ -397,7 +330,7 @@ static void sinusoid(float *out, int n_pos, int dim)
 
 static int load_weights(eng_marian *m, const eng_safetensors *st, eng_error *err)
 {
-    mm_plan p = {0};
+    eng_wplan p = {0};
     int64_t D = m->d;
     int rc = ENG_OK;
     m->enc = calloc((size_t)m->enc_layers, sizeof *m->enc);
@@ -411,18 +344,18 @@ static int load_weights(eng_marian *m, const eng_safetensors *st, eng_error *err
     snprintf(dec_pre, sizeof dec_pre, "%sdecoder", pre);
     /* embeddings: slots 0..5 filled by hand below */
     const int n_special = 6;
-    plan_add(&p, &m->enc_emb, 0, 0, m->vocab, D, "encoder embeddings");
+    eng_wplan_add(&p, &m->enc_emb, 0, 0, m->vocab, D, "encoder embeddings");
     if (!m->share)
-        plan_add(&p, &m->dec_emb, 0, 0, m->dec_vocab, D, "decoder embeddings");
+        eng_wplan_add(&p, &m->dec_emb, 0, 0, m->dec_vocab, D, "decoder embeddings");
     else
-        plan_add(&p, NULL, 0, 1, 0, 0, "(shared)");
+        eng_wplan_add(&p, NULL, 0, 1, 0, 0, "(shared)");
     if (!m->tie)
-        plan_add(&p, &m->lm, 0, 0, m->dec_vocab, D, "lm_head.weight");
+        eng_wplan_add(&p, &m->lm, 0, 0, m->dec_vocab, D, "lm_head.weight");
     else
-        plan_add(&p, NULL, 0, 1, 0, 0, "(tied)");
-    plan_add(&p, &m->final_bias, 0, 1, m->dec_vocab, 0, "final_logits_bias");
-    plan_add(&p, &m->enc_pos, 0, 1, m->max_pos, D, "%s.embed_positions.weight", enc_pre);
-    plan_add(&p, &m->dec_pos, 0, 1, m->max_pos, D, "%s.embed_positions.weight", dec_pre);
+        eng_wplan_add(&p, NULL, 0, 1, 0, 0, "(tied)");
+    eng_wplan_add(&p, &m->final_bias, 0, 1, m->dec_vocab, 0, "final_logits_bias");
+    eng_wplan_add(&p, &m->enc_pos, 0, 1, m->max_pos, D, "%s.embed_positions.weight", enc_pre);
+    eng_wplan_add(&p, &m->dec_pos, 0, 1, m->max_pos, D, "%s.embed_positions.weight", dec_pre);
     for (int l = 0; l < m->enc_layers; l++)
         plan_layer(&p, &m->enc[l], enc_pre, l, 0, D, m->enc_ffn);
     for (int l = 0; l < m->dec_layers; l++)
@@ -436,7 +369,7 @@ static int load_weights(eng_marian *m, const eng_safetensors *st, eng_error *err
      * cannot make us allocate or compute more than the file itself holds. */
     size_t file_floats = 0, derived_floats = 0;
     for (int i = 0; i < p.n; i++) {
-        mm_entry *e = &p.e[i];
+        eng_wplan_entry *e = &p.e[i];
         const eng_st_tensor *t = NULL;
         e->t = NULL;
         if (i == 0) { /* encoder (or shared) embeddings */
@@ -496,21 +429,12 @@ static int load_weights(eng_marian *m, const eng_safetensors *st, eng_error *err
                       "checkpoint itself", st->path, m->max_pos, m->d, derived_floats, file_floats);
         goto done;
     }
-    plan_layout(&p);
-    m->block_floats = p.floats;
-    m->tail_off = p.tail_off;
-    m->block_mapped = (p.floats * sizeof(float) + 4095) / 4096 * 4096;
-    m->block = mmap(NULL, m->block_mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                    -1, 0);
-    if (m->block == MAP_FAILED) {
-        m->block = NULL;
-        rc = eng_fail(err, ENG_ENOMEM, "out of memory for %zu MB of weights",
-                      p.floats * sizeof(float) >> 20);
+    if ((rc = eng_weight_block_map(&p, &m->block, &m->block_floats, &m->tail_off,
+                                   &m->block_mapped, err)))
         goto done;
-    }
     /* Pass 2: convert and compute. */
     for (int i = 0; i < p.n; i++) {
-        mm_entry *e = &p.e[i];
+        eng_wplan_entry *e = &p.e[i];
         if (i < n_special && e->rows == 0)
             continue;
         if (!e->t) { /* optional and absent */
@@ -655,10 +579,9 @@ int eng_marian_pack(eng_marian *m, eng_backend *be, int fmt, int drop)
         rc = eng_nn_linear_pack(ls[i], be, fmt, &bytes);
         if (ls[i] == &m->lmh)
             continue;
-        size_t end = (ls[i]->off + (size_t)ls[i]->out * ls[i]->in) * sizeof(float) / 4096 * 4096;
-        if (rc == ENG_OK && drop && end > released &&
-            munmap((char *)m->block + released, end - released) == 0)
-            released = end;
+        if (rc == ENG_OK && drop)
+            eng_weight_block_release(m->block, &released,
+                                     ls[i]->off + (size_t)ls[i]->out * ls[i]->in);
     }
     if (drop && released > m->tail_off * sizeof(float)) {
         m->dropped = 1;
@@ -673,8 +596,7 @@ int eng_marian_pack(eng_marian *m, eng_backend *be, int fmt, int drop)
     m->fmt = fmt;
     m->packed_bytes = bytes;
     if (drop) {
-        if (released < m->block_mapped)
-            munmap((char *)m->block + released, m->block_mapped - released);
+        eng_weight_block_release(m->block, &released, m->block_mapped / sizeof(float));
         m->block_mapped = m->tail_off * sizeof(float);
         m->dropped = 1;
         for (int i = 0; i < n; i++)
