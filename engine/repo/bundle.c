@@ -26,6 +26,31 @@ static const char *str_get(const cJSON *o, const char *key)
     return cJSON_IsString(v) && v->valuestring ? v->valuestring : NULL;
 }
 
+/* Whether o[key] is the string want. */
+static int str_is(const cJSON *o, const char *key, const char *want)
+{
+    const char *v = str_get(o, key);
+    return v && strcmp(v, want) == 0;
+}
+
+typedef enum { J_OBJECT, J_LIST, J_STRING } j_kind;
+
+/* o[key] into *out when it is of the kind (or, optional, absent: NULL); else ENG_EFORMAT
+ * "<path> missing or not <kind>" ("<path> is not <kind>" when optional). */
+static int field(const cJSON *o, const char *key, j_kind kind, int optional, const char *path,
+                 const cJSON **out, eng_error *err)
+{
+    static const char *const what[] = {"an object", "a list", "a string"};
+    const cJSON *v = obj_get(o, key);
+    int ok = kind == J_OBJECT ? cJSON_IsObject(v) : kind == J_LIST ? cJSON_IsArray(v)
+                                                                   : cJSON_IsString(v);
+    *out = v;
+    if (ok || (optional && !v))
+        return ENG_OK;
+    return optional ? BAD("%s is not %s", path, what[kind])
+                    : BAD("%s missing or not %s", path, what[kind]);
+}
+
 void repo_bundle_free(repo_bundle *b)
 {
     free(b->payload);
@@ -67,22 +92,15 @@ int repo_bundle_parse(const char *json, size_t len, repo_bundle *b, eng_error *e
         rc = BAD("mediaType '%.80s' is not a Sigstore bundle v0.3", media);
         goto fail_root;
     }
-    const cJSON *vm = obj_get(root, "verificationMaterial");
-    if (!cJSON_IsObject(vm)) {
-        rc = BAD("verificationMaterial missing or not an object");
+    const cJSON *vm, *pk, *hint, *tlog, *env, *sigs;
+    if ((rc = field(root, "verificationMaterial", J_OBJECT, 0, "verificationMaterial", &vm,
+                    err)) ||
+        (rc = field(vm, "publicKey", J_OBJECT, 1, "verificationMaterial.publicKey", &pk, err)))
         goto fail_root;
-    }
-    const cJSON *pk = obj_get(vm, "publicKey");
     if (pk) {
-        if (!cJSON_IsObject(pk)) {
-            rc = BAD("verificationMaterial.publicKey is not an object");
+        if ((rc = field(pk, "hint", J_STRING, 1, "verificationMaterial.publicKey.hint", &hint,
+                        err)))
             goto fail_root;
-        }
-        const cJSON *hint = obj_get(pk, "hint");
-        if (hint && !cJSON_IsString(hint)) {
-            rc = BAD("verificationMaterial.publicKey.hint is not a string");
-            goto fail_root;
-        }
         if (hint && *hint->valuestring) {
             if (!is_hex64(hint->valuestring)) {
                 rc = BAD("verificationMaterial.publicKey.hint is not a hex SHA-256");
@@ -96,18 +114,11 @@ int repo_bundle_parse(const char *json, size_t len, repo_bundle *b, eng_error *e
             b->has_hint = 1;
         }
     }
-    const cJSON *tlog = obj_get(vm, "tlogEntries");
-    if (tlog && !cJSON_IsArray(tlog)) {
-        rc = BAD("verificationMaterial.tlogEntries is not a list");
+    if ((rc = field(vm, "tlogEntries", J_LIST, 1, "verificationMaterial.tlogEntries", &tlog,
+                    err)) ||
+        (rc = field(root, "dsseEnvelope", J_OBJECT, 0, "dsseEnvelope", &env, err)))
         goto fail_root;
-    }
-    const cJSON *env = obj_get(root, "dsseEnvelope");
-    if (!cJSON_IsObject(env)) {
-        rc = BAD("dsseEnvelope missing or not an object");
-        goto fail_root;
-    }
-    const char *ptype = str_get(env, "payloadType");
-    if (!ptype || strcmp(ptype, REPO_PAYLOAD_TYPE) != 0) {
+    if (!str_is(env, "payloadType", REPO_PAYLOAD_TYPE)) {
         rc = BAD("dsseEnvelope.payloadType is not '%s'", REPO_PAYLOAD_TYPE);
         goto fail_root;
     }
@@ -121,11 +132,8 @@ int repo_bundle_parse(const char *json, size_t len, repo_bundle *b, eng_error *e
                               : BAD("dsseEnvelope.payload is not base64");
         goto fail_root;
     }
-    const cJSON *sigs = obj_get(env, "signatures");
-    if (!cJSON_IsArray(sigs)) {
-        rc = BAD("dsseEnvelope.signatures missing or not a list");
+    if ((rc = field(env, "signatures", J_LIST, 0, "dsseEnvelope.signatures", &sigs, err)))
         goto fail_bundle;
-    }
     int i = 0;
     const cJSON *s;
     cJSON_ArrayForEach(s, sigs)
@@ -209,14 +217,12 @@ int repo_statement_parse(const unsigned char *payload, size_t len, repo_res **re
     repo_res *r = NULL;
     size_t nr = 0;
     EVP_MD_CTX *ctx = NULL;
-    const char *t = str_get(root, "_type");
-    if (!t || strcmp(t, REPO_STATEMENT_TYPE) != 0) {
+    if (!str_is(root, "_type", REPO_STATEMENT_TYPE)) {
         rc = BAD("the payload is not an in-toto statement (_type is not '%s')",
                  REPO_STATEMENT_TYPE);
         goto fail;
     }
-    const char *pt = str_get(root, "predicateType");
-    if (!pt || strcmp(pt, REPO_PREDICATE_TYPE) != 0) {
+    if (!str_is(root, "predicateType", REPO_PREDICATE_TYPE)) {
         rc = BAD("predicateType is not '%s' (other model-signing formats are not supported)",
                  REPO_PREDICATE_TYPE);
         goto fail;
@@ -233,31 +239,20 @@ int repo_statement_parse(const unsigned char *payload, size_t len, repo_res **re
         rc = BAD("subject[0] lacks a name or a hex digest.sha256");
         goto fail;
     }
-    const cJSON *pred = obj_get(root, "predicate");
-    if (!cJSON_IsObject(pred)) {
-        rc = BAD("predicate missing or not an object");
+    const cJSON *pred, *ser, *rs;
+    if ((rc = field(root, "predicate", J_OBJECT, 0, "predicate", &pred, err)) ||
+        (rc = field(pred, "serialization", J_OBJECT, 0, "predicate.serialization", &ser, err)))
         goto fail;
-    }
-    const cJSON *ser = obj_get(pred, "serialization");
-    if (!cJSON_IsObject(ser)) {
-        rc = BAD("predicate.serialization missing or not an object");
-        goto fail;
-    }
-    const char *method = str_get(ser, "method");
-    if (!method || strcmp(method, "files") != 0) {
+    if (!str_is(ser, "method", "files")) {
         rc = BAD("predicate.serialization.method is not 'files' (shards are not supported)");
         goto fail;
     }
-    const char *ht = str_get(ser, "hash_type");
-    if (!ht || strcmp(ht, "sha256") != 0) {
+    if (!str_is(ser, "hash_type", "sha256")) {
         rc = BAD("predicate.serialization.hash_type is not 'sha256'");
         goto fail;
     }
-    const cJSON *rs = obj_get(pred, "resources");
-    if (!cJSON_IsArray(rs)) {
-        rc = BAD("predicate.resources missing or not a list");
+    if ((rc = field(pred, "resources", J_LIST, 0, "predicate.resources", &rs, err)))
         goto fail;
-    }
     int count = cJSON_GetArraySize(rs);
     if (count > REPO_FILES_MAX) {
         rc = BAD("predicate.resources lists more than %d files", REPO_FILES_MAX);
