@@ -47,6 +47,31 @@ typedef struct eng_cpu_qkernels {
     void (*round_bf16)(uint16_t *dst, const float *x, int K, int Kp);
 } eng_cpu_qkernels;
 
+/* The row blocks of a tile, for a kernel file's micro-kernel mk(t, row, block, MR, NB):
+ * MR = mr rows (then single rows) by NB = 4 column blocks (then single blocks), nb column
+ * blocks in all. Always inlined with mk a constant, so that the calls are direct and each
+ * (MR, NB) instance of mk is inlined with its constants, as if written out. */
+__attribute__((always_inline)) static inline void
+eng_cpu_qtile_rows(const eng_cpu_qtile *t, int nb, const int mr,
+                   void (*mk)(const eng_cpu_qtile *, int, int, const int, const int))
+{
+    int i = 0;
+    for (; i + mr <= t->M; i += mr) {
+        int p = 0;
+        for (; p + 4 <= nb; p += 4)
+            mk(t, i, p, mr, 4);
+        for (; p < nb; p++)
+            mk(t, i, p, mr, 1);
+    }
+    for (; i < t->M; i++) {
+        int p = 0;
+        for (; p + 4 <= nb; p += 4)
+            mk(t, i, p, 1, 4);
+        for (; p < nb; p++)
+            mk(t, i, p, 1, 1);
+    }
+}
+
 extern const eng_cpu_qkernels eng_cpu_qkernels_scalar;
 #if defined(__x86_64__)
 extern const eng_cpu_qkernels eng_cpu_qkernels_avx2;

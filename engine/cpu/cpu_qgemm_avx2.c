@@ -88,22 +88,7 @@ AI void i8_mk(const eng_cpu_qtile *t, int i0, int h0, const int MR, const int NH
 
 static void i8_tile(const eng_cpu_qtile *t)
 {
-    int nh = (t->ncols + 7) / 8;
-    int i = 0;
-    for (; i + 2 <= t->M; i += 2) {
-        int h = 0;
-        for (; h + 4 <= nh; h += 4)
-            i8_mk(t, i, h, 2, 4);
-        for (; h < nh; h++)
-            i8_mk(t, i, h, 2, 1);
-    }
-    for (; i < t->M; i++) {
-        int h = 0;
-        for (; h + 4 <= nh; h += 4)
-            i8_mk(t, i, h, 1, 4);
-        for (; h < nh; h++)
-            i8_mk(t, i, h, 1, 1);
-    }
+    eng_cpu_qtile_rows(t, (t->ncols + 7) / 8, 2, i8_mk); /* blocks: half-panels */
 }
 
 static float quant_i8(int8_t *dst, const float *x, int K, int Kp)

@@ -71,24 +71,7 @@ AI void i8_mk(const eng_cpu_qtile *t, int i0, int p0, const int MR, const int NP
                 i8_store(t, acc[r][p], i0 + r, (p0 + p) * 16, t->C + (size_t)(i0 + r) * t->ldc);
 }
 
-static void i8_tile(const eng_cpu_qtile *t)
-{
-    int i = 0;
-    for (; i + 4 <= t->M; i += 4) {
-        int p = 0;
-        for (; p + 4 <= t->np; p += 4)
-            i8_mk(t, i, p, 4, 4);
-        for (; p < t->np; p++)
-            i8_mk(t, i, p, 4, 1);
-    }
-    for (; i < t->M; i++) {
-        int p = 0;
-        for (; p + 4 <= t->np; p += 4)
-            i8_mk(t, i, p, 1, 4);
-        for (; p < t->np; p++)
-            i8_mk(t, i, p, 1, 1);
-    }
-}
+static void i8_tile(const eng_cpu_qtile *t) { eng_cpu_qtile_rows(t, t->np, 4, i8_mk); }
 
 AI void bf16_mk(const eng_cpu_qtile *t, int i0, int p0, const int MR, const int NP)
 {
@@ -133,24 +116,7 @@ AI void bf16_mk(const eng_cpu_qtile *t, int i0, int p0, const int MR, const int 
         }
 }
 
-static void bf16_tile(const eng_cpu_qtile *t)
-{
-    int i = 0;
-    for (; i + 4 <= t->M; i += 4) {
-        int p = 0;
-        for (; p + 4 <= t->np; p += 4)
-            bf16_mk(t, i, p, 4, 4);
-        for (; p < t->np; p++)
-            bf16_mk(t, i, p, 4, 1);
-    }
-    for (; i < t->M; i++) {
-        int p = 0;
-        for (; p + 4 <= t->np; p += 4)
-            bf16_mk(t, i, p, 1, 4);
-        for (; p < t->np; p++)
-            bf16_mk(t, i, p, 1, 1);
-    }
-}
+static void bf16_tile(const eng_cpu_qtile *t) { eng_cpu_qtile_rows(t, t->np, 4, bf16_mk); }
 
 static float quant_i8(int8_t *dst, const float *x, int K, int Kp)
 {
