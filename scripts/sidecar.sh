@@ -24,9 +24,9 @@ stamp "watching models/feedback"
     --feedback models/feedback/sentiment --train "$SHARED/data/sst2/sst_binary_sent_train.csv" \
     --dev "$SHARED/data/sst2/sst_binary_sent_dev.csv" \
     --label-map pos=positive,neg=negative,0=negative,1=positive \
-    --epochs 1 --lr 3e-5 --max-length 128 --min-new 20 --interval 30 &
+    --epochs 1 --lr 3e-5 --max-length 128 --min-new 20 --interval 30 --keep 5 &
 "$TRAIN" watch --repository models/repo/intents --public-key "$PUB" --key "$KEY" \
     --feedback models/feedback/intents --train "$SHARED/data/banking77/train.csv" \
     --dev-split 0.1 --text-column text --label-column category \
-    --epochs 1 --lr 5e-5 --max-length 64 --min-new 20 --interval 30 &
+    --epochs 1 --lr 5e-5 --max-length 64 --min-new 20 --interval 30 --keep 5 &
 wait

@@ -56,6 +56,8 @@ typedef struct trn_opts {
     const char *repository;  /* publish here when the gate passes */
     const char *key;         /* signs the published version (NULL: digest-only bundle) */
     double max_dev_drop;     /* gate: largest dev accuracy drop allowed, in points (0.5) */
+    int keep;                /* after a publish, prune the repository to this many valid
+                                versions (eng_repo_prune); 0: keep every version */
     const char *command;     /* the command line, recorded in the output folder */
     volatile sig_atomic_t *stop; /* set asynchronously (SIGINT): stop without publishing */
     FILE *log;               /* progress and reports (stderr when NULL) */
@@ -81,6 +83,8 @@ typedef struct trn_result {
     char base_version[128];  /* the version started from (from_repository) or "" */
     char version[128];       /* the version published, or "" */
     char reason[512];        /* why the gate published or refused */
+    char pruned[512];        /* versions pruned after the publish ("v000001,v000002") */
+    char prune_error[512];   /* the prune after a publish failed (the publish stands) */
 } trn_result;
 
 #define TRN_REFUSED 1 /* trn_finetune: trained, but the gate refused to publish */

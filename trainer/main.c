@@ -25,6 +25,7 @@ static void usage(FILE *f)
         "       nlpd-train publish SRC_DIR --repository DIR [--key PRIVATE.pem] [--metadata FILE]\n"
         "       nlpd-train verify VERSION_DIR [--public-key KEY.pub]\n"
         "       nlpd-train pin --repository DIR [VERSION | --unpin]\n"
+        "       nlpd-train prune --repository DIR --keep N [--public-key KEY.pub]\n"
         "\n"
         "Fine-tunes a BERT-family encoder (a Hugging Face BERT/DistilBERT folder, or a\n"
         "sentence-transformers folder such as all-MiniLM-L6-v2) with a classification head\n"
@@ -76,6 +77,9 @@ static void usage(FILE *f)
         "  --key FILE              sign with this ECDSA P-256 private key (PEM; default: a\n"
         "                          digest-only bundle)\n"
         "  --max-dev-drop P        accuracy points the dev score may fall (default 0.5)\n"
+        "  --keep N                after publishing, prune DIR to N valid versions (never the\n"
+        "                          pinned or served one; see nlpd-train prune --help).\n"
+        "                          Default 0: keep every version (watch: 5)\n"
         "\n"
         "training:\n"
         "  --epochs N              passes over the training data (default 3)\n"
@@ -141,7 +145,7 @@ enum {
     O_THREADS, O_EVAL_BATCH, O_NO_EVAL_EPOCH, O_DEV_SPLIT, O_FORMAT, O_TEXT_COL, O_PAIR_COL,
     O_LABEL_COL, O_LABELS, O_LABEL_MAP, O_MULTI, O_BAD, O_FORCE, O_PROGRESS, O_VERSION,
     O_HEAD_ONLY, O_FEEDBACK, O_FB_HOLDOUT, O_BASE_RATIO, O_FROM_REPO, O_PUBKEY, O_REPO, O_KEY,
-    O_MAX_DEV_DROP, O_MIN_NEW, O_INTERVAL, O_VERBOSE,
+    O_MAX_DEV_DROP, O_MIN_NEW, O_INTERVAL, O_VERBOSE, O_KEEP,
 };
 
 static const struct option long_opts[] = {
@@ -188,6 +192,7 @@ static const struct option long_opts[] = {
     {"min-new", required_argument, 0, O_MIN_NEW},
     {"interval", required_argument, 0, O_INTERVAL},
     {"verbose", no_argument, 0, O_VERBOSE},
+    {"keep", required_argument, 0, O_KEEP},
     {"help", no_argument, 0, 'h'},
     {"version", no_argument, 0, O_VERSION},
     {0, 0, 0, 0},
@@ -351,6 +356,10 @@ static int parse_args(int argc, char **argv, trn_opts *o, trn_watch_opts *w, con
             if (num(optarg, "--max-dev-drop", 0, 100, &v)) return -1;
             o->max_dev_drop = v;
             break;
+        case O_KEEP:
+            if (num(optarg, "--keep", 0, 1000000, &v) || v != (int)v) return -1;
+            o->keep = (int)v;
+            break;
         case O_MIN_NEW:
             if (!w) {
                 fprintf(stderr, "nlpd-train: --min-new belongs to nlpd-train watch\n");
@@ -428,6 +437,18 @@ static void print_result(const char *result, const trn_opts *o, const trn_result
         printf(", \"dev_accuracy\": %.4f, \"dev_macro_f1\": %.4f, \"train_seconds\": %.1f, "
                "\"train_examples_per_second\": %.2f", r->accuracy, r->macro_f1, r->train_seconds,
                r->examples_per_second);
+    if (r->pruned[0]) {
+        /* "v1,v2" -> ["v1", "v2"] (names are [A-Za-z0-9._-]; a cut list ends in "...") */
+        printf(", \"pruned\": [\"");
+        for (const char *p = r->pruned; *p; p++)
+            if (*p == ',')
+                printf("\", \"");
+            else
+                putchar(*p);
+        printf("\"]");
+    }
+    if (r->prune_error[0])
+        put_str(stdout, "prune_error", r->prune_error);
     if (r->gated) {
         char old[32];
         snprintf(old, sizeof old, r->has_old ? "%.4f" : "null", r->dev_old);
@@ -450,7 +471,7 @@ static void usage_watch(FILE *f)
         "usage: nlpd-train watch --repository DIR --feedback PATH... [--min-new N]\n"
         "                        [--interval S] [--head-only] [--threads N] [--train FILE]\n"
         "                        [--dev FILE] [--key PRIVATE.pem] [--public-key PUBLIC.pem]\n"
-        "                        [training options]\n"
+        "                        [--keep N] [training options]\n"
         "\n"
         "The sidecar: every --interval seconds (default 60) it counts the feedback items\n"
         "newer than the served version's feedback_until (its nlpd-version.json); when there\n"
@@ -462,6 +483,9 @@ static void usage_watch(FILE *f)
         "threads (default 1 here). SIGTERM/SIGINT stop it; a training run in progress is abandoned and\n"
         "nothing is published. One plain line per event goes to stderr (--verbose: also\n"
         "each training run's own lines).\n"
+        "After each publish it prunes the repository to --keep N valid versions (default 5;\n"
+        "0 keeps every version; the pinned and the served version are never removed; see\n"
+        "nlpd-train prune --help).\n"
         "Exit status: 0 stopped cleanly, 1 could not start, 2 bad usage.\n",
         f);
 }
@@ -539,6 +563,11 @@ int main(int argc, char **argv)
         !(o.out || o.repository)) {
         fprintf(stderr, "nlpd-train: --base, --train and --out are required (see --help; "
                 "--from-repository, --feedback and --repository stand in for them)\n");
+        free(fb);
+        return 2;
+    }
+    if (o.keep && !o.repository) {
+        fprintf(stderr, "nlpd-train: --keep prunes the --repository it publishes into\n");
         free(fb);
         return 2;
     }

@@ -10,6 +10,7 @@
 #include <cJSON.h>
 
 #include "nlpd_repo.h"
+#include "repo_cmd.h"
 #include "run.h"
 
 /* dir + "/" + name into buf; -1 when it does not fit. */
@@ -310,6 +311,17 @@ int trn_step_publish(run *r, eng_error *err)
                                sizeof res->version, err)))
         goto kept;
     fprintf(r->log, "published: %s/%s\n", o->repository, res->version);
+    if (o->keep > 0) {
+        /* Retention; a failure here does not undo the publish, it is reported. */
+        eng_error pe;
+        if (trn_prune(o->repository, o->keep, o->public_key, res->pruned, sizeof res->pruned,
+                      &pe))
+            snprintf(res->prune_error, sizeof res->prune_error, "%s", pe.msg);
+        if (res->pruned[0])
+            fprintf(r->log, "pruned: %s (keeping %d)\n", res->pruned, o->keep);
+        if (res->prune_error[0])
+            fprintf(r->log, "prune failed: %s\n", res->prune_error);
+    }
     goto done;
 kept:
     /* Trained and saved, but not published: the model stays where it is. */

@@ -19,6 +19,7 @@ void trn_watch_opts_default(trn_watch_opts *w)
     memset(w, 0, sizeof *w);
     trn_opts_default(&w->train);
     w->train.threads = 1; /* a sidecar: leave the cores to the daemon unless told */
+    w->train.keep = 5;    /* bounded disk: each publish is a full model copy */
     w->min_new = 10;
     w->interval = 60;
     w->low_priority = 1;
@@ -152,6 +153,10 @@ int trn_watch(const trn_watch_opts *w, FILE *log, eng_error *err)
         rc = trn_finetune(&run, &res, &e);
         if (rc == 0) {
             stamp(log, "published %s from %s: %s", res.version, ver, res.reason);
+            if (res.pruned[0])
+                stamp(log, "pruned %s (--keep %d)", res.pruned, o->keep);
+            if (res.prune_error[0])
+                stamp(log, "prune failed (the new version stands): %s", res.prune_error);
         } else if (rc == TRN_REFUSED) {
             tried_until = res.feedback_until > newest ? res.feedback_until : newest;
             stamp(log, "refused (the served %s stays): %s; waiting for %d newer items", ver,

@@ -112,6 +112,36 @@ int eng_repo_pin_set(const char *dir, const char *version, eng_error *err);
 int eng_repo_current(const char *dir, const char *public_key_pem, char *version, size_t cap,
                      eng_error *err);
 
+/* What eng_repo_prune did. removed: the version folders removed, oldest first
+ * (malloc'd; free with eng_repo_prune_report_free). */
+typedef struct eng_repo_prune_report {
+    eng_repo_entry *removed; /* names only (has_sig, fingerprint unset) */
+    int n_removed;
+    int n_kept;              /* version folders left (valid or not) */
+    int leftovers;           /* hidden .pruned-* folders of earlier prunes removed */
+    char current[ENG_REPO_NAME_MAX + 1]; /* the version a follower serves ("" if none) */
+} eng_repo_prune_report;
+
+/* Retention: remove old version folders of dir so that at most keep (>= 1,
+ * else ENG_EINVAL) valid versions remain (valid: complete and verifying with
+ * public_key_pem; NULL: digests only). Never removed: the pinned version, the
+ * current one (eng_repo_current), versions newer than the current one that do
+ * not verify, the newest version folder (so that the next publish never reuses a
+ * name; it differs from the current one only when an older one is pinned), and
+ * anything that is not named v + 6 or more digits (.tmp-* publishes in progress,
+ * foreign files). Kept: the current one, then the newest valid ones until keep
+ * are kept; every other version folder is removed (invalid ones only when older
+ * than the current one). Versions beyond keep are removed unverified. A version is first renamed to
+ * dir/.pruned-<name>-<pid> (followers ignore dot-names), dir fsynced, then
+ * deleted; hidden .pruned-* leftovers of a crashed prune are deleted by the next
+ * (prunes of one dir are serialised by flock on dir). With no complete version,
+ * nothing is removed (0); when versions exist but none verifies, or PIN is
+ * unreadable, nothing is removed and the error says why. On a failure midway,
+ * rep holds what was removed. rep may be NULL. */
+int eng_repo_prune(const char *dir, int keep, const char *public_key_pem,
+                   eng_repo_prune_report *rep, eng_error *err);
+void eng_repo_prune_report_free(eng_repo_prune_report *rep);
+
 /* The metadata file of a version (nlpd-version.json) as a malloc'd,
  * NUL-terminated string in *json, or NULL when the version has none. */
 int eng_repo_read_metadata(const char *version_dir, char **json, eng_error *err);

@@ -111,13 +111,38 @@ check signed-first 0 '"version": "v000001"' "$TRAIN" "${rc_[@]}" --base "$BASE" 
     --labels negative,positive --head-only --max-steps 1 --train "$T/rtrain.jsonl" \
     --dev "$T/rdev.jsonl" --repository "$T/repo5" --key "$T/k.pem"
 check signed-verifies 0 '' "$TRAIN" verify "$T/repo5/v000001" --public-key "$T/k.pub"
-check signed-gate 0 '"version": "v000002"' "$TRAIN" "${rc_[@]}" --from-repository "$T/repo5" \
-    --public-key "$T/k.pub" --repository "$T/repo5" --key "$T/k.pem" --feedback "$T/good.jsonl" \
-    --train "$T/rtrain.jsonl" --dev "$T/rdev.jsonl" --epochs 6 --lr 2e-3
+check signed-gate 0 '"version": "v000002".*"pruned": \["v000001"\]' "$TRAIN" "${rc_[@]}" \
+    --from-repository "$T/repo5" --public-key "$T/k.pub" --repository "$T/repo5" --key "$T/k.pem" \
+    --feedback "$T/good.jsonl" --train "$T/rtrain.jsonl" --dev "$T/rdev.jsonl" --epochs 6 \
+    --lr 2e-3 --keep 1
 check signed-new-verifies 0 '' "$TRAIN" verify "$T/repo5/v000002" --public-key "$T/k.pub"
+check keep-pruned-old 0 '^v000002 $' bash -c "ls -A '$T/repo5' | tr '\n' ' '"
+check keep-needs-repository 2 '--keep prunes the --repository' "$TRAIN" "${common[@]}" \
+    --train "$T/train.csv" --out "$T/m9" --keep 2
 check wrong-key-refused 1 '"result": "failed"' "$TRAIN" "${rc_[@]}" --from-repository "$T/repo5" \
     --public-key "$T/other.pub" --repository "$T/repo5" --feedback "$T/good.jsonl" \
     --dev "$T/rdev.jsonl"
+
+# prune (retention): the newest N valid versions stay, never the pinned one; .tmp-*
+# publishes in progress and other files are not touched; leftovers are cleaned.
+for i in 1 2 3 4; do "$TRAIN" publish "$BASE" --repository "$T/repo6" --key "$T/k.pem" >/dev/null; done
+mkdir -p "$T/repo6/.tmp-inflight"
+echo notes > "$T/repo6/NOTES"
+"$TRAIN" pin --repository "$T/repo6" v000001
+check prune-help 0 'usage: nlpd-train prune --repository DIR --keep N' "$TRAIN" prune --help
+check prune-no-keep 2 '--keep N are required' "$TRAIN" prune --repository "$T/repo6"
+check prune-keep-0 2 '--keep takes a whole number >= 1' "$TRAIN" prune --repository "$T/repo6" --keep 0
+check prune-wrong-key 1 'nothing pruned' "$TRAIN" prune --repository "$T/repo6" --keep 1 \
+    --public-key "$T/other.pub"
+mkdir -p "$T/repo6/.pruned-v000009-999999999/sub"  # an interrupted prune's leftover
+check prune-pinned 0 '^v000002 v000003 nlpd-train prune: .*removed 2 versions, 2 left, serving v000001 \(and deleted leftovers' \
+    bash -c "'$TRAIN' prune --repository '$T/repo6' --keep 2 --public-key '$T/k.pub' 2>&1 | tr '\n' ' '"
+check prune-left 0 '^\.tmp-inflight NOTES PIN v000001 v000004 $' bash -c "ls -A '$T/repo6' | LC_ALL=C sort | tr '\n' ' '"
+check prune-again-none 0 'removed 0 versions, 2 left' "$TRAIN" prune --repository "$T/repo6" --keep 2
+"$TRAIN" pin --repository "$T/repo6" --unpin
+check publish-keep 0 '^v000005 nlpd-train publish: pruned v000001 \(keeping 2\) $' \
+    bash -c "'$TRAIN' publish '$BASE' --repository '$T/repo6' --key '$T/k.pem' --keep 2 --public-key '$T/k.pub' 2>&1 | tr '\n' ' '"
+check publish-keep-left 0 '^v000004 v000005 $' bash -c "ls '$T/repo6' | grep '^v' | tr '\n' ' '"
 
 # watch: a weak served version, then 40 new feedback items -> one new version, then it
 # waits (the next checks see 0 new items) until SIGTERM, which stops it cleanly.
@@ -136,13 +161,14 @@ wait_for() {
 }
 "$TRAIN" watch --repository "$T/repo3" --feedback "$T/fb3" --min-new 30 --interval 0.2 \
     --train "$T/rtrain.jsonl" --base-ratio -1 --dev "$T/rdev.jsonl" "${rc_[@]}" --epochs 8 \
-    --lr 2e-3 2> "$T/watch3.log" &
+    --lr 2e-3 --keep 1 2> "$T/watch3.log" &
 WPID=$!
 if wait_for "$T/watch3.log" 'serving v000002; 0 new feedback items' 120; then
     wait_for "$T/watch3.log" 'low priority' 1
     kill -TERM $WPID; wait $WPID; wrc=$?
     check watch-published-once 0 '^1$' grep -c 'published v000002' "$T/watch3.log"
-    check watch-then-waits 0 '^v000001 v000002 $' bash -c "ls '$T/repo3' | tr '\n' ' '"
+    check watch-pruned 0 'pruned v000001 \(--keep 1\)' cat "$T/watch3.log"
+    check watch-then-waits 0 '^v000002 $' bash -c "ls -A '$T/repo3' | tr '\n' ' '"
     check watch-low-priority 0 'low priority: SCHED_BATCH' cat "$T/watch3.log"
     check watch-stops 0 "^$wrc stopped" bash -c "echo $wrc \$(tail -1 '$T/watch3.log' | awk '{print \$3}')"
 else

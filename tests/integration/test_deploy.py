@@ -527,7 +527,8 @@ def opt(argv, name):
 def test_trainer_one_watcher_per_model():
     """Each file runs `nlpd-train watch` once per repository model, with that model's
     repository and feedback folder (nlpd writes <feedback.dir>/<model>/), both keys,
-    and dev data (or a training file to split it from): the per-model command line."""
+    dev data (or a training file to split it from) and an explicit --keep: the
+    per-model command line."""
     cmds = watch_commands()
     for f in ("trainer.yaml", "docker-compose.yml", "nlpd-train@.service"):
         assert sorted(m for ff, m in cmds if ff == f) == sorted(REPO_MODELS), (f, sorted(cmds))
@@ -542,6 +543,9 @@ def test_trainer_one_watcher_per_model():
             f"{where}: without --key it publishes digest-only versions the daemons refuse"
         assert opt(a, "--dev") or opt(a, "--train"), f"{where}: no dev data, no run can train"
         assert opt(a, "--threads") == "1", where
+        # Retention: each publish is a full model copy; an explicit bound that still
+        # leaves a version to roll back to.
+        assert opt(a, "--keep") and int(opt(a, "--keep")) >= 2, f"{where}: no --keep N >= 2"
         cfg = {"trainer.yaml": k8s_cfg, "docker-compose.yml": compose_cfg}.get(f)
         if cfg:  # the daemon serves that repository and writes that feedback folder
             repos = {x["name"]: x.get("repository") for x in cfg["models"]}

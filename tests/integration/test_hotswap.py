@@ -8,7 +8,8 @@ with SIGKILL half way (and a half-copied folder), a second good version; then
 a rollback by pin and an unpin. Zero requests may fail; every response names a
 version that was serving while it was in flight and carries that version's
 exact result (a fresh daemon on the version's folder is the oracle); each bad
-version is listed as rejected with its reason.
+version is listed as rejected with its reason. Retention (`nlpd-train prune`) under
+the same kind of load: no request fails, the daemon ends on the newest version.
 
 These tests talk to nlpd directly (the nginx half of the suite adds nothing
 here: the swap is inside nlpd).
@@ -331,6 +332,64 @@ def test_swaps_under_load_zero_failures(repo_env):
         assert counts.get(key, 0) > 0, f"no request was answered by {key}"
     print(f"hot swap under load: {len(load.records)} requests, 0 failed; answers per version: "
           f"{dict(sorted(counts.items()))}")
+    assert not nlpd.stop()
+
+
+def prune(repo, keep, pub):
+    """nlpd-train prune: the removed versions (its stdout), asserting exit 0."""
+    r = subprocess.run([str(TRAIN), "prune", "--repository", str(repo), "--keep", str(keep),
+                        "--public-key", str(pub)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"nlpd-train prune failed: {r.stderr}"
+    return r.stdout.split()
+
+
+def test_prune_while_serving(repo_env):
+    """Retention under load: a daemon follows a repository of four signed versions
+    while `nlpd-train prune --keep 2` removes the two oldest; then a publish with
+    --keep 2; then a version published and the repository pruned to 1 at once --
+    usually before the daemon swaps the new one in, so the version it still serves
+    from memory is removed under it. Zero failed requests; the daemon ends on the newest version; pruned
+    versions leave its listing; nothing hidden is left in the repository."""
+    tmp_path, keys, src, repos = repo_env
+    priv, pub = keys["good"]
+    for k in (0, 1, 2, 0):
+        publish(src["s"][k], repos["s"], priv)
+    publish(src["e"][0], repos["e"], priv)
+    nlpd, t = start_repo_daemon(tmp_path, repos, pub)
+    wait_state(t, "s", "v000004", ("serving",))
+    with Load(t, [("s", "/v1/sentiment"), ("e", "/v1/embed")]) as load:
+        time.sleep(0.3)
+        assert prune(repos["s"], 2, pub) == ["v000001", "v000002"]
+        wait_until(lambda: state_of(versions(t, "s"), "v000001") is None, SWAP_TIMEOUT,
+                   "v000001 gone from the listing")
+        time.sleep(0.3)
+        r = subprocess.run([str(TRAIN), "publish", str(src["s"][1]), "--repository",
+                            str(repos["s"]), "--key", str(priv), "--keep", "2",
+                            "--public-key", str(pub)], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0 and r.stdout.strip() == "v000005", r.stderr
+        assert "pruned v000003" in r.stderr, r.stderr
+        wait_state(t, "s", "v000005", ("serving",))
+        time.sleep(0.3)
+        # Published and pruned at once: v000005 (serving) goes before v000006 is in.
+        assert publish(src["s"][2], repos["s"], priv) == "v000006"
+        assert prune(repos["s"], 1, pub) == ["v000004", "v000005"]
+        wait_state(t, "s", "v000006", ("serving",))
+        time.sleep(0.5)
+    names = sorted(p.name for p in Path(repos["s"]).iterdir())
+    assert names == ["v000006"], names
+    doc = versions(t, "s")
+    assert doc["serving"] == "v000006", doc
+    assert [v["version"] for v in doc["versions"]] == ["v000006"], doc
+    failures = [(m, r if isinstance(r, Exception) else (r.status, r.body[:200]))
+                for _, _, m, _, r in load.records
+                if isinstance(r, Exception) or r.status != 200]
+    assert not failures, f"{len(failures)} failed requests, e.g. {failures[:5]}"
+    served = {r.json()["version"] for _, _, m, _, r in load.records if m == "s"}
+    assert {"v000004", "v000005", "v000006"} <= served, served
+    last = t.post("/v1/sentiment", {"model": "s", "text": "I loved it"})
+    assert last.status == 200 and last.json()["version"] == "v000006", last
+    print(f"prune under load: {len(load.records)} requests, 0 failed")
     assert not nlpd.stop()
 
 

@@ -2,7 +2,7 @@
  * generated ECDSA P-256 key, every refusal (tampered, extra, missing, symlink, wrong
  * key, unsigned with a key), a table of malformed bundles (must be refused, never
  * crash: run under ASan/UBSan), publish (names, atomicity, concurrency, failures),
- * pin and current. */
+ * pin and current, prune (retention). */
 #include "test_util.h"
 
 #include <dirent.h>
@@ -891,6 +891,193 @@ static void test_repo_pin_current(void **state)
     assert_int_equal(eng_repo_pin_get(repo, v, 4, &err), ENG_EINVAL);
 }
 
+/* ------------------------------------------------------------------ prune */
+
+static void publish_n(const fx *f, const char *repo, const char *key, int n)
+{
+    char v[ENG_REPO_NAME_MAX + 1];
+    eng_error err = {0};
+    for (int i = 0; i < n; i++)
+        if (eng_repo_publish(f->model, repo, key, NULL, v, sizeof v, &err))
+            fail_msg("publish: %s", err.msg);
+}
+
+/* The version folders left, as "v000001,v000003". */
+static const char *versions_left(const char *repo)
+{
+    static char out[512];
+    eng_repo_entry *e = NULL;
+    int n = 0;
+    eng_error err = {0};
+    if (eng_repo_list(repo, &e, &n, &err))
+        fail_msg("list: %s", err.msg);
+    out[0] = 0;
+    for (int i = 0; i < n; i++) {
+        size_t l = strlen(out);
+        snprintf(out + l, sizeof out - l, "%s%s", i ? "," : "", e[i].name);
+    }
+    free(e);
+    return out;
+}
+
+static const char *removed_list(const eng_repo_prune_report *r)
+{
+    static char out[512];
+    out[0] = 0;
+    for (int i = 0; i < r->n_removed; i++) {
+        size_t l = strlen(out);
+        snprintf(out + l, sizeof out - l, "%s%s", i ? "," : "", r->removed[i].name);
+    }
+    return out;
+}
+
+static void prune_ok(const char *repo, int keep, const char *pub, const char *removed,
+                     const char *left)
+{
+    eng_repo_prune_report r;
+    eng_error err = {0};
+    if (eng_repo_prune(repo, keep, pub, &r, &err))
+        fail_msg("prune %s keep %d: %s", repo, keep, err.msg);
+    assert_string_equal(removed_list(&r), removed);
+    assert_string_equal(versions_left(repo), left);
+    eng_repo_prune_report_free(&r);
+}
+
+/* Keeps the newest N; .tmp-* publishes, foreign files and folders, names that are
+ * not v + 6 digits stay; a second prune removes nothing. */
+static void test_repo_prune_keep(void **state)
+{
+    fx *f = *state;
+    char repo[128];
+    snprintf(repo, sizeof repo, "%s/prune", f->root);
+    publish_n(f, repo, f->key, 5);
+    assert_int_equal(mkdir(tu_path("%s/.tmp-abc123", repo), 0755), 0); /* publish in progress */
+    write_str(tu_path("%s/.tmp-abc123/config.json", repo), "{}");
+    write_str(tu_path("%s/README", repo), "notes");
+    assert_int_equal(mkdir(tu_path("%s/archive", repo), 0755), 0);
+    assert_int_equal(mkdir(tu_path("%s/v12", repo), 0755), 0);
+    assert_int_equal(mkdir(tu_path("%s/v000001-old", repo), 0755), 0);
+    eng_repo_prune_report r;
+    eng_error err = {0};
+    if (eng_repo_prune(repo, 2, f->pub, &r, &err))
+        fail_msg("prune: %s", err.msg);
+    assert_string_equal(removed_list(&r), "v000001,v000002,v000003");
+    assert_string_equal(r.current, "v000005");
+    assert_int_equal(r.n_kept, 2);
+    assert_int_equal(r.leftovers, 0);
+    eng_repo_prune_report_free(&r);
+    assert_string_equal(versions_left(repo), "archive,v000001-old,v000004,v000005,v12");
+    assert_true(tu_exists(tu_path("%s/.tmp-abc123/config.json", repo)));
+    assert_true(tu_exists(tu_path("%s/README", repo)));
+    /* Nothing hidden is left behind: only what was there before. */
+    assert_int_equal(count_entries(repo), 7);
+    prune_ok(repo, 2, f->pub, "", "archive,v000001-old,v000004,v000005,v12");
+    /* Digest-only verification (no key) works the same. */
+    prune_ok(repo, 1, NULL, "v000004", "archive,v000001-old,v000005,v12");
+}
+
+/* The pinned and the current version are never removed, even when old; invalid
+ * versions go only when older than the current one. */
+static void test_repo_prune_pinned_current(void **state)
+{
+    fx *f = *state;
+    char repo[128];
+    eng_error err = {0};
+    snprintf(repo, sizeof repo, "%s/p1", f->root);
+    publish_n(f, repo, f->key, 5);
+    assert_int_equal(eng_repo_pin_set(repo, "v000001", &err), 0);
+    /* Pinned = current = the oldest: it and the newest stay with keep 2. */
+    prune_ok(repo, 2, f->pub, "v000002,v000003,v000004", "v000001,v000005");
+    /* keep 1: the pin, and the newest folder stays so its name is never reused. */
+    prune_ok(repo, 1, f->pub, "", "v000001,v000005");
+    char v[ENG_REPO_NAME_MAX + 1];
+    assert_int_equal(eng_repo_publish(f->model, repo, f->key, NULL, v, sizeof v, &err), 0);
+    assert_string_equal(v, "v000006");
+    prune_ok(repo, 1, f->pub, "v000005", "v000001,v000006");
+
+    /* A pinned version that does not verify is still kept (not current). */
+    snprintf(repo, sizeof repo, "%s/p2", f->root);
+    publish_n(f, repo, f->key, 4);
+    assert_int_equal(eng_repo_pin_set(repo, "v000002", &err), 0);
+    write_str(tu_path("%s/v000002/config.json", repo), "{}");
+    prune_ok(repo, 1, f->pub, "v000001,v000003", "v000002,v000004");
+
+    /* The newest ones do not verify: the current one is older; the invalid newer
+     * ones stay, the invalid older one goes, keep counts valid versions. */
+    snprintf(repo, sizeof repo, "%s/p3", f->root);
+    publish_n(f, repo, NULL, 1);     /* v1: digest-only, refused with a key */
+    publish_n(f, repo, f->key, 4);   /* v2..v5 */
+    write_str(tu_path("%s/v000005/extra", repo), "x");
+    write_str(tu_path("%s/v000004/config.json", repo), "{}");
+    assert_int_equal(mkdir(tu_path("%s/v000006", repo), 0755), 0); /* no model.sig yet */
+    prune_ok(repo, 2, f->pub, "v000001", "v000002,v000003,v000004,v000005,v000006");
+    prune_ok(repo, 1, f->pub, "v000002", "v000003,v000004,v000005,v000006");
+    /* An incomplete folder older than the current one is old too. */
+    snprintf(repo, sizeof repo, "%s/p4", f->root);
+    publish_n(f, repo, f->key, 2);
+    assert_int_equal(rename(tu_path("%s/v000001/model.sig", repo),
+                            tu_path("%s/v000001/x.sig", repo)), 0);
+    prune_ok(repo, 5, f->pub, "v000001", "v000002");
+}
+
+/* Leftovers of a crashed prune (a hidden .pruned-* folder) are invisible to the
+ * listing and deleted by the next prune; other hidden names are not touched. */
+static void test_repo_prune_leftovers(void **state)
+{
+    fx *f = *state;
+    char repo[128];
+    snprintf(repo, sizeof repo, "%s/left", f->root);
+    publish_n(f, repo, f->key, 3);
+    /* A prune that died after its rename. */
+    assert_int_equal(rename(tu_path("%s/v000001", repo),
+                            tu_path("%s/.pruned-v000001-2147483000", repo)), 0);
+    assert_int_equal(mkdir(tu_path("%s/.pruned-v000009-1", repo), 0755), 0);
+    assert_int_equal(mkdir(tu_path("%s/.pruned-v000009-1/sub", repo), 0755), 0);
+    write_str(tu_path("%s/.pruned-v000009-1/sub/x", repo), "x");
+    assert_int_equal(mkdir(tu_path("%s/.tmp-XYZ", repo), 0755), 0);
+    assert_string_equal(versions_left(repo), "v000002,v000003");
+    eng_repo_prune_report r;
+    eng_error err = {0};
+    assert_int_equal(eng_repo_prune(repo, 5, f->pub, &r, &err), 0);
+    assert_int_equal(r.n_removed, 0);
+    assert_int_equal(r.leftovers, 2);
+    assert_int_equal(r.n_kept, 2);
+    eng_repo_prune_report_free(&r);
+    assert_false(tu_exists(tu_path("%s/.pruned-v000001-2147483000", repo)));
+    assert_false(tu_exists(tu_path("%s/.pruned-v000009-1", repo)));
+    assert_true(tu_exists(tu_path("%s/.tmp-XYZ", repo)));
+    assert_string_equal(versions_left(repo), "v000002,v000003");
+}
+
+/* keep < 1, a missing folder, an empty repository, a wrong key, a junk PIN. */
+static void test_repo_prune_refusals(void **state)
+{
+    fx *f = *state;
+    char repo[128];
+    snprintf(repo, sizeof repo, "%s/ref", f->root);
+    eng_error err = {0};
+    eng_repo_prune_report r;
+    assert_int_equal(eng_repo_prune(repo, 1, NULL, &r, &err), ENG_EIO); /* no folder */
+    assert_int_equal(r.n_removed, 0);
+    assert_int_equal(mkdir(repo, 0755), 0);
+    assert_int_equal(eng_repo_prune(repo, 1, NULL, &r, &err), 0); /* empty: nothing to do */
+    assert_int_equal(r.n_removed, 0);
+    publish_n(f, repo, f->key, 3);
+    assert_int_equal(eng_repo_prune(repo, 0, f->pub, &r, &err), ENG_EINVAL);
+    assert_non_null(strstr(err.msg, "at least 1"));
+    assert_int_equal(eng_repo_prune(repo, -3, f->pub, NULL, &err), ENG_EINVAL);
+    /* None verifies with this key: nothing removed, and the reason. */
+    assert_int_equal(eng_repo_prune(repo, 1, f->pub2, &r, &err), ENG_EIO);
+    assert_non_null(strstr(err.msg, "nothing pruned"));
+    assert_int_equal(r.n_removed, 0);
+    write_str(tu_path("%s/PIN", repo), "../junk\n");
+    assert_true(eng_repo_prune(repo, 1, f->pub, &r, &err) < 0);
+    assert_int_equal(r.n_removed, 0);
+    assert_string_equal(versions_left(repo), "v000001,v000002,v000003");
+    assert_int_equal(unlink(tu_path("%s/PIN", repo)), 0);
+    prune_ok(repo, 1, f->pub, "v000001,v000002", "v000003");
+}
+
 TEST_GROUP(repo)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
@@ -910,6 +1097,10 @@ TEST_GROUP(repo)
         T(test_repo_publish_readonly),
         T(test_repo_publish_concurrent),
         T(test_repo_pin_current),
+        T(test_repo_prune_keep),
+        T(test_repo_prune_pinned_current),
+        T(test_repo_prune_leftovers),
+        T(test_repo_prune_refusals),
     };
 #undef T
     TEST_GROUP_RETURN(t);
