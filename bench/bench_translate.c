@@ -44,8 +44,7 @@ int main(int argc, char **argv)
 {
     if (argc < 8 || argc > 10) {
         fprintf(stderr, "usage: bench_translate MODEL_DIR FILE BATCH BEAMS MAX_NEW THREADS IDS_OUT "
-                "[fp32|bf16|int8 [BACKEND]]
-");
+                "[fp32|bf16|int8 [BACKEND]]\n");
         return 2;
     }
     int batch = atoi(argv[3]), beams = atoi(argv[4]), max_new = atoi(argv[5]);
