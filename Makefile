@@ -175,6 +175,8 @@ $(BUILD)/nlpd-train: $(BUILD)/trainer/main.o $(TRAINER_LIB) $(ENGINE_LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 # Benchmark drivers (bench/bench_*.c), built by the bench/ scripts: make build/bench-encoder.
+# `make test` builds them too, so that a driver that no longer compiles is a failure.
+BENCH_BINS = $(patsubst bench/bench_%.c,bench-%,$(wildcard bench/bench_*.c))
 $(BUILD)/bench-%: $(BUILD)/bench/bench_%.o $(ENGINE_LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
@@ -203,7 +205,7 @@ run: deps models
 # Tests run in a sanitizer build of their own (build/san).
 test: deps models
 	@$(MAKE) --no-print-directory SAN=1 BUILD=build/san build/san/test_unit build/san/nlpd-cli \
-		build/san/nlpd-train build/san/nlpd
+		build/san/nlpd-train build/san/nlpd $(addprefix build/san/,$(BENCH_BINS))
 	@scripts/run_tests.sh build/san
 
 # Every fuzz target (tests/fuzz/fuzz_*.c) for FUZZ_SECONDS each, one after another, under
