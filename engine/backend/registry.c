@@ -124,9 +124,28 @@ static void kinds(char *buf, size_t cap)
         w += (size_t)snprintf(buf + w, cap - w, "%s%s", i ? ", " : "", regs[i]->name);
 }
 
+/* The registered backend called name with device dev, or why there is none. */
+static int find_device(const char *spec, const char *name, int dev, const eng_backend_reg **out,
+                       eng_error *err)
+{
+    const eng_backend_reg *r = *out = eng_backend_reg_find(name);
+    if (!r) {
+        char have[128];
+        kinds(have, sizeof have);
+        return eng_fail(err, ENG_EUNSUPPORTED, "backend '%s' is not available (this build has: "
+                        "%s)", spec, have);
+    }
+    int n = r->device_count();
+    if (dev >= n)
+        return eng_fail(err, ENG_EUNSUPPORTED, "backend '%s': no such device (%d %s device%s "
+                        "present%s)", spec, n, r->name, n == 1 ? "" : "s",
+                        n == 0 && strcmp(r->name, "cpu") ? ": no GPU or no driver here" : "");
+    return ENG_OK;
+}
+
 int eng_backend_new(const char *spec, int threads, eng_backend **out, eng_error *err)
 {
-    char name[32], have[128];
+    char name[32];
     int dev;
     *out = NULL;
     if (!spec)
@@ -140,17 +159,9 @@ int eng_backend_new(const char *spec, int threads, eng_backend **out, eng_error 
                 return ENG_OK;
         return cpu_create(0, threads, out, err);
     }
-    const eng_backend_reg *r = eng_backend_reg_find(name);
-    if (!r) {
-        kinds(have, sizeof have);
-        return eng_fail(err, ENG_EUNSUPPORTED, "backend '%s' is not available (this build has: "
-                        "%s)", spec, have);
-    }
-    int n = r->device_count();
-    if (dev >= n)
-        return eng_fail(err, ENG_EUNSUPPORTED, "backend '%s': no such device (%d %s device%s "
-                        "present)", spec, n, r->name, n == 1 ? "" : "s");
-    return r->create(dev, threads, out, err);
+    const eng_backend_reg *r;
+    int rc = find_device(spec, name, dev, &r, err);
+    return rc ? rc : r->create(dev, threads, out, err);
 }
 
 const eng_backend_reg *eng_backend_spec_reg(const char *spec)
@@ -172,7 +183,7 @@ const eng_backend_reg *eng_backend_spec_reg(const char *spec)
 
 int eng_backend_check(const char *spec, eng_error *err)
 {
-    char name[32], have[128];
+    char name[32];
     int dev;
     if (!spec)
         return ENG_OK; /* the default: cpu */
@@ -182,18 +193,8 @@ int eng_backend_check(const char *spec, eng_error *err)
     if (strcmp(name, "auto") == 0)
         return strchr(spec, ':') ? eng_fail(err, ENG_EINVAL, "backend '%s': auto takes no "
                                             "device index", spec) : ENG_OK;
-    const eng_backend_reg *r = eng_backend_reg_find(name);
-    if (!r) {
-        kinds(have, sizeof have);
-        return eng_fail(err, ENG_EUNSUPPORTED, "backend '%s' is not available (this build has: "
-                        "%s)", spec, have);
-    }
-    int n = r->device_count();
-    if (dev >= n)
-        return eng_fail(err, ENG_EUNSUPPORTED, "backend '%s': no such device (%d %s device%s "
-                        "present%s)", spec, n, r->name, n == 1 ? "" : "s",
-                        n == 0 && strcmp(r->name, "cpu") ? ": no GPU or no driver here" : "");
-    return ENG_OK;
+    const eng_backend_reg *r;
+    return find_device(spec, name, dev, &r, err);
 }
 
 int eng_backend_kinds(const char **names, int cap)
