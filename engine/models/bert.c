@@ -291,7 +291,11 @@ int eng_bert_pack(eng_bert *b, eng_backend *be, int fmt, int drop)
     return ENG_OK;
 }
 
-int eng_bert_view_pack(eng_bert *v, eng_backend *be, int fmt)
+/* Packs every linear layer of the view for be in fmt. The fp32 weights are the layers'
+ * own (host_block NULL), or come from host_block through one staging buffer on be: each
+ * layer's weights go up, are converted (linear_pack waits for its conversion), and the
+ * buffer is reused, so no fp32 device copy of the layers is kept. */
+static int pack_linears(eng_bert *v, eng_backend *be, int fmt, const float *host_block)
 {
     if (!be || v->pack_ops || !v->layers)
         return ENG_EINVAL;
@@ -299,47 +303,25 @@ int eng_bert_view_pack(eng_bert *v, eng_backend *be, int fmt)
     if (!ls)
         return ENG_ENOMEM;
     int n = eng_bert_linears(v, ls, MAX_LIN(v)), rc = ENG_OK;
-    size_t bytes = 0;
-    v->pack_ops = be->ops;
-    for (int i = 0; i < n && rc == ENG_OK; i++)
-        rc = eng_nn_linear_pack(ls[i], be, fmt, &bytes);
-    free(ls);
-    if (rc) {
-        unpack(v);
-        return rc;
-    }
-    v->fmt = fmt;
-    v->packed_bytes = bytes;
-    return ENG_OK;
-}
-
-void eng_bert_view_unpack(eng_bert *v) { unpack(v); }
-
-int eng_bert_view_pack_host(eng_bert *v, eng_backend *be, int fmt, const float *host_block)
-{
-    if (!be || v->pack_ops || !v->layers || !host_block)
-        return ENG_EINVAL;
-    eng_linear **ls = malloc((size_t)MAX_LIN(v) * sizeof *ls);
-    if (!ls)
-        return ENG_ENOMEM;
-    int n = eng_bert_linears(v, ls, MAX_LIN(v)), rc = ENG_OK;
     size_t bytes = 0, most = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; host_block && i < n; i++) {
         size_t b = sizeof(float) * (size_t)ls[i]->out * ls[i]->in;
         most = b > most ? b : most;
     }
-    /* one staging buffer for the largest layer: each layer's fp32 weights go up, are
-     * converted (linear_pack, which waits for its conversion), and the buffer is reused */
-    float *stage = n ? be->ops->alloc(be, most) : NULL;
-    if (n && !stage) {
+    float *stage = most ? be->ops->alloc(be, most) : NULL;
+    if (most && !stage) {
         free(ls);
         return ENG_ENOMEM;
     }
     v->pack_ops = be->ops;
     for (int i = 0; i < n && rc == ENG_OK; i++) {
         eng_linear *l = ls[i];
-        size_t b = sizeof(float) * (size_t)l->out * l->in;
-        if (be->ops->upload(be, stage, host_block + l->off, b)) {
+        if (!host_block) {
+            rc = eng_nn_linear_pack(l, be, fmt, &bytes);
+            continue;
+        }
+        if (be->ops->upload(be, stage, host_block + l->off,
+                            sizeof(float) * (size_t)l->out * l->in)) {
             rc = ENG_EBACKEND;
             break;
         }
@@ -347,9 +329,11 @@ int eng_bert_view_pack_host(eng_bert *v, eng_backend *be, int fmt, const float *
         rc = eng_nn_linear_pack(l, be, fmt, &bytes);
         l->w = NULL; /* the packing is the layer's only device copy */
     }
-    if (be->ops->synchronize(be) && rc == ENG_OK)
-        rc = ENG_EBACKEND;
-    be->ops->free(be, stage);
+    if (stage) {
+        if (be->ops->synchronize(be) && rc == ENG_OK)
+            rc = ENG_EBACKEND;
+        be->ops->free(be, stage);
+    }
     free(ls);
     if (rc) {
         unpack(v);
@@ -357,8 +341,21 @@ int eng_bert_view_pack_host(eng_bert *v, eng_backend *be, int fmt, const float *
     }
     v->fmt = fmt;
     v->packed_bytes = bytes;
-    v->dropped = 1; /* the view holds the block up to tail_off only */
+    if (host_block)
+        v->dropped = 1; /* the view holds the block up to tail_off only */
     return ENG_OK;
+}
+
+int eng_bert_view_pack(eng_bert *v, eng_backend *be, int fmt)
+{
+    return pack_linears(v, be, fmt, NULL);
+}
+
+void eng_bert_view_unpack(eng_bert *v) { unpack(v); }
+
+int eng_bert_view_pack_host(eng_bert *v, eng_backend *be, int fmt, const float *host_block)
+{
+    return host_block ? pack_linears(v, be, fmt, host_block) : ENG_EINVAL;
 }
 
 float *eng_bert_unpacked_block(const eng_bert *b)
