@@ -110,7 +110,7 @@ static int parse_config(eng_marian *m, const cJSON *c, const char *file, eng_err
     if ((rc = get_int(c, "vocab_size", 1, 1 << 24, &m->vocab, file, err)) ||
         (rc = get_int(c, "decoder_vocab_size", 1, 1 << 24, &dec_vocab, file, err)) ||
         (rc = get_int(c, "d_model", 1, 1 << 16, &m->d, file, err)) ||
-        (rc = get_int(c, "max_position_embeddings", 1, 1 << 20, &m->max_pos, file, err)) ||
+        (rc = get_int(c, "max_position_embeddings", 2, 1 << 20, &m->max_pos, file, err)) ||
         (rc = get_int(c, "encoder_layers", 1, 256, &m->enc_layers, file, err)) ||
         (rc = get_int(c, "decoder_layers", 1, 256, &m->dec_layers, file, err)) ||
         (rc = get_int(c, "encoder_ffn_dim", 1, 1 << 20, &m->enc_ffn, file, err)) ||
