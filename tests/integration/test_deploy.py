@@ -267,7 +267,7 @@ def test_systemd_config(tmp_path):
     same = json.loads(DEFAULT_CONFIG.read_text())
     same["feedback"]["dir"] = cfg["feedback"]["dir"]
     same["signing"]["public_key_file"] = cfg["signing"]["public_key_file"]
-    for m, n in zip(same["models"], cfg["models"]):
+    for m, n in zip(same["models"], cfg["models"], strict=True):
         for k in ("path", "repository"):
             if k in m and k in n:
                 m[k] = n[k]
