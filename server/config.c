@@ -152,8 +152,8 @@ static const conf_key model_keys[] = {
      "Weights of the linear layers. On the CPU: fp32 (bitwise the reference), bf16 (fp32 "
      "accumulation; AVX-512 BF16 when the CPU has it) or int8 (per-channel weights, per-row "
      "activations; AVX-512 VNNI, else AVX2). On CUDA: fp32, fp16 or bf16 (cuBLAS with 16-bit "
-     "inputs and fp32 accumulation; BERT-family models; the weights are converted on the GPU "
-     "once per model version). fp16 on the CPU and int8 on CUDA stop start-up. Layer norms, "
+     "inputs and fp32 accumulation; every task, translation included; the weights are "
+     "converted on the GPU once per model version). fp16 on the CPU and int8 on CUDA stop start-up. Layer norms, "
      "softmax and the residual stream stay fp32. /v1/models reports the kernel each model "
      "runs on."},
     {"timeout_ms", K_INT, MOD(timeout_ms), "10000", 1, 3600000, NULL, 0,

@@ -149,9 +149,12 @@ int eng_model_load(const char *dir, eng_model **out, eng_error *err);
  *    them rebuilt from the packing.
  *  - on CUDA, "fp32" (cuBLAS fp32), "fp16" or "bf16": the linear layers' weights are
  *    converted on the device once per model version and device (only the other weights
- *    go up in fp32: embeddings, norms, biases, heads) and run as cublasGemmEx with 16-bit inputs and
- *    fp32 accumulation; activations are converted per call. BERT-family models only
- *    (translation models: fp32). No CPU packing is made (the host keeps the fp32 block).
+ *    go up in fp32: embeddings, norms, biases, heads) and run as cublasGemmEx with 16-bit
+ *    inputs and fp32 accumulation; activations are converted per call. BERT family: the
+ *    encoder's and the [CLS] heads' square layers; Marian: every attention (self and
+ *    cross) and FFN projection and the lm head (a 16-bit copy beside the fp32 embedding
+ *    it is tied to, which lookups read; the KV cache stays fp32). No CPU packing is made
+ *    (the host keeps the fp32 block).
  * int8 on CUDA and fp16 on the CPU are refused (ENG_EUNSUPPORTED, naming both). Layer
  * norms, softmax, attention and the residual stream stay fp32 everywhere. */
 typedef struct eng_model_opts {
