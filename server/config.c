@@ -194,6 +194,16 @@ static const conf_key model_keys[] = {
      "CPU threads per worker. 0: online cores / workers. workers x threads must not "
      "exceed the online cores; over all models the sum may (idle workers sleep; models "
      "busy at the same time share the cores, and start-up logs a warning)."},
+    {"batching.recover_attempts", K_INT, MOD(recover_attempts), "5", 1, 100, NULL, 0,
+     "GPU backends: after a device fault (a CUDA error) each of this model's workers "
+     "recreates its engine context (stream, cuBLAS handle, activation arena; the weights stay "
+     "on the device) at once, then - should recreating fail or the new context fault again - "
+     "after recover_backoff_ms, at most this many times in all; meanwhile and after the last "
+     "failed attempt its requests fail (500) and /readyz is 503 device_fault. No effect on "
+     "the CPU."},
+    {"batching.recover_backoff_ms", K_INT, MOD(recover_backoff_ms), "200", 10, 30000, NULL, 0,
+     "GPU backends: the wait before the second context recreation after a device fault; it "
+     "doubles for each later one, up to 30 s."},
     {"translation.source_lang", K_OPTSTR, MOD(source_lang), NULL, 0, 0, NULL, 0,
      "translate: source language code requests name in \"source\" (e.g. \"en\"). null: "
      "tokenizer_config.json's source_lang."},

@@ -265,6 +265,8 @@ static int start_batcher(srv_model *m)
     o.workers = c->workers;
     o.threads_per_worker = c->threads;
     o.backend = c->backend;
+    o.recover_attempts = c->recover_attempts;
+    o.recover_backoff_ms = c->recover_backoff_ms;
     o.on_batch = on_batch;
     o.on_batch_arg = m;
     o.arriving = m->srv && !c->always_delay ? &m->srv->arriving : NULL;
