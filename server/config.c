@@ -199,8 +199,10 @@ static const conf_key model_keys[] = {
      "recreates its engine context (stream, cuBLAS handle, activation arena; the weights stay "
      "on the device) at once, then - should recreating fail or the new context fault again - "
      "after recover_backoff_ms, at most this many times in all; meanwhile and after the last "
-     "failed attempt its requests fail (500) and /readyz is 503 device_fault. No effect on "
-     "the CPU."},
+     "failed attempt its requests fail (500) and /readyz is 503 device_fault. A sticky "
+     "error (one that breaks the whole process's CUDA context: an illegal address, a launch "
+     "failure, an uncorrectable ECC error, ...) makes no attempt: /healthz turns 503 and nlpd "
+     "drains and exits with status 3 to be restarted. No effect on the CPU."},
     {"batching.recover_backoff_ms", K_INT, MOD(recover_backoff_ms), "200", 10, 30000, NULL, 0,
      "GPU backends: the wait before the second context recreation after a device fault; it "
      "doubles for each later one, up to 30 s."},

@@ -553,6 +553,11 @@ const char *eng_ctx_fault(const eng_ctx *c)
 {
     return c->be->ops->health ? c->be->ops->health(c->be) : NULL;
 }
+
+int eng_ctx_fault_sticky(const eng_ctx *c)
+{
+    return eng_ctx_fault(c) && c->be->ops->fault_sticky && c->be->ops->fault_sticky(c->be);
+}
 eng_backend *eng_ctx_backend(eng_ctx *c) { return c->be; }
 
 void eng_ctx_get_stats(eng_ctx *c, eng_ctx_stats *out)

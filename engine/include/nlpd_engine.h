@@ -219,6 +219,11 @@ int eng_backend_check(const char *spec, eng_error *err);
 /* NULL while ctx's backend works, else why it stopped (a device fault: the context then
  * fails every run with ENG_EBACKEND and should be replaced). */
 const char *eng_ctx_fault(const eng_ctx *ctx);
+/* 1 when that fault is sticky: it broke the device for the whole process (a CUDA error
+ * such as an illegal address, a launch failure or an uncorrectable ECC error poisons the
+ * process's CUDA context), so a new context cannot help; the process must be restarted.
+ * 0 when there is no fault or a new context may work. */
+int eng_ctx_fault_sticky(const eng_ctx *ctx);
 const char *eng_ctx_backend_name(const eng_ctx *ctx); /* the kind: "cpu", "cuda" */
 int eng_ctx_device(const eng_ctx *ctx);               /* the device index within the kind */
 
