@@ -36,12 +36,55 @@ static int push(trn_feedback *fb, const char *text, const char *label, int64_t t
     return 0;
 }
 
-static int read_log(const char *path, int64_t after, FILE *log, trn_feedback *fb,
-                    eng_error *err)
+void trn_fb_cache_free(trn_fb_cache *c)
+{
+    free(c->e);
+    memset(c, 0, sizeof *c);
+}
+
+static trn_fb_seen *cache_find(trn_fb_cache *c, const struct stat *st)
+{
+    for (int i = 0; i < c->n; i++)
+        if (c->e[i].dev == (uint64_t)st->st_dev && c->e[i].ino == (uint64_t)st->st_ino)
+            return &c->e[i];
+    if (c->n == c->cap) {
+        int cap = c->cap ? 2 * c->cap : 16;
+        trn_fb_seen *p = realloc(c->e, sizeof *p * (size_t)cap);
+        if (!p)
+            return NULL;
+        c->e = p;
+        c->cap = cap;
+    }
+    trn_fb_seen *e = &c->e[c->n++];
+    memset(e, 0, sizeof *e);
+    e->dev = (uint64_t)st->st_dev;
+    e->ino = (uint64_t)st->st_ino;
+    e->size = UINT64_MAX; /* never read yet */
+    return e;
+}
+
+static int read_log(const char *path, int64_t after, trn_fb_cache *cache, FILE *log,
+                    trn_feedback *fb, eng_error *err)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
         return eng_fail(err, ENG_EIO, "%s: %s", path, strerror(errno));
+    /* The identity before reading: a line appended meanwhile changes it, so the
+     * next check reads the log again. */
+    struct stat st;
+    trn_fb_seen *seen = NULL;
+    if (cache && fstat(fileno(f), &st) == 0 && (seen = cache_find(cache, &st))) {
+        int64_t mtime = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+        seen->pass = cache->pass;
+        if (seen->size == (uint64_t)st.st_size && seen->mtime_ns == mtime && seen->newest <= after) {
+            fclose(f);
+            fb->unchanged++;
+            return ENG_OK;
+        }
+        seen->size = (uint64_t)st.st_size;
+        seen->mtime_ns = mtime;
+        seen->newest = 0;
+    }
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
@@ -72,6 +115,8 @@ static int read_log(const char *path, int64_t after, FILE *log, trn_feedback *fb
             continue;
         }
         int64_t ms = (int64_t)t->valuedouble;
+        if (seen && ms > seen->newest)
+            seen->newest = ms;
         if (ms <= after) {
             fb->older++;
         } else if (push(fb, x->valuestring, l->valuestring, ms)) {
@@ -85,6 +130,8 @@ static int read_log(const char *path, int64_t after, FILE *log, trn_feedback *fb
     }
     if (!rc && ferror(f))
         rc = eng_fail(err, ENG_EIO, "%s: read error", path);
+    if (rc && seen)
+        seen->size = UINT64_MAX; /* not read through: read it again next time */
     free(line);
     fclose(f);
     if (!rc)
@@ -97,7 +144,8 @@ static int cmp_name(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int read_dir(const char *dir, int64_t after, FILE *log, trn_feedback *fb, eng_error *err)
+static int read_dir(const char *dir, int64_t after, trn_fb_cache *cache, FILE *log,
+                    trn_feedback *fb, eng_error *err)
 {
     DIR *d = opendir(dir);
     if (!d)
@@ -135,7 +183,7 @@ static int read_dir(const char *dir, int64_t after, FILE *log, trn_feedback *fb,
         if (snprintf(path, sizeof path, "%s/%s", dir, names[i]) >= (int)sizeof path)
             rc = eng_fail(err, ENG_EINVAL, "%s/%s: path too long", dir, names[i]);
         else
-            rc = read_log(path, after, log, fb, err);
+            rc = read_log(path, after, cache, log, fb, err);
     }
     for (int i = 0; i < n; i++)
         free(names[i]);
@@ -143,17 +191,26 @@ static int read_dir(const char *dir, int64_t after, FILE *log, trn_feedback *fb,
     return rc;
 }
 
-int trn_feedback_read(const char *const *paths, int n, int64_t after_ms, FILE *log,
-                      trn_feedback *fb, eng_error *err)
+int trn_feedback_read(const char *const *paths, int n, int64_t after_ms, trn_fb_cache *cache,
+                      FILE *log, trn_feedback *fb, eng_error *err)
 {
+    if (cache)
+        cache->pass++;
     for (int i = 0; i < n; i++) {
         struct stat st;
         if (stat(paths[i], &st) != 0)
             return eng_fail(err, ENG_EIO, "%s: %s", paths[i], strerror(errno));
-        int rc = S_ISDIR(st.st_mode) ? read_dir(paths[i], after_ms, log, fb, err)
-                                     : read_log(paths[i], after_ms, log, fb, err);
+        int rc = S_ISDIR(st.st_mode) ? read_dir(paths[i], after_ms, cache, log, fb, err)
+                                     : read_log(paths[i], after_ms, cache, log, fb, err);
         if (rc)
             return rc;
+    }
+    if (cache) { /* forget logs that are gone (rotated away, deleted) */
+        int k = 0;
+        for (int i = 0; i < cache->n; i++)
+            if (cache->e[i].pass == cache->pass)
+                cache->e[k++] = cache->e[i];
+        cache->n = k;
     }
     return ENG_OK;
 }

@@ -413,7 +413,7 @@ static int fb_example(const run *r, const trn_fb_item *it, trn_dataset *d, eng_e
 static int load_feedback(run *r, eng_error *err)
 {
     const trn_opts *o = r->o;
-    int rc = trn_feedback_read(o->feedback, o->n_feedback, 0, r->log, &r->fb, err);
+    int rc = trn_feedback_read(o->feedback, o->n_feedback, 0, NULL, r->log, &r->fb, err);
     if (rc)
         return rc;
     trn_feedback_dedupe(&r->fb);

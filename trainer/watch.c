@@ -98,6 +98,7 @@ int trn_watch(const trn_watch_opts *w, FILE *log, eng_error *err)
     long last_count = -1;
     char last_ver[ENG_REPO_NAME_MAX + 1] = "";
     int runs = 0;
+    trn_fb_cache seen = {0}; /* logs with nothing new are not read at every check */
     FILE *quiet = w->verbose ? NULL : fopen("/dev/null", "w");
     if (!w->verbose && !quiet)
         return eng_fail(err, ENG_EIO, "/dev/null: cannot open");
@@ -115,13 +116,14 @@ int trn_watch(const trn_watch_opts *w, FILE *log, eng_error *err)
         {
             if (quiet)
                 fclose(quiet);
+            trn_fb_cache_free(&seen);
             return eng_fail(err, ENG_EINVAL, "%s: path too long", o->repository);
         }
         int64_t since = trn_version_feedback_until(dir);
         if (tried_until > since)
             since = tried_until;
         trn_feedback fb = {0};
-        int rc = trn_feedback_read(o->feedback, o->n_feedback, since, NULL, &fb, &e);
+        int rc = trn_feedback_read(o->feedback, o->n_feedback, since, &seen, NULL, &fb, &e);
         long count = rc ? -1 : fb.n;
         int64_t newest = fb.max_time;
         trn_feedback_free(&fb);
@@ -172,6 +174,7 @@ int trn_watch(const trn_watch_opts *w, FILE *log, eng_error *err)
         nap(w, w->interval);
     }
     stamp(log, "stopped");
+    trn_fb_cache_free(&seen);
     if (quiet)
         fclose(quiet);
     return ENG_OK;

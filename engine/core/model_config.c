@@ -87,7 +87,7 @@ static int parse_bert(const cJSON *root, eng_model_config *c, const char *path, 
     c->max_positions = 512;
     c->type_vocab = 2;
     if ((rc = get_int(root, "vocab_size", 1, INT_MAX / 2, &c->vocab, path, err)) ||
-        (rc = get_int(root, "max_position_embeddings", 1, 1 << 20, &c->max_positions, path,
+        (rc = get_int(root, "max_position_embeddings", 2, 1 << 20, &c->max_positions, path,
                       err)) ||
         (rc = get_int(root, "type_vocab_size", 1, 1 << 16, &c->type_vocab, path, err)))
         return rc;
@@ -112,7 +112,7 @@ static int parse_distilbert(const cJSON *root, eng_model_config *c, const char *
         (rc = get_int(root, "n_heads", 1, 1024, &c->heads, path, err)) ||
         (rc = get_int(root, "hidden_dim", 1, 1 << 20, &c->intermediate, path, err)) ||
         (rc = get_int(root, "vocab_size", 1, INT_MAX / 2, &c->vocab, path, err)) ||
-        (rc = get_int(root, "max_position_embeddings", 1, 1 << 20, &c->max_positions, path,
+        (rc = get_int(root, "max_position_embeddings", 2, 1 << 20, &c->max_positions, path,
                       err)))
         return rc;
     c->type_vocab = 0;

@@ -110,7 +110,7 @@ static int parse_config(eng_marian *m, const cJSON *c, const char *file, eng_err
     if ((rc = get_int(c, "vocab_size", 1, 1 << 24, &m->vocab, file, err)) ||
         (rc = get_int(c, "decoder_vocab_size", 1, 1 << 24, &dec_vocab, file, err)) ||
         (rc = get_int(c, "d_model", 1, 1 << 16, &m->d, file, err)) ||
-        (rc = get_int(c, "max_position_embeddings", 1, 1 << 20, &m->max_pos, file, err)) ||
+        (rc = get_int(c, "max_position_embeddings", 2, 1 << 20, &m->max_pos, file, err)) ||
         (rc = get_int(c, "encoder_layers", 1, 256, &m->enc_layers, file, err)) ||
         (rc = get_int(c, "decoder_layers", 1, 256, &m->dec_layers, file, err)) ||
         (rc = get_int(c, "encoder_ffn_dim", 1, 1 << 20, &m->enc_ffn, file, err)) ||
@@ -236,6 +236,19 @@ static int parse_generation(eng_marian *m, const cJSON *g, const char *file, eng
     }
     if (o->max_length > m->max_pos)
         o->max_length = m->max_pos; /* positions beyond the table do not exist */
+    /* every id the search emits or feeds must be a row of the vocabulary: a forced
+     * </s> outside it would be returned as a token that decodes to nothing */
+    const struct { const char *key; int id, optional; } ids[] = {
+        {"pad_token_id", m->pad_id, 0},     {"eos_token_id", eos, 0},
+        {"decoder_start_token_id", start, 0}, {"forced_eos_token_id", forced, 1}};
+    for (size_t i = 0; i < sizeof ids / sizeof *ids; i++)
+        if (!(ids[i].optional && ids[i].id < 0) && (ids[i].id < 0 || ids[i].id >= m->dec_vocab))
+            return eng_fail(err, ENG_EFORMAT, "%s: %s %d is outside the vocabulary (%d ids)",
+                            file, ids[i].key, ids[i].id, m->dec_vocab);
+    for (int i = 0; i < o->n_bad; i++)
+        if (m->bad_ids[i] < 0 || m->bad_ids[i] >= m->dec_vocab)
+            return eng_fail(err, ENG_EFORMAT, "%s: bad_words_ids entry %d is outside the "
+                            "vocabulary (%d ids)", file, m->bad_ids[i], m->dec_vocab);
     return ENG_OK;
 }
 

@@ -535,7 +535,7 @@ static int wp_read_config(eng_tokenizer *t, const char *dir, cJSON **cfg, char *
         return rc;
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(*cfg, "model_max_length");
     /* transformers writes 1e30 for "no limit"; such a model gets BERT's 512. */
-    if (cJSON_IsNumber(m) && m->valuedouble >= 1 && m->valuedouble <= 1e7)
+    if (cJSON_IsNumber(m) && m->valuedouble >= 2 && m->valuedouble <= 1e7) /* [CLS] [SEP] */
         t->max_len = (int)m->valuedouble;
     return ENG_OK;
 }

@@ -1,18 +1,21 @@
 /* fuzz_model_folder.c - libFuzzer target for loading a model folder (engine/model.c,
  * model_config.c, bert.c, marian.c, wordpiece.c, marian_tok.c): fuzzed config.json
- * and tokenizer file written into a temporary folder next to a real fixture's
- * weights, then eng_model_load.
+ * and tokenizer file written into a temporary folder next to a fixture's weights,
+ * then eng_model_load. The fixtures (tests/fixtures/fuzz, made by
+ * tests/reference/make_fuzz_fixtures.py) have small vocabularies and tiny weights:
+ * a load costs about a millisecond, so the target can try millions of inputs.
  *
  * Input: byte 0 selects the fixture whose model.safetensors is linked and which
  * tokenizer file the second part becomes; bytes 1-2 (little endian) the length of
  * config.json; the rest is the tokenizer file:
- *   fixture bert_cls | bert_qa | distilbert_cls | bert_st (+ its 1_Pooling) | marian_a
+ *   fixture bert_cls | bert_qa | distilbert_cls | bert_st (+ its 1_Pooling) | marian
  *   tokenizer file: tokenizer.json or vocab.txt (BERT); tokenizer_config.json (Marian,
- *   with the shared OPUS-MT spm/vocab files linked).
+ *   beside the fixture's spm, vocab.json and special_tokens_map.json).
  * Contracts: a refusal is one of the engine's codes with a message and no model;
  * an accepted model has coherent info (task, max_seq_len, labels) and tokenizes
  * a text; classify models classify it (probabilities in [0, 1] summing to 1 for
- * single-label). Under ASan/UBSan; -rss_limit_mb catches unbounded allocation. */
+ * single-label); translation models translate a text (greedy or beam 2, 6 new tokens:
+ * ids in the vocabulary). Under ASan/UBSan; -rss_limit_mb catches unbounded allocation. */
 #include "fuzz_common.h"
 
 #include <math.h>
@@ -21,7 +24,7 @@
 #include "nlpd_engine.h"
 
 static const char *const fixtures[] = {"bert_cls", "bert_qa", "distilbert_cls", "bert_st",
-                                       "marian_a"};
+                                       "marian"};
 #define NFIX (sizeof fixtures / sizeof *fixtures)
 static char dirs[NFIX][4096];
 static eng_ctx *ctx;
@@ -47,25 +50,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
             perror(dirs[i]);
             exit(1);
         }
-        int marian = strncmp(fixtures[i], "marian", 6) == 0;
-        snprintf(src, sizeof src, "%s/tests/fixtures/%s/%s/model.safetensors", fz_root(),
-                 marian ? "marian" : "models", fixtures[i]);
-        link_abs(src, dirs[i], "model.safetensors");
-        if (marian) {
-            static const char *const tf[] = {"source.spm", "target.spm", "vocab.json",
-                                             "special_tokens_map.json"};
-            for (size_t k = 0; k < sizeof tf / sizeof *tf; k++) {
-                snprintf(src, sizeof src, "%s/tokenizers/opus-mt-tc-big-en-pt/%s", fz_shared(),
-                         tf[k]);
-                link_abs(src, dirs[i], tf[k]);
-            }
-        } else if (!strcmp(fixtures[i], "bert_st")) {
-            static const char *const sf[] = {"modules.json", "sentence_bert_config.json",
-                                             "1_Pooling"};
-            for (size_t k = 0; k < sizeof sf / sizeof *sf; k++) {
-                snprintf(src, sizeof src, "%s/tests/fixtures/models/bert_st/%s", fz_root(), sf[k]);
-                link_abs(src, dirs[i], sf[k]);
-            }
+        static const char *const files[] = {"model.safetensors", "source.spm", "target.spm",
+                                            "vocab.json", "special_tokens_map.json",
+                                            "modules.json", "sentence_bert_config.json",
+                                            "1_Pooling"};
+        for (size_t k = 0; k < sizeof files / sizeof *files; k++) {
+            snprintf(src, sizeof src, "%s/tests/fixtures/fuzz/%s/%s", fz_root(), fixtures[i],
+                     files[k]);
+            if (k == 0 || access(src, F_OK) == 0) /* the weights are required */
+                link_abs(src, dirs[i], files[k]);
         }
     }
     eng_error err = {0};
@@ -126,7 +119,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (int i = 0; i < in->num_labels; i++)
             CHECK(in->labels[i] != NULL, "label %d is NULL", i);
     }
-    if (in->task != ENG_TASK_TRANSLATE) {
+    if (in->task == ENG_TASK_TRANSLATE) { /* a short search, greedy or beam 2 */
+        eng_translate_opts o;
+        eng_translate_opts_default(&o);
+        o.beam_size = 1 + (data[0] >> 4 & 1);
+        o.max_new_tokens = 6;
+        const char *text = "Hello, world! Café";
+        eng_translation t = {0};
+        rc = eng_translate(ctx, m, &text, 1, &o, &t, &err);
+        if (!rc) {
+            CHECK(t.n_ids >= 1 && t.n_ids <= 6, "%d ids for max_new_tokens 6", t.n_ids);
+            for (int i = 0; i < t.n_ids; i++)
+                CHECK(t.ids[i] >= 0 && t.ids[i] < in->vocab, "id %d (vocab %d)", t.ids[i], in->vocab);
+            CHECK(t.text != NULL, "no text%s", "");
+        } else {
+            CHECK(err.msg[0], "translate refused without a message (%d)", rc);
+        }
+        eng_translation_free(&t);
+    } else {
         const eng_tokenizer *tok = eng_model_tokenizer(m);
         eng_encoding e;
         eng_encoding_init(&e);

@@ -3,7 +3,8 @@
   Dockerfile                   hadolint; structure (stages, user, health check, volumes)
   deploy/docker/healthcheck.sh against a running nlpd
   systemd/                     systemd-analyze verify + security --offline (exposure <= 2.0),
-                               systemd-sysusers / systemd-tmpfiles into a scratch root
+                               systemd-sysusers / systemd-tmpfiles into a scratch root;
+                               nlpd.json: writable paths, nlpd --check-config
   deploy/kubernetes/           kubernetes-validate --strict; drain vs grace period; the
                                ConfigMap's config accepted by nlpd --check-config
   deploy/docker-compose.yml    docker-compose config (the Compose schema)
@@ -40,6 +41,7 @@ SYSTEMD = ROOT / "systemd"
 K8S = ROOT / "deploy" / "kubernetes"
 COMPOSE = ROOT / "deploy" / "docker-compose.yml"
 COMPOSE_CONFIG = ROOT / "deploy" / "compose" / "nlpd.json"
+SYSTEMD_CONFIG = SYSTEMD / "nlpd.json"
 DASHBOARD = ROOT / "deploy" / "monitoring" / "grafana-dashboard.json"
 ALERTS = ROOT / "deploy" / "monitoring" / "alerts.yml"
 DEFAULT_CONFIG = ROOT / "config" / "nlpd.json"
@@ -233,9 +235,9 @@ def test_systemd_nlpd_lifecycle():
     assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert s.get("KillSignal", ["SIGTERM"]) == ["SIGTERM"]
     assert s["ExecStart"][0].startswith("/usr/local/bin/nlpd --config /etc/nlpd/nlpd.json")
-    # The drain (config/nlpd.json, installed as /etc/nlpd/nlpd.json) ends before
+    # The drain (systemd/nlpd.json, installed as /etc/nlpd/nlpd.json) ends before
     # systemd's SIGKILL, with room for the models to be freed.
-    drain_s = json.loads(DEFAULT_CONFIG.read_text()).get("drain_timeout_ms", 10000) / 1000
+    drain_s = json.loads(SYSTEMD_CONFIG.read_text()).get("drain_timeout_ms", 10000) / 1000
     stop = s["TimeoutStopSec"][0]
     stop_s = float(stop[:-1]) if stop.endswith("s") else float(stop)
     assert stop_s >= drain_s + 5, f"TimeoutStopSec={stop} vs drain_timeout_ms {drain_s * 1000:.0f}"
@@ -272,6 +274,34 @@ def test_systemd_trainer_low_priority():
     assert "CPUQuota" in s or "AllowedCPUs" in s
     text = (SYSTEMD / "nlpd-train@.service").read_text()
     assert "AllowedCPUs=" in text, "AllowedCPUs is documented for bigger machines"
+
+
+def test_systemd_config(tmp_path):
+    """systemd/nlpd.json (installed as /etc/nlpd/nlpd.json) is config/nlpd.json with
+    the /var/lib/nlpd layout: nothing it writes (feedback, repository pins) is under
+    nlpd.service's read-only paths, nothing resolves against the working directory,
+    and the real daemon accepts it. (The trainers' paths: test_trainer_one_watcher_per_model.)"""
+    cfg = json.loads(SYSTEMD_CONFIG.read_text())
+    # config/nlpd.json but for the paths: a key added to one is added to the other
+    same = json.loads(DEFAULT_CONFIG.read_text())
+    same["feedback"]["dir"] = cfg["feedback"]["dir"]
+    same["signing"]["public_key_file"] = cfg["signing"]["public_key_file"]
+    for m, n in zip(same["models"], cfg["models"]):
+        for k in ("path", "repository"):
+            if k in m and k in n:
+                m[k] = n[k]
+    assert cfg == same, "systemd/nlpd.json differs from config/nlpd.json beyond its paths"
+    written = [cfg["feedback"]["dir"]] + [m["repository"] for m in cfg["models"] if "repository" in m]
+    read = [m["path"] for m in cfg["models"] if "path" in m] + [cfg["signing"]["public_key_file"]]
+    assert all(p.startswith("/") for p in written + read), (written, read)
+    s = unit_settings("nlpd.service")
+    ro = [v.lstrip("-") for v in s.get("ReadOnlyPaths", [])]
+    state = ["/var/lib/" + d for d in s["StateDirectory"]]
+    for p in written:
+        assert not any(p == r or p.startswith(r + "/") for r in ro), f"{p} is read-only: {ro}"
+        assert any(p.startswith(d + "/") for d in state), \
+            f"{p}: ProtectSystem=strict leaves only {state} writable"
+    assert_check_config(cfg, tmp_path)
 
 
 def test_systemd_sysusers_tmpfiles(tmp_path):
@@ -387,26 +417,14 @@ def test_kubernetes_consistency():
         assert sc["runAsNonRoot"] and sc["runAsUser"] == 10001
 
 
-def test_kubernetes_config_accepted_by_nlpd(tmp_path):
-    """The ConfigMap's nlpd.json passes the real daemon's --check-config (its model
-    folders replaced by the test fixtures of the same task)."""
+def assert_check_config(cfg, tmp_path):
+    """An installed configuration (the /var/lib/nlpd layout) passes the real daemon's
+    --check-config, its fixed model folders replaced by test fixtures of the same task
+    and its repositories, feedback folder and key by scratch paths."""
     if not NLPD_BIN.exists():
         pytest.fail(f"{NLPD_BIN} does not exist (build it)")
-    cfg = json.loads(k8s_find("ConfigMap", "nlpd-config")["data"]["nlpd.json"])
     fixture = {"embed": "bert_st", "sentiment": "bert_cls", "classify": "bert_cls",
                "qa": "bert_qa"}
-    # The trained models come from repositories on the shared volume that every replica
-    # follows by rescanning (no inotify across machines), verified with the signing key
-    # that deployment.yaml mounts.
-    repos = {m["name"]: m["repository"] for m in cfg["models"] if "repository" in m}
-    assert {"sentiment", "intents"} <= set(repos), cfg["models"]
-    assert all(p.startswith("/var/lib/nlpd/repository/") for p in repos.values()), repos
-    assert cfg["reload"]["rescan_interval_s"] > 0
-    assert cfg["feedback"]["dir"] == "/var/lib/nlpd/feedback"
-    key = cfg["signing"]["public_key_file"]
-    spec = k8s_find("Deployment", "nlpd")["spec"]["template"]["spec"]
-    mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
-    assert mounts.get(os.path.dirname(key)) == "signing-key", (key, mounts)
     (tmp_path / "repository").mkdir()
     for m in cfg["models"]:
         if "repository" in m:
@@ -420,6 +438,25 @@ def test_kubernetes_config_accepted_by_nlpd(tmp_path):
     f.write_text(json.dumps(cfg))
     r = run([str(NLPD_BIN), "--check-config", "--config", str(f)])
     assert r.returncode == 0, f"nlpd --check-config: {r.stdout}{r.stderr}"
+
+
+def test_kubernetes_config_accepted_by_nlpd(tmp_path):
+    """The ConfigMap's nlpd.json passes the real daemon's --check-config (its model
+    folders replaced by the test fixtures of the same task)."""
+    cfg = json.loads(k8s_find("ConfigMap", "nlpd-config")["data"]["nlpd.json"])
+    # The trained models come from repositories on the shared volume that every replica
+    # follows by rescanning (no inotify across machines), verified with the signing key
+    # that deployment.yaml mounts.
+    repos = {m["name"]: m["repository"] for m in cfg["models"] if "repository" in m}
+    assert {"sentiment", "intents"} <= set(repos), cfg["models"]
+    assert all(p.startswith("/var/lib/nlpd/repository/") for p in repos.values()), repos
+    assert cfg["reload"]["rescan_interval_s"] > 0
+    assert cfg["feedback"]["dir"] == "/var/lib/nlpd/feedback"
+    key = cfg["signing"]["public_key_file"]
+    spec = k8s_find("Deployment", "nlpd")["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
+    assert mounts.get(os.path.dirname(key)) == "signing-key", (key, mounts)
+    assert_check_config(cfg, tmp_path)
 
 
 # ---------------------------------------------------------------- compose
@@ -462,25 +499,12 @@ def test_compose_config():
 def test_compose_nlpd_config_accepted_by_nlpd(tmp_path):
     """deploy/compose/nlpd.json serves sentiment and intents from the repository
     volume, followed by rescanning, and passes the real daemon's --check-config."""
-    if not NLPD_BIN.exists():
-        pytest.fail(f"{NLPD_BIN} does not exist (build it)")
     cfg = json.loads(COMPOSE_CONFIG.read_text())
     repos = {m["name"]: m["repository"] for m in cfg["models"] if "repository" in m}
     assert repos == {"sentiment": "/var/lib/nlpd/repository/sentiment",
                      "intents": "/var/lib/nlpd/repository/intents"}, repos
     assert cfg["reload"]["rescan_interval_s"] > 0
-    (tmp_path / "repository").mkdir()
-    for m in cfg["models"]:
-        if "repository" in m:
-            m["repository"] = str(tmp_path / "repository" / m["name"])
-        else:
-            m["path"] = str(FIXTURES / "bert_st")
-    cfg["signing"]["public_key_file"] = str(tmp_path / "signing.pub")
-    cfg["feedback"]["dir"] = str(tmp_path / "feedback")
-    f = tmp_path / "nlpd.json"
-    f.write_text(json.dumps(cfg))
-    r = run([str(NLPD_BIN), "--check-config", "--config", str(f)])
-    assert r.returncode == 0, f"nlpd --check-config: {r.stdout}{r.stderr}"
+    assert_check_config(cfg, tmp_path)
 
 
 def test_compose_config_rejects_a_typo(tmp_path):
@@ -553,6 +577,7 @@ def test_trainer_one_watcher_per_model():
         assert sorted(m for ff, m in cmds if ff == f) == sorted(REPO_MODELS), (f, sorted(cmds))
     k8s_cfg = json.loads(k8s_find("ConfigMap", "nlpd-config")["data"]["nlpd.json"])
     compose_cfg = json.loads(COMPOSE_CONFIG.read_text())
+    systemd_cfg = json.loads(SYSTEMD_CONFIG.read_text())
     for (f, m), a in cmds.items():
         where = f"{f} ({m}): {a}"
         assert a[0] == "watch", where
@@ -565,13 +590,14 @@ def test_trainer_one_watcher_per_model():
         # Retention: each publish is a full model copy; an explicit bound that still
         # leaves a version to roll back to.
         assert opt(a, "--keep") and int(opt(a, "--keep")) >= 2, f"{where}: no --keep N >= 2"
-        cfg = {"trainer.yaml": k8s_cfg, "docker-compose.yml": compose_cfg}.get(f)
-        if cfg:  # the daemon serves that repository and writes that feedback folder
-            repos = {x["name"]: x.get("repository") for x in cfg["models"]}
-            assert repos[m] == opt(a, "--repository"), where
-            assert f"{cfg['feedback']['dir']}/{m}" == opt(a, "--feedback"), where
-            assert os.path.dirname(cfg["signing"]["public_key_file"]) == \
-                os.path.dirname(opt(a, "--public-key")), where
+        cfg = {"trainer.yaml": k8s_cfg, "docker-compose.yml": compose_cfg,
+               "nlpd-train@.service": systemd_cfg}[f]
+        # the daemon serves that repository and writes that feedback folder
+        repos = {x["name"]: x.get("repository") for x in cfg["models"]}
+        assert repos[m] == opt(a, "--repository"), where
+        assert f"{cfg['feedback']['dir']}/{m}" == opt(a, "--feedback"), where
+        assert os.path.dirname(cfg["signing"]["public_key_file"]) == \
+            os.path.dirname(opt(a, "--public-key")), where
 
 
 def test_trainer_keys_mounted():

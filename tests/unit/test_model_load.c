@@ -69,10 +69,10 @@ static void expect_load_fails(const char *dir, int code, const char *n1, const c
     assert_null(m);
 }
 
-/* Edit config.json: set key to a JSON value (NULL deletes it). */
-static void edit_config(const char *dir, const char *key, const char *json_value)
+/* Edit a JSON file of the folder: set key to a JSON value (NULL deletes it). */
+static void edit_json(const char *dir, const char *file, const char *key, const char *json_value)
 {
-    const char *path = tu_path("%s/config.json", dir);
+    const char *path = tu_path("%s/%s", dir, file);
     char *text = tu_read_file(path, NULL);
     cJSON *c = cJSON_Parse(text);
     free(text);
@@ -83,6 +83,11 @@ static void edit_config(const char *dir, const char *key, const char *json_value
     write_bytes(path, out, strlen(out));
     free(out);
     cJSON_Delete(c);
+}
+
+static void edit_config(const char *dir, const char *key, const char *json_value)
+{
+    edit_json(dir, "config.json", key, json_value);
 }
 
 /* Rewrite model.safetensors with tensor `name` removed (new_shape NULL) or
@@ -331,6 +336,25 @@ static void test_hostile_folders(void **state)
     edit_config(dir, "max_position_embeddings", "1048576");
     edit_tensor(dir, "model.decoder.layers.1.fc2.weight", NULL);
     expect_load_fails(dir, ENG_EFORMAT, "model.decoder.layers.1.fc2.weight", "missing");
+    /* Ids the search emits or feeds outside the 54,776-row vocabulary (found by
+     * fuzz_model_folder: a forced </s> of 512 in a 161-id model came back as a token). */
+    static const char *const bad_ids[][2] = {{"forced_eos_token_id", "54776"},
+                                             {"eos_token_id", "[60000]"},
+                                             {"decoder_start_token_id", "99999"},
+                                             {"bad_words_ids", "[[54776]]"}};
+    for (size_t i = 0; i < sizeof bad_ids / sizeof *bad_ids; i++) {
+        dir = make_marian_copy();
+        edit_json(dir, "generation_config.json", bad_ids[i][0], bad_ids[i][1]);
+        expect_load_fails(dir, ENG_EFORMAT, i == 3 ? "bad_words_ids" : bad_ids[i][0],
+                          "outside the vocabulary");
+    }
+    /* One position cannot hold a token and </s> (fuzz_model_folder: a model with
+     * max_seq_len 1 was accepted). */
+    for (int bert = 0; bert < 2; bert++) {
+        dir = bert ? make_copy() : make_marian_copy();
+        edit_config(dir, "max_position_embeddings", "1");
+        expect_load_fails(dir, ENG_EFORMAT, "max_position_embeddings", "[2,");
+    }
     /* An added token of 1,000 bytes (tried at every byte of every text). */
     dir = make_marian_copy();
     {

@@ -76,7 +76,7 @@ static void test_reader(void **s)
     const char *paths[] = {dir};
     trn_feedback fb = {0};
     eng_error err;
-    assert_int_equal(trn_feedback_read(paths, 1, 0, log, &fb, &err), 0);
+    assert_int_equal(trn_feedback_read(paths, 1, 0, NULL, log, &fb, &err), 0);
     assert_int_equal(fb.files, 2);
     assert_int_equal(fb.n, 4);
     assert_int_equal(fb.torn, 1);
@@ -101,19 +101,67 @@ static void test_reader(void **s)
     assert_non_null(strstr(buf, "host-1-100.jsonl:3: not JSON"));
     /* Only items after a time: what watch counts as new. */
     trn_feedback nf = {0};
-    assert_int_equal(trn_feedback_read(paths, 1, 1001, NULL, &nf, &err), 0);
+    assert_int_equal(trn_feedback_read(paths, 1, 1001, NULL, NULL, &nf, &err), 0);
     assert_int_equal(nf.n, 1);
     assert_int_equal(nf.older, 3);
     trn_feedback_free(&nf);
     /* A single log file works too; a missing path is an error naming it. */
     const char *one[] = {tu_path("%s/host-2-200.jsonl", dir)};
-    assert_int_equal(trn_feedback_read(one, 1, 0, NULL, &nf, &err), 0);
+    assert_int_equal(trn_feedback_read(one, 1, 0, NULL, NULL, &nf, &err), 0);
     assert_int_equal(nf.n, 2);
     trn_feedback_free(&nf);
     const char *missing[] = {tu_path("%s/nowhere", tmpdir)};
-    assert_int_equal(trn_feedback_read(missing, 1, 0, NULL, &nf, &err), ENG_EIO);
+    assert_int_equal(trn_feedback_read(missing, 1, 0, NULL, NULL, &nf, &err), ENG_EIO);
     assert_non_null(strstr(err.msg, "nowhere"));
     trn_feedback_free(&nf);
+}
+
+/* What watch reads at each check: a log that is unchanged and holds nothing newer
+ * than the time asked for is not read again; a change or an earlier time reads it. */
+static int read_cached(const char *dir, int64_t after, trn_fb_cache *c, trn_feedback *fb)
+{
+    const char *paths[] = {dir};
+    eng_error err;
+    trn_feedback_free(fb);
+    memset(fb, 0, sizeof *fb);
+    return trn_feedback_read(paths, 1, after, c, NULL, fb, &err);
+}
+
+static void test_feedback_read_cache(void **state)
+{
+    (void)state;
+    const char *dir = tu_path("%s/fbcache", tmpdir);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    char old[512], cur[512];
+    snprintf(old, sizeof old, "%s/a.1.jsonl", dir);
+    snprintf(cur, sizeof cur, "%s/a.jsonl", dir);
+    write_file(old, "{\"time\": 1000, \"text\": \"x\", \"label\": \"pos\"}\n");
+    write_file(cur, "{\"time\": 2000, \"text\": \"y\", \"label\": \"neg\"}\n");
+    trn_fb_cache c = {0};
+    trn_feedback fb = {0};
+    assert_int_equal(read_cached(dir, 2000, &c, &fb), 0); /* first check: both read */
+    assert_int_equal(fb.files, 2);
+    assert_int_equal(fb.n, 0);
+    assert_int_equal(read_cached(dir, 2000, &c, &fb), 0); /* nothing changed: none read */
+    assert_int_equal(fb.files, 0);
+    assert_int_equal(fb.unchanged, 2);
+    assert_int_equal(read_cached(dir, 1500, &c, &fb), 0); /* an earlier time: the newer log */
+    assert_int_equal(fb.files, 1);
+    assert_int_equal(fb.unchanged, 1);
+    assert_int_equal(fb.n, 1);
+    FILE *f = fopen(cur, "a"); /* the daemon appends: read again, the new item counted */
+    assert_non_null(f);
+    fputs("{\"time\": 3000, \"text\": \"z\", \"label\": \"pos\"}\n", f);
+    fclose(f);
+    assert_int_equal(read_cached(dir, 2000, &c, &fb), 0);
+    assert_int_equal(fb.files, 1);
+    assert_int_equal(fb.n, 1);
+    assert_string_equal(fb.it[0].text, "z");
+    assert_int_equal(unlink(old), 0); /* a log that is gone is forgotten */
+    assert_int_equal(read_cached(dir, 3000, &c, &fb), 0);
+    assert_int_equal(c.n, 1);
+    trn_feedback_free(&fb);
+    trn_fb_cache_free(&c);
 }
 
 /* ----------------------------------------------------------------- runs */
@@ -439,6 +487,7 @@ TEST_GROUP(train_feedback)
 {
     static const struct CMUnitTest t[] = {
         cmocka_unit_test_setup_teardown(test_reader, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_feedback_read_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(test_head_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_head_only_distilbert, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mix_and_holdout, setup, teardown),
