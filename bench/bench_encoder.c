@@ -99,7 +99,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: bench-encoder --model DIR --ids FILE [--threads N] [--backend NAME]\n"
                "                     [--seconds S] [--repeats R] [--warmup-seconds W] [--dump FILE]\n"
-               "                     [--precision fp32|bf16|int8]\n");
+               "                     [--precision fp32|bf16|int8|fp16]\n");
 }
 
 static int parse_args(int argc, char **argv, opts *o)
@@ -363,7 +363,9 @@ int main(int argc, char **argv)
         return 1;
 
     t0 = now_s();
-    rc = eng_model_load_opts(o.model, &(eng_model_opts){.precision = o.precision}, &model, &err);
+    rc = eng_model_load_opts(o.model, &(eng_model_opts){.precision = o.precision,
+                                                        .backend = o.backend},
+                             &model, &err);
     load_s = now_s() - t0;
     if (rc != 0) {
         print_error("eng_model_load", rc, &err);

@@ -3,8 +3,10 @@
  * second. Tokenisation happens before the clock starts (the peers get token ids
  * too); the clock covers eng_translate_ids for every batch.
  *
- *   bench_translate MODEL_DIR SENTENCES_FILE BATCH BEAMS MAX_NEW_TOKENS THREADS IDS_OUT [BACKEND]
- *   (BACKEND: cpu by default; cuda, cuda:N for bench/gpu)
+ *   bench_translate MODEL_DIR SENTENCES_FILE BATCH BEAMS MAX_NEW_TOKENS THREADS IDS_OUT
+ *                   [PRECISION [BACKEND]]
+ *   (PRECISION: fp32 by default, bf16 | int8 on the CPU, fp16 | bf16 on CUDA; BACKEND: cpu
+ *   by default; cuda, cuda:N for bench/gpu)
  *
  * Prints one JSON line {"sentences", "target_tokens", "seconds", "tokens_per_s",
  * "batch_seconds": [...]} and writes the generated ids, one sentence per line,
@@ -44,7 +46,7 @@ int main(int argc, char **argv)
 {
     if (argc < 8 || argc > 10) {
         fprintf(stderr, "usage: bench_translate MODEL_DIR FILE BATCH BEAMS MAX_NEW THREADS IDS_OUT "
-                "[fp32|bf16|int8 [BACKEND]]\n");
+                "[fp32|bf16|int8|fp16 [BACKEND]]\n");
         return 2;
     }
     int batch = atoi(argv[3]), beams = atoi(argv[4]), max_new = atoi(argv[5]);
@@ -52,10 +54,10 @@ int main(int argc, char **argv)
     eng_error err = {0};
     eng_model *m = NULL;
     eng_ctx *ctx = NULL;
-    eng_model_opts mo = {.precision = argc > 8 ? argv[8] : NULL};
+    const char *backend = argc > 9 ? argv[9] : "cpu";
+    eng_model_opts mo = {.precision = argc > 8 ? argv[8] : NULL, .backend = backend};
     if (eng_model_load_opts(argv[1], &mo, &m, &err) ||
-        eng_ctx_new(&(eng_ctx_opts){.backend = argc > 9 ? argv[9] : "cpu", .threads = threads},
-                    &ctx, &err)) {
+        eng_ctx_new(&(eng_ctx_opts){.backend = backend, .threads = threads}, &ctx, &err)) {
         fprintf(stderr, "bench_translate: %s\n", err.msg);
         return 1;
     }

@@ -123,10 +123,12 @@ static void attention_gemm(cu_backend *cb, float *out, int out_ld, const float *
         void *p = nullptr;
         cudaError_t rc = cudaMalloc(&p, need);
         if (rc != cudaSuccess) {
-            cudaGetLastError(); /* not sticky; the batch cannot run: fail it with the reason */
-            cb->healthy = 0;
-            snprintf(cb->why, sizeof cb->why, "cudaMalloc of %zu bytes for attention scores: %s",
-                     need, cudaGetErrorString(rc));
+            /* the batch cannot run: fail it with the reason (out of memory is not sticky:
+             * the error is cleared; a sticky one stays and says so) */
+            char what[96];
+            snprintf(what, sizeof what, "cudaMalloc of %zu bytes for attention scores", need);
+            cudaGetLastError();
+            cu_check(cb, rc, what);
             return;
         }
         cb->scores = (float *)p;

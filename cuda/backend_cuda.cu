@@ -3,7 +3,8 @@
  * stream and a cuBLAS handle on its device; the engine's per-context arena is one
  * device allocation of that instance. A CUDA error marks the instance unhealthy: every
  * later op is skipped and synchronize/upload/download return ENG_EBACKEND with the
- * first error kept as the reason; nothing aborts. Ops not implemented here are NULL
+ * first error kept as the reason; nothing aborts. A sticky error (cu_error_sticky) also
+ * breaks every other instance in the process: fault_sticky says so. Ops not implemented here are NULL
  * in the tables ("not supported"). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,14 +22,49 @@
 
 namespace CU_NS {
 
+int cu_error_sticky(cudaError_t rc)
+{
+    /* The errors the CUDA runtime documents as leaving the process in an inconsistent
+     * state ("to continue using CUDA, the process must be terminated and relaunched"),
+     * and uncorrectable ECC / NVLink errors. Newer codes by number: older toolkits
+     * lack their names. */
+    switch ((int)rc) {
+    case cudaErrorECCUncorrectable:
+    case cudaErrorNvlinkUncorrectable:
+    case 226: /* cudaErrorContained: a hardware error contained by the GPU */
+    case cudaErrorIllegalAddress:
+    case cudaErrorLaunchTimeout:
+    case cudaErrorAssert:
+    case cudaErrorHardwareStackError:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorInvalidAddressSpace:
+    case cudaErrorInvalidPc:
+    case cudaErrorLaunchFailure:
+    case 721: /* cudaErrorTensorMemoryLeak */
+    case 810: /* cudaErrorMpsClientTerminated */
+    case 911: /* cudaErrorExternalDevice */
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Records a fault: the first one, or a sticky one after a fault that was not. */
+static void record(cu_backend *cb, int sticky, const char *what, const char *detail)
+{
+    if (!cb->healthy && (cb->sticky || !sticky))
+        return;
+    cb->healthy = 0;
+    cb->sticky = sticky;
+    snprintf(cb->why, sizeof cb->why, "%s: %s", what, detail);
+}
+
 int cu_check(cu_backend *cb, cudaError_t rc, const char *what)
 {
     if (rc == cudaSuccess)
         return 0;
-    if (cb->healthy) {
-        cb->healthy = 0;
-        snprintf(cb->why, sizeof cb->why, "%s: %s", what, cudaGetErrorString(rc));
-    }
+    record(cb, cu_error_sticky(rc), what, cudaGetErrorString(rc));
     return 1;
 }
 
@@ -36,10 +72,16 @@ int cu_check_blas(cu_backend *cb, cublasStatus_t rc, const char *what)
 {
     if (rc == CUBLAS_STATUS_SUCCESS)
         return 0;
-    if (cb->healthy) {
-        cb->healthy = 0;
-        snprintf(cb->why, sizeof cb->why, "%s: cuBLAS status %d", what, (int)rc);
-    }
+    /* cuBLAS reports a kernel that faulted as EXECUTION_FAILED; a sticky error stays
+     * the runtime's last error, which says what it was */
+    cudaError_t last = cudaPeekAtLastError();
+    char detail[160];
+    if (cu_error_sticky(last))
+        snprintf(detail, sizeof detail, "cuBLAS status %d: %s", (int)rc,
+                 cudaGetErrorString(last));
+    else
+        snprintf(detail, sizeof detail, "cuBLAS status %d", (int)rc);
+    record(cb, cu_error_sticky(last), what, detail);
     return 1;
 }
 
@@ -272,6 +314,12 @@ static const char *cu_health(const eng_backend *be)
     return cb->healthy ? nullptr : cb->why;
 }
 
+static int cu_fault_sticky(const eng_backend *be)
+{
+    const cu_backend *cb = (const cu_backend *)be;
+    return !cb->healthy && cb->sticky;
+}
+
 static const eng_backend_ops *build_ops(void)
 {
     static eng_backend_core_ops core;
@@ -310,6 +358,7 @@ static const eng_backend_ops *build_ops(void)
     ops.weights_upload = cu_weights_upload;
     ops.weights_free = cu_weights_free;
     ops.health = cu_health;
+    ops.fault_sticky = cu_fault_sticky;
     ops.scratch_bytes = cu_scratch_bytes;
     ops.scratch_trim = cu_scratch_trim;
     ops.core = &core;

@@ -51,7 +51,8 @@ struct cu_backend {
     cudaStream_t stream;
     cublasHandle_t blas;
     int healthy;         /* 0 after any CUDA error: every later call fails */
-    char why[160];       /* the first error */
+    int sticky;          /* ... a sticky one: the process's CUDA context is lost */
+    char why[256];       /* the first error (or the first sticky one) */
     /* Pinned (page-locked) host staging for every upload and download: an upload is
      * copied into it and sent with cudaMemcpyAsync on the stream; a download lands in it
      * and reaches the caller's memory at the next synchronisation (pin_drain). Regions
@@ -73,6 +74,9 @@ static inline cu_backend *cu_of(eng_backend *be) { return (cu_backend *)be; }
 /* Records a CUDA error (marks the device unhealthy); returns 1 if rc is an error. */
 int cu_check(cu_backend *cb, cudaError_t rc, const char *what);
 int cu_check_blas(cu_backend *cb, cublasStatus_t rc, const char *what);
+/* 1 if rc is a sticky error: it poisons the process's CUDA context (every later call
+ * fails with it, in every stream and handle); only a new process can use the GPU again. */
+int cu_error_sticky(cudaError_t rc);
 
 struct cu_pending {
     void *dst;     /* the caller's host memory */

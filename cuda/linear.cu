@@ -156,10 +156,10 @@ int cu_linear_forward(eng_backend *be, const void *hv, float *y, const float *x,
         if (rc != cudaSuccess) {
             /* the layer cannot run: fail the context with the reason (a run then fails
              * with ENG_EBACKEND) rather than return a result computed otherwise */
+            char what[96];
+            snprintf(what, sizeof what, "cudaMalloc of %zu bytes for 16-bit activations", need);
             cudaGetLastError();
-            cb->healthy = 0;
-            snprintf(cb->why, sizeof cb->why, "cudaMalloc of %zu bytes for 16-bit activations: "
-                     "%s", need, cudaGetErrorString(rc));
+            cu_check(cb, rc, what);
             return ENG_OK;
         }
         cb->scratch = (uint16_t *)p;

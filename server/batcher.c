@@ -66,7 +66,8 @@ typedef struct worker {
     char fault[200];
     int attempts;             /* (under b->mu) context recreations since the fault */
     int recovering;           /* (under b->mu) ctx is a recreated one, not yet proven */
-    int gave_up;              /* (under b->mu) recover_attempts used up */
+    int gave_up;              /* (under b->mu) recover_attempts used up, or sticky */
+    int sticky;               /* (under b->mu) the fault is sticky: no recreation can help */
     char recover_err[200];    /* (under b->mu) why the last recreation failed, or "" */
     int64_t next_try_ns;      /* (worker thread) no recreation before this */
     const char *be_name;      /* the backend kind and device of the contexts */
@@ -584,12 +585,20 @@ static void check_fault(srv_batcher *b, worker *w, srv_job *const *jobs, int n)
 {
     const char *why = w->ctx ? eng_ctx_fault(w->ctx) : NULL;
     if (why) {
+        int sticky = eng_ctx_fault_sticky(w->ctx);
         pthread_mutex_lock(&b->mu);
         snprintf(w->fault, sizeof w->fault, "%s", why);
         w->faulted = 1;
         w->recovering = 0;
+        if (sticky) /* the process's CUDA context is lost: no attempt */
+            w->sticky = w->gave_up = 1;
         pthread_mutex_unlock(&b->mu);
-        if (srv_now_ns() >= w->next_try_ns) {
+        if (sticky) {
+            eng_ctx_free(w->ctx);
+            w->ctx = NULL;
+            if (b->o.on_sticky_fault)
+                b->o.on_sticky_fault(b->o.on_sticky_fault_arg);
+        } else if (srv_now_ns() >= w->next_try_ns) {
             recreate_ctx(b, w);
         } else { /* wait for the backoff: no context meanwhile */
             eng_ctx_free(w->ctx);
@@ -616,9 +625,10 @@ static void fail_no_ctx(srv_batcher *b, worker *w, srv_job *const *jobs, int n)
     char msg[600];
     pthread_mutex_lock(&b->mu);
     snprintf(msg, sizeof msg, "backend %.31s:%d faulted (%.199s); %s%.199s", w->be_name, w->be_dev,
-             w->fault, w->gave_up ? "recreating its context failed, no attempt left: "
-                                  : "its context is being recreated",
-             w->gave_up ? w->recover_err : "");
+             w->fault, w->sticky   ? "a sticky error: the process must be restarted"
+                       : w->gave_up ? "recreating its context failed, no attempt left: "
+                                    : "its context is being recreated",
+             w->gave_up && !w->sticky ? w->recover_err : "");
     pthread_mutex_unlock(&b->mu);
     int64_t t = srv_now_ns();
     for (int i = 0; i < n; i++) {
@@ -724,38 +734,42 @@ static void *worker_main(void *arg)
 
 int srv_batcher_fault(srv_batcher *b, srv_batcher_fault_info *out)
 {
-    int found = 0;
     pthread_mutex_lock(&b->mu);
-    for (int i = 0; i < b->nworkers && !found; i++)
-        if (b->w[i].faulted) {
-            const worker *w = &b->w[i];
-            found = 1;
-            out->worker = i;
-            out->device = w->be_dev;
-            snprintf(out->backend, sizeof out->backend, "%s", w->be_name);
-            snprintf(out->error, sizeof out->error, "%s", w->fault);
-            out->attempts = w->attempts;
-            out->max_attempts = b->o.recover_attempts;
-            out->recovering = w->recovering;
-            out->gave_up = w->gave_up;
-            if (w->gave_up)
-                snprintf(out->recovery, sizeof out->recovery, "gave up after %d context "
-                         "recreation%s%s%s; restart nlpd", w->attempts,
-                         w->attempts == 1 ? "" : "s", w->recover_err[0] ? ": " : "",
-                         w->recover_err);
-            else if (w->recovering)
-                snprintf(out->recovery, sizeof out->recovery, "context recreated (attempt %d "
-                         "of %d), ready again once it has run a batch", w->attempts,
-                         b->o.recover_attempts);
-            else if (w->attempts)
-                snprintf(out->recovery, sizeof out->recovery, "recreating the context: "
-                         "attempt %d of %d failed: %s", w->attempts, b->o.recover_attempts,
-                         w->recover_err);
-            else
-                snprintf(out->recovery, sizeof out->recovery, "the context will be recreated");
-        }
+    int first = -1; /* a sticky fault first: it is the one that needs a restart */
+    for (int i = 0; i < b->nworkers; i++)
+        if (b->w[i].faulted && (first < 0 || (b->w[i].sticky && !b->w[first].sticky)))
+            first = i;
+    if (first >= 0) {
+        const worker *w = &b->w[first];
+        out->worker = first;
+        out->device = w->be_dev;
+        snprintf(out->backend, sizeof out->backend, "%s", w->be_name);
+        snprintf(out->error, sizeof out->error, "%s", w->fault);
+        out->attempts = w->attempts;
+        out->max_attempts = b->o.recover_attempts;
+        out->recovering = w->recovering;
+        out->gave_up = w->gave_up;
+        out->sticky = w->sticky;
+        if (w->sticky)
+            snprintf(out->recovery, sizeof out->recovery, "a sticky CUDA error: it broke the "
+                     "process's CUDA context, which no new context can use; the process must "
+                     "be restarted");
+        else if (w->gave_up)
+            snprintf(out->recovery, sizeof out->recovery, "gave up after %d context "
+                     "recreation%s%s%s; restart nlpd", w->attempts, w->attempts == 1 ? "" : "s",
+                     w->recover_err[0] ? ": " : "", w->recover_err);
+        else if (w->recovering)
+            snprintf(out->recovery, sizeof out->recovery, "context recreated (attempt %d of "
+                     "%d), ready again once it has run a batch", w->attempts,
+                     b->o.recover_attempts);
+        else if (w->attempts)
+            snprintf(out->recovery, sizeof out->recovery, "recreating the context: attempt %d "
+                     "of %d failed: %s", w->attempts, b->o.recover_attempts, w->recover_err);
+        else
+            snprintf(out->recovery, sizeof out->recovery, "the context will be recreated");
+    }
     pthread_mutex_unlock(&b->mu);
-    return found;
+    return first >= 0;
 }
 
 /* ------------------------------------------------------------- lifecycle */

@@ -162,9 +162,14 @@ typedef struct srv_batch_opts {
      * recreating fail or the new context fault again, after recover_backoff_ms doubling
      * each time (at most 30 s), at most recover_attempts times in all (defaults 5 and
      * 200; 0 attempts: never). The worker counts as faulted until a recreated context has
-     * run a batch with a result; meanwhile, and after the last attempt, its batches fail. */
+     * run a batch with a result; meanwhile, and after the last attempt, its batches fail.
+     * A sticky fault (eng_ctx_fault_sticky: the process's CUDA context is lost) makes no
+     * attempt: the worker fails its batches until the process is restarted, and
+     * on_sticky_fault (optional) is called on its thread, once per worker. */
     int recover_attempts;
     int recover_backoff_ms;
+    void (*on_sticky_fault)(void *arg);
+    void *on_sticky_fault_arg;
     /* Optional: requests on their way to a submit (srv_server.arriving). When set, a free
      * worker waits for batch-mates only while it is > 0: a lone request runs at once. */
     atomic_int *arriving;
@@ -204,8 +209,9 @@ int srv_batcher_queued_sequences(srv_batcher *b);
 int srv_batcher_queued_jobs(srv_batcher *b);
 
 /* A worker whose engine context stopped on a device fault (a CUDA error: it then fails
- * every run) and has not yet run a batch on a recreated context: the first such worker,
- * its backend kind and device, the fault, and where its recovery stands. */
+ * every run) and has not yet run a batch on a recreated context: the first such worker
+ * (the first with a sticky fault, if any), its backend kind and device, the fault, and
+ * where its recovery stands. */
 typedef struct srv_batcher_fault_info {
     int worker;
     int device;
@@ -215,6 +221,7 @@ typedef struct srv_batcher_fault_info {
     int max_attempts; /* srv_batch_opts.recover_attempts */
     int recovering;   /* a recreated context waits for its first batch */
     int gave_up;      /* every attempt used: the worker fails its batches until restart */
+    int sticky;       /* a sticky fault: no attempt is made; the process must restart */
     char recovery[300]; /* the above in words */
 } srv_batcher_fault_info;
 

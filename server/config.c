@@ -152,8 +152,8 @@ static const conf_key model_keys[] = {
      "Weights of the linear layers. On the CPU: fp32 (bitwise the reference), bf16 (fp32 "
      "accumulation; AVX-512 BF16 when the CPU has it) or int8 (per-channel weights, per-row "
      "activations; AVX-512 VNNI, else AVX2). On CUDA: fp32, fp16 or bf16 (cuBLAS with 16-bit "
-     "inputs and fp32 accumulation; BERT-family models; the weights are converted on the GPU "
-     "once per model version). fp16 on the CPU and int8 on CUDA stop start-up. Layer norms, "
+     "inputs and fp32 accumulation; every task, translation included; the weights are "
+     "converted on the GPU once per model version). fp16 on the CPU and int8 on CUDA stop start-up. Layer norms, "
      "softmax and the residual stream stay fp32. /v1/models reports the kernel each model "
      "runs on."},
     {"timeout_ms", K_INT, MOD(timeout_ms), "10000", 1, 3600000, NULL, 0,
@@ -194,6 +194,18 @@ static const conf_key model_keys[] = {
      "CPU threads per worker. 0: online cores / workers. workers x threads must not "
      "exceed the online cores; over all models the sum may (idle workers sleep; models "
      "busy at the same time share the cores, and start-up logs a warning)."},
+    {"batching.recover_attempts", K_INT, MOD(recover_attempts), "5", 1, 100, NULL, 0,
+     "GPU backends: after a device fault (a CUDA error) each of this model's workers "
+     "recreates its engine context (stream, cuBLAS handle, activation arena; the weights stay "
+     "on the device) at once, then - should recreating fail or the new context fault again - "
+     "after recover_backoff_ms, at most this many times in all; meanwhile and after the last "
+     "failed attempt its requests fail (500) and /readyz is 503 device_fault. A sticky "
+     "error (one that breaks the whole process's CUDA context: an illegal address, a launch "
+     "failure, an uncorrectable ECC error, ...) makes no attempt: /healthz turns 503 and nlpd "
+     "drains and exits with status 3 to be restarted. No effect on the CPU."},
+    {"batching.recover_backoff_ms", K_INT, MOD(recover_backoff_ms), "200", 10, 30000, NULL, 0,
+     "GPU backends: the wait before the second context recreation after a device fault; it "
+     "doubles for each later one, up to 30 s."},
     {"translation.source_lang", K_OPTSTR, MOD(source_lang), NULL, 0, 0, NULL, 0,
      "translate: source language code requests name in \"source\" (e.g. \"en\"). null: "
      "tokenizer_config.json's source_lang."},

@@ -45,6 +45,8 @@ typedef struct srv_model_conf {
     int max_batch_mib;      /* a batch's estimated working memory */
     int workers;
     int threads;            /* per worker; 0 = auto, resolved by srv_config_validate */
+    int recover_attempts;   /* device faults: context recreations (srv_batch_opts) */
+    int recover_backoff_ms; /* ... the wait before the second, doubling (at most 30 s) */
     /* task translate ("translation" section); strings NULL: from the model folder */
     char *source_lang;      /* overrides tokenizer_config.json's source_lang */
     char *target_lang;      /* overrides tokenizer_config.json's target_lang */

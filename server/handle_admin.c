@@ -22,13 +22,41 @@ static void put_str(srv_buf *b, const char *s)
     srv_buf_json_str(b, s ? s : "", strlen(s ? s : ""));
 }
 
+int srv_healthz_render(srv_server *s, srv_buf *b, const char **code)
+{
+    /* Liveness: only what a restart cures fails it - a sticky device fault (the
+     * process's CUDA context is lost; recreating contexts cannot help). */
+    srv_batcher_fault_info fi;
+    int i = 0;
+    for (; i < s->n_models; i++)
+        if (s->models[i].batcher && srv_batcher_fault(s->models[i].batcher, &fi) && fi.sticky)
+            break;
+    *code = NULL;
+    if (i == s->n_models) {
+        srv_buf_puts(b, "{\"status\":\"ok\"}\n");
+        return 200;
+    }
+    char msg[1024];
+    snprintf(msg, sizeof msg, "model %.200s: backend %s:%d (worker %d) failed: %s (%s)",
+             s->models[i].conf->name, fi.backend, fi.device, fi.worker, fi.error, fi.recovery);
+    srv_buf_puts(b, "{\"status\":\"unhealthy\",\"error\":{\"code\":\"device_fault\","
+                    "\"message\":");
+    put_str(b, msg);
+    srv_buf_puts(b, "},\"sticky\":true,\"restart\":true}\n");
+    *code = "device_fault";
+    return 503;
+}
+
 void srv_handle_healthz(srv_req *r, const char *arg)
 {
     (void)arg;
     srv_buf b;
     srv_buf_init(&b);
-    srv_buf_puts(&b, "{\"status\":\"ok\"}\n");
-    respond_buf(r, 200, &b, NULL);
+    const char *code = NULL;
+    int status = srv_healthz_render(r->srv, &b, &code);
+    if (status != 200)
+        r->err.code = code; /* for the access log */
+    respond_buf(r, status, &b, NULL);
 }
 
 int srv_readyz_render(srv_server *s, srv_buf *b, const char **code)
@@ -89,8 +117,9 @@ int srv_readyz_render(srv_server *s, srv_buf *b, const char **code)
                            fi[k].worker);
             put_str(b, fi[k].error);
             srv_buf_printf(b, ",\"attempts\":%d,\"max_attempts\":%d,\"recovering\":%s,"
-                           "\"gave_up\":%s,\"recovery\":", fi[k].attempts, fi[k].max_attempts,
-                           fi[k].recovering ? "true" : "false", fi[k].gave_up ? "true" : "false");
+                           "\"gave_up\":%s,\"sticky\":%s,\"recovery\":", fi[k].attempts,
+                           fi[k].max_attempts, fi[k].recovering ? "true" : "false",
+                           fi[k].gave_up ? "true" : "false", fi[k].sticky ? "true" : "false");
             put_str(b, fi[k].recovery);
             srv_buf_puts(b, "}");
         }

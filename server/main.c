@@ -6,9 +6,11 @@
  * requests finish (bounded by drain_timeout_ms), exit 0; a signal during
  * model loading stops it after the model being loaded; a second signal exits
  * at once with status 1, even while a batch runs (a plain signal handler, not
- * the loop's). */
+ * the loop's). A sticky device fault (a GPU's CUDA context lost) drains the same
+ * way and exits with status 3, for the supervisor to restart nlpd. */
 #include <errno.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +31,7 @@ typedef struct app {
     uv_loop_t loop;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain_timer;
+    uv_async_t sticky_async; /* a worker hit a sticky device fault (any thread) */
     uv_work_t load_work;
     int load_rc;
     int loading;
@@ -60,7 +63,9 @@ static void usage(FILE *f)
         "\n"
         "Signals: SIGTERM/SIGINT drain and exit 0 (a second one exits at once, status 1);\n"
         "SIGHUP checks every model's source (repository or folder) for a new version.\n"
-        "Exit status: 0 ok, 1 start-up or model loading failed, 2 bad usage or configuration.\n");
+        "Exit status: 0 ok, 1 start-up or model loading failed, 2 bad usage or configuration,\n"
+        "3 a GPU's CUDA context was lost (a sticky CUDA error: nlpd drained and exited for its\n"
+        "supervisor to restart it).\n");
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -120,6 +125,7 @@ static void finish(app *a, int graceful)
     uv_close((uv_handle_t *)&a->sigterm, close_cb);
     uv_close((uv_handle_t *)&a->sigint, close_cb);
     uv_close((uv_handle_t *)&a->sighup, close_cb);
+    uv_close((uv_handle_t *)&a->sticky_async, close_cb); /* the workers are gone */
     if (a->drain_started)
         exit_on_next_signal(); /* closing the watchers restored the default action */
     srv_log(SRV_LOG_INFO, NULL, "stopped");
@@ -140,9 +146,10 @@ static void on_drain_timeout(uv_timer_t *t)
     finish(a, 0);
 }
 
-static void on_signal(uv_signal_t *h, int signum)
+/* Not ready at once, stop accepting, let in-flight requests finish (bounded), then exit
+ * with s->exit_code. why: what started it, for the log. */
+static void start_drain(app *a, const char *why)
 {
-    app *a = h->data;
     srv_server *s = &a->s;
     /* From now on the next signal is not the loop's to handle: the loop thread
      * may block while batches finish. */
@@ -153,12 +160,46 @@ static void on_signal(uv_signal_t *h, int signum)
     atomic_store(&s->ready, 0);
     a->drain_started = srv_now_ns();
     srv_log(SRV_LOG_INFO, NULL, "%s: draining %d in-flight request(s) (up to %d ms)",
-            strsignal(signum), s->in_flight, s->cfg->drain_timeout_ms);
+            why, s->in_flight, s->cfg->drain_timeout_ms);
     srv_http_quiesce(s->http);
     srv_http_on_idle(s->http, on_idle, a);
     uv_timer_start(&a->drain_timer, on_drain_timeout, (uint64_t)s->cfg->drain_timeout_ms, 0);
     if (s->in_flight == 0)
         on_idle(a);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    start_drain(h->data, strsignal(signum));
+}
+
+/* A worker's device hit a sticky CUDA error: the GPU cannot be used again by this
+ * process, whatever its workers do, and /healthz fails. Drain and exit with status 3,
+ * so that systemd (Restart=on-failure), Docker or compose (a restart policy) and
+ * Kubernetes restart nlpd without waiting for a liveness probe. */
+static void on_sticky_async(uv_async_t *h)
+{
+    app *a = h->data;
+    srv_server *s = &a->s;
+    if (a->finished || atomic_load(&s->draining))
+        return;
+    for (int i = 0; i < s->n_models; i++) {
+        srv_batcher_fault_info fi;
+        if (s->models[i].batcher && srv_batcher_fault(s->models[i].batcher, &fi) && fi.sticky)
+            srv_log(SRV_LOG_ERROR, NULL, "model %s: backend %s:%d (worker %d) failed: %s; a "
+                    "sticky CUDA error: the process must be restarted, exiting with status 3",
+                    s->models[i].conf->name, fi.backend, fi.device, fi.worker, fi.error);
+    }
+    s->exit_code = 3;
+    start_drain(a, "sticky device fault");
+}
+
+/* srv_server.on_sticky_fault: any thread. */
+static void notify_sticky(srv_server *s)
+{
+    _Static_assert(offsetof(app, s) == 0, "srv_server is app's first member");
+    app *a = (app *)s;
+    uv_async_send(&a->sticky_async);
 }
 
 /* SIGHUP: check every model's source now (a new version, a changed pin). */
@@ -382,7 +423,10 @@ int main(int argc, char **argv)
     uv_signal_init(&a->loop, &a->sigint);
     uv_signal_init(&a->loop, &a->sighup);
     uv_timer_init(&a->loop, &a->drain_timer);
+    uv_async_init(&a->loop, &a->sticky_async, on_sticky_async);
     a->sigterm.data = a->sigint.data = a->sighup.data = a->drain_timer.data = a;
+    a->sticky_async.data = a;
+    s->on_sticky_fault = notify_sticky;
     uv_signal_start(&a->sigterm, on_signal, SIGTERM);
     uv_signal_start(&a->sigint, on_signal, SIGINT);
     uv_signal_start(&a->sighup, on_sighup, SIGHUP);

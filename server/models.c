@@ -251,6 +251,14 @@ static void announce(srv_model *m, const srv_version *v)
                 *v->pairs[k].token ? " with " : "", v->pairs[k].token);
 }
 
+/* A worker of m hit a sticky device fault (worker thread): the server decides. */
+static void on_sticky_fault(void *arg)
+{
+    srv_model *m = arg;
+    if (m->srv && m->srv->on_sticky_fault)
+        m->srv->on_sticky_fault(m->srv);
+}
+
 static int start_batcher(srv_model *m)
 {
     const srv_model_conf *c = m->conf;
@@ -265,6 +273,10 @@ static int start_batcher(srv_model *m)
     o.workers = c->workers;
     o.threads_per_worker = c->threads;
     o.backend = c->backend;
+    o.recover_attempts = c->recover_attempts;
+    o.recover_backoff_ms = c->recover_backoff_ms;
+    o.on_sticky_fault = on_sticky_fault;
+    o.on_sticky_fault_arg = m;
     o.on_batch = on_batch;
     o.on_batch_arg = m;
     o.arriving = m->srv && !c->always_delay ? &m->srv->arriving : NULL;

@@ -69,6 +69,9 @@ struct srv_server {
     int in_flight;              /* requests received, not yet finished (loop thread) */
     int infer_in_flight;        /* inference requests admitted, not yet freed (loop thread) */
     int exit_code;
+    /* Optional: called (on a worker thread) when a worker hits a sticky device fault;
+     * main.c then drains and exits with status 3, for the supervisor to restart nlpd. */
+    void (*on_sticky_fault)(srv_server *s);
 };
 
 /* Request phases (loop thread). */
@@ -243,6 +246,10 @@ void srv_handle_readyz(srv_req *r, const char *arg);
  * "not_ready", "draining", "device_fault"). */
 struct srv_buf;
 int srv_readyz_render(srv_server *s, struct srv_buf *b, const char **code);
+/* /healthz's body into b (liveness): 200 while the process can still serve, 503 with
+ * *code "device_fault" once a worker hit a sticky device fault (the process's CUDA
+ * context is lost: only a restart helps). */
+int srv_healthz_render(srv_server *s, struct srv_buf *b, const char **code);
 void srv_handle_metrics(srv_req *r, const char *arg);
 void srv_handle_models(srv_req *r, const char *name /* NULL: list */);
 

@@ -283,6 +283,10 @@ typedef struct eng_backend_ops {
     /* NULL while the backend works, else why it stopped (a device fault: every later
      * call fails with ENG_EBACKEND). NULL entry: the backend cannot fail that way. */
     const char *(*health)(const eng_backend *be);
+    /* 1 when that fault is sticky: it broke the device for the whole process (a CUDA
+     * error such as an illegal address poisons every context), so no new backend
+     * instance can help; only a new process. NULL entry: faults are never sticky. */
+    int (*fault_sticky)(const eng_backend *be);
 
     /* Scratch the backend keeps between calls (NULL entries: it keeps none).
      * scratch_bytes: bytes held now, and in *peak (may be NULL) the most the calls

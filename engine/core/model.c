@@ -28,7 +28,7 @@ typedef struct model_view {
     void *base;          /* the backend copy of the host weight block */
     eng_bert bert;       /* BERT family: host struct with pointers into base */
     eng_marian *marian;  /* Marian: likewise */
-    int own_packs;       /* bert's linear layers packed for this view (fp16/bf16 on CUDA) */
+    int own_packs;       /* the linear layers packed for this view (fp16/bf16 on CUDA) */
     size_t dev_bytes;    /* backend memory the view holds (0: zero-copy) */
 } model_view;
 
@@ -293,12 +293,6 @@ int eng_model_load_opts(const char *dir, const eng_model_opts *o, eng_model **ou
         eng_marian_fill_info(m->marian, &m->info);
         m->cfg.task = ENG_TASK_TRANSLATE; /* the BERT entry points refuse it */
         snprintf(m->cfg.architecture, sizeof m->cfg.architecture, "MarianMTModel");
-        if (!on_cpu && fmt != ENG_WFMT_F32) {
-            rc = eng_fail(err, ENG_EUNSUPPORTED, "precision %s on backend '%s': BERT-family "
-                          "models only so far (translation models run fp32 there)",
-                          eng_wfmt_name(fmt), o->backend);
-            goto fail_model;
-        }
         if ((rc = pack_weights(m, fmt, on_cpu, err)))
             goto fail_model;
         *out = m;
@@ -362,7 +356,9 @@ void eng_model_unref(eng_model *m)
         return;
     for (int i = 0; i < m->n_views; i++) {
         model_view *v = &m->views[i];
-        if (v->own_packs)
+        if (v->own_packs && v->marian)
+            eng_marian_view_unpack(v->marian);
+        else if (v->own_packs)
             eng_bert_view_unpack(&v->bert);
         eng_bert_view_free(&v->bert);
         eng_marian_view_free(v->marian);
@@ -374,6 +370,16 @@ void eng_model_unref(eng_model *m)
     eng_tokenizer_free(m->tok);
     eng_model_config_free(&m->cfg);
     free(m);
+}
+
+/* The linear layers of view v (its backend copy holds the block up to the tail) in
+ * m->dev_fmt, converted on be from the host block: one path for both architectures. */
+static int view_pack(eng_model *m, model_view *v, eng_backend *be)
+{
+    if (m->marian)
+        return eng_marian_view_pack_host(v->marian, be, m->dev_fmt,
+                                         eng_marian_block(m->marian, NULL));
+    return eng_bert_view_pack_host(&v->bert, be, m->dev_fmt, m->bert.block);
 }
 
 /* The model's weights on be's kind and device, uploaded on first use. */
@@ -417,9 +423,10 @@ static int model_view_get(eng_model *m, eng_backend *be, const model_view **out,
         host = rebuilt;
     }
     /* fp16 / bf16 on a device backend: the linear layers' fp32 weights (the block's
-     * tail) are not uploaded; eng_bert_view_pack_host converts them from the host */
-    int head_only = !m->marian && m->dev_fmt != ENG_WFMT_F32 && !rebuilt;
-    size_t up = head_only ? m->bert.tail_off * sizeof(float) : bytes;
+     * tail) are not uploaded; view_pack converts them from the host */
+    int head_only = m->dev_fmt != ENG_WFMT_F32 && !rebuilt;
+    size_t up = !head_only ? bytes
+                : m->marian ? eng_marian_kept_bytes(m->marian) : m->bert.tail_off * sizeof(float);
     v->base = be->ops->weights_upload(be, host, up);
     int zero_copy = v->base == host;
     if (rebuilt && v->base == (void *)rebuilt) { /* a zero-copy backend of another kind */
@@ -451,10 +458,11 @@ static int model_view_get(eng_model *m, eng_backend *be, const model_view **out,
         goto done;
     }
     /* fp16 / bf16 on a device backend: the linear layers converted there, once */
-    if (!m->marian && m->dev_fmt != ENG_WFMT_F32 && !zero_copy) {
-        if ((rc = eng_bert_view_pack_host(&v->bert, be, m->dev_fmt, m->bert.block))) {
+    if (head_only && !zero_copy) {
+        if ((rc = view_pack(m, v, be))) {
             const char *why = be->ops->health ? be->ops->health(be) : NULL;
             eng_bert_view_free(&v->bert);
+            eng_marian_view_free(v->marian);
             be->ops->weights_free(be->device, v->base);
             rc = eng_fail(err, rc == ENG_EUNSUPPORTED ? rc : ENG_EBACKEND, "%s backend (device "
                           "%d): could not convert the weights to %s%s%s", be->ops->name,
@@ -464,7 +472,8 @@ static int model_view_get(eng_model *m, eng_backend *be, const model_view **out,
         }
         v->own_packs = 1;
     }
-    v->dev_bytes = zero_copy ? 0 : up + v->bert.packed_bytes;
+    v->dev_bytes = zero_copy ? 0 : up + (m->marian ? eng_marian_packed_bytes(v->marian)
+                                                   : v->bert.packed_bytes);
     m->n_views++;
     *out = v;
 done:
@@ -543,6 +552,11 @@ int eng_ctx_device(const eng_ctx *c) { return c->be->device; }
 const char *eng_ctx_fault(const eng_ctx *c)
 {
     return c->be->ops->health ? c->be->ops->health(c->be) : NULL;
+}
+
+int eng_ctx_fault_sticky(const eng_ctx *c)
+{
+    return eng_ctx_fault(c) && c->be->ops->fault_sticky && c->be->ops->fault_sticky(c->be);
 }
 eng_backend *eng_ctx_backend(eng_ctx *c) { return c->be; }
 

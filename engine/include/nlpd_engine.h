@@ -149,9 +149,12 @@ int eng_model_load(const char *dir, eng_model **out, eng_error *err);
  *    them rebuilt from the packing.
  *  - on CUDA, "fp32" (cuBLAS fp32), "fp16" or "bf16": the linear layers' weights are
  *    converted on the device once per model version and device (only the other weights
- *    go up in fp32: embeddings, norms, biases, heads) and run as cublasGemmEx with 16-bit inputs and
- *    fp32 accumulation; activations are converted per call. BERT-family models only
- *    (translation models: fp32). No CPU packing is made (the host keeps the fp32 block).
+ *    go up in fp32: embeddings, norms, biases, heads) and run as cublasGemmEx with 16-bit
+ *    inputs and fp32 accumulation; activations are converted per call. BERT family: the
+ *    encoder's and the [CLS] heads' square layers; Marian: every attention (self and
+ *    cross) and FFN projection and the lm head (a 16-bit copy beside the fp32 embedding
+ *    it is tied to, which lookups read; the KV cache stays fp32). No CPU packing is made
+ *    (the host keeps the fp32 block).
  * int8 on CUDA and fp16 on the CPU are refused (ENG_EUNSUPPORTED, naming both). Layer
  * norms, softmax, attention and the residual stream stay fp32 everywhere. */
 typedef struct eng_model_opts {
@@ -216,6 +219,11 @@ int eng_backend_check(const char *spec, eng_error *err);
 /* NULL while ctx's backend works, else why it stopped (a device fault: the context then
  * fails every run with ENG_EBACKEND and should be replaced). */
 const char *eng_ctx_fault(const eng_ctx *ctx);
+/* 1 when that fault is sticky: it broke the device for the whole process (a CUDA error
+ * such as an illegal address, a launch failure or an uncorrectable ECC error poisons the
+ * process's CUDA context), so a new context cannot help; the process must be restarted.
+ * 0 when there is no fault or a new context may work. */
+int eng_ctx_fault_sticky(const eng_ctx *ctx);
 const char *eng_ctx_backend_name(const eng_ctx *ctx); /* the kind: "cpu", "cuda" */
 int eng_ctx_device(const eng_ctx *ctx);               /* the device index within the kind */
 

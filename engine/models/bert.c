@@ -291,10 +291,9 @@ int eng_bert_pack(eng_bert *b, eng_backend *be, int fmt, int drop)
     return ENG_OK;
 }
 
-/* Packs every linear layer of the view for be in fmt. The fp32 weights are the layers'
- * own (host_block NULL), or come from host_block through one staging buffer on be: each
- * layer's weights go up, are converted (linear_pack waits for its conversion), and the
- * buffer is reused, so no fp32 device copy of the layers is kept. */
+/* Packs every linear layer of the view for be in fmt: from the layers' own weights
+ * (host_block NULL) or, without keeping an fp32 device copy, from host_block
+ * (eng_nn_linears_pack). */
 static int pack_linears(eng_bert *v, eng_backend *be, int fmt, const float *host_block)
 {
     if (!be || v->pack_ops || !v->layers)
@@ -302,43 +301,13 @@ static int pack_linears(eng_bert *v, eng_backend *be, int fmt, const float *host
     eng_linear **ls = malloc((size_t)MAX_LIN(v) * sizeof *ls);
     if (!ls)
         return ENG_ENOMEM;
-    int n = eng_bert_linears(v, ls, MAX_LIN(v)), rc = ENG_OK;
-    size_t bytes = 0, most = 0;
-    for (int i = 0; host_block && i < n; i++) {
-        size_t b = sizeof(float) * (size_t)ls[i]->out * ls[i]->in;
-        most = b > most ? b : most;
-    }
-    float *stage = most ? be->ops->alloc(be, most) : NULL;
-    if (most && !stage) {
-        free(ls);
-        return ENG_ENOMEM;
-    }
-    v->pack_ops = be->ops;
-    for (int i = 0; i < n && rc == ENG_OK; i++) {
-        eng_linear *l = ls[i];
-        if (!host_block) {
-            rc = eng_nn_linear_pack(l, be, fmt, &bytes);
-            continue;
-        }
-        if (be->ops->upload(be, stage, host_block + l->off,
-                            sizeof(float) * (size_t)l->out * l->in)) {
-            rc = ENG_EBACKEND;
-            break;
-        }
-        l->w = stage;
-        rc = eng_nn_linear_pack(l, be, fmt, &bytes);
-        l->w = NULL; /* the packing is the layer's only device copy */
-    }
-    if (stage) {
-        if (be->ops->synchronize(be) && rc == ENG_OK)
-            rc = ENG_EBACKEND;
-        be->ops->free(be, stage);
-    }
+    int n = eng_bert_linears(v, ls, MAX_LIN(v));
+    size_t bytes = 0;
+    int rc = eng_nn_linears_pack(ls, n, be, fmt, host_block, v->tail_off, &bytes);
     free(ls);
-    if (rc) {
-        unpack(v);
+    if (rc)
         return rc;
-    }
+    v->pack_ops = be->ops;
     v->fmt = fmt;
     v->packed_bytes = bytes;
     if (host_block)

@@ -540,22 +540,28 @@ fail:
     return rc;
 }
 
+#define MM_MAX_LIN(m) (7 * ((m)->enc_layers + (m)->dec_layers) + 1)
+
 /* The projections of every layer (tail of the block), then the lm head. */
 static int marian_linears(eng_marian *m, eng_linear **out)
+{
+    return eng_marian_linears(m, out, MM_MAX_LIN(m));
+}
+
+int eng_marian_linears(eng_marian *m, eng_linear **out, int max)
 {
     int n = 0;
     for (int i = 0; i < m->enc_layers + m->dec_layers; i++) {
         mm_layer *L = i < m->enc_layers ? &m->enc[i] : &m->dec[i - m->enc_layers];
         eng_linear *ls[] = {&L->qkv, &L->o, &L->cq, &L->ckv, &L->co, &L->fc1, &L->fc2};
         for (int j = 0; j < 7; j++)
-            if (ls[j]->w || ls[j]->packed)
+            if ((ls[j]->w || ls[j]->packed) && n < max)
                 out[n++] = ls[j];
     }
-    out[n++] = &m->lmh;
+    if (n < max)
+        out[n++] = &m->lmh;
     return n;
 }
-
-#define MM_MAX_LIN(m) (7 * ((m)->enc_layers + (m)->dec_layers) + 1)
 
 /* Frees the packings (the handles do not need the backend that made them). */
 static void unpack(eng_marian *m)
@@ -618,6 +624,32 @@ int eng_marian_pack(eng_marian *m, eng_backend *be, int fmt, int drop)
     }
     free(ls);
     return ENG_OK;
+}
+
+int eng_marian_view_pack_host(eng_marian *v, eng_backend *be, int fmt, const float *host_block)
+{
+    if (!v || !be || !host_block || v->block || v->pack_ops)
+        return ENG_EINVAL; /* a view (no block of its own), not packed yet */
+    eng_linear **ls = malloc(sizeof *ls * (size_t)MM_MAX_LIN(v));
+    if (!ls)
+        return ENG_ENOMEM;
+    int n = marian_linears(v, ls);
+    size_t bytes = 0;
+    int rc = eng_nn_linears_pack(ls, n, be, fmt, host_block, v->tail_off, &bytes);
+    free(ls);
+    if (rc)
+        return rc;
+    v->pack_ops = be->ops;
+    v->fmt = fmt;
+    v->packed_bytes = bytes;
+    v->dropped = 1; /* the view holds the block up to tail_off only */
+    return ENG_OK;
+}
+
+void eng_marian_view_unpack(eng_marian *v)
+{
+    if (v)
+        unpack(v);
 }
 
 size_t eng_marian_packed_bytes(const eng_marian *m)

@@ -17,6 +17,7 @@
 
 #include "backend/backend.h"
 #include "generate/beam.h"
+#include "nn/linear.h"
 #include "tokenizers/marian_tok.h"
 #include "nlpd_engine.h"
 
@@ -48,6 +49,10 @@ size_t eng_marian_kept_bytes(const eng_marian *m);
 /* A host copy of the whole block with the packed projections as their packings hold them
  * (malloc'd; NULL when out of memory): for backends of another kind after a drop. */
 float *eng_marian_unpacked_block(const eng_marian *m);
+
+/* The linear layers a pack covers (n of them, at most max) into out: every layer's
+ * projections, then the lm head (tests). */
+int eng_marian_linears(eng_marian *m, eng_linear **out, int max);
 
 /* Fills the model-info fields (architecture, task ENG_TASK_TRANSLATE, sizes). */
 void eng_marian_fill_info(const eng_marian *m, eng_model_info *info);
@@ -84,6 +89,15 @@ const float *eng_marian_block(const eng_marian *m, size_t *bytes);
  * dropped. NULL when out of memory. eng_marian_view_free frees only the view. */
 eng_marian *eng_marian_view_new(const eng_marian *m, const void *base);
 void eng_marian_view_free(eng_marian *v);
+
+/* For a view whose backend copy holds only the block's first eng_marian_kept_bytes (not
+ * the projections' fp32 weights): packs every projection and the lm head in format fmt
+ * with be (eng_nn_linears_pack), the projections uploaded from host_block (m's complete
+ * host block) through one staging buffer and not kept, the lm head from the view's own
+ * copy (it lies before the tail: the embedding, or lm_head.weight). ENG_OK, or an error
+ * with nothing packed. eng_marian_view_unpack frees them (before eng_marian_view_free). */
+int eng_marian_view_pack_host(eng_marian *v, eng_backend *be, int fmt, const float *host_block);
+void eng_marian_view_unpack(eng_marian *v);
 
 /* model.c's accessors for translate.c (internal). */
 eng_marian *eng_model_marian(const eng_model *m); /* NULL unless a translation model */

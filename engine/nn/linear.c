@@ -52,6 +52,63 @@ void eng_nn_linear_unpack_free(eng_linear *l)
     l->fmt = ENG_WFMT_F32;
 }
 
+/* A layer uploaded from the host block rather than packed from its own weights. */
+static int staged(const eng_linear *l, const float *host_block, size_t tail_off)
+{
+    return host_block && l->off >= tail_off;
+}
+
+int eng_nn_linears_pack(eng_linear *const *ls, int n, eng_backend *be, int fmt,
+                        const float *host_block, size_t tail_off, size_t *bytes)
+{
+    if (!be || n < 0)
+        return ENG_EINVAL;
+    size_t most = 0, got = 0;
+    for (int i = 0; i < n; i++) {
+        size_t b = sizeof(float) * (size_t)ls[i]->out * ls[i]->in;
+        if (staged(ls[i], host_block, tail_off) && b > most)
+            most = b;
+    }
+    float *stage = most ? be->ops->alloc(be, most) : NULL;
+    if (most && !stage)
+        return ENG_ENOMEM;
+    int rc = ENG_OK;
+    for (int i = 0; i < n && rc == ENG_OK; i++) {
+        eng_linear *l = ls[i];
+        if (!staged(l, host_block, tail_off)) {
+            rc = eng_nn_linear_pack(l, be, fmt, &got);
+            continue;
+        }
+        if (be->ops->upload(be, stage, host_block + l->off,
+                            sizeof(float) * (size_t)l->out * l->in)) {
+            rc = ENG_EBACKEND;
+            break;
+        }
+        l->w = stage;
+        rc = eng_nn_linear_pack(l, be, fmt, &got);
+        l->w = NULL; /* the packing is the layer's only device copy */
+    }
+    if (stage) {
+        /* the last conversion may still read the buffer */
+        if (be->ops->synchronize(be) && rc == ENG_OK)
+            rc = ENG_EBACKEND;
+        be->ops->free(be, stage);
+    }
+    if (rc) {
+        eng_nn_linears_unpack_free(ls, n);
+        return rc;
+    }
+    if (bytes)
+        *bytes += got;
+    return ENG_OK;
+}
+
+void eng_nn_linears_unpack_free(eng_linear *const *ls, int n)
+{
+    for (int i = 0; i < n; i++)
+        eng_nn_linear_unpack_free(ls[i]);
+}
+
 void eng_nn_linear_unpack(const eng_linear *l, float *dst)
 {
     if (l->packed) {

@@ -39,6 +39,19 @@ int eng_nn_linear_pack(eng_linear *l, eng_backend *be, int fmt, size_t *bytes);
 /* Frees the packing (the fp32 weight must still be there, or the layer is unusable). */
 void eng_nn_linear_unpack_free(eng_linear *l);
 
+/* Packs the n layers ls of a model's view on a backend of its own memory (BERT and
+ * Marian alike) in format fmt with be, adding the packings' bytes to *bytes. A layer whose
+ * weight lies in the block's tail (off >= tail_off) while host_block is given (the model's
+ * complete host block: the view's copy then stops at tail_off) is uploaded from there into
+ * one staging buffer on be, packed from it (linear_pack waits for its conversion), and
+ * left without fp32 weights (w = NULL): no fp32 device copy of those layers is kept. The
+ * others are packed from their own weights. ENG_OK, or an error with nothing packed. */
+int eng_nn_linears_pack(eng_linear *const *ls, int n, eng_backend *be, int fmt,
+                        const float *host_block, size_t tail_off, size_t *bytes);
+
+/* Frees the packings of the n layers ls (eng_nn_linear_unpack_free on each). */
+void eng_nn_linears_unpack_free(eng_linear *const *ls, int n);
+
 /* The weights as the packing holds them, fp32 [out, in], into host memory dst. */
 void eng_nn_linear_unpack(const eng_linear *l, float *dst);
 

@@ -315,8 +315,21 @@ static std::map<uintptr_t, size_t> allocs; /* device allocations: base -> bytes 
 static std::map<uintptr_t, size_t> pinned; /* cudaMallocHost: base -> bytes */
 static long long n_pageable;
 static int fail_countdown;
+static api::cudaError_t sticky_code; /* the injected fault is this sticky error (0: not) */
+static api::cudaError_t poisoned;    /* a sticky error happened: every call returns it */
 
-void fail_after(int n) { fail_countdown = n; }
+void fail_after(int n)
+{
+    fail_countdown = n;
+    sticky_code = poisoned = api::cudaSuccess;
+}
+
+void fail_sticky_after(int n, int code)
+{
+    fail_countdown = n;
+    sticky_code = (api::cudaError_t)code;
+    poisoned = api::cudaSuccess;
+}
 
 size_t pinned_bytes(void)
 {
@@ -342,14 +355,23 @@ size_t device_bytes(void)
     return n;
 }
 
-/* 1 if the runtime call should fail (fault injection). */
-static int injected(void)
+/* What a plain injected fault returns (one that a new context cures; not sticky). */
+static const api::cudaError_t TRANSIENT = api::cudaErrorUnknown;
+
+/* The error a runtime call returns by fault injection (cudaSuccess: none): the call's own
+ * (`transient`) for a plain injected fault; a sticky one is returned by every later call
+ * too, as a real device does after, e.g., an illegal address. */
+static api::cudaError_t injected(api::cudaError_t transient)
 {
-    if (fail_countdown < 0) /* a device that stays broken: every call fails */
-        return 1;
-    if (fail_countdown > 0 && --fail_countdown == 0)
-        return 1;
-    return 0;
+    if (poisoned)
+        return poisoned;
+    /* fail_countdown < 0: a device that stays broken, every call fails */
+    int hit = fail_countdown < 0 || (fail_countdown > 0 && --fail_countdown == 0);
+    if (!hit)
+        return api::cudaSuccess;
+    if (sticky_code)
+        return poisoned = sticky_code;
+    return transient;
 }
 
 /* 1 if [p, p + bytes) lies inside one device allocation. */
@@ -401,14 +423,16 @@ cudaError_t cudaGetDeviceCount(int *n)
 
 cudaError_t cudaSetDevice(int dev)
 {
+    if (poisoned) /* not a counted call: fault injection counts the same either way */
+        return poisoned;
     return dev == 0 ? cudaSuccess : cudaErrorInvalidDevice;
 }
 
 cudaError_t cudaMalloc(void **p, size_t bytes)
 {
     *p = nullptr;
-    if (injected())
-        return cudaErrorMemoryAllocation;
+    if (cudaError_t e = injected(cudaErrorMemoryAllocation))
+        return e;
     size_t n = bytes ? bytes : 1;
     void *m = aligned_alloc(256, (n + 255) / 256 * 256);
     if (!m)
@@ -463,8 +487,8 @@ cudaError_t cudaFreeHost(void *p)
 static cudaError_t memcpy_any(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
                               cudaStream_t s, int async)
 {
-    if (injected())
-        return cudaErrorLaunchFailure;
+    if (cudaError_t e = injected(TRANSIENT))
+        return e;
     if (!bytes)
         return cudaSuccess;
     int dd = in_device(dst, bytes), sd = in_device(src, bytes);
@@ -507,8 +531,8 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind 
 cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s)
 {
     (void)s;
-    if (injected())
-        return cudaErrorLaunchFailure;
+    if (cudaError_t e = injected(TRANSIENT))
+        return e;
     if (bytes && !in_device(p, bytes)) {
         fprintf(stderr, "cuda_emu: cudaMemset of %zu bytes at %p outside device memory\n",
                 bytes, p);
@@ -520,8 +544,8 @@ cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s)
 
 cudaError_t cudaStreamCreate(cudaStream_t *s)
 {
-    if (injected())
-        return cudaErrorLaunchFailure;
+    if (cudaError_t e = injected(TRANSIENT))
+        return e;
     *s = new stream_s();
     return cudaSuccess;
 }
@@ -534,10 +558,10 @@ cudaError_t cudaStreamDestroy(cudaStream_t s)
 
 cudaError_t cudaStreamSynchronize(cudaStream_t s)
 {
-    if (injected()) {
+    if (cudaError_t e = injected(TRANSIENT)) {
         if (s)
             s->pending.clear(); /* a faulted stream delivers nothing */
-        return cudaErrorLaunchFailure;
+        return e;
     }
     if (s) {
         for (auto &p : s->pending)
@@ -549,7 +573,12 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s)
 
 cudaError_t cudaGetLastError(void)
 {
-    return injected() ? cudaErrorLaunchFailure : cudaSuccess;
+    return injected(TRANSIENT);
+}
+
+cudaError_t cudaPeekAtLastError(void)
+{
+    return poisoned; /* not a counted call; only a sticky error outlives its call */
 }
 
 const char *cudaGetErrorString(cudaError_t e)
@@ -560,9 +589,23 @@ const char *cudaGetErrorString(cudaError_t e)
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorECCUncorrectable: return "uncorrectable ECC error encountered (injected)";
+    case cudaErrorNvlinkUncorrectable: return "uncorrectable NVLink error detected during the "
+                                              "execution (injected)";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered (injected)";
+    case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
+    case cudaErrorLaunchTimeout: return "the launch timed out and was terminated (injected)";
+    case cudaErrorAssert: return "device-side assert triggered (injected)";
+    case cudaErrorHardwareStackError: return "hardware stack error (injected)";
+    case cudaErrorIllegalInstruction: return "an illegal instruction was encountered (injected)";
+    case cudaErrorMisalignedAddress: return "misaligned address (injected)";
+    case cudaErrorInvalidAddressSpace: return "operation not supported on global/shared address "
+                                              "space (injected)";
+    case cudaErrorInvalidPc: return "invalid program counter (injected)";
     case cudaErrorLaunchFailure: return "unspecified launch failure (injected)";
+    case cudaErrorUnknown: return "unknown error (injected)";
     }
-    return "unknown error";
+    return "unrecognized error code (injected)";
 }
 
 /* ---------------------------------------------------------------- cuBLAS */
@@ -694,7 +737,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
     (void)algo;
     if (!h)
         return CUBLAS_STATUS_NOT_INITIALIZED;
-    if (injected())
+    if (injected(TRANSIENT))
         return CUBLAS_STATUS_EXECUTION_FAILED;
     cublasStatus_t st = check_gemm(ta, tb, m, n, k, at, lda, bt, ldb, ct, ldc, compute);
     if (st)
@@ -715,7 +758,7 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
     (void)algo;
     if (!h)
         return CUBLAS_STATUS_NOT_INITIALIZED;
-    if (injected())
+    if (injected(TRANSIENT))
         return CUBLAS_STATUS_EXECUTION_FAILED;
     cublasStatus_t st = check_gemm(ta, tb, m, n, k, at, lda, bt, ldb, ct, ldc, compute);
     if (st || batch < 0)

@@ -68,8 +68,14 @@ int shfl_xor_i(int v, int lane_mask);
 [[noreturn]] void fatal(const char *fmt, ...);
 
 /* Fault injection for tests: the n-th CUDA runtime call from now fails (0: off; -1:
- * every call fails until fail_after(0), a device that stays broken). */
+ * every call fails until fail_after(0), a device that stays broken) with an error that is
+ * not sticky ("unknown error (injected)"; cuBLAS: CUBLAS_STATUS_EXECUTION_FAILED).
+ * fail_sticky_after: the n-th call fails with the sticky error `code` (cudaErrorIllegal-
+ * Address ...), and so does every later runtime call, cudaSetDevice, cudaGetLastError and
+ * cudaPeekAtLastError included (the process's CUDA context is poisoned), until
+ * fail_after(0). */
 void fail_after(int n);
+void fail_sticky_after(int n, int code);
 /* Kernel launches and cuBLAS calls so far (for tests that check work went through). */
 long long launches(void);
 long long blas_calls(void);
@@ -128,7 +134,19 @@ typedef enum cudaError {
     cudaErrorMemoryAllocation = 2,
     cudaErrorNoDevice = 100,
     cudaErrorInvalidDevice = 101,
+    cudaErrorECCUncorrectable = 214,
+    cudaErrorNvlinkUncorrectable = 220,
+    cudaErrorIllegalAddress = 700,
+    cudaErrorLaunchOutOfResources = 701,
+    cudaErrorLaunchTimeout = 702,
+    cudaErrorAssert = 710,
+    cudaErrorHardwareStackError = 714,
+    cudaErrorIllegalInstruction = 715,
+    cudaErrorMisalignedAddress = 716,
+    cudaErrorInvalidAddressSpace = 717,
+    cudaErrorInvalidPc = 718,
     cudaErrorLaunchFailure = 719,
+    cudaErrorUnknown = 999,
 } cudaError_t;
 typedef enum cudaMemcpyKind {
     cudaMemcpyHostToDevice = 1,
@@ -150,6 +168,7 @@ cudaError_t cudaStreamCreate(cudaStream_t *s);
 cudaError_t cudaStreamDestroy(cudaStream_t s);
 cudaError_t cudaStreamSynchronize(cudaStream_t s);
 cudaError_t cudaGetLastError(void);
+cudaError_t cudaPeekAtLastError(void);
 const char *cudaGetErrorString(cudaError_t e);
 
 /* ---- cuBLAS subset */

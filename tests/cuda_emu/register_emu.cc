@@ -13,11 +13,18 @@ extern "C" void tu_register_backends(void)
 
 #include "cuda_emu.h"
 
-/* Fault injection for tests: the n-th emulated CUDA call from now fails (0: off; -1:
- * every call until reset). */
+/* Fault injection for tests: the n-th emulated CUDA call from now fails with an error
+ * that is not sticky (0: off, and the end of a sticky one; -1: every call until reset). */
 extern "C" void tu_cuda_emu_fail_after(int n)
 {
     cuemu::fail_after(n);
+}
+
+/* The n-th emulated CUDA call from now fails with the sticky CUDA error `code`, and every
+ * later call too (the process's CUDA context is lost), until tu_cuda_emu_fail_after(0). */
+extern "C" void tu_cuda_emu_fail_sticky_after(int n, int code)
+{
+    cuemu::fail_sticky_after(n, code);
 }
 
 /* Device memory allocated now (bytes). */

@@ -244,6 +244,25 @@ def test_systemd_nlpd_lifecycle():
     assert s["User"] == ["nlpd"] and s["WorkingDirectory"] == ["/var/lib/nlpd"]
 
 
+def test_restart_after_sticky_device_fault():
+    """A sticky CUDA error (the process's CUDA context lost) is cured only by a new
+    process: nlpd answers /healthz 503, drains and exits with status 3. Every way of
+    running it restarts it then (README "Deployment")."""
+    r = run([str(NLPD_BIN), "--help"])
+    assert re.search(r"\b3 a GPU's CUDA context was lost", r.stdout), r.stdout
+    s = unit_settings("nlpd.service")
+    assert s["Restart"] in (["on-failure"], ["always"]), s["Restart"]
+    prevented = " ".join(s.get("RestartPreventExitStatus", [])).split()
+    assert "3" not in prevented, prevented
+    compose = yaml.safe_load(COMPOSE.read_text())["services"]["nlpd"]
+    assert compose["restart"] in ("unless-stopped", "always", "on-failure"), compose["restart"]
+    pod = k8s_find("Deployment", "nlpd")["spec"]["template"]["spec"]
+    assert pod.get("restartPolicy", "Always") == "Always"
+    assert pod["containers"][0]["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    readme = (ROOT / "README.md").read_text()
+    assert "docker run -d --name nlpd --restart on-failure" in readme
+
+
 def test_systemd_trainer_low_priority():
     s = unit_settings("nlpd-train@.service")
     assert s["Type"] == ["exec"]

@@ -1935,6 +1935,127 @@ static void test_device_fault(void **state)
     eng_model_unref(m);
 }
 
+void tu_cuda_emu_fail_sticky_after(int n, int code) __attribute__((weak)); /* tests/cuda_emu/ */
+
+/* A fault through an upload with the n-th call failing: 1 if the backend calls it sticky
+ * (and *why), after checking that it is unhealthy either way. */
+static int upload_fault_sticky(const eng_backend_reg *r, int code, char *why, size_t cap)
+{
+    eng_backend *be = NULL;
+    eng_error err = {0};
+    assert_int_equal(r->create(0, 1, &be, &err), ENG_OK);
+    float host[64] = {0}, *d = be->ops->alloc(be, sizeof host);
+    assert_non_null(d);
+    assert_int_equal(be->ops->fault_sticky(be), 0);
+    if (code)
+        tu_cuda_emu_fail_sticky_after(1, code);
+    else
+        tu_cuda_emu_fail_after(1);
+    assert_int_equal(be->ops->upload(be, d, host, sizeof host), ENG_EBACKEND);
+    assert_non_null(be->ops->health(be));
+    snprintf(why, cap, "%s", be->ops->health(be));
+    int sticky = be->ops->fault_sticky(be);
+    tu_cuda_emu_fail_after(0);
+    be->ops->free(be, d);
+    be->ops->destroy(be);
+    return sticky;
+}
+
+/* Sticky CUDA errors (illegal address, launch failure, uncorrectable ECC ...: the process's
+ * CUDA context is lost) are told from the others, whether a runtime call or cuBLAS
+ * reports them; after one, no new backend instance can be made (recreating a context does
+ * not help), and the public API says so (eng_ctx_fault_sticky). */
+static void test_device_fault_sticky(void **state)
+{
+    (void)state;
+    assert_non_null(tu_cuda_emu_fail_sticky_after);
+    const eng_backend_reg *r = eng_backend_reg_find("cuda-emu");
+    assert_non_null(r);
+    char why[256];
+    /* the runtime's "process must be terminated and relaunched" errors, ECC, NVLink */
+    static const int sticky[] = {214, 220, 226, 700, 702, 710, 714, 715, 716, 717, 718, 719,
+                                 721, 810, 911};
+    for (size_t i = 0; i < sizeof sticky / sizeof *sticky; i++) {
+        if (!upload_fault_sticky(r, sticky[i], why, sizeof why))
+            fail_msg("CUDA error %d not taken as sticky (%s)", sticky[i], why);
+        if (sticky[i] == 700)
+            print_message("  sticky: %s\n", why);
+    }
+    /* others: invalid value, out of memory, too many resources, unknown, injected */
+    static const int other[] = {1, 2, 701, 999, 0};
+    for (size_t i = 0; i < sizeof other / sizeof *other; i++)
+        if (upload_fault_sticky(r, other[i], why, sizeof why))
+            fail_msg("CUDA error %d taken as sticky (%s)", other[i], why);
+    print_message("  not sticky: %s\n", why);
+
+    /* cuBLAS reports a faulted kernel as a status: the runtime's last error tells */
+    for (int st = 0; st < 2; st++) {
+        eng_backend *be = NULL;
+        eng_error err = {0};
+        assert_int_equal(r->create(0, 1, &be, &err), ENG_OK);
+        float *d = be->ops->alloc(be, 64 * sizeof(float));
+        assert_non_null(d);
+        if (st)
+            tu_cuda_emu_fail_sticky_after(1, 700); /* the GEMM is the next counted call */
+        else
+            tu_cuda_emu_fail_after(1);
+        be->ops->core->gemm(be, 1, 2, 2, 2, 1.0f, d, 2, d, 2, 0.0f, d + 8, 2);
+        assert_non_null(be->ops->health(be));
+        assert_int_equal(be->ops->fault_sticky(be), st);
+        assert_non_null(strstr(be->ops->health(be), "cuBLAS status"));
+        if (st) {
+            assert_non_null(strstr(be->ops->health(be), "illegal memory access"));
+            /* a new instance cannot be made while the process's context is lost */
+            eng_backend *b2 = NULL;
+            assert_int_not_equal(r->create(0, 1, &b2, &err), ENG_OK);
+            assert_null(b2);
+            assert_non_null(strstr(err.msg, "illegal memory access"));
+            print_message("  %s; a new backend: %s\n", be->ops->health(be), err.msg);
+        }
+        tu_cuda_emu_fail_after(0);
+        be->ops->free(be, d);
+        be->ops->destroy(be);
+    }
+
+    /* through the public API */
+    eng_model *m;
+    eng_ctx *ctx;
+    eng_error err = {0};
+    if (eng_model_load(tu_path("%s/tests/fixtures/models/bert_base", tu_root()), &m, &err))
+        fail_msg("load: %s", err.msg);
+    eng_encoding e;
+    eng_encoding_init(&e);
+    assert_int_equal(eng_tokenizer_encode(eng_model_tokenizer(m), "hello world", 11, NULL, 0,
+                                          32, &e, &err), ENG_OK);
+    const eng_encoding *ep = &e;
+    float *out = malloc(sizeof(float) * (size_t)e.n * eng_model_get_info(m)->hidden);
+    for (int st = 0; st < 2; st++) {
+        assert_int_equal(eng_ctx_new(&(eng_ctx_opts){.backend = "cuda-emu"}, &ctx, &err), ENG_OK);
+        assert_int_equal(eng_run_hidden(ctx, m, &ep, 1, out, &err), ENG_OK);
+        assert_int_equal(eng_ctx_fault_sticky(ctx), 0);
+        if (st)
+            tu_cuda_emu_fail_sticky_after(3, 700);
+        else
+            tu_cuda_emu_fail_after(3);
+        assert_int_equal(eng_run_hidden(ctx, m, &ep, 1, out, &err), ENG_EBACKEND);
+        assert_non_null(eng_ctx_fault(ctx));
+        assert_int_equal(eng_ctx_fault_sticky(ctx), st);
+        eng_ctx *c2 = NULL;
+        assert_int_equal(eng_ctx_new(&(eng_ctx_opts){.backend = "cuda-emu"}, &c2, &err),
+                         st ? ENG_EBACKEND : ENG_OK);
+        eng_ctx_free(c2);
+        tu_cuda_emu_fail_after(0);
+        eng_ctx_free(ctx);
+    }
+    free(out);
+    eng_encoding_free(&e);
+    eng_model_unref(m);
+    /* a CPU context never has a sticky fault */
+    assert_int_equal(eng_ctx_new(&(eng_ctx_opts){.backend = "cpu", .threads = 1}, &ctx, &err), 0);
+    assert_int_equal(eng_ctx_fault_sticky(ctx), 0);
+    eng_ctx_free(ctx);
+}
+
 /* ====================================================== models in fp16/bf16 */
 
 static double cosine(const float *a, const float *b, int n)
@@ -2404,6 +2525,7 @@ TEST_GROUP(backend_ops)
         cmocka_unit_test(test_small_ops),
         cmocka_unit_test(test_adamw),
         cmocka_unit_test(test_device_fault),
+        cmocka_unit_test(test_device_fault_sticky),
         cmocka_unit_test(test_model_16bit),
         cmocka_unit_test(test_model_device_memory),
         cmocka_unit_test(test_model_pinned),

@@ -1759,12 +1759,170 @@ static void test_device_fault_recovery(void **state)
     }
 }
 
+void tu_cuda_emu_fail_sticky_after(int n, int code) __attribute__((weak)); /* tests/cuda_emu/ */
+
+static void count_sticky(void *arg)
+{
+    atomic_fetch_add((atomic_int *)arg, 1);
+}
+
+/* body's JSON, after checking it parses. */
+static cJSON *take_json(srv_buf *b)
+{
+    char *body = srv_buf_take(b, NULL);
+    assert_non_null(body);
+    print_message("  %s", body);
+    cJSON *js = cJSON_Parse(body);
+    free(body);
+    assert_non_null(js);
+    return js;
+}
+
+/* A sticky CUDA error (an illegal address: the process's CUDA context is lost): the
+ * worker makes no context recreation at all, not even once the device would work again;
+ * its batches fail at once saying a restart is needed; the server is told (once);
+ * /readyz is 503 device_fault with the fault marked sticky, and /healthz (liveness),
+ * 200 before, turns 503 with the reason. */
+static void test_device_fault_sticky(void **state)
+{
+    (void)state;
+    assert_non_null(tu_cuda_emu_fail_sticky_after);
+    atomic_int told;
+    atomic_init(&told, 0);
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.backend = "cuda-emu";
+    o.max_delay_us = 0;
+    o.on_sticky_fault = count_sticky;
+    o.on_sticky_fault_arg = &told;
+    fixture f;
+    fx_open(&f, "bert_cls", &o);
+    srv_model_conf mc = {.name = "sentiment", .backend = "cuda"};
+    srv_model sm = {.conf = &mc, .batcher = f.b};
+    atomic_init(&sm.status, SRV_MODEL_READY);
+    srv_server *srv = calloc(1, sizeof *srv);
+    assert_non_null(srv);
+    srv->models = &sm;
+    srv->n_models = 1;
+    atomic_init(&srv->ready, 1);
+    atomic_init(&srv->draining, 0);
+    srv_buf b;
+    const char *code = "x";
+
+    tjob *jobs[3];
+    jobs[0] = job1(&f.t, &srv_job_classify, 6, 1);
+    submit_ok(&f, jobs[0]);
+    assert_true(wait_for(&f.t, &f.t.done, 1));
+    assert_int_equal(jobs[0]->job.status, SRV_JOB_OK);
+    srv_buf_init(&b);
+    assert_int_equal(srv_healthz_render(srv, &b, &code), 200);
+    assert_null(code);
+    cJSON_Delete(take_json(&b));
+
+    tu_cuda_emu_fail_sticky_after(3, 700 /* cudaErrorIllegalAddress */);
+    jobs[1] = job1(&f.t, &srv_job_classify, 6, 2);
+    submit_ok(&f, jobs[1]);
+    assert_true(wait_for(&f.t, &f.t.done, 2));
+    assert_int_equal(jobs[1]->job.status, SRV_JOB_FAILED);
+    assert_int_equal(jobs[1]->job.error_code, ENG_EBACKEND);
+    srv_batcher_fault_info fi;
+    assert_int_equal(srv_batcher_fault(f.b, &fi), 1);
+    assert_true(fi.sticky && fi.gave_up && !fi.recovering);
+    assert_int_equal(fi.attempts, 0);
+    assert_non_null(strstr(fi.error, "illegal memory access"));
+    assert_non_null(strstr(fi.recovery, "the process must be restarted"));
+    assert_int_equal(atomic_load(&told), 1);
+
+    /* the emulated device works again (a real one would not): still no attempt */
+    tu_cuda_emu_fail_after(0);
+    jobs[2] = job1(&f.t, &srv_job_classify, 6, 1);
+    submit_ok(&f, jobs[2]);
+    assert_true(wait_for(&f.t, &f.t.done, 3));
+    assert_int_equal(jobs[2]->job.status, SRV_JOB_FAILED);
+    assert_non_null(strstr(jobs[2]->job.error, "a sticky error: the process must be restarted"));
+    assert_int_equal(srv_batcher_fault(f.b, &fi), 1);
+    assert_int_equal(fi.attempts, 0);
+    assert_int_equal(atomic_load(&told), 1);
+
+    srv_buf_init(&b);
+    assert_int_equal(srv_readyz_render(srv, &b, &code), 503);
+    assert_string_equal(code, "device_fault");
+    cJSON *js = take_json(&b);
+    cJSON *e = cJSON_GetObjectItem(js, "error");
+    assert_string_equal(cJSON_GetObjectItem(e, "code")->valuestring, "device_fault");
+    const char *msg = cJSON_GetObjectItem(e, "message")->valuestring;
+    assert_non_null(strstr(msg, "model sentiment: backend cuda-emu:0 (worker 0) failed: "));
+    assert_non_null(strstr(msg, "sticky CUDA error"));
+    assert_non_null(strstr(msg, "the process must be restarted"));
+    cJSON *f0 = cJSON_GetArrayItem(cJSON_GetObjectItem(js, "faults"), 0);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(f0, "sticky")));
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(f0, "gave_up")));
+    assert_int_equal(cJSON_GetObjectItem(f0, "attempts")->valueint, 0);
+    cJSON_Delete(js);
+
+    srv_buf_init(&b);
+    assert_int_equal(srv_healthz_render(srv, &b, &code), 503);
+    assert_string_equal(code, "device_fault");
+    js = take_json(&b);
+    assert_string_equal(cJSON_GetObjectItem(js, "status")->valuestring, "unhealthy");
+    e = cJSON_GetObjectItem(js, "error");
+    assert_string_equal(cJSON_GetObjectItem(e, "code")->valuestring, "device_fault");
+    msg = cJSON_GetObjectItem(e, "message")->valuestring;
+    assert_non_null(strstr(msg, "model sentiment: backend cuda-emu:0"));
+    assert_non_null(strstr(msg, "illegal memory access"));
+    assert_non_null(strstr(msg, "the process must be restarted"));
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(js, "restart")));
+    cJSON_Delete(js);
+
+    free(srv);
+    for (int i = 0; i < 3; i++)
+        job_free(jobs[i]);
+    fx_close(&f);
+}
+
+/* A fault that is not sticky leaves liveness alone (/healthz 200: recreating the context
+ * may cure it; /readyz reports it). */
+static void test_device_fault_healthz_transient(void **state)
+{
+    (void)state;
+    assert_non_null(tu_cuda_emu_fail_after);
+    srv_batch_opts o;
+    srv_batch_opts_default(&o);
+    o.backend = "cuda-emu";
+    o.max_delay_us = 0;
+    o.recover_attempts = 1;
+    fixture f;
+    fx_open(&f, "bert_cls", &o);
+    srv_model_conf mc = {.name = "sentiment", .backend = "cuda"};
+    srv_model sm = {.conf = &mc, .batcher = f.b};
+    atomic_init(&sm.status, SRV_MODEL_READY);
+    srv_server srv = {.models = &sm, .n_models = 1};
+    tu_cuda_emu_fail_after(-1); /* broken for good: the one attempt fails, given up */
+    tjob *j = job1(&f.t, &srv_job_classify, 6, 1);
+    submit_ok(&f, j);
+    assert_true(wait_for(&f.t, &f.t.done, 1));
+    tu_cuda_emu_fail_after(0);
+    srv_batcher_fault_info fi;
+    assert_int_equal(srv_batcher_fault(f.b, &fi), 1);
+    assert_true(fi.gave_up && !fi.sticky);
+    srv_buf b;
+    const char *code = "x";
+    srv_buf_init(&b);
+    assert_int_equal(srv_healthz_render(&srv, &b, &code), 200);
+    assert_null(code);
+    cJSON_Delete(take_json(&b));
+    job_free(j);
+    fx_close(&f);
+}
+
 TEST_GROUP(server_batcher)
 {
     static const struct CMUnitTest t[] = {
         cmocka_unit_test(test_model_slot),
         cmocka_unit_test(test_device_fault_readyz),
         cmocka_unit_test(test_device_fault_recovery),
+        cmocka_unit_test(test_device_fault_sticky),
+        cmocka_unit_test(test_device_fault_healthz_transient),
         cmocka_unit_test(test_single_job_matches_direct),
         cmocka_unit_test(test_concurrent_invariance),
         cmocka_unit_test(test_budget_padding_and_order),

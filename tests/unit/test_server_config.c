@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "batcher.h" /* srv_batch_opts_default */
 #include "config.h"
 
 static const char *const MODEL =
@@ -252,6 +253,49 @@ static void test_translation_keys(void **state)
     srv_config_free(&c);
 }
 
+/* models[].batching.recover_*: the batcher's device-fault retry settings, per model,
+ * with their defaults (srv_batch_opts_default's) and ranges. */
+static void test_recover_keys(void **state)
+{
+    (void)state;
+    srv_config c;
+    char err[512] = "";
+    const char *json =
+        "{\"models\":[{\"name\":\"a\",\"path\":\"p\",\"task\":\"qa\",\"backend\":\"cuda\","
+        "\"batching\":{\"recover_attempts\":2,\"recover_backoff_ms\":1500}},"
+        "{\"name\":\"b\",\"path\":\"q\",\"task\":\"qa\"}]}";
+    assert_int_equal(load(&c, json, err, sizeof err), 0);
+    assert_int_equal(srv_config_validate(&c, 2, err, sizeof err), 0);
+    assert_int_equal(c.models[0].recover_attempts, 2);
+    assert_int_equal(c.models[0].recover_backoff_ms, 1500);
+    srv_batch_opts d;
+    srv_batch_opts_default(&d);
+    assert_int_equal(c.models[1].recover_attempts, d.recover_attempts);
+    assert_int_equal(c.models[1].recover_backoff_ms, d.recover_backoff_ms);
+    srv_config_free(&c);
+
+    static const char *const bad[][2] = {
+        {"\"recover_attempts\":0", "models[0].batching.recover_attempts: must be an integer in "
+                                   "[1, 100], got 0"},
+        {"\"recover_attempts\":101", "models[0].batching.recover_attempts"},
+        {"\"recover_attempts\":1.5", "models[0].batching.recover_attempts"},
+        {"\"recover_attempts\":\"5\"", "models[0].batching.recover_attempts"},
+        {"\"recover_backoff_ms\":9", "models[0].batching.recover_backoff_ms: must be an integer "
+                                     "in [10, 30000], got 9"},
+        {"\"recover_backoff_ms\":30001", "models[0].batching.recover_backoff_ms"},
+        {"\"recover_backoff_ms\":-200", "models[0].batching.recover_backoff_ms"},
+        {"\"recover_backoff_ms\":null", "models[0].batching.recover_backoff_ms"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char j[512];
+        snprintf(j, sizeof j, "{\"models\":[{\"name\":\"m\",\"path\":\"p\",\"task\":\"qa\","
+                 "\"batching\":{%s}}]}", bad[i][0]);
+        expect_bad(j, bad[i][1]);
+    }
+    /* at the top level they are no key: they belong to a model */
+    expect_bad("{\"batching\":{\"recover_attempts\":3}}", "batching");
+}
+
 static void test_listen_parse(void **state)
 {
     (void)state;
@@ -289,7 +333,8 @@ static void test_print_doc(void **state)
         "models[].timeout_ms", "models[].max_timeout_ms", "models[].batching.max_batch_tokens",
         "models[].batching.max_batch_size", "models[].batching.max_delay_us",
         "models[].batching.queue_capacity", "models[].batching.workers",
-        "models[].batching.threads"};
+        "models[].batching.threads", "models[].batching.recover_attempts  (integer, 1..100, "
+        "default 5)", "models[].batching.recover_backoff_ms  (integer, 10..30000, default 200)"};
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
         if (!strstr(text, keys[i]))
             fail_msg("--print-config-doc does not document %s", keys[i]);
@@ -332,7 +377,7 @@ TEST_GROUP(server_config)
         cmocka_unit_test(test_defaults),      cmocka_unit_test(test_load_full),
         cmocka_unit_test(test_unknown_and_bad), cmocka_unit_test(test_set_overrides),
         cmocka_unit_test(test_validate),      cmocka_unit_test(test_translation_keys),
-        cmocka_unit_test(test_listen_parse),
+        cmocka_unit_test(test_recover_keys),  cmocka_unit_test(test_listen_parse),
         cmocka_unit_test(test_print_doc),     cmocka_unit_test(test_shipped_config),
     };
     TEST_GROUP_RETURN(t);
