@@ -1599,6 +1599,28 @@ void tu_cuda_emu_fail_after(int n) __attribute__((weak)); /* tests/cuda_emu/ */
 /* A worker whose device faults (an injected CUDA error on the emulated CUDA backend):
  * its job fails, the batcher names the worker, backend, device and error, and /readyz
  * turns 503 with a body naming the model, the backend and the device. */
+/* A server of one ready model on batcher b: the fields /readyz and /healthz read. */
+typedef struct one_model {
+    srv_model_conf mc;
+    srv_model sm;
+    srv_server srv;
+} one_model;
+
+static srv_server *one_model_server(one_model *m, srv_batcher *b)
+{
+    memset(m, 0, sizeof *m);
+    m->mc.name = "sentiment";
+    m->mc.backend = "cuda";
+    m->sm.conf = &m->mc;
+    m->sm.batcher = b;
+    atomic_init(&m->sm.status, SRV_MODEL_READY);
+    m->srv.models = &m->sm;
+    m->srv.n_models = 1;
+    atomic_init(&m->srv.ready, 1);
+    atomic_init(&m->srv.draining, 0);
+    return &m->srv;
+}
+
 static void test_device_fault_readyz(void **state)
 {
     (void)state;
@@ -1616,16 +1638,8 @@ static void test_device_fault_readyz(void **state)
     assert_int_equal(a->job.status, SRV_JOB_OK);
     assert_int_equal(srv_batcher_fault(f.b, &fi), 0);
 
-    /* a server of one ready model on this batcher (the fields /readyz reads) */
-    srv_model_conf mc = {.name = "sentiment", .backend = "cuda"};
-    srv_model sm = {.conf = &mc, .batcher = f.b};
-    atomic_init(&sm.status, SRV_MODEL_READY);
-    srv_server *srv = calloc(1, sizeof *srv);
-    assert_non_null(srv);
-    srv->models = &sm;
-    srv->n_models = 1;
-    atomic_init(&srv->ready, 1);
-    atomic_init(&srv->draining, 0);
+    one_model om;
+    srv_server *srv = one_model_server(&om, f.b);
     srv_buf b;
     const char *code = NULL;
     srv_buf_init(&b);
@@ -1685,7 +1699,6 @@ static void test_device_fault_readyz(void **state)
     srv_buf_init(&b);
     assert_int_equal(srv_readyz_render(srv, &b, &code), 200);
     free(srv_buf_take(&b, NULL));
-    free(srv);
     job_free(a);
     job_free(j);
     job_free(k);
@@ -1797,15 +1810,8 @@ static void test_device_fault_sticky(void **state)
     o.on_sticky_fault_arg = &told;
     fixture f;
     fx_open(&f, "bert_cls", &o);
-    srv_model_conf mc = {.name = "sentiment", .backend = "cuda"};
-    srv_model sm = {.conf = &mc, .batcher = f.b};
-    atomic_init(&sm.status, SRV_MODEL_READY);
-    srv_server *srv = calloc(1, sizeof *srv);
-    assert_non_null(srv);
-    srv->models = &sm;
-    srv->n_models = 1;
-    atomic_init(&srv->ready, 1);
-    atomic_init(&srv->draining, 0);
+    one_model om;
+    srv_server *srv = one_model_server(&om, f.b);
     srv_buf b;
     const char *code = "x";
 
@@ -1874,7 +1880,6 @@ static void test_device_fault_sticky(void **state)
     assert_true(cJSON_IsTrue(cJSON_GetObjectItem(js, "restart")));
     cJSON_Delete(js);
 
-    free(srv);
     for (int i = 0; i < 3; i++)
         job_free(jobs[i]);
     fx_close(&f);
@@ -1893,10 +1898,8 @@ static void test_device_fault_healthz_transient(void **state)
     o.recover_attempts = 1;
     fixture f;
     fx_open(&f, "bert_cls", &o);
-    srv_model_conf mc = {.name = "sentiment", .backend = "cuda"};
-    srv_model sm = {.conf = &mc, .batcher = f.b};
-    atomic_init(&sm.status, SRV_MODEL_READY);
-    srv_server srv = {.models = &sm, .n_models = 1};
+    one_model om;
+    srv_server *srv = one_model_server(&om, f.b);
     tu_cuda_emu_fail_after(-1); /* broken for good: the one attempt fails, given up */
     tjob *j = job1(&f.t, &srv_job_classify, 6, 1);
     submit_ok(&f, j);
@@ -1908,7 +1911,7 @@ static void test_device_fault_healthz_transient(void **state)
     srv_buf b;
     const char *code = "x";
     srv_buf_init(&b);
-    assert_int_equal(srv_healthz_render(&srv, &b, &code), 200);
+    assert_int_equal(srv_healthz_render(srv, &b, &code), 200);
     assert_null(code);
     cJSON_Delete(take_json(&b));
     job_free(j);
