@@ -51,8 +51,12 @@ note() { echo "gpu_check [$((SECONDS - T0))s] $*"; }
 sum() { SUMMARY+=("$*"); }
 fail() { FAILED=1; sum "FAIL  $*"; note "FAIL: $*"; }
 # seconds a step may take: its cap, or what is left of the budget less a reserve for
-# the steps after it and the summary
-allow() { local left=$((BUDGET - (SECONDS - T0) - $2)); echo $(($1 < left ? $1 : left)); }
+# the steps after it and the summary; at least 1 (timeout 0 would mean none)
+allow() {
+    local left=$((BUDGET - (SECONDS - T0) - $2)) t
+    t=$(($1 < left ? $1 : left))
+    echo $((t < 1 ? 1 : t))
+}
 tailof() { echo "---- last $2 lines of $1"; tail -n "$2" "$1"; echo "----"; }
 finish() {
     {
@@ -76,7 +80,7 @@ else
     echo "nvidia-smi -L: no nvidia-smi on this machine"
 fi
 sum "host  $(uname -m), $(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME"), $(ldd --version 2>&1 | head -1 | grep -oE '[0-9.]+$' | sed 's/^/glibc /')"
-for t in make cc c++ ar tar xz; do
+for t in make cc c++ ar tar; do
     command -v "$t" >/dev/null || { fail "setup: $t is missing"; finish "FAIL (setup)" 2; }
 done
 [[ -n "$NVCC_BIN" ]] || { fail "setup: no nvcc: a CUDA build is impossible"; finish "FAIL (setup)" 2; }
@@ -90,16 +94,26 @@ fi
 
 # ------------------------------------------------------------------ 1. the prefix
 # dpkg -x unpacks files only (no scripts, no database): nothing outside $P changes.
+# .tar.xz without the xz tool (not in every minimal image): Python's tarfile.
+untar_xz() {
+    if command -v xz >/dev/null; then
+        tar -xJf "$1" -C "$2"
+    else
+        python3 -c 'import sys, tarfile
+t = tarfile.open(sys.argv[1])
+t.extractall(sys.argv[2], **({"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}))' "$1" "$2"
+    fi
+}
 rm -rf "${P:?}" "${WORK:?}"/{shared,bin,lax,pc}
 mkdir -p "$P" "$WORK/shared" "$WORK/bin" "$WORK/lax" "$WORK/pc"
 for f in .gpu-debs/*.deb; do
     if command -v dpkg-deb >/dev/null; then
         dpkg-deb -x "$f" "$P"
     else # not a Debian/Ubuntu system: a .deb is an ar archive holding data.tar.xz
-        (cd "$WORK" && ar p "$ROOT/$f" data.tar.xz | tar -xJ -C "$P")
+        ar p "$f" data.tar.xz >"$WORK/data.tar.xz" && untar_xz "$WORK/data.tar.xz" "$P"
     fi || { fail "setup: unpacking $f"; finish "FAIL (setup)" 2; }
 done
-tar -xJf .gpu-shared/shared.tar.xz -C "$WORK/shared" &&
+untar_xz .gpu-shared/shared.tar.xz "$WORK/shared" &&
     (cd "$WORK/shared" && sha256sum -c --quiet "$ROOT/.gpu-shared/SHA256SUMS") ||
     { fail "setup: the shared copy does not unpack or match SHA256SUMS"; finish "FAIL (setup)" 2; }
 # libmicrohttpd.pc names gnutls in Requires.private, and pkg-config --cflags wants every
@@ -121,7 +135,9 @@ export LIBRARY_PATH="$LIB:$LIB/openblas-pthread"
 # (libopenblas -> libgfortran, libmicrohttpd -> libgnutls -> ...), and nothing else
 # in the environment (python, nvcc) sees the prefix.
 export LDFLAGS="-Wl,--disable-new-dtags -Wl,-rpath,$LIB -Wl,-rpath,$LIB/openblas-pthread"
-unset CPATH LD_LIBRARY_PATH CFLAGS CXXFLAGS
+# LD_LIBRARY_PATH stays as the machine set it: the CUDA runtime may find the driver's
+# libcuda.so.1 through it (DT_RPATH is searched first anyway).
+unset CPATH CFLAGS CXXFLAGS
 PCS=(openblas libcjson libutf8proc libmicrohttpd libuv libcrypto)
 if ! pc_out=$(pkg-config --cflags --libs "${PCS[@]}" 2>&1); then
     fail "setup: pkg-config over the prefix: $pc_out"; finish "FAIL (setup)" 2
@@ -175,11 +191,12 @@ sum "ok    build CUDA=1 -O2 ($how), $((SECONDS - b0)) s, $(grep -c ' warning' "$
 
 # Every library the binaries load: the prefix, CUDA, or the C/C++ runtime of the machine.
 bad=0
+CUDA_REAL=$(readlink -f "$CUDA_HOME")
 for b in "${TARGETS[@]}"; do
     while read -r name _ path _; do
         case "$name" in linux-vdso.so.*|/*ld-linux*) continue ;; esac
         case "$name" in libc.so.6|libm.so.6|libpthread.so.0|libdl.so.2|librt.so.1|libstdc++.so.6|libgcc_s.so.1) continue ;; esac
-        case "$path" in "$P"/*|"$CUDA_HOME"/*) ;; *) echo "provenance: $(basename "$b"): $name => $path"; bad=1 ;; esac
+        case "$(readlink -f "$path")" in "$P"/*|"$CUDA_REAL"/*) ;; *) echo "provenance: $(basename "$b"): $name => $path"; bad=1 ;; esac
     done < <(ldd "$b" | grep '=>')
 done
 # Every third-party header the sources include: from the prefix.
@@ -207,7 +224,7 @@ ldd "$BUILD/test_unit" >>"$RES/build.log"
 UNIT_ENV=(env NLPD_ROOT="$ROOT" NLPD_SHARED="$WORK/shared" NLPD_TEST_ALLOW_SKIP=0)
 : >"$RES/unit.log"
 echo "==== start: backend_ops test_summary" >>"$RES/unit.log"
-timeout -k 5 60 "${UNIT_ENV[@]}" NLPD_TEST_GROUP=backend_ops NLPD_TEST_FILTER=test_summary \
+timeout -k 5 "$(allow 60 0)" "${UNIT_ENV[@]}" NLPD_TEST_GROUP=backend_ops NLPD_TEST_FILTER=test_summary \
     "$BUILD/test_unit" >>"$RES/unit.log" 2>&1
 rc=$?
 grep '^backend_ops:' "$RES/unit.log"
@@ -226,6 +243,7 @@ fi
 if ! nvidia-smi -L >/dev/null 2>&1; then
     sum "none  no GPU: nvidia-smi -L failed; the unit groups on cuda and bench/gpu did not run"
     note "no GPU here (nvidia-smi -L failed): stopping before the GPU checks"
+    ((FAILED)) && finish "FAIL (a build check above); no GPU here: nothing ran on a GPU" 1
     finish "NO GPU (the build checks above ran; nothing ran on a GPU)" 3
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 |
