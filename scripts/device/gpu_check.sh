@@ -9,11 +9,13 @@
 #
 # 1. unpacks the .debs with dpkg -x into a private prefix (never into /) and points
 #    pkg-config (PKG_CONFIG_LIBDIR + PKG_CONFIG_SYSROOT_DIR: the prefix ONLY), the compiler
-#    (C_INCLUDE_PATH, LIBRARY_PATH) and the binaries' run-time path (DT_RPATH) at it;
+#    (C_INCLUDE_PATH), the linker (-L first in LDFLAGS) and the binaries' run-time path
+#    (DT_RPATH) at it;
 # 2. builds test_unit, bench-encoder and bench-translate with CUDA=1 (-O2, no sanitizer:
 #    speed) in build/gpu, the folder bench/gpu builds in (so its own make is a no-op);
-#    checks that every library they load comes from the prefix, CUDA or the C/C++ runtime
-#    and every third-party header from the prefix; starts test_unit on one CPU-safe case;
+#    checks that every library they link (ld --trace) and load (ldd) comes from the
+#    prefix, CUDA or the C/C++ runtime and every third-party header from the prefix;
+#    starts test_unit on one CPU-safe case;
 # --build-only stops here (what the Debian machine, without a GPU, can check);
 # 3. with a GPU (nvidia-smi -L): the unit groups that run every registered backend
 #    (backend_ops, parity, marian; minilm too when models/all-MiniLM-L6-v2 is there), with
@@ -129,12 +131,17 @@ chmod +x "$WORK/bin/pkg-config"
 export PATH="$WORK/bin:$PATH"
 export PKG_CONFIG_LIBDIR="$LIB/pkgconfig:$LIB/openblas-pthread/pkgconfig:$P/usr/share/pkgconfig:$WORK/pc"
 export PKG_CONFIG_SYSROOT_DIR="$P" PKG_CONFIG_PATH=""
-export C_INCLUDE_PATH="$P/usr/include" CPLUS_INCLUDE_PATH="$P/usr/include"
-export LIBRARY_PATH="$LIB:$LIB/openblas-pthread"
-# DT_RPATH (not RUNPATH): it also serves the libraries' own dependencies
-# (libopenblas -> libgfortran, libmicrohttpd -> libgnutls -> ...), and nothing else
-# in the environment (python, nvcc) sees the prefix.
-export LDFLAGS="-Wl,--disable-new-dtags -Wl,-rpath,$LIB -Wl,-rpath,$LIB/openblas-pthread"
+# the multiarch folder too (openssl/configuration.h lives there), first, as gcc's own order
+INC="$P/usr/include/x86_64-linux-gnu:$P/usr/include"
+export C_INCLUDE_PATH="$INC" CPLUS_INCLUDE_PATH="$INC"
+# -L in LDFLAGS, which the Makefile puts before everything: LIBRARY_PATH would come after
+# gcc's own /usr/lib/x86_64-linux-gnu (Debian's multiarch gcc) and link the system's
+# copies where they exist. DT_RPATH (not RUNPATH): it also serves the libraries' own
+# dependencies (libopenblas -> libgfortran, libmicrohttpd -> libgnutls -> ...), and
+# nothing else in the environment (python, nvcc) sees the prefix. --trace lists every
+# file each link reads (checked below).
+export LDFLAGS="-L$LIB -L$LIB/openblas-pthread -Wl,--disable-new-dtags -Wl,-rpath,$LIB -Wl,-rpath,$LIB/openblas-pthread -Wl,--trace"
+unset LIBRARY_PATH
 # LD_LIBRARY_PATH stays as the machine set it: the CUDA runtime may find the driver's
 # libcuda.so.1 through it (DT_RPATH is searched first anyway).
 unset CPATH CFLAGS CXXFLAGS
@@ -189,9 +196,17 @@ fi
 note "build: ok in $((SECONDS - b0))s ($how)"
 sum "ok    build CUDA=1 -O2 ($how), $((SECONDS - b0)) s, $(grep -c ' warning' "$RES/build.log") warning line(s)"
 
-# Every library the binaries load: the prefix, CUDA, or the C/C++ runtime of the machine.
+# Every library the links read (ld --trace) and the binaries load (ldd): the prefix, CUDA,
+# nlpd's own archives, or the C/C++ runtime of the machine.
 bad=0
 CUDA_REAL=$(readlink -f "$CUDA_HOME")
+SYSLIB='/(libc|libm|libmvec|libc_nonshared|libpthread|libdl|librt|libstdc\+\+|libgcc|libgcc_s|ld-linux-x86-64)(\.so[.0-9]*|\.a)$'
+links=$(grep -E '^/[^ ]+\.(so[.0-9]*|a)$' "$RES/build.log" | sort -u)
+while read -r f; do
+    [[ -z "$f" ]] && continue
+    case "$(readlink -f "$f")" in "$P"/*|"$CUDA_REAL"/*|"$BUILD"/*) continue ;; esac
+    grep -qE "$SYSLIB" <<<"$f" || { echo "provenance: linked $f"; bad=1; }
+done <<<"$links"
 for b in "${TARGETS[@]}"; do
     while read -r name _ path _; do
         case "$name" in linux-vdso.so.*|/*ld-linux*) continue ;; esac
@@ -212,11 +227,14 @@ for h in cJSON.h utf8proc.h cblas.h microhttpd.h uv.h openssl/evp.h cmocka.h sen
     got=$(grep -E "/$h\$" <<<"$deps" | head -1)
     if [[ "$got" != "$P"/* ]]; then echo "provenance: <$h> from '${got:-nowhere}'"; bad=1; fi
 done
+# ... and none of the headers those include (openssl/configuration.h, uv/unix.h, ...)
+leak=$(grep -vF "$P/" <<<"$deps" | grep -E 'openssl|cjson|cJSON|/uv|utf8proc|blas|microhttpd|cmocka|sentencepiece')
+[[ -z "$leak" ]] || { echo "provenance: from outside the prefix: $leak"; bad=1; }
 if ((bad)); then
     fail "provenance: a library or header outside the prefix (above)"
 else
     note "provenance: libraries and headers from the prefix (CUDA and libc/libstdc++ from the machine)"
-    sum "ok    provenance: every non-CUDA library ($(ldd "$BUILD/test_unit" | grep -c "=> $P/")) and header from the prefix"
+    sum "ok    provenance: every non-CUDA library ($(ldd "$BUILD/test_unit" | grep -c "=> $P/") loaded, $(grep -c "^$P/" <<<"$links") linked) and header from the prefix"
 fi
 ldd "$BUILD/test_unit" >>"$RES/build.log"
 
