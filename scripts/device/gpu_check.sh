@@ -59,7 +59,7 @@ allow() {
     t=$(($1 < left ? $1 : left))
     echo $((t < 1 ? 1 : t))
 }
-tailof() { echo "---- last $2 lines of $1"; tail -n "$2" "$1"; echo "----"; }
+tailof() { echo "---- last $2 lines of $1 (cut at 300 characters)"; tail -n "$2" "$1" | cut -c1-300; echo "----"; }
 finish() {
     {
         echo "==== gpu_check summary: mode $MODE, $((SECONDS - T0)) s of a $BUDGET s budget"
@@ -314,7 +314,7 @@ else
     note "bench/gpu ${BENCH_ARGS[*]} (python $PYBIN, timeout ${t}s) -> bench.log"
     rm -f bench/out/gpu/results.json
     timeout -k 10 "$t" env NLPD_REF_PYTHON="$PYBIN" NLPD_SHARED="$WORK/shared" PYTHONUNBUFFERED=1 \
-        bench/gpu "${BENCH_ARGS[@]}" >"$RES/bench.log" 2>&1
+        bash bench/gpu "${BENCH_ARGS[@]}" >"$RES/bench.log" 2>&1
     rc=$?
     grep -E 'TFLOP/s| b[0-9]+ +s[0-9]+ ' "$RES/bench.log"
     [[ -f bench/out/gpu/results.json ]] && cp bench/out/gpu/results.json "$RES/bench_results.json"
