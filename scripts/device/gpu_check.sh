@@ -234,7 +234,9 @@ if ((bad)); then
     fail "provenance: a library or header outside the prefix (above)"
 else
     note "provenance: libraries and headers from the prefix (CUDA and libc/libstdc++ from the machine)"
-    sum "ok    provenance: every non-CUDA library ($(ldd "$BUILD/test_unit" | grep -c "=> $P/") loaded, $(grep -c "^$P/" <<<"$links") linked) and header from the prefix"
+    nl=$(grep -c "^$P/" <<<"$links")
+    if ((nl)); then nl="$nl linked"; else nl="no link this run"; fi
+    sum "ok    provenance: every non-CUDA library ($(ldd "$BUILD/test_unit" | grep -c "=> $P/") loaded, $nl) and header from the prefix"
 fi
 ldd "$BUILD/test_unit" >>"$RES/build.log"
 
