@@ -93,11 +93,13 @@ done
 } >"$DEBS/PACKAGES"
 
 # Shared files the GPU checks read: the OPUS-MT tokenizer (unit group marian, also
-# model_load and server_batcher) and the bert-base-uncased vocabulary (bench/gpu's
-# random BERT-base and MiniLM-shaped encoders). Each folder's SOURCE.txt (source,
-# licence) goes with it. Packed: 1 MB instead of 4.
+# model_load and server_batcher), the bert-base-uncased vocabulary (bench/gpu's random
+# BERT-base and MiniLM-shaped encoders) and the SST-2 dev set (unit group minilm, run
+# where models/all-MiniLM-L6-v2 is present). Each folder's SOURCE.txt (source, licence)
+# goes with it. Packed: 1 MB instead of 4.
 FILES=(tokenizers/opus-mt-tc-big-en-pt/{source.spm,target.spm,vocab.json,tokenizer_config.json,special_tokens_map.json,SOURCE.txt}
-       tokenizers/bert-base-uncased/{vocab.txt,tokenizer.json,SOURCE.txt})
+       tokenizers/bert-base-uncased/{vocab.txt,tokenizer.json,SOURCE.txt}
+       data/sst2/{glue_sst2_dev.tsv,SOURCE.txt})
 rm -rf "$SHCOPY"; mkdir -p "$SHCOPY"
 (cd "$SHARED" && sha256sum "${FILES[@]}") >"$SHCOPY/SHA256SUMS"
 $NICE tar -C "$SHARED" -cf - "${FILES[@]}" | $NICE xz -9 >"$SHCOPY/shared.tar.xz"

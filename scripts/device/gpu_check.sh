@@ -286,7 +286,8 @@ for g in "${GROUPS_RUN[@]}"; do
     rc=$?
     part=$(tail -n +"$((mark + 1))" "$RES/unit.log")
     line=$(grep -E '^unit: ' <<<"$part" | tail -1)
-    on_cuda=$(grep -cE '(^backend_ops: cuda:[0-9]+ | on cuda(:[0-9]+)?$)' <<<"$part")
+    # "backend_ops: cuda:0 ...", "  bert_base on cuda", "MiniLM ... on cuda: 64 ..."; never cuda-emu
+    on_cuda=$(grep -cE '(^backend_ops: cuda:[0-9]+ | on cuda(:[0-9]+)?([: ]|$))' <<<"$part")
     note "unit $g: ${line:-no result line} (rc $rc, $((SECONDS - u0))s), $on_cuda line(s) naming cuda"
     if ((rc != 0)); then
         grep -E 'FAILED|ERROR|error|Assert' <<<"$part" | head -20
