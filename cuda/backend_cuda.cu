@@ -199,13 +199,14 @@ static void *cu_alloc(eng_backend *be, size_t bytes)
     return cu_check(cb, rc, "cudaMalloc") ? nullptr : p;
 }
 
-/* Frees even when unhealthy (a non-sticky fault leaves the memory usable; after a
- * sticky one cudaFree fails and there is nothing more to do). */
+/* Frees even when unhealthy: a non-sticky fault leaves the memory usable, and after a
+ * sticky one both calls fail (the memory went with the context), which is harmless. */
 static void cu_free(eng_backend *be, void *p)
 {
     cu_backend *cb = cu_of(be);
-    if (!p || cudaSetDevice(cb->base.device) != cudaSuccess)
+    if (!p)
         return;
+    cudaSetDevice(cb->base.device);
     cu_check(cb, cudaFree(p), "cudaFree");
 }
 
@@ -252,8 +253,10 @@ static void *cu_weights_upload(eng_backend *be, const void *host, size_t bytes)
 
 static void cu_weights_free(int device, void *view)
 {
-    if (view && cudaSetDevice(device) == cudaSuccess)
-        cudaFree(view);
+    if (!view)
+        return;
+    cudaSetDevice(device); /* as cu_free: tried even after a fault */
+    cudaFree(view);
 }
 
 /* ------------------------------------------------------------- lifecycle */
